@@ -1,0 +1,144 @@
+"""`attest hash`, `attest prove`, `attest check-proof`, `attest diff`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+
+from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.errors import InputError
+from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
+from attest.identity.merkle import ALGORITHMS, Algorithm
+from attest.identity.proofs import TensorProof
+
+MAX_JSON_INPUT = 256 * 1024 * 1024
+T = TypeVar("T", IdentityManifest, TensorProof)
+
+algorithm_option = click.option(
+    "--algorithm",
+    type=click.Choice(ALGORITHMS),
+    default="sha256",
+    show_default=True,
+    help="Hash function of the Merkle trees (sha256 is the one signed statements use as subject).",
+)
+ignore_option = click.option(
+    "--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out of the identity."
+)
+
+
+def hash_with_progress(
+    path: Path, algorithm: Algorithm, *, use_cache: bool, ignore: tuple[str, ...], quiet: bool = False
+) -> IdentityManifest:
+    bar = ByteProgress(f"hashing {path.name}", enabled=not quiet)
+    with bar.running():
+        return hash_model(
+            path, algorithm, use_cache=use_cache, ignore=list(ignore), on_total=bar.total, on_bytes=bar.advance
+        )
+
+
+def load_json_model(path: Path, model: type[T]) -> T:
+    try:
+        if path.stat().st_size > MAX_JSON_INPUT:
+            raise InputError(path, f"larger than {MAX_JSON_INPUT} bytes")
+        return model.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "document"
+        raise InputError(path, f"not a valid {model.__name__} ({where}: {first['msg']})") from None
+
+
+@click.command("hash")
+@click.argument("folder", type=click.Path(path_type=Path))
+@algorithm_option
+@click.option("--json", "as_json", is_flag=True, help="Print the identity manifest as JSON (schemas/).")
+@click.option("--no-cache", is_flag=True, help="Re-read every file even if it is unchanged since the last run.")
+@ignore_option
+def hash_command(folder: Path, algorithm: Algorithm, as_json: bool, no_cache: bool, ignore: tuple[str, ...]) -> None:
+    """Compute the weights root and model root of a model FOLDER (safetensors, sharded or not)."""
+    manifest = hash_with_progress(folder, algorithm, use_cache=not no_cache, ignore=ignore)
+    if as_json:
+        print_json(manifest)
+        return
+    table = Table(title=f"{folder}  ({algorithm})", show_lines=False)
+    table.add_column("tensor / file")
+    table.add_column("dtype")
+    table.add_column("shape")
+    table.add_column("digest")
+    for t in manifest.tensors:
+        table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", t.digest[:16])
+    for f in manifest.files:
+        table.add_row(f.path, f.kind, f"{f.size} B", f.digest[:16])
+    stdout.print(table)
+    stdout.print(f"tensors: {len(manifest.tensors)}  files: {len(manifest.files)}")
+    for note in manifest.notes:
+        stdout.print(f"[yellow]note[/]: {note}")
+    stdout.print(f"weights root: [bold]{manifest.weights_root}[/]")
+    stdout.print(f"model root:   [bold]{manifest.model_root}[/]")
+
+
+@click.command("prove")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("tensor")
+@algorithm_option
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the proof here instead of stdout.")
+def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path | None) -> None:
+    """Emit an inclusion proof that TENSOR is part of FOLDER's weights root and model root."""
+    manifest = hash_with_progress(folder, algorithm, use_cache=False, ignore=())
+    proof = make_proof(manifest, tensor)
+    text = proof.model_dump_json(indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        from attest.atomic import atomic_write_text
+
+        atomic_write_text(output, text)
+        stderr.print(f"proof for {tensor} written to {output}")
+
+
+@click.command("check-proof")
+@click.argument("proof_file", type=click.Path(path_type=Path))
+@click.option("--root", "root_hex", required=True, help="The trusted model root or weights root (hex).")
+def check_proof_command(proof_file: Path, root_hex: str) -> None:
+    """Check a tensor inclusion proof against a trusted root, without the other tensors."""
+    proof = load_json_model(proof_file, TensorProof)
+    which = check_proof(proof, root_hex)
+    t = proof.tensor
+    stdout.print(f"OK: tensor {t.name} ({t.dtype} {list(t.shape)}) is included in {which.replace('_', ' ')} {root_hex}")
+
+
+@click.command("diff")
+@click.argument("expected", type=click.Path(path_type=Path))
+@click.argument("actual", type=click.Path(path_type=Path))
+@algorithm_option
+@click.option("--json", "as_json", is_flag=True)
+def diff_command(expected: Path, actual: Path, algorithm: Algorithm, as_json: bool) -> None:
+    """Name every tensor and file that differs between two models (folders or manifest JSON files).
+
+    Exit 0 when identical, 1 when they differ."""
+
+    def load(p: Path) -> IdentityManifest:
+        if p.is_file():
+            return load_json_model(p, IdentityManifest)
+        return hash_with_progress(p, algorithm, use_cache=False, ignore=())
+
+    a, b = load(expected), load(actual)
+    if a.algorithm != b.algorithm:
+        raise InputError(actual, f"uses {b.algorithm}, {expected} uses {a.algorithm}")
+    d = diff_manifests(a, b)
+    if as_json:
+        click.echo(json.dumps(d.model_dump(), indent=2))
+    else:
+        for line in d.lines():
+            stdout.print(line)
+        stdout.print("identical" if d.identical else "different")
+    raise SystemExit(0 if d.identical else 1)
+
+
+COMMANDS = [hash_command, prove_command, check_proof_command, diff_command]

@@ -1,0 +1,54 @@
+"""Shared terminal helpers: rich consoles, progress bars only on a TTY, JSON printing."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True)
+
+
+def print_json(model: BaseModel) -> None:
+    sys.stdout.write(model.model_dump_json(indent=2, by_alias=True, exclude_none=True) + "\n")
+
+
+class ByteProgress:
+    """A bytes progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self._enabled = enabled and stderr.is_terminal
+        self._label = label
+        self._progress: Progress | None = None
+        self._task: int | None = None
+
+    def total(self, n: int) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task(self._label, total=n)
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=n)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ByteProgress]:
+        if not self._enabled:
+            yield self
+            return
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        ) as progress:
+            self._progress = progress
+            yield self
+            self._progress = None

@@ -1,0 +1,32 @@
+"""Typed errors whose message is what the user reads: one line that names the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes (documented in README.md and SPEC.md).
+EXIT_OK = 0
+EXIT_VERIFICATION_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class AttestError(Exception):
+    """Base class: carries the exit code the CLI should use."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(AttestError):
+    """Unreadable, malformed or hostile input (exit 2). The message names the file."""
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class VerificationError(AttestError):
+    """A check that ran and failed (exit 1)."""
+
+    exit_code = EXIT_VERIFICATION_FAILED

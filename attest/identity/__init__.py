@@ -1,0 +1,22 @@
+"""Checkpoint identity: strict safetensors reading, chunked Merkle trees, manifests and inclusion proofs."""
+
+from attest.identity.diff import ManifestDiff, diff_manifests
+from attest.identity.hashing import hash_model
+from attest.identity.manifest import FileEntry, IdentityManifest, TensorEntry
+from attest.identity.proofs import TensorProof, check_proof, make_proof
+from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo, read_header
+
+__all__ = [
+    "FileEntry",
+    "IdentityManifest",
+    "ManifestDiff",
+    "SafetensorsFile",
+    "TensorEntry",
+    "TensorInfo",
+    "TensorProof",
+    "check_proof",
+    "diff_manifests",
+    "hash_model",
+    "make_proof",
+    "read_header",
+]

@@ -1,0 +1,173 @@
+"""What a model folder contains, decided before any byte is hashed.
+
+The scan classifies every file as a safetensors weight file, a shard index, an opaque PyTorch pickle, an ordinary
+file, or excluded (attest's own files, VCS folders, signatures). It refuses what a hostile folder can use against a
+verifier: symlinks that leave the folder, special files, index entries that point outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from attest.errors import InputError
+from attest.identity.safetensors_reader import SafetensorsHeader, read_header
+
+ATTEST_DIR = ".attest"
+"""attest's own folder inside a model folder (attestations); excluded from the identity."""
+
+EXCLUDED_DIRS = frozenset({".git", ".hg", ".svn", ATTEST_DIR})
+EXCLUDED_PATHS = frozenset({"model.sig", ".cache/huggingface"})
+"""Relative POSIX paths excluded with everything below them: signatures and download caches are not content."""
+
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class FolderScan:
+    root: Path
+    weight_files: list[Path] = field(default_factory=list)  # top-level *.safetensors, relative
+    headers: dict[str, SafetensorsHeader] = field(default_factory=dict)  # by relative POSIX path
+    index_files: list[str] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)  # relative POSIX paths, includes pickles
+    pickle_files: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    real_paths: dict[str, Path] = field(default_factory=dict)  # relative POSIX path -> resolved file
+
+
+def _is_excluded(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    if parts and parts[0] in EXCLUDED_DIRS:
+        return True
+    return any("/".join(parts[: i + 1]) in EXCLUDED_PATHS for i in range(len(parts)))
+
+
+def _is_pickle(rel: str) -> bool:
+    return PurePosixPath(rel).suffix.lower() in PICKLE_SUFFIXES
+
+
+def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -> FolderScan:
+    """List and classify a model folder; validate every safetensors header and shard index."""
+    root = Path(path)
+    if not root.exists():
+        raise InputError(root, "no such folder")
+    if not root.is_dir():
+        raise InputError(root, "not a folder")
+    real_root = root.resolve()
+    ignored = {PurePosixPath(i).as_posix().strip("/") for i in ignore or []}
+    scan = FolderScan(root=root)
+    any_entry = False
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_walk_error):
+        rel_dir = Path(dirpath).relative_to(root)
+        keep: list[str] = []
+        for d in sorted(dirnames):
+            rel = (rel_dir / d).as_posix()
+            any_entry = True
+            full = Path(dirpath) / d
+            if _is_excluded(rel) or rel in ignored:
+                scan.excluded.append(rel + "/")
+                continue
+            if full.is_symlink():
+                _check_link(full, real_root, rel)
+                raise InputError(full, "symlinked folder inside the model folder is not supported")
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            rel = (rel_dir / name).as_posix()
+            any_entry = True
+            full = Path(dirpath) / name
+            if _is_excluded(rel) or rel in ignored:
+                scan.excluded.append(rel)
+                continue
+            real = _check_link(full, real_root, rel) if full.is_symlink() else full
+            try:
+                st = real.stat()
+            except OSError as exc:
+                raise InputError(full, f"cannot stat: {exc.strerror or exc}") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(full, "not a regular file (device, socket or pipe)")
+            scan.real_paths[rel] = real
+            top_level = "/" not in rel
+            if top_level and name.endswith(".safetensors"):
+                scan.weight_files.append(Path(rel))
+            elif top_level and name.endswith(".safetensors.index.json"):
+                scan.index_files.append(rel)
+            else:
+                scan.other_files.append(rel)
+                if _is_pickle(rel):
+                    scan.pickle_files.append(rel)
+
+    if not any_entry:
+        raise InputError(root, "empty folder")
+    if not scan.weight_files and not scan.pickle_files:
+        raise InputError(root, "no weights: no *.safetensors or PyTorch pickle files at the top level")
+    for rel_path in scan.weight_files:
+        rel = rel_path.as_posix()
+        scan.headers[rel] = read_header(scan.real_paths[rel])
+    _check_duplicates(scan)
+    for index in scan.index_files:
+        _check_index(scan, index)
+    return scan
+
+
+def _walk_error(exc: OSError) -> None:
+    raise InputError(exc.filename, f"cannot list: {exc.strerror or exc}")
+
+
+def _check_link(full: Path, real_root: Path, rel: str) -> Path:
+    try:
+        target = full.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InputError(full, "broken or looping symlink") from None
+    if target != real_root and real_root not in target.parents:
+        raise InputError(full, f"symlink leads outside the model folder (to {target})")
+    return target
+
+
+def _check_duplicates(scan: FolderScan) -> None:
+    seen: dict[str, str] = {}
+    for rel, header in scan.headers.items():
+        for t in header.tensors:
+            if t.name in seen:
+                raise InputError(scan.root / rel, f"tensor {t.name!r} is also stored in {seen[t.name]}")
+            seen[t.name] = rel
+
+
+def _check_index(scan: FolderScan, index: str) -> None:
+    path = scan.root / index
+    real = scan.real_paths[index]
+    if real.stat().st_size > MAX_INDEX_BYTES:
+        raise InputError(path, f"shard index larger than {MAX_INDEX_BYTES} bytes")
+    try:
+        data = json.loads(real.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        raise InputError(path, f"shard index is not valid JSON ({str(exc).splitlines()[0]})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise InputError(path, "shard index has no weight_map object")
+    by_shard: dict[str, set[str]] = {}
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise InputError(path, f"weight_map entry for {tensor!r} is not a file name")
+        pure = PurePosixPath(shard)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in shard:
+            raise InputError(path, f"weight_map entry for {tensor!r} points outside the folder: {shard!r}")
+        name = pure.as_posix()
+        if name not in scan.headers:
+            if (scan.root / name).exists() and name in scan.real_paths:
+                raise InputError(path, f"weight_map names {shard!r}, which is not a top-level .safetensors file")
+            raise InputError(path, f"weight_map names a missing shard {shard!r}")
+        by_shard.setdefault(name, set()).add(tensor)
+    for shard, names in by_shard.items():
+        present = {t.name for t in scan.headers[shard].tensors}
+        missing = sorted(names - present)
+        if missing:
+            raise InputError(path, f"weight_map puts {missing[0]!r} in {shard}, which does not hold it")
+        extra = sorted(present - names)
+        if extra:
+            raise InputError(path, f"{shard} holds {extra[0]!r}, which weight_map does not list")

@@ -1,0 +1,157 @@
+"""hash_model: folder -> identity manifest (weights root, files root, model root)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from attest.errors import InputError
+from attest.identity.cache import RootCache, stat_key
+from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
+from attest.identity.folder import FolderScan, scan_folder
+from attest.identity.manifest import (
+    FileEntry,
+    IdentityManifest,
+    TensorEntry,
+    file_leaf,
+    file_record,
+    model_root_of,
+    tensor_leaf,
+    tensor_record,
+)
+from attest.identity.merkle import ALGORITHMS, Algorithm, root
+
+ProgressStart = Callable[[int], None]
+ProgressAdvance = Callable[[int], None]
+
+
+def hash_model(
+    path: str | os.PathLike[str],
+    algorithm: Algorithm = "sha256",
+    *,
+    use_cache: bool = False,
+    ignore: list[str] | None = None,
+    workers: int | None = None,
+    on_total: ProgressStart | None = None,
+    on_bytes: ProgressAdvance | None = None,
+) -> IdentityManifest:
+    """Hash a model folder. With use_cache, data roots of files unchanged since the last cached run are reused
+    (never use it for verification)."""
+    if algorithm not in ALGORITHMS:
+        raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
+    scan = scan_folder(path, ignore=ignore)
+    return hash_scan(scan, algorithm, use_cache=use_cache, workers=workers, on_total=on_total, on_bytes=on_bytes)
+
+
+def hash_scan(
+    scan: FolderScan,
+    algorithm: Algorithm,
+    *,
+    use_cache: bool = False,
+    workers: int | None = None,
+    on_total: ProgressStart | None = None,
+    on_bytes: ProgressAdvance | None = None,
+) -> IdentityManifest:
+    tensor_jobs: list[tuple[str, str, list[int], Span]] = []  # (name, dtype, shape, span); file kept in span
+    for rel, header in scan.headers.items():
+        real = scan.real_paths[rel]
+        for t in header.tensors:
+            tensor_jobs.append((t.name, t.dtype, list(t.shape), Span(real, t.begin, t.nbytes)))
+    file_jobs: list[tuple[str, Span]] = []
+    for rel in scan.other_files:
+        real = scan.real_paths[rel]
+        file_jobs.append((rel, Span(real, 0, real.stat().st_size)))
+
+    spans = [j[3] for j in tensor_jobs] + [j[1] for j in file_jobs]
+    roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
+    _check_unchanged(scan)
+
+    rel_of = {real: rel for rel, real in scan.real_paths.items()}
+    tensors: list[TensorEntry] = []
+    for (name, dtype, shape, span), data_hex in zip(tensor_jobs, roots_hex, strict=False):
+        rec = tensor_record(name, dtype, shape, span.length, data_hex)
+        tensors.append(
+            TensorEntry(
+                name=name,
+                dtype=dtype,
+                shape=shape,
+                nbytes=span.length,
+                data_root=data_hex,
+                digest=tensor_leaf(algorithm, rec).hex(),
+                file=rel_of.get(span.path, span.path.name),
+            )
+        )
+    tensors.sort(key=lambda e: e.name)
+    pickles = set(scan.pickle_files)
+    files: list[FileEntry] = []
+    for (rel, span), data_hex in zip(file_jobs, roots_hex[len(tensor_jobs) :], strict=True):
+        rec = file_record(rel, span.length, data_hex)
+        files.append(
+            FileEntry(
+                path=rel,
+                size=span.length,
+                data_root=data_hex,
+                digest=file_leaf(algorithm, rec).hex(),
+                kind="pickle" if rel in pickles else "file",
+            )
+        )
+    files.sort(key=lambda e: e.path)
+
+    weights_root = root(algorithm, [bytes.fromhex(t.digest) for t in tensors]).hex()
+    files_root = root(algorithm, [bytes.fromhex(f.digest) for f in files]).hex()
+    model_root = model_root_of(algorithm, CHUNK_SIZE, weights_root, files_root).hex()
+    notes = [f"{p}: PyTorch pickle hashed as opaque bytes, never unpickled" for p in sorted(pickles)]
+    return IdentityManifest(
+        algorithm=algorithm,
+        chunk_size=CHUNK_SIZE,
+        weights_root=weights_root,
+        files_root=files_root,
+        model_root=model_root,
+        tensors=tensors,
+        files=files,
+        weight_files=sorted([p.as_posix() for p in scan.weight_files] + scan.index_files),
+        excluded=sorted(scan.excluded),
+        notes=notes,
+    )
+
+
+def _roots_for(
+    scan: FolderScan,
+    algorithm: Algorithm,
+    spans: list[Span],
+    use_cache: bool,
+    workers: int | None,
+    on_total: ProgressStart | None,
+    on_bytes: ProgressAdvance | None,
+) -> list[str]:
+    cache = RootCache(scan.root, algorithm) if use_cache else None
+    keys = {s.path: stat_key(s.path) for s in spans}
+    result: list[str | None] = [None] * len(spans)
+    todo: list[int] = []
+    for i, s in enumerate(spans):
+        hit = cache.lookup(s.path, s.offset, s.length) if cache else None
+        if hit is not None:
+            result[i] = hit
+        else:
+            todo.append(i)
+    if on_total is not None:
+        on_total(sum(spans[i].length for i in todo))
+    computed, _ = data_roots(algorithm, [spans[i] for i in todo], workers=workers, on_bytes=on_bytes)
+    for i, r in zip(todo, computed, strict=True):
+        result[i] = r.hex()
+    if cache is not None:
+        for s, r in zip(spans, result, strict=True):
+            assert r is not None
+            if stat_key(s.path) == keys[s.path]:
+                cache.store(s.path, keys[s.path], s.offset, s.length, r)
+        cache.save()
+    return [r for r in result if r is not None]
+
+
+def _check_unchanged(scan: FolderScan) -> None:
+    """A weight file that changed size while we hashed it would give a root of nothing that ever existed."""
+    for rel, header in scan.headers.items():
+        size = scan.real_paths[rel].stat().st_size
+        if size != header.file_size:
+            raise InputError(Path(scan.root) / rel, "file changed while it was being hashed")

@@ -1,0 +1,95 @@
+"""The identity manifest: the typed result of hashing a model folder (`attest hash --json`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attest.identity.merkle import TAG_FILE, TAG_MODEL, TAG_TENSOR, Algorithm, hash_record
+
+IDENTITY_FORMAT = "attest-identity/v1"
+MANIFEST_TYPE = "https://attest.dev/identity-manifest/v1"
+
+Hex = str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorEntry(_Strict):
+    name: str
+    dtype: str
+    shape: list[int]
+    nbytes: int = Field(ge=0)
+    data_root: Hex = Field(description="Merkle root over the tensor's bytes in 1 MiB chunks")
+    digest: Hex = Field(description="Leaf hash of the tensor record: H(0x02 || JCS(record))")
+    file: str = Field(description="Shard file holding the tensor (informative: not part of any root)")
+
+    def record(self) -> dict[str, Any]:
+        return tensor_record(self.name, self.dtype, self.shape, self.nbytes, self.data_root)
+
+
+class FileEntry(_Strict):
+    path: str = Field(description="POSIX path relative to the model folder")
+    size: int = Field(ge=0)
+    data_root: Hex
+    digest: Hex = Field(description="Leaf hash of the file record: H(0x03 || JCS(record))")
+    kind: Literal["file", "pickle"] = Field(
+        description="pickle: a PyTorch pickle hashed as opaque bytes, never unpickled"
+    )
+
+    def record(self) -> dict[str, Any]:
+        return file_record(self.path, self.size, self.data_root)
+
+
+class IdentityManifest(_Strict):
+    type: Literal["https://attest.dev/identity-manifest/v1"] = MANIFEST_TYPE
+    format: Literal["attest-identity/v1"] = IDENTITY_FORMAT
+    algorithm: Algorithm
+    chunk_size: int
+    weights_root: Hex
+    files_root: Hex
+    model_root: Hex
+    tensors: list[TensorEntry]
+    files: list[FileEntry]
+    weight_files: list[str] = Field(description="safetensors shards and indexes covered by the weights root")
+    excluded: list[str] = Field(description="paths left out of the identity (attest's own, VCS, signatures)")
+    notes: list[str] = Field(default_factory=list)
+
+    def tensor(self, name: str) -> TensorEntry | None:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        return None
+
+
+def tensor_record(name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex) -> dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": list(shape), "nbytes": nbytes, "data": data_root}
+
+
+def file_record(path: str, size: int, data_root: Hex) -> dict[str, Any]:
+    return {"path": path, "size": size, "data": data_root}
+
+
+def model_record(algorithm: Algorithm, chunk_size: int, weights_root: Hex, files_root: Hex) -> dict[str, Any]:
+    return {
+        "format": IDENTITY_FORMAT,
+        "algorithm": algorithm,
+        "chunk_size": chunk_size,
+        "weights_root": weights_root,
+        "files_root": files_root,
+    }
+
+
+def tensor_leaf(algorithm: Algorithm, record: dict[str, Any]) -> bytes:
+    return hash_record(algorithm, TAG_TENSOR, record)
+
+
+def file_leaf(algorithm: Algorithm, record: dict[str, Any]) -> bytes:
+    return hash_record(algorithm, TAG_FILE, record)
+
+
+def model_root_of(algorithm: Algorithm, chunk_size: int, weights_root: Hex, files_root: Hex) -> bytes:
+    return hash_record(algorithm, TAG_MODEL, model_record(algorithm, chunk_size, weights_root, files_root))

@@ -1,0 +1,91 @@
+"""Inclusion proofs: show that one tensor (name, dtype, shape, bytes) is part of a model root, without the others.
+
+A proof carries the tensor record, its audit path in the weights tree, and the files root, so a verifier recomputes
+the tensor leaf, then the weights root, then the model root. Given the tensor's bytes, it can also recompute the
+record's data root.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attest.errors import InputError, VerificationError
+from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
+from attest.identity.manifest import IdentityManifest, model_root_of, tensor_leaf, tensor_record
+from attest.identity.merkle import Algorithm, audit_path, root_from_path
+
+PROOF_TYPE = "https://attest.dev/tensor-proof/v1"
+
+
+class ProofTensor(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    dtype: str
+    shape: list[int]
+    nbytes: int = Field(ge=0)
+    data_root: str
+
+
+class TensorProof(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["https://attest.dev/tensor-proof/v1"] = PROOF_TYPE
+    algorithm: Algorithm
+    chunk_size: int
+    tensor: ProofTensor
+    index: int = Field(ge=0, description="Position of the tensor among all tensors sorted by name")
+    tree_size: int = Field(ge=1, description="Number of tensors in the weights tree")
+    path: list[str] = Field(description="Audit path (hex), leaf to root, RFC 9162 order")
+    weights_root: str
+    files_root: str
+    model_root: str
+
+
+def make_proof(manifest: IdentityManifest, name: str) -> TensorProof:
+    names = [t.name for t in manifest.tensors]
+    if name not in names:
+        raise InputError(None, f"no tensor named {name!r} in the model")
+    index = names.index(name)
+    t = manifest.tensors[index]
+    leaves = [bytes.fromhex(x.digest) for x in manifest.tensors]
+    return TensorProof(
+        algorithm=manifest.algorithm,
+        chunk_size=manifest.chunk_size,
+        tensor=ProofTensor(name=t.name, dtype=t.dtype, shape=t.shape, nbytes=t.nbytes, data_root=t.data_root),
+        index=index,
+        tree_size=len(leaves),
+        path=[h.hex() for h in audit_path(manifest.algorithm, leaves, index)],
+        weights_root=manifest.weights_root,
+        files_root=manifest.files_root,
+        model_root=manifest.model_root,
+    )
+
+
+def check_proof(proof: TensorProof, root_hex: str) -> str:
+    """Check a proof against a trusted root (model root or weights root). Returns which root matched.
+    Raises VerificationError when the proof does not lead to that root."""
+    if proof.chunk_size != CHUNK_SIZE:
+        raise VerificationError(f"proof uses chunk size {proof.chunk_size}, identity v1 fixes {CHUNK_SIZE}")
+    t = proof.tensor
+    leaf = tensor_leaf(proof.algorithm, tensor_record(t.name, t.dtype, t.shape, t.nbytes, t.data_root))
+    try:
+        path = [bytes.fromhex(p) for p in proof.path]
+        weights_root = root_from_path(proof.algorithm, leaf, proof.index, proof.tree_size, path).hex()
+    except ValueError as exc:
+        raise VerificationError(f"malformed proof: {exc}") from None
+    model_root = model_root_of(proof.algorithm, proof.chunk_size, weights_root, proof.files_root).hex()
+    want = root_hex.lower()
+    if want == model_root:
+        return "model_root"
+    if want == weights_root:
+        return "weights_root"
+    raise VerificationError(
+        f"proof for tensor {t.name!r} does not lead to root {root_hex} (it leads to model root {model_root})"
+    )
+
+
+def tensor_data_root(algorithm: Algorithm, data: Span) -> str:
+    """Data root of raw tensor bytes, to check a proof's record against the bytes one holds."""
+    roots, _ = data_roots(algorithm, [data], workers=1)
+    return roots[0].hex()

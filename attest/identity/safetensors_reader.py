@@ -1,0 +1,218 @@
+"""A strict safetensors reader over mmap.
+
+Every number in a safetensors header comes from a possibly hostile file: the header length, the JSON itself, each
+tensor's dtype, shape and data_offsets. This reader checks all of them before any tensor byte is touched, and hands
+out zero-copy memoryviews of the mapped file. It never interprets bytes as code.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attest.errors import InputError
+from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
+
+MAX_HEADER_BYTES = 100_000_000
+"""Headers larger than this are refused (the safetensors library uses the same bound)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor entry of a validated header. Offsets are absolute positions in the file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: Path
+    file_size: int
+    data_start: int
+    tensors: tuple[TensorInfo, ...]
+    metadata: dict[str, str]
+
+    def by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Read and validate the header of one safetensors file. Reads at most 8 + MAX_HEADER_BYTES bytes."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 8:
+                raise InputError(p, f"truncated safetensors file ({size} bytes, shorter than the 8-byte header length)")
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > MAX_HEADER_BYTES:
+                raise InputError(p, f"safetensors header of {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+            if 8 + n > size:
+                raise InputError(p, f"safetensors header length {n} runs past the end of the {size}-byte file")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) != n:
+        raise InputError(p, "file shrank while being read")
+    return parse_header(p, raw, size)
+
+
+def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
+    """Validate a raw header (the N bytes after the length prefix) against a file of `size` bytes."""
+    n = len(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(p, "safetensors header is not valid UTF-8") from None
+    if not text.startswith("{"):
+        raise InputError(p, "safetensors header is not a JSON object")
+    try:
+        header = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(p, f"safetensors header is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(header, dict):
+        raise InputError(p, "safetensors header is not a JSON object")
+
+    data_start = 8 + n
+    buffer_len = size - data_start
+    metadata: dict[str, str] = {}
+    tensors: list[TensorInfo] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise InputError(p, "__metadata__ must map strings to strings")
+            metadata = dict(entry)
+            continue
+        tensors.append(_parse_entry(p, name, entry, data_start, buffer_len))
+
+    ordered = sorted(tensors, key=lambda t: (t.begin, t.end))
+    cursor = data_start
+    for t in ordered:
+        if t.begin < cursor:
+            raise InputError(p, f"tensor {t.name!r} overlaps the previous tensor (data_offsets start {t.begin - data_start})")
+        if t.begin > cursor:
+            raise InputError(p, f"gap of {t.begin - cursor} bytes before tensor {t.name!r} in the data buffer")
+        cursor = t.end
+    if cursor != size:
+        raise InputError(p, f"{size - cursor} bytes after the last tensor are not covered by any tensor")
+    return SafetensorsHeader(p, size, data_start, tuple(ordered), metadata)
+
+
+def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: int) -> TensorInfo:
+    if not name:
+        raise InputError(p, "empty tensor name in safetensors header")
+    if not isinstance(entry, dict):
+        raise InputError(p, f"tensor {name!r}: entry is not a JSON object")
+    if set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise InputError(p, f"tensor {name!r}: entry must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise InputError(p, f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise InputError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
+    if len(shape) > 64:
+        raise InputError(p, f"tensor {name!r}: {len(shape)} dimensions is more than the 64 allowed")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise InputError(p, f"tensor {name!r}: data_offsets must be two integers")
+    begin, end = offsets
+    if not 0 <= begin <= end <= buffer_len:
+        raise InputError(
+            p, f"tensor {name!r}: data_offsets [{begin}, {end}] out of bounds of the {buffer_len}-byte data buffer"
+        )
+    want = expected_nbytes(dtype, shape)
+    if want is None or want != end - begin:
+        raise InputError(
+            p, f"tensor {name!r}: shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
+
+
+class SafetensorsFile:
+    """A validated safetensors file, mapped read-only. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.header = read_header(path)
+        self.path = self.header.path
+        self._fh = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        st = os.fstat(self._fh.fileno())
+        if st.st_size != self.header.file_size:
+            self._fh.close()
+            raise InputError(self.path, "file changed size while being opened")
+        self._map: mmap.mmap | None = None
+        if st.st_size > 0:
+            self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._by_name = self.header.by_name()
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                # A caller still holds a view; the mapping goes away with the last reference.
+                pass
+            self._map = None
+        self._fh.close()
+
+    @property
+    def tensors(self) -> tuple[TensorInfo, ...]:
+        return self.header.tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise InputError(self.path, f"no tensor named {name!r}") from None
+
+    def view(self, name: str) -> memoryview:
+        """Zero-copy bytes of one tensor."""
+        t = self.info(name)
+        if self._map is None or t.nbytes == 0:
+            return memoryview(b"")
+        return memoryview(self._map)[t.begin : t.end]
+
+    def release(self, name: str) -> None:
+        """Tell the kernel we are done with a tensor's pages, so resident memory tracks the tensor in hand."""
+        t = self.info(name)
+        if self._map is None or t.nbytes == 0:
+            return
+        page = mmap.PAGESIZE
+        start = (t.begin // page) * page
+        length = t.end - start
+        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, length)
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.header.tensors)

