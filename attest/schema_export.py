@@ -1,0 +1,52 @@
+"""Every JSON format attest reads or writes is a pydantic model registered here; `schemas/` holds their JSON Schemas.
+
+Regenerate with `python -m attest.schema_export`; tests/test_schemas.py fails when a file in schemas/ is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def registry() -> dict[str, type[BaseModel]]:
+    """File name in schemas/ -> the model it describes. Capabilities add their formats here."""
+    from attest.identity.diff import ManifestDiff
+    from attest.identity.manifest import IdentityManifest
+    from attest.identity.proofs import TensorProof
+
+    return {
+        "identity-manifest.schema.json": IdentityManifest,
+        "tensor-proof.schema.json": TensorProof,
+        "manifest-diff.schema.json": ManifestDiff,
+    }
+
+
+def render(model: type[BaseModel], name: str) -> str:
+    schema = model.model_json_schema(mode="serialization")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://attest.dev/schemas/{name}",
+              **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def export(target: Path = SCHEMA_DIR, write: Callable[[Path, str], None] | None = None) -> list[Path]:
+    from attest.atomic import atomic_write_text
+
+    target.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, model in registry().items():
+        path = target / name
+        (write or atomic_write_text)(path, render(model, name))
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    for p in export(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR):
+        print(p)
