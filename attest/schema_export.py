@@ -30,8 +30,11 @@ def registry() -> dict[str, type[BaseModel]]:
 
 def render(model: type[BaseModel], name: str) -> str:
     schema = model.model_json_schema(mode="serialization")
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://attest.dev/schemas/{name}",
-              **schema}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://attest.dev/schemas/{name}",
+        **schema,
+    }
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 

@@ -35,8 +35,9 @@ def main() -> None:
     attest("hash", str(MODEL))
     # 2. The same tensors in 3 shards give the same roots.
     resharded = out / "minilm-3-shards"
-    subprocess.run([sys.executable, str(Path(__file__).with_name("reshard.py")), str(MODEL), str(resharded), "3"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("reshard.py")), str(MODEL), str(resharded), "3"], check=True
+    )
     attest("diff", str(MODEL), str(resharded))
     # 3. A proof that one tensor is in the model, checked without the other tensors.
     proof = out / "proof.json"

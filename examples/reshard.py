@@ -20,7 +20,7 @@ def reshard(src: Path, dst: Path, shards: int, seed: int = 0) -> Path:
     tensors = {}
     for f in sorted(src.glob("*.safetensors")):
         with safe_open(f, "pt") as fh:
-            for k in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            for k in fh.keys():
                 tensors[k] = fh.get_tensor(k)
     names = list(tensors)
     random.Random(seed).shuffle(names)

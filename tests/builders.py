@@ -14,7 +14,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 VOCAB = 256
 
 
-def tiny_config(arch: str = "qwen2", hidden: int = 64, layers: int = 2, vocab: int = VOCAB) -> Qwen2Config | LlamaConfig:
+def tiny_config(
+    arch: str = "qwen2", hidden: int = 64, layers: int = 2, vocab: int = VOCAB
+) -> Qwen2Config | LlamaConfig:
     common = dict(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -33,7 +35,12 @@ def tiny_config(arch: str = "qwen2", hidden: int = 64, layers: int = 2, vocab: i
 
 
 def make_tiny_model(
-    out: Path, seed: int = 0, arch: str = "qwen2", hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.bfloat16
+    out: Path,
+    seed: int = 0,
+    arch: str = "qwen2",
+    hidden: int = 64,
+    layers: int = 2,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> Path:
     """Randomly initialise a tiny causal LM with a fixed seed and save it (safetensors + config.json)."""
     torch.manual_seed(seed)

@@ -46,5 +46,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def pytest_report_header() -> list[str]:
-    return [f"attest repo: {REPO}", f"shared vectors: {SHARED if SHARED.is_dir() else 'absent'}",
-            f"torch threads: {os.cpu_count()}"]
+    return [
+        f"attest repo: {REPO}",
+        f"shared vectors: {SHARED if SHARED.is_dir() else 'absent'}",
+        f"torch threads: {os.cpu_count()}",
+    ]

@@ -138,13 +138,14 @@ def _roots_for(
     if on_total is not None:
         on_total(sum(spans[i].length for i in todo))
     computed, _ = data_roots(algorithm, [spans[i] for i in todo], workers=workers, on_bytes=on_bytes)
-    for i, r in zip(todo, computed, strict=True):
-        result[i] = r.hex()
+    for i, digest in zip(todo, computed, strict=True):
+        result[i] = digest.hex()
     if cache is not None:
-        for s, r in zip(spans, result, strict=True):
-            assert r is not None
-            if stat_key(s.path) == keys[s.path]:
-                cache.store(s.path, keys[s.path], s.offset, s.length, r)
+        unchanged = {path for path, key in keys.items() if stat_key(path) == key}
+        for s, hex_root in zip(spans, result, strict=True):
+            assert hex_root is not None
+            if s.path in unchanged:
+                cache.store(s.path, keys[s.path], s.offset, s.length, hex_root)
         cache.save()
     return [r for r in result if r is not None]
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attest.identity.merkle import TAG_FILE, TAG_MODEL, TAG_TENSOR, Algorithm, hash_record
 
-IDENTITY_FORMAT = "attest-identity/v1"
-MANIFEST_TYPE = "https://attest.dev/identity-manifest/v1"
+IDENTITY_FORMAT: Final = "attest-identity/v1"
+MANIFEST_TYPE: Final = "https://attest.dev/identity-manifest/v1"
 
 Hex = str
 

@@ -7,7 +7,7 @@ record's data root.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,7 @@ from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
 from attest.identity.manifest import IdentityManifest, model_root_of, tensor_leaf, tensor_record
 from attest.identity.merkle import Algorithm, audit_path, root_from_path
 
-PROOF_TYPE = "https://attest.dev/tensor-proof/v1"
+PROOF_TYPE: Final = "https://attest.dev/tensor-proof/v1"
 
 
 class ProofTensor(BaseModel):

@@ -160,7 +160,7 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.header = read_header(path)
         self.path = self.header.path
-        self._fh = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        self._fh = open(self.path, "rb")
         st = os.fstat(self._fh.fileno())
         if st.st_size != self.header.file_size:
             self._fh.close()
