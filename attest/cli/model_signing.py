@@ -1,0 +1,170 @@
+"""`attest sign --format model-signing` and `attest verify-model-sig`: OpenSSF model-signing `model.sig` interop."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest.cli.output import ByteProgress, print_json, stdout
+from attest.errors import InputError, VerificationError
+from attest.signing.keys import PASSPHRASE_ENV
+from attest.signing.model_signing_compat import (
+    EncryptedKeyError,
+    SigstoreTrust,
+    Trust,
+    load_certificate_anchors,
+    load_private_key,
+    load_public_key,
+    sign_model_sig,
+    verify_model_sig,
+)
+
+ignore_option = click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="PATH",
+    help="Leave this path (relative to the folder) out; repeatable.",
+)
+
+
+def _load_key(key: Path, env_var: str | None) -> ec.EllipticCurvePrivateKey:
+    """Passphrase from --passphrase-env VAR or $ATTEST_KEY_PASSPHRASE (never an argument), else a prompt on a TTY."""
+    name = env_var or PASSPHRASE_ENV
+    value = os.environ.get(name)
+    if env_var and value is None:
+        raise InputError(None, f"--passphrase-env {env_var}: the variable is not set")
+    try:
+        return load_private_key(key, value.encode("utf-8") if value else None)
+    except EncryptedKeyError:
+        if not sys.stdin.isatty():
+            raise EncryptedKeyError(
+                key, "the key is encrypted: give its passphrase with --passphrase-env VAR"
+            ) from None
+    return load_private_key(key, str(click.prompt(f"Passphrase for {key}", hide_input=True)).encode("utf-8"))
+
+
+@click.command("sign")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["model-signing"]),
+    required=True,
+    help="model-signing: an OpenSSF model-signing model.sig (Sigstore bundle, DSSE, key-signed).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="EC P-256 or P-384 private key (PKCS#8 PEM).",
+)
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Read the key's passphrase from this environment variable (default $ATTEST_KEY_PASSPHRASE).",
+)
+@ignore_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sign_command(
+    folder: Path, fmt: str, key_path: Path, passphrase_env: str | None, ignore: tuple[str, ...], quiet: bool
+) -> None:
+    """Sign a model FOLDER: writes FOLDER/model.sig, verifiable by the model-signing library and `verify-model-sig`."""
+    key = _load_key(key_path, passphrase_env)
+    bar = ByteProgress(f"hashing {folder.name}", enabled=not quiet)
+    with bar.running():
+        signed = sign_model_sig(folder, key, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
+    stdout.print(f"signed {signed.resources} files of {folder}: {signed.signature}")
+    stdout.print(f"subject sha256: [bold]{signed.subject_digest}[/]")
+
+
+@click.command("verify-model-sig")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--signature",
+    "signature",
+    type=click.Path(path_type=Path),
+    help="The model.sig to check (default: MODEL/model.sig, or beside a single-file MODEL).",
+)
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Trust this EC public key (PEM).")
+@click.option(
+    "--certificate-chain",
+    "chain",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Trust signing certificates chaining to these PEM certificates; repeatable.",
+)
+@click.option("--identity", help="Sigstore keyless: the signer identity (certificate SAN) to trust.")
+@click.option("--issuer", help="Sigstore keyless: the OIDC issuer of that identity.")
+@click.option(
+    "--trust-root",
+    type=click.Path(path_type=Path),
+    help="Sigstore trusted_root.json (default: sigstore-python's bundled production root, offline).",
+)
+@ignore_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schemas/).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify_model_sig_command(
+    model: Path,
+    signature: Path | None,
+    key_path: Path | None,
+    chain: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_root: Path | None,
+    ignore: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Check MODEL (a folder or a single file) against an OpenSSF model-signing signature.
+
+    Give exactly one trust: --key, --certificate-chain, or --identity with --issuer. Exit 0 verified, 1 failed,
+    2 bad input."""
+    chosen = [bool(key_path), bool(chain), bool(identity or issuer)]
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --key, --certificate-chain, or --identity with --issuer")
+    if (identity or issuer) and not (identity and issuer):
+        raise click.UsageError("--identity and --issuer go together")
+    if trust_root and not identity:
+        raise click.UsageError("--trust-root applies to Sigstore keyless verification (--identity/--issuer)")
+    trust: Trust
+    if key_path:
+        trust = load_public_key(key_path)
+    elif chain:
+        trust = load_certificate_anchors(chain)
+    else:
+        assert identity and issuer
+        trust = SigstoreTrust(identity, issuer, trust_root)
+    bar = ByteProgress(f"hashing {model.name}", enabled=not quiet and not as_json)
+    with bar.running():
+        result = verify_model_sig(
+            model, trust, signature_path=signature, ignore=ignore, on_total=bar.total, on_bytes=bar.advance
+        )
+    if as_json:
+        print_json(result)
+        if not result.verified:
+            raise SystemExit(1)
+        return
+    for note in result.notes:
+        stdout.print(f"[yellow]note[/]: {note}")
+    if result.verified:
+        stdout.print(
+            f"OK: {model} matches {result.signature} ({result.kind} signature, {result.files_checked} "
+            f"files, subject sha256 {result.subject_digest})"
+        )
+        stdout.print(f"signed by {result.signer}")
+        return
+    for problem in result.problems:
+        click.echo(f"FAILED: {problem}", err=True)
+    raise VerificationError(
+        f"{model} does not verify against {result.signature} ({len(result.problems)} "
+        f"problem{'s' if len(result.problems) != 1 else ''}; first: {result.problems[0]})"
+    )
+
+
+COMMANDS = [sign_command, verify_model_sig_command]

@@ -1,0 +1,294 @@
+"""`attest keygen`, `attest record merge|finetune|distill|quantize|convert`, `attest countersign`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from attest.cli.output import stdout
+from attest.errors import InputError
+from attest.identity import hash_model
+from attest.lineage.store import bundle_path, load_bundle, statements_about, write_bundle
+from attest.record.mergekit_config import load_merge_recipe
+from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
+from attest.record.refs import ModelRef, resolve_model
+from attest.record.session import DEFAULT_PARENT_ROLE
+from attest.signing.dsse import add_signature
+from attest.signing.keys import (
+    KEY_TYPES,
+    PASSPHRASE_ENV,
+    KeyType,
+    PrivateKey,
+    env_passphrase,
+    generate_key,
+    load_private_key,
+)
+from attest.statements.builders import checkpoint_byproduct, code_dependency, dataset_dependency, now_rfc3339
+from attest.statements.models import DEFAULT_BUILDER_ID, ROLES, ResourceDescriptor, StepKind
+
+PathType = click.Path(path_type=Path)
+
+
+def _passphrase_for(path: Path) -> bytes | None:
+    """$ATTEST_KEY_PASSPHRASE, else a prompt on a terminal when the key file is encrypted."""
+    pw = env_passphrase()
+    if pw is not None:
+        return pw
+    try:
+        encrypted = b"ENCRYPTED" in path.read_bytes()[:200]
+    except OSError:
+        return None
+    if encrypted and sys.stdin.isatty():
+        return str(click.prompt(f"passphrase for {path}", hide_input=True)).encode("utf-8")
+    return None
+
+
+def load_cli_key(path: Path) -> PrivateKey:
+    return load_private_key(path, _passphrase_for(path))
+
+
+def split_role(spec: str, default: str) -> tuple[str, Path]:
+    """`[ROLE=]DIR`: a prefix before '=' is a role only when it is one of ROLES."""
+    role, sep, rest = spec.partition("=")
+    if sep and role in ROLES:
+        return role, Path(rest)
+    if sep and "/" not in role and not Path(spec).exists():
+        raise InputError(spec, f"unknown role {role!r} (choose from {', '.join(ROLES)})")
+    return default, Path(spec)
+
+
+def parse_param(spec: str) -> tuple[str, Any]:
+    """`k=v`: v is read as JSON when it is a JSON number, boolean or null, else kept as a string."""
+    key, sep, value = spec.partition("=")
+    if not sep or not key:
+        raise InputError(None, f"--param {spec!r} is not KEY=VALUE")
+    try:
+        parsed = json.loads(value, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        if isinstance(parsed, bool | int | float) or parsed is None:
+            return key, parsed
+    except ValueError:
+        pass
+    return key, value
+
+
+def parse_checkpoint(spec: str) -> tuple[int | None, Path]:
+    step, sep, rest = spec.partition("=")
+    if sep and step.isdigit():
+        return int(step), Path(rest)
+    return None, Path(spec)
+
+
+def signing_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--key", "keys", multiple=True, type=PathType, help="Private key to sign with (repeatable)."),
+            click.option("--sigstore", is_flag=True, help="Also sign keyless with Sigstore (network + OIDC)."),
+            click.option("--staging", is_flag=True, help="Use Sigstore's staging instance."),
+            click.option("--identity-token", envvar="SIGSTORE_ID_TOKEN", help="OIDC token for --sigstore."),
+            click.option("--builder-id", default=DEFAULT_BUILDER_ID, show_default=True, help="runDetails.builder.id"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def common_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--output", required=True, type=PathType, help="The model folder this step produced."),
+            click.option("--seed", type=int, help="Random seed the step used."),
+            click.option("--device", help="Device the step ran on (cpu, cuda, ...)."),
+            click.option("--dtype", help="Compute dtype of the step."),
+            click.option("--rehash-parents", is_flag=True, help="Hash attested parents too; refuse stale ones."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _signing(keys: tuple[Path, ...], sigstore: bool, staging: bool, token: str | None) -> Signing:
+    return Signing([load_cli_key(k) for k in keys], sigstore, staging, token).prepared()
+
+
+def _report(kind: str, result: RecordResult) -> None:
+    n = len(load_bundle(result.bundle_path.parent.parent))
+    signers = ", ".join(s.keyid[:16] for s in result.envelope.signatures) if result.envelope else "none"
+    stdout.print(f"recorded {kind}: {result.statement.subject[0].name} model root {result.manifest.model_root}")
+    stdout.print(f"statement sha256 {_digest(result.payload)}; key signatures: {signers}")
+    if result.sigstore_bundle:
+        stdout.print("Sigstore bundle written beside it")
+    stdout.print(f"bundle: {result.bundle_path} ({n} envelopes)")
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@click.command("keygen")
+@click.argument("path", type=PathType)
+@click.option("--type", "key_type", type=click.Choice(KEY_TYPES), default="ed25519", show_default=True)
+@click.option("--passphrase", "ask", is_flag=True, help=f"Encrypt the key (prompted; or set ${PASSPHRASE_ENV}).")
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+def keygen_command(path: Path, key_type: str, ask: bool, force: bool) -> None:
+    """Write a new private key to PATH (PKCS#8 PEM, mode 0600) and its public key to PATH.pub."""
+    passphrase = env_passphrase()
+    if ask and passphrase is None:
+        passphrase = str(click.prompt("passphrase", hide_input=True, confirmation_prompt=True)).encode("utf-8")
+    public = generate_key(path, cast(KeyType, key_type), passphrase, overwrite=force)
+    stdout.print(f"{key_type} key written to {path} (public key: {path}.pub, keyid {public.keyid})")
+
+
+@click.group("record")
+def record_group() -> None:
+    """Sign a statement that a step made the model in --output from its parents."""
+
+
+def _model_inputs(specs: tuple[str, ...], default_role: str, rehash: bool) -> list[tuple[str, ModelRef]]:
+    if not specs:
+        raise InputError(None, "no --parent given")
+    return [(role, resolve_model(p, rehash=rehash)) for role, p in (split_role(s, default_role) for s in specs)]
+
+
+@record_group.command("merge")
+@click.option("--config", "config", required=True, type=PathType, help="The mergekit YAML that was run.")
+@click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+@common_options
+@signing_options
+def record_merge(
+    config: Path,
+    parents: tuple[str, ...],
+    output: Path,
+    seed: int | None,
+    device: str | None,
+    dtype: str | None,
+    rehash_parents: bool,
+    keys: tuple[Path, ...],
+    sigstore: bool,
+    staging: bool,
+    identity_token: str | None,
+    builder_id: str,
+) -> None:
+    """Record a mergekit merge: the YAML verbatim, its sha256 and parsed form, and each parent's roots."""
+    started = now_rfc3339()
+    signing = _signing(keys, sigstore, staging, identity_token)
+    recipe = load_merge_recipe(config)
+    inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"], rehash_parents)
+    base = recipe.parsed.get("base_model")
+    if isinstance(base, str) and Path(base).exists():
+        explicit = {split_role(s, "")[0] for s in parents}
+        if "base" not in explicit:
+            inputs = [("base" if ref.path.resolve() == Path(base).resolve() else role, ref) for role, ref in inputs]
+    result = record_step(
+        "merge",
+        output,
+        inputs,
+        signing,
+        external=recipe.external_parameters(),
+        internal=internal_parameters(seed, device, dtype or _str_or_none(recipe.parsed.get("dtype"))),
+        started_on=started,
+        builder_id=builder_id,
+    )
+    _report("merge", result)
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _training_command(kind: StepKind) -> click.Command:
+    @click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+    @click.option("--teacher", "teachers", multiple=True, type=PathType, help="A teacher model (distill).")
+    @click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file (repeatable).")
+    @click.option("--code", type=PathType, help="The training code's git work tree (commit + dirty flag).")
+    @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A hyperparameter (repeatable).")
+    @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[STEP=]DIR", help="Intermediate checkpoint.")
+    @click.option("--allow-unchanged", is_flag=True, help="Record even if the output weights equal an input's.")
+    @common_options
+    @signing_options
+    def command(
+        parents: tuple[str, ...],
+        teachers: tuple[Path, ...],
+        datasets: tuple[Path, ...],
+        code: Path | None,
+        params: tuple[str, ...],
+        checkpoints: tuple[str, ...],
+        allow_unchanged: bool,
+        output: Path,
+        seed: int | None,
+        device: str | None,
+        dtype: str | None,
+        rehash_parents: bool,
+        keys: tuple[Path, ...],
+        sigstore: bool,
+        staging: bool,
+        identity_token: str | None,
+        builder_id: str,
+    ) -> None:
+        started = now_rfc3339()
+        signing = _signing(keys, sigstore, staging, identity_token)
+        hyper = dict(parse_param(p) for p in params)
+        inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE[kind], rehash_parents)
+        inputs += [("teacher", resolve_model(t, rehash=rehash_parents)) for t in teachers]
+        if kind == "distill" and not teachers:
+            raise InputError(None, "a distill step needs --teacher DIR")
+        deps: list[ResourceDescriptor] = [dataset_dependency(d) for d in datasets]
+        if code is not None:
+            deps.append(code_dependency(code))
+        byproducts = []
+        for spec in checkpoints:
+            step, path = parse_checkpoint(spec)
+            byproducts.append(checkpoint_byproduct(path.name, hash_model(path), step))
+        result = record_step(
+            kind,
+            output,
+            inputs,
+            signing,
+            external={"hyperparameters": hyper} if hyper else {},
+            internal=internal_parameters(seed, device, dtype),
+            extra_dependencies=deps,
+            byproducts=byproducts,
+            started_on=started,
+            builder_id=builder_id,
+            allow_unchanged=allow_unchanged,
+        )
+        _report(kind, result)
+
+    command.__doc__ = f"Record a {kind} step: parents, datasets, code, hyperparameters and the output's roots."
+    return click.command(kind)(command)
+
+
+_TRAINING_KINDS: tuple[StepKind, ...] = ("finetune", "distill", "quantize", "convert")
+for _kind in _TRAINING_KINDS:
+    record_group.add_command(_training_command(_kind))
+
+
+@click.command("countersign")
+@click.argument("folder", type=PathType)
+@click.option("--key", "keys", multiple=True, required=True, type=PathType, help="Private key to add (repeatable).")
+def countersign_command(folder: Path, keys: tuple[Path, ...]) -> None:
+    """Add signatures (an auditor's) to the statements in FOLDER/.attest/ about FOLDER's current model root."""
+    loaded = [load_cli_key(k) for k in keys]
+    envelopes = load_bundle(folder)
+    if not envelopes:
+        raise InputError(bundle_path(folder), "no attestations to countersign")
+    root = hash_model(folder).model_root
+    own = {id(e) for e in statements_about(envelopes, root)}
+    if not own:
+        raise InputError(bundle_path(folder), f"no statement is about this folder's model root {root}")
+    updated = []
+    for env in envelopes:
+        if id(env) in own:
+            for key in loaded:
+                env = add_signature(env, key)
+        updated.append(env)
+    path = write_bundle(folder, updated)
+    stdout.print(f"countersigned {len(own)} statement(s) about {root} in {path}")
+
+
+COMMANDS = [keygen_command, record_group, countersign_command]

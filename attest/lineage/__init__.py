@@ -1,0 +1,1 @@
+"""Lineage: where attestations are stored in a model folder (store), and walking them to trusted roots."""

@@ -1,0 +1,97 @@
+"""A mergekit YAML recipe as a statement carries it: the exact text, its sha256 and its parsed form.
+
+The text is what was run; the parsed form is for readers; the digest ties the two. The YAML is validated with
+mergekit's own configuration model when mergekit is installed, so a recipe mergekit would refuse is refused here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attest.errors import InputError
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MergeRecipe:
+    text: str
+    sha256: str
+    parsed: dict[str, Any]
+
+    def external_parameters(self) -> dict[str, Any]:
+        return {"mergekit_config": {"yaml": self.text, "sha256": self.sha256, "parsed": self.parsed}}
+
+    def model_references(self) -> list[str]:
+        """Every model name the recipe mentions (base_model, models[].model, slices[].sources[].model)."""
+        refs: list[str] = []
+
+        def add(v: Any) -> None:
+            if isinstance(v, str) and v not in refs:
+                refs.append(v)
+
+        add(self.parsed.get("base_model"))
+        for m in self.parsed.get("models") or []:
+            add(m.get("model") if isinstance(m, dict) else None)
+        for s in self.parsed.get("slices") or []:
+            for src in (s.get("sources") or []) if isinstance(s, dict) else []:
+                add(src.get("model") if isinstance(src, dict) else None)
+        return refs
+
+
+def load_merge_recipe(path: Path) -> MergeRecipe:
+    """Read and validate a mergekit YAML file; InputError for anything mergekit would not run."""
+    try:
+        if not path.is_file():
+            raise InputError(path, "no such config file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(path, f"config larger than {MAX_CONFIG_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "config is not UTF-8 text") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not YAML ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(doc, dict):
+        raise InputError(path, "not a valid mergekit config (the top level is not a mapping)")
+    try:
+        parsed = json.loads(json.dumps(doc, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"config holds values JSON cannot carry ({exc})") from None
+    _validate_with_mergekit(path, doc)
+    return MergeRecipe(text=text, sha256=hashlib.sha256(raw).hexdigest(), parsed=parsed)
+
+
+def _validate_with_mergekit(path: Path, doc: dict[str, Any]) -> None:
+    if "merge_method" not in doc:
+        raise InputError(path, "not a valid mergekit config (no merge_method)")
+    if not doc.get("models") and not doc.get("slices"):
+        raise InputError(path, "not a valid mergekit config (neither models nor slices)")
+    try:
+        with warnings.catch_warnings():  # mergekit 0.1.5 imports numpy.core, which warns on numpy 2
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from mergekit.config import MergeConfiguration
+    except ImportError:
+        return
+    from pydantic import ValidationError
+
+    try:
+        MergeConfiguration.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "document"
+        raise InputError(path, f"not a valid mergekit config ({where}: {first['msg']})") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(path, f"not a valid mergekit config ({str(exc).splitlines()[0]})") from None

@@ -1,0 +1,169 @@
+"""Interop with the model-signing library itself: it verifies what `attest sign` writes, we verify what it signs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest.signing.model_signing_compat import load_public_key, verify_model_sig
+from tests.test_model_signing_vectors import run_cli
+
+model_signing = pytest.importorskip("model_signing", reason="model-signing 1.1.1 (+ pyopenssl) is a test dependency")
+
+
+def write_key(tmp_path: Path, curve: ec.EllipticCurve, passphrase: bytes | None = None) -> tuple[Path, Path]:
+    """A fresh EC key: (PKCS#8 private key PEM, public key PEM)."""
+    key = ec.generate_private_key(curve)
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    priv = tmp_path / f"{curve.name}.key.pem"
+    pub = tmp_path / f"{curve.name}.pub.pem"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return priv, pub
+
+
+@pytest.fixture
+def minilm_copy(minilm_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the real all-MiniLM-L6-v2 (never write into site-packages)."""
+    dst = tmp_path / "all-MiniLM-L6-v2"
+    shutil.copytree(minilm_dir, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [dst, *dst.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    return dst
+
+
+def peer_verify(model: Path, pub: Path) -> None:
+    """model-signing's own verifier, through its public API; raises ValueError on mismatch."""
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub).verify(model, model / "model.sig")
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1()], ids=["p256", "p384"])
+def test_attest_sign_verified_by_model_signing(
+    curve: ec.EllipticCurve, minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    priv, pub = write_key(tmp_path, curve)
+    (minilm_copy / ".gitattributes").write_text("*.safetensors filter=lfs\n")  # ignored on both sides
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet")
+    assert code == 0, out
+    assert (minilm_copy / "model.sig").is_file()
+    assert not [p for p in minilm_copy.iterdir() if p.name.endswith(".tmp")]
+    peer_verify(minilm_copy, pub)
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")
+    assert code == 0, out
+    assert json.loads(out)["files_checked"] == len([p for p in minilm_copy.rglob("*") if p.is_file()]) - 2
+
+    (minilm_copy / "config.json").write_text("{}")  # both verifiers now refuse it
+    with pytest.raises(ValueError, match=r"config\.json"):
+        peer_verify(minilm_copy, pub)
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    assert code == 1 and "config.json" in out
+
+
+def test_attest_sign_with_ignore_and_passphrase(
+    minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ATTEST_KEY_PASSPHRASE", raising=False)
+    priv, pub = write_key(tmp_path, ec.SECP256R1(), passphrase=b"correct horse")
+    (minilm_copy / "scratch").mkdir()
+    (minilm_copy / "scratch" / "notes.txt").write_text("not part of the model")
+    monkeypatch.setenv("MODEL_KEY_PASS", "correct horse")
+    code, out = run_cli(
+        capsys,
+        "sign",
+        str(minilm_copy),
+        "--format",
+        "model-signing",
+        "--key",
+        str(priv),
+        "--passphrase-env",
+        "MODEL_KEY_PASS",
+        "--ignore",
+        "scratch",
+        "--quiet",
+    )
+    assert code == 0, out
+    (minilm_copy / "scratch" / "notes.txt").write_text("changed after signing: still ignored")
+    peer_verify(minilm_copy, pub)  # the recorded ignore_paths carry "scratch" to the peer
+    assert verify_model_sig(minilm_copy, load_public_key(pub)).verified
+
+    monkeypatch.setenv("MODEL_KEY_PASS", "wrong")
+    code, out = run_cli(
+        capsys,
+        "sign",
+        str(minilm_copy),
+        "--format",
+        "model-signing",
+        "--key",
+        str(priv),
+        "--passphrase-env",
+        "MODEL_KEY_PASS",
+    )
+    assert code == 2 and str(priv) in out
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv))
+    assert code == 2 and "encrypted" in out  # no TTY under pytest: no prompt, a clear error
+    monkeypatch.setenv("ATTEST_KEY_PASSPHRASE", "correct horse")  # the variable `attest keygen/record` use
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet")
+    assert code == 0, out
+
+
+def test_model_signing_signature_verified_by_attest(
+    minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    priv, pub = write_key(tmp_path, ec.SECP256R1())
+    sig = minilm_copy / "model.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=priv).set_hashing_config(
+        model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
+    ).sign(minilm_copy, sig)
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    assert code == 0, out
+
+    (tmp_path / "other").mkdir()
+    _, other_pub = write_key(tmp_path / "other", ec.SECP256R1())
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(other_pub))
+    assert code == 1 and "key hint names a different key" in out
+
+    weights = minilm_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    assert code == 1 and "model.safetensors" in out
+
+
+def test_model_signing_shards_signature_verified_by_attest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Shard serialization: resources 'path:start:end', shard_size stored as a float by the peer."""
+    priv, pub = write_key(tmp_path, ec.SECP384R1())
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 20)  # 5120 bytes: 5 shards of 1024
+    (model / "sub" / "a:b.txt").write_text("colon in the name")
+    (model / "empty").write_bytes(b"")  # no shards at all
+    sig = tmp_path / "shards.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=priv).set_hashing_config(
+        model_signing.hashing.Config().use_shard_serialization(shard_size=1024)
+    ).sign(model, sig)
+    trust = load_public_key(pub)
+    r = verify_model_sig(model, trust, signature_path=sig)
+    assert r.verified, r.problems
+    assert r.serialization is not None and r.serialization.method == "shards"
+    assert r.serialization.shard_size == 1024 and r.resources == 6
+
+    data = bytearray((model / "weights.bin").read_bytes())
+    data[3000] ^= 0xFF
+    (model / "weights.bin").write_bytes(bytes(data))
+    (model / "sub" / "a:b.txt").write_text("longer than it was when signed")
+    r = verify_model_sig(model, trust, signature_path=sig)
+    assert not r.verified
+    by_path = {f.path: f.detail for f in r.findings}
+    assert "bytes 2048-3072" in by_path["weights.bin"]
+    assert "size" in by_path["sub/a:b.txt"]

@@ -1,0 +1,284 @@
+"""`attest keygen`, `attest record merge|finetune`, `attest countersign` on real checkpoints: a real mergekit merge of
+two real fine-tunes, a chain that verifies from the child folder alone, and bad input refused with nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from attest.identity import hash_model
+from attest.lineage.store import bundle_path, load_bundle
+from attest.signing import load_public_key
+from attest.statements import BUILD_TYPES
+from tests.builders import copy_model, finetune
+from tests.record_helpers import mergekit_linear, run_cli, verify_chain
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from attest.signing import generate_key
+
+    d = tmp_path_factory.mktemp("keys")
+    generate_key(d / "builder.key", "ed25519")
+    generate_key(d / "auditor.key", "ecdsa-p384")
+    generate_key(d / "locked.key", "ecdsa-p256", passphrase=b"s3cret")
+    return {"builder": d / "builder.key", "auditor": d / "auditor.key", "locked": d / "locked.key"}
+
+
+@pytest.fixture(scope="module")
+def merged(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("merge")
+    return mergekit_linear([tiny_models["ft_a"], tiny_models["ft_b"]], d / "merged", [0.6, 0.4])
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_keygen_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["keygen", tmp_path / "k", "--type", "ecdsa-p256"], capsys)
+    assert code == 0 and "keyid" in out
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
+    assert load_public_key(tmp_path / "k.pub").key_type == "ecdsa-p256"
+    code, _, err = run_cli(["keygen", tmp_path / "k"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+
+
+def test_merge_chain_verifies_from_the_folder_alone(
+    merged: tuple[Path, Path],
+    tiny_models: dict[str, Path],
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out_dir, config = merged
+    work = copy_model(out_dir, tmp_path / "merged")
+    args = ["record", "merge", "--config", config, "--parent", tiny_models["ft_a"], "--parent", tiny_models["ft_b"]]
+    code, out, err = run_cli([*args, "--output", work, "--key", keys["builder"]], capsys)
+    assert code == 0, err
+    assert "recorded merge" in out
+    trusted = [load_public_key(str(keys["builder"]) + ".pub")]
+    (merge,) = verify_chain(work, trusted)
+    st = merge.statement
+    assert st.predicate.buildDefinition.buildType == BUILD_TYPES["merge"]
+    recipe = st.predicate.buildDefinition.externalParameters["mergekit_config"]
+    assert recipe["yaml"] == config.read_text() and recipe["parsed"]["merge_method"] == "linear"
+    parents = st.dependencies("parent")
+    assert [p.digest for p in parents] == [{"sha256": hash_model(tiny_models[n]).model_root} for n in ("ft_a", "ft_b")]
+    assert st.subject[0].annotations and st.subject[0].annotations["weights_root"] == hash_model(work).weights_root
+    assert st.predicate.buildDefinition.internalParameters
+    assert st.predicate.buildDefinition.internalParameters["versions"]["mergekit"] == "0.1.5"
+
+    # a fine-tune of the merge: the attested parent is named by its attestation; its envelope travels along
+    child = finetune(work, tmp_path / "child", seed=7, steps=2)
+    data = tmp_path / "train.txt"
+    data.write_text("1 2 3\n")
+    code, _, err = run_cli(
+        [
+            "record",
+            "finetune",
+            "--parent",
+            work,
+            "--dataset",
+            data,
+            "--param",
+            "lr=1e-3",
+            "--param",
+            "steps=2",
+            "--param",
+            "optim=adamw",
+            "--seed",
+            "7",
+            "--output",
+            child,
+            "--key",
+            keys["builder"],
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    # the chain verifies from the child folder alone, with the parent folders gone
+    alone = shutil.copytree(child, tmp_path / "elsewhere" / "child")
+    shutil.rmtree(work)
+    chain = verify_chain(alone, trusted)
+    assert [v.statement.step_kind() for v in chain] == ["finetune", "merge"]
+    (base_dep,) = chain[0].statement.dependencies("base")
+    assert base_dep.annotations and base_dep.annotations["statement"] == chain[1].payload_digest
+    params = chain[0].statement.predicate.buildDefinition.externalParameters["hyperparameters"]
+    assert params == {"lr": 1e-3, "steps": 2, "optim": "adamw"}
+    assert load_bundle(alone)[0].payload_digest == chain[0].payload_digest  # the model's own statement first
+
+    # an auditor countersigns the child's statement; both keys now verify it
+    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"]], capsys)
+    assert code == 0, err
+    from attest.signing import verify_envelope
+
+    both = [*trusted, load_public_key(str(keys["auditor"]) + ".pub")]
+    assert len(verify_envelope(load_bundle(alone)[0], both, threshold=2).signers) == 2
+
+
+def test_unchanged_training_output_is_refused(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = copy_model(tiny_models["base"], tmp_path / "same")
+    args = ["record", "finetune", "--parent", tiny_models["base"], "--output", same, "--key", keys["builder"]]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "bit-identical" in err and "--allow-unchanged" in err
+    assert not (same / ".attest").exists()
+    code, _, err = run_cli([*args, "--allow-unchanged"], capsys)
+    assert code == 0, err
+    assert bundle_path(same).is_file()
+
+
+def test_encrypted_key_with_passphrase(
+    tiny_models: dict[str, Path],
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ATTEST_KEY_PASSPHRASE", "s3cret")
+    out = copy_model(tiny_models["ft_a"], tmp_path / "ft")
+    code, _, err = run_cli(
+        [
+            "record",
+            "distill",
+            "--parent",
+            tiny_models["base"],
+            "--teacher",
+            tiny_models["ft_b"],
+            "--output",
+            out,
+            "--key",
+            keys["locked"],
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    (env,) = load_bundle(out)
+    statement = json.loads(env.payload_bytes)
+    roles = [d["annotations"]["role"] for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]]
+    assert roles == ["student-init", "teacher"]
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("missing key", "no such private key"),
+        ("public key as key", "not a PEM private key"),
+        ("wrong passphrase", "wrong passphrase"),
+        ("no passphrase", "encrypted"),
+        ("missing parent", "no such folder"),
+        ("non-model parent", "no weights"),
+        ("config not yaml", "not YAML"),
+        ("config not mergekit", "not a valid mergekit config"),
+        ("config wrong field type", "not a valid mergekit config"),
+        ("missing output", "no such output folder"),
+        ("truncated parent bundle", "truncated"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    case: str,
+    expect: str,
+    merged: tuple[Path, Path],
+    tiny_models: dict[str, Path],
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out_dir, good_config = merged
+    output = copy_model(out_dir, tmp_path / "out")
+    config, key, parent = good_config, keys["builder"], tiny_models["ft_a"]
+    monkeypatch.delenv("ATTEST_KEY_PASSPHRASE", raising=False)
+    if case == "missing key":
+        key = tmp_path / "nope.key"
+    elif case == "public key as key":
+        key = Path(str(keys["builder"]) + ".pub")
+    elif case == "wrong passphrase":
+        key = keys["locked"]
+        monkeypatch.setenv("ATTEST_KEY_PASSPHRASE", "guess")
+    elif case == "no passphrase":
+        key = keys["locked"]
+    elif case == "missing parent":
+        parent = tmp_path / "gone"
+    elif case == "non-model parent":
+        parent = tmp_path / "notes"
+        parent.mkdir()
+        (parent / "README.md").write_text("not a model")
+    elif case == "config not yaml":
+        config = tmp_path / "bad.yml"
+        config.write_text("merge_method: [linear\n  models: {")
+    elif case == "config not mergekit":
+        config = tmp_path / "bad.yml"
+        config.write_text("- just\n- a list\n")
+    elif case == "config wrong field type":
+        config = tmp_path / "bad.yml"
+        config.write_text("merge_method: linear\nmodels: 3\n")
+    elif case == "missing output":
+        output = tmp_path / "never-made"
+    elif case == "truncated parent bundle":
+        parent = copy_model(tiny_models["ft_a"], tmp_path / "p")
+        (parent / ".attest").mkdir()
+        (parent / ".attest" / "provenance.intoto.jsonl").write_text('{"payload": "eA==", "payloadT')
+    before = _snapshot(output) if output.exists() else None
+    code, out, err = run_cli(
+        ["record", "merge", "--config", config, "--parent", parent, "--output", output, "--key", key], capsys
+    )
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and expect in err and "Traceback" not in err, err
+    if before is not None:
+        assert _snapshot(output) == before
+        assert not (output / ".attest").exists()
+    else:
+        assert not output.exists()
+
+
+def test_sigstore_without_a_token_fails_before_hashing(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline and without an OIDC token, --sigstore is a one-line usage error and nothing is written."""
+    monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    out = copy_model(tiny_models["ft_a"], tmp_path / "out")
+    code, _, err = run_cli(
+        ["record", "finetune", "--parent", tiny_models["base"], "--output", out, "--sigstore", "--staging"], capsys
+    )
+    assert code == 2 and err.count("\n") == 1 and "OIDC identity token" in err
+    assert not (out / ".attest").exists()
+
+
+def test_hf_cache_snapshot_is_named_by_hf_uri(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from attest.record import model_uri, resolve_model
+
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "0123abcd"
+    copy_model(tiny_models["base"], snap)
+    assert model_uri(snap) == "hf://org/tiny@0123abcd"
+    ref = resolve_model(snap)
+    assert ref.uri == "hf://org/tiny@0123abcd" and ref.statement is None
+    assert ref.model_root == hash_model(tiny_models["base"]).model_root
+
+
+def test_attested_parent_is_named_by_its_attestation_unless_rehashed(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent = copy_model(tiny_models["ft_b"], tmp_path / "parent")
+    sign = ["--key", keys["builder"]]
+    assert run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", parent, *sign], capsys)[0] == 0
+    attested_root = hash_model(parent).model_root
+    (parent / "NOTES.md").write_text("edited after attestation\n")
+    child = copy_model(tiny_models["ft_a"], tmp_path / "child")
+    args = ["record", "finetune", "--parent", parent, "--output", child, *sign]
+    code, _, err = run_cli([*args, "--rehash-parents"], capsys)
+    assert code == 2 and "changed after it was attested" in err and not (child / ".attest").exists()
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    envelopes = load_bundle(child)
+    assert len(envelopes) == 2
+    (dep,) = json.loads(envelopes[0].payload_bytes)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert dep["digest"] == {"sha256": attested_root}
+    assert dep["annotations"]["statement"] == envelopes[1].payload_digest
