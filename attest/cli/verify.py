@@ -1,0 +1,124 @@
+"""`attest verify`: the product's main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.tree import Tree
+
+from attest.cli.output import ByteProgress, print_json, stdout
+from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
+from attest.verify.engine import VerifyOptions, verify_model
+from attest.verify.report import LineageNode, VerifyReport
+from attest.verify.trust import build_trust
+
+_VERDICT_STYLE = {
+    "verified": "[green]verified[/]",
+    "trusted_root": "[green]trusted root[/]",
+    "unattested": "[red]unattested[/]",
+    "failed": "[red]failed[/]",
+}
+
+
+def _label(node: LineageNode) -> str:
+    parts = [f"[bold]{escape(node.name)}[/]", node.digest[:16]]
+    if node.role:
+        parts.append(f"as {node.role}")
+    if node.step:
+        parts.append(f"step: {node.step}")
+    if node.signers:
+        parts.append("signed by " + escape(", ".join(node.signers)))
+    if node.rehashed:
+        parts.append("re-hashed locally")
+    parts.append(_VERDICT_STYLE[node.verdict])
+    return "  ".join(parts)
+
+
+def _tree(node: LineageNode, tree: Tree | None = None) -> Tree:
+    branch = Tree(_label(node)) if tree is None else tree.add(_label(node))
+    for p in node.parents:
+        _tree(p, branch)
+    return branch
+
+
+def render_report(report: VerifyReport) -> None:
+    if report.lineage is not None:
+        stdout.print(_tree(report.lineage))
+    stdout.print(f"model root:   {report.model_root}")
+    stdout.print(f"weights root: {report.weights_root}")
+    for note in report.notes:
+        stdout.print(f"[yellow]note[/]: {escape(note)}")
+    for p in report.problems:
+        stdout.print(f"[red]problem[/] {escape('[' + p.code + ']')}: {escape(p.message)}")
+    stdout.print("[bold green]VERIFIED[/]" if report.verified else "[bold red]NOT VERIFIED[/]")
+
+
+def trust_options(f: click.decorators.FC) -> click.decorators.FC:
+    for opt in reversed(
+        [
+            click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public key."),
+            click.option("--identity", help="Trusted Sigstore identity (certificate SAN)."),
+            click.option("--issuer", help="OIDC issuer of --identity."),
+            click.option("--trust-root", type=click.Path(path_type=Path), help="Sigstore trusted_root.json."),
+            click.option("--staging", is_flag=True, help="Use the Sigstore staging instance's trust root."),
+            click.option("--policy", type=click.Path(path_type=Path), help="Trust policy file (YAML, schemas/)."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@click.command("verify")
+@click.argument("folder", type=click.Path(path_type=Path))
+@trust_options
+@click.option(
+    "--attestations",
+    "attestations",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="More statements: a .intoto.jsonl file or a folder of them.",
+)
+@click.option(
+    "--parents-dir",
+    "parents_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Folder holding parent checkpoints by name; found parents are re-hashed.",
+)
+@click.option("--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
+@click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
+def verify_command(
+    folder: Path,
+    keys: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_root: Path | None,
+    staging: bool,
+    policy: Path | None,
+    attestations: tuple[Path, ...],
+    parents_dirs: tuple[Path, ...],
+    ignore: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    """Re-hash FOLDER, check its statements' signatures against the trusted keys and identities, and walk its
+    lineage to trusted roots. Exit 0 verified, 1 not verified, 2 bad input."""
+    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
+    bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or as_json))
+    with bar.running():
+        report = verify_model(
+            folder,
+            trust,
+            VerifyOptions(attestations, parents_dirs, ignore, on_total=bar.total, on_bytes=bar.advance),
+        )
+    if as_json:
+        print_json(report)
+    elif not quiet:
+        render_report(report)
+    return EXIT_OK if report.verified else EXIT_VERIFICATION_FAILED
+
+
+COMMANDS = [verify_command]

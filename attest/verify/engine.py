@@ -1,0 +1,405 @@
+"""`attest verify`: folder -> identity -> statements about it -> signatures against trust -> parents, recursively.
+
+Each step is a function of the previous step's value. The folder is always re-hashed from its bytes (never from a
+cache), nothing is written into it, and nothing inside it is trusted for being there: a statement counts only when
+a key or Sigstore identity from the trust set signed it, and a lineage ends only at a statement-less digest the
+policy allow-lists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from attest.errors import AttestError, InputError
+from attest.identity import IdentityManifest, diff_manifests, hash_model
+from attest.lineage.recorded_identity import load_recorded_manifest
+from attest.lineage.store import attest_dir, load_bundle, load_sigstore_bundles, merge_envelopes, parse_bundle
+from attest.signing.dsse import Envelope, SignatureError, verify_signatures
+from attest.statements.models import BUILD_TYPES, PAYLOAD_TYPE, ROLES, SLSA_PROVENANCE_V1, Statement
+from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
+from attest.verify.trust import TrustSet
+
+STEP_OF_BUILD_TYPE = {uri: kind for kind, uri in BUILD_TYPES.items()}
+MAX_ATTESTATION_FILES = 1000
+
+Callback = Callable[[int], None]
+
+
+@dataclass
+class Entry:
+    """One statement found somewhere (folder bundle, --attestations, a Sigstore bundle)."""
+
+    origin: str
+    payload_type: str
+    payload: bytes
+    payload_digest: str
+    statement: Statement | None
+    signers: list[str] = field(default_factory=list)
+    signature_problem: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.signers)
+
+    def subjects(self) -> list[str]:
+        return self.statement.subject_digests("sha256") if self.statement else []
+
+
+@dataclass
+class VerifyOptions:
+    attestation_dirs: tuple[Path, ...] = ()
+    parents_dirs: tuple[Path, ...] = ()
+    ignore: tuple[str, ...] = ()
+    on_total: Callback | None = None
+    on_bytes: Callback | None = None
+
+
+class _Walk:
+    def __init__(self, trust: TrustSet, entries: list[Entry], options: VerifyOptions) -> None:
+        self.trust = trust
+        self.entries = entries
+        self.options = options
+        self.problems: list[Problem] = []
+        self.notes: list[str] = []
+        self.visited: set[str] = set()
+        self.rehashed: dict[Path, str] = {}
+
+    def problem(self, code: ProblemCode, message: str, subject: str | None = None) -> None:
+        p = Problem(code=code, message=message, subject=subject)
+        if p not in self.problems:
+            self.problems.append(p)
+
+    def about(self, digest: str) -> list[Entry]:
+        return [e for e in self.entries if digest in e.subjects()]
+
+    def node(self, digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
+        self.visited.add(digest)
+        found = self.about(digest)
+        trusted = [e for e in found if e.trusted]
+        node = LineageNode(name=name, digest=digest, role=role, verdict="unattested")
+        if not trusted:
+            if digest in self.trust.roots:
+                node.name = f"{name} ({self.trust.roots[digest]})" if name != self.trust.roots[digest] else name
+                node.verdict = "trusted_root"
+                return node
+            if found:
+                reasons = "; ".join(sorted({e.signature_problem or "no trusted signature" for e in found}))
+                self.problem(
+                    "untrusted_signer", f"statement about {name} is not signed by a trusted signer: {reasons}", digest
+                )
+            elif role is not None:
+                self.problem(
+                    "unattested_parent",
+                    f"parent {name} ({role}, {digest[:16]}) has no statement and is not a trusted root",
+                    digest,
+                )
+            return node
+
+        provenance = []
+        for e in trusted:
+            if e.statement is not None and e.statement.predicateType != SLSA_PROVENANCE_V1:
+                self.problem(
+                    "unknown_predicate",
+                    f"statement about {name} has predicate type "
+                    f"{e.statement.predicateType!r}, which attest does not understand",
+                    digest,
+                )
+                continue
+            try:
+                provenance.append((e, parse_provenance(e.payload)))
+            except StatementError as exc:
+                self.problem("malformed_envelope", f"statement about {name} ({e.origin}): {exc.problem}", digest)
+        if not provenance:
+            node.verdict = "failed"
+            return node
+        definitions = {_canonical(p.predicate.buildDefinition.model_dump(mode="json")) for _, p in provenance}
+        if len(definitions) > 1:
+            self.problem(
+                "conflicting_statements",
+                f"{len(definitions)} trusted statements about {name} disagree on how it was built",
+                digest,
+            )
+            node.verdict = "failed"
+            return node
+        statement = provenance[0][1]
+        node.signers = sorted({s for e, _ in provenance for s in e.signers})
+        node.step = STEP_OF_BUILD_TYPE.get(statement.predicate.buildDefinition.buildType)
+        if node.step is None:
+            self.notes.append(f"{name}: unrecognised buildType {statement.predicate.buildDefinition.buildType}")
+        node.verdict = "verified"
+        for dep in statement.predicate.buildDefinition.resolvedDependencies or []:
+            annotations = dep.annotations or {}
+            dep_role = annotations.get("role")
+            if dep_role not in ROLES:
+                continue
+            dep_digest = (dep.digest or {}).get("sha256")
+            dep_name = dep.name or dep.uri or "(unnamed parent)"
+            if not dep_digest:
+                self.problem("malformed_envelope", f"{name}: parent {dep_name} has no sha256 digest", digest)
+                node.verdict = "failed"
+                continue
+            if dep_digest in path or dep_digest == digest:
+                self.problem("cycle", f"lineage of {name} leads back to {dep_name} ({dep_digest[:16]})", dep_digest)
+                node.verdict = "failed"
+                continue
+            child = self.node(dep_digest, dep_name, str(dep_role), (*path, digest))
+            self._rehash_local(child, dep.uri, dep_name)
+            node.parents.append(child)
+        return node
+
+    def _rehash_local(self, node: LineageNode, uri: str | None, name: str) -> None:
+        candidates: list[Path] = [d / name for d in self.options.parents_dirs]
+        if uri:
+            parsed = urlparse(uri)
+            if parsed.scheme == "file":
+                candidates.append(Path(unquote(parsed.path)))
+            elif parsed.scheme == "" and uri:
+                candidates.append(Path(uri))
+        for c in candidates:
+            if c.is_dir():
+                manifest = hash_model(c, "sha256", use_cache=False)
+                node.rehashed = True
+                if manifest.model_root != node.digest:
+                    self.problem(
+                        "parent_mismatch",
+                        f"local parent {c} has model root {manifest.model_root[:16]}, "
+                        f"its child names {node.digest[:16]}",
+                        node.digest,
+                    )
+                    node.verdict = "failed"
+                return
+
+
+def _canonical(doc: Any) -> str:
+    import json
+
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _entries_from_envelopes(envelopes: list[Envelope], trust: TrustSet, origin: str) -> tuple[list[Entry], list[str]]:
+    entries, malformed = [], []
+    for n, env in enumerate(merge_envelopes(envelopes), 1):
+        where = f"{origin} envelope {n}"
+        try:
+            statement: Statement | None = parse_statement(env.payload_bytes)
+        except StatementError as exc:
+            malformed.append(f"{where}: {exc.problem}")
+            statement = None
+        entry = Entry(where, env.payloadType, env.payload_bytes, env.payload_digest, statement)
+        if env.payloadType != PAYLOAD_TYPE:
+            entry.signature_problem = f"payloadType {env.payloadType!r} is not an in-toto statement"
+        else:
+            try:
+                entry.signers = [trust.key_name(k) for k in verify_signatures(env, [k.key for k in trust.keys])]
+            except SignatureError as exc:
+                hinted = {s.keyid for s in env.signatures} & {k.key.keyid for k in trust.keys}
+                entry.signature_problem = (
+                    "a signature names a trusted key but does not verify (tampered?)" if hinted else str(exc)
+                )
+        entries.append(entry)
+    return entries, malformed
+
+
+def _entries_from_sigstore(bundles: dict[str, bytes], trust: TrustSet) -> list[Entry]:
+    from attest.signing.sigstore import SigstoreError, verify_sigstore_bundle
+
+    out = []
+    for name, data in bundles.items():
+        entry: Entry | None = None
+        problems = []
+        for ident in trust.identities:
+            try:
+                ptype, payload = verify_sigstore_bundle(
+                    data,
+                    identity=ident.identity,
+                    issuer=ident.issuer,
+                    trusted_root=trust.sigstore_trust_root,
+                    staging=trust.staging,
+                )
+            except SigstoreError as exc:
+                problems.append(str(exc))
+                continue
+            import hashlib
+
+            try:
+                statement: Statement | None = parse_statement(payload)
+            except StatementError:
+                statement = None
+            entry = Entry(name, ptype, payload, hashlib.sha256(payload).hexdigest(), statement, [ident.name])
+            if ptype != PAYLOAD_TYPE:
+                entry.signers, entry.signature_problem = [], f"payloadType {ptype!r} is not an in-toto statement"
+            break
+        if entry is None:
+            reason = problems[0] if problems else "no trusted Sigstore identity given"
+            out.append(Entry(name, "", b"", "", None, [], reason))
+        else:
+            out.append(entry)
+    return out
+
+
+def _extra_envelopes(path: Path) -> list[tuple[str, list[Envelope]]]:
+    """--attestations: a folder of *.intoto.jsonl files (or a model folder's .attest/), or one such file."""
+    files: list[Path]
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        inner = attest_dir(path) if attest_dir(path).is_dir() else path
+        files = sorted(p for p in inner.iterdir() if p.name.endswith(".jsonl") and p.is_file())[:MAX_ATTESTATION_FILES]
+    else:
+        raise InputError(path, "no such attestations file or folder")
+    out = []
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise InputError(f, f"cannot read: {exc.strerror or exc}") from None
+        out.append((str(f), parse_bundle(data, f)))
+    return out
+
+
+def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
+    """Verify a model folder and its lineage. Raises InputError for unreadable or malformed input."""
+    options = options or VerifyOptions()
+    folder = Path(folder)
+    manifest = hash_model(
+        folder,
+        "sha256",
+        use_cache=False,
+        ignore=list(options.ignore),
+        on_total=options.on_total,
+        on_bytes=options.on_bytes,
+    )
+    own = load_bundle(folder)
+    entries, malformed = _entries_from_envelopes(own, trust, "folder bundle")
+    for origin, envs in (x for d in options.attestation_dirs for x in _extra_envelopes(d)):
+        more, bad = _entries_from_envelopes(envs, trust, origin)
+        entries += more
+        malformed += bad
+    entries += _entries_from_sigstore(load_sigstore_bundles(folder), trust)
+
+    walk = _Walk(trust, entries, options)
+    for m in malformed:
+        walk.problem("malformed_envelope", m)
+    if trust.empty:
+        walk.notes.append("no trusted keys, identities or roots given (--key, --identity/--issuer, --policy)")
+
+    root_digest = manifest.model_root
+    lineage = walk.node(root_digest, folder.name, None, ())
+    file_signer = _model_signing(walk, folder, trust, options)
+    if lineage.verdict == "unattested" and not walk.about(root_digest):
+        if file_signer is not None and not entries:
+            lineage.verdict, lineage.signers, lineage.step = "verified", [file_signer], None
+        else:
+            _explain_missing(walk, folder, manifest, entries)
+    related = _reachable(root_digest, entries) | walk.visited
+    for e in entries:
+        subjects = e.subjects()
+        if subjects and not set(subjects) & related:
+            walk.problem(
+                "unrelated_statement",
+                f"{e.origin} is about another model "
+                f"({', '.join(s[:16] for s in subjects)}), not this one or its ancestors",
+                subjects[0],
+            )
+    if lineage.verdict == "unattested" and not any(p.code == "content_mismatch" for p in walk.problems):
+        if not any(p.subject == root_digest for p in walk.problems):
+            walk.problem("no_statement", f"no statement names this model (model root {root_digest})", root_digest)
+    return VerifyReport(
+        verified=not walk.problems and lineage.verdict in ("verified", "trusted_root"),
+        model=str(folder),
+        model_root=root_digest,
+        weights_root=manifest.weights_root,
+        problems=walk.problems,
+        lineage=lineage,
+        notes=walk.notes + manifest.notes,
+    )
+
+
+def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entries: list[Entry]) -> None:
+    """No statement names the folder as it is: if the folder's own statements name another root, the content changed
+    after signing. Name what changed from the recorded manifest, when it is authentic."""
+    own = [e for e in entries if e.origin.startswith("folder bundle") and e.trusted and e.statement]
+    depended = {d for e in own for d in _dependency_digests(e)}
+    heads = [e for e in own if not set(e.subjects()) & depended]
+    if not heads:
+        return
+    signed = heads[0].subjects()[0]
+    recorded = load_recorded_manifest(folder, signed)
+    if recorded is None:
+        walk.problem(
+            "no_statement",
+            f"no statement names this model (model root {manifest.model_root}); the folder's statements name "
+            f"{signed[:16]}: its content changed after signing, or the statements belong to another model",
+            manifest.model_root,
+        )
+        return
+    walk.visited.update(s for e in own for s in e.subjects())
+    lines = diff_manifests(recorded, manifest).lines()
+    shown = "; ".join(lines[:20]) + (f"; and {len(lines) - 20} more" if len(lines) > 20 else "")
+    walk.problem(
+        "content_mismatch",
+        f"folder content (model root {manifest.model_root[:16]}) is not what was signed ({signed[:16]}): {shown}",
+        manifest.model_root,
+    )
+
+
+def _reachable(start: str, entries: list[Entry]) -> set[str]:
+    """Digests reachable from start through any statement, trusted or not: what is not reachable is unrelated."""
+    seen, todo = {start}, [start]
+    while todo:
+        digest = todo.pop()
+        for e in entries:
+            if digest in e.subjects():
+                for d in _dependency_digests(e):
+                    if d not in seen:
+                        seen.add(d)
+                        todo.append(d)
+    return seen
+
+
+def _dependency_digests(e: Entry) -> list[str]:
+    pred = e.statement.predicate if e.statement else None
+    build = pred.get("buildDefinition") if isinstance(pred, dict) else None
+    deps = build.get("resolvedDependencies") if isinstance(build, dict) else None
+    out = []
+    for d in deps if isinstance(deps, list) else []:
+        digest = d.get("digest") if isinstance(d, dict) else None
+        if isinstance(digest, dict) and isinstance(digest.get("sha256"), str):
+            out.append(digest["sha256"])
+    return out
+
+
+def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOptions) -> str | None:
+    """An OpenSSF model-signing `model.sig` is reported as a file-level signature; it must verify under trust.
+    Returns the signer when it does."""
+    sig = folder / "model.sig"
+    if not sig.is_file():
+        return None
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from attest.signing.model_signing_compat import KeyTrust, SigstoreTrust, Trust, verify_model_sig
+
+    trusts: list[tuple[str, Trust]] = [
+        (k.name, KeyTrust(k.key.key, k.name)) for k in trust.keys if isinstance(k.key.key, ec.EllipticCurvePublicKey)
+    ]
+    trusts += [(i.name, SigstoreTrust(i.identity, i.issuer, trust.sigstore_trust_root)) for i in trust.identities]
+    failures = []
+    for name, t in trusts:
+        try:
+            result = verify_model_sig(folder, t, ignore=list(options.ignore))
+        except AttestError as exc:
+            failures.append(str(exc))
+            continue
+        if result.verified:
+            walk.notes.append(f"model.sig: OpenSSF model-signing file-level signature verified ({name})")
+            return f"{name} (model.sig)"
+        failures.extend(result.problems)
+    reason = failures[0] if failures else "no trusted elliptic-curve key or Sigstore identity to check it with"
+    walk.problem("model_signing", f"model.sig does not verify: {reason}")
+    return None
