@@ -17,14 +17,29 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 def registry() -> dict[str, type[BaseModel]]:
     """File name in schemas/ -> the model it describes. Capabilities add their formats here."""
+    from attest.forensics.report import DetectReport
     from attest.identity.diff import ManifestDiff
     from attest.identity.manifest import IdentityManifest
     from attest.identity.proofs import TensorProof
+    from attest.policy.trust import TrustPolicy
+    from attest.replay.report import ReplayReport
+    from attest.signing.dsse import Envelope
+    from attest.signing.model_signing_compat import ModelSigVerification
+    from attest.verify.report import VerifyReport
+    from attest.statements.models import ProvenanceStatement, Statement
 
     return {
         "identity-manifest.schema.json": IdentityManifest,
         "tensor-proof.schema.json": TensorProof,
         "manifest-diff.schema.json": ManifestDiff,
+        "trust-policy.schema.json": TrustPolicy,
+        "verify-report.schema.json": VerifyReport,
+        "model-sig-verification.schema.json": ModelSigVerification,
+        "detect-report.schema.json": DetectReport,
+        "replay-report.schema.json": ReplayReport,
+        "in-toto-statement.schema.json": Statement,
+        "slsa-provenance-statement.schema.json": ProvenanceStatement,
+        "dsse-envelope.schema.json": Envelope,
     }
 
 

@@ -45,6 +45,36 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "ft_a": ft_a, "ft_b": ft_b}
 
 
+@pytest.fixture(scope="session")
+def merge_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tiny_models plus a 4-layer base and a fine-tune of it (for passthrough layer-slicing frankenmerges)."""
+    from tests.builders import finetune, make_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny4")
+    base4 = make_tiny_model(root / "base4", seed=3, layers=4)
+    ft4 = finetune(base4, root / "ft4", seed=4, steps=3, lr=1e-3)
+    return {**tiny_models, "base4": base4, "ft4": ft4}
+
+
+@pytest.fixture(scope="session")
+def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """name -> the folder mergekit 0.1.5 itself wrote for tests.merge_recipes.recipes()[name] (made once, on the CPU;
+    randomized recipes with --random-seed 42)."""
+    pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
+    from tests.merge_recipes import recipes
+    from tests.mergekit_peer import run_mergekit
+
+    root = tmp_path_factory.mktemp("mergekit")
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            done[name] = run_mergekit(recipes(merge_models)[name], root / name, seed=42 if "dare" in name else None)
+        return done[name]
+
+    return get
+
+
 def pytest_report_header() -> list[str]:
     return [
         f"attest repo: {REPO}",

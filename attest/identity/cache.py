@@ -3,6 +3,11 @@
 A file counts as unchanged when its device, inode, size, mtime and ctime (all in nanoseconds) match. The cache lives
 in the user's cache folder, never in the model folder, and `attest verify` never reads it: a cache is a speed-up for
 the person who owns the files, not evidence.
+
+File timestamps are coarse (a kernel tick, or a whole second on some filesystems), so a file rewritten with the same
+size right after it was hashed can keep its old key. As git does with "racily clean" index entries, a file whose
+mtime or ctime is less than RACY_NS before the moment its hashing began is not cached: any later change to it is
+then bound to move its timestamps.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from attest.atomic import atomic_write_text
 from attest.identity.chunked import CHUNK_SIZE
 
 CACHE_VERSION = 1
+RACY_NS = 2_000_000_000
+"""Timestamp granularity we allow for (FAT's is 2 s; ext4's is a kernel tick)."""
 
 
 def cache_dir() -> Path:
@@ -72,7 +79,11 @@ class RootCache:
             return None
         return entry.roots.get(f"{offset}:{length}")
 
-    def store(self, real: Path, key: list[int], offset: int, length: int, root_hex: str) -> None:
+    def store(self, real: Path, key: list[int], offset: int, length: int, root_hex: str, started_ns: int) -> None:
+        """Remember a span's root, hashed from a file whose stat was `key` when hashing began at `started_ns`
+        (time.time_ns()). Racily clean files are skipped."""
+        if max(key[3], key[4]) >= started_ns - RACY_NS:
+            return
         entry = self._fresh.setdefault(str(real), _FileCache(key=key, roots={}))
         entry.roots[f"{offset}:{length}"] = root_hex
 

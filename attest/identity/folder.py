@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from attest.errors import InputError
-from attest.identity.safetensors_reader import SafetensorsHeader, read_header
+from attest.identity.safetensors_reader import SafetensorsHeader, read_header, reject_duplicate_keys
 
 ATTEST_DIR = ".attest"
 """attest's own folder inside a model folder (attestations); excluded from the identity."""
@@ -69,6 +69,7 @@ def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -
             rel = (rel_dir / d).as_posix()
             any_entry = True
             full = Path(dirpath) / d
+            _check_name(full, rel)
             if _is_excluded(rel) or rel in ignored:
                 scan.excluded.append(rel + "/")
                 continue
@@ -81,6 +82,7 @@ def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -
             rel = (rel_dir / name).as_posix()
             any_entry = True
             full = Path(dirpath) / name
+            _check_name(full, rel)
             if _is_excluded(rel) or rel in ignored:
                 scan.excluded.append(rel)
                 continue
@@ -115,6 +117,14 @@ def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -
     return scan
 
 
+def _check_name(full: Path, rel: str) -> None:
+    """Paths enter file records as JSON strings: a name that is not UTF-8 has no canonical encoding."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(full, "file name is not valid UTF-8") from None
+
+
 def _walk_error(exc: OSError) -> None:
     raise InputError(exc.filename, f"cannot list: {exc.strerror or exc}")
 
@@ -141,10 +151,14 @@ def _check_duplicates(scan: FolderScan) -> None:
 def _check_index(scan: FolderScan, index: str) -> None:
     path = scan.root / index
     real = scan.real_paths[index]
-    if real.stat().st_size > MAX_INDEX_BYTES:
-        raise InputError(path, f"shard index larger than {MAX_INDEX_BYTES} bytes")
     try:
-        data = json.loads(real.read_bytes())
+        if real.stat().st_size > MAX_INDEX_BYTES:
+            raise InputError(path, f"shard index larger than {MAX_INDEX_BYTES} bytes")
+        raw = real.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw, object_pairs_hook=reject_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         raise InputError(path, f"shard index is not valid JSON ({str(exc).splitlines()[0]})") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -159,7 +173,7 @@ def _check_index(scan: FolderScan, index: str) -> None:
             raise InputError(path, f"weight_map entry for {tensor!r} points outside the folder: {shard!r}")
         name = pure.as_posix()
         if name not in scan.headers:
-            if (scan.root / name).exists() and name in scan.real_paths:
+            if name in scan.real_paths:
                 raise InputError(path, f"weight_map names {shard!r}, which is not a top-level .safetensors file")
             raise InputError(path, f"weight_map names a missing shard {shard!r}")
         by_shard.setdefault(name, set()).add(tensor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +62,11 @@ def hash_scan(
     file_jobs: list[tuple[str, Span]] = []
     for rel in scan.other_files:
         real = scan.real_paths[rel]
-        file_jobs.append((rel, Span(real, 0, real.stat().st_size)))
+        try:
+            size = real.stat().st_size
+        except OSError as exc:
+            raise InputError(Path(scan.root) / rel, f"cannot stat: {exc.strerror or exc}") from None
+        file_jobs.append((rel, Span(real, 0, size)))
 
     spans = [j[3] for j in tensor_jobs] + [j[1] for j in file_jobs]
     roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
@@ -126,7 +131,8 @@ def _roots_for(
     on_bytes: ProgressAdvance | None,
 ) -> list[str]:
     cache = RootCache(scan.root, algorithm) if use_cache else None
-    keys = {s.path: stat_key(s.path) for s in spans}
+    started_ns = time.time_ns()
+    keys = {s.path: _stat_key(s.path) for s in spans} if cache is not None else {}
     result: list[str | None] = [None] * len(spans)
     todo: list[int] = []
     for i, s in enumerate(spans):
@@ -141,13 +147,20 @@ def _roots_for(
     for i, digest in zip(todo, computed, strict=True):
         result[i] = digest.hex()
     if cache is not None:
-        unchanged = {path for path, key in keys.items() if stat_key(path) == key}
+        unchanged = {path for path, key in keys.items() if _stat_key(path) == key}
         for s, hex_root in zip(spans, result, strict=True):
             assert hex_root is not None
             if s.path in unchanged:
-                cache.store(s.path, keys[s.path], s.offset, s.length, hex_root)
+                cache.store(s.path, keys[s.path], s.offset, s.length, hex_root, started_ns)
         cache.save()
     return [r for r in result if r is not None]
+
+
+def _stat_key(path: Path) -> list[int]:
+    try:
+        return stat_key(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot stat: {exc.strerror or exc}") from None
 
 
 def _check_unchanged(scan: FolderScan) -> None:

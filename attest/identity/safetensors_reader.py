@@ -50,7 +50,8 @@ class SafetensorsHeader:
         return {t.name: t for t in self.tensors}
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook for json.loads: a repeated key would let two readers see different values."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -94,7 +95,7 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
     if not text.startswith("{"):
         raise InputError(p, "safetensors header is not a JSON object")
     try:
-        header = json.loads(text, object_pairs_hook=_reject_duplicates)
+        header = json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         raise InputError(p, f"safetensors header is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(header, dict):
@@ -108,6 +109,8 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
         if name == "__metadata__":
             if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
                 raise InputError(p, "__metadata__ must map strings to strings")
+            if not all(_is_unicode(s) for kv in entry.items() for s in kv):
+                raise InputError(p, "__metadata__ holds a string that is not valid Unicode (a lone surrogate)")
             metadata = dict(entry)
             continue
         tensors.append(_parse_entry(p, name, entry, data_start, buffer_len))
@@ -116,7 +119,9 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
     cursor = data_start
     for t in ordered:
         if t.begin < cursor:
-            raise InputError(p, f"tensor {t.name!r} overlaps the previous tensor (data_offsets start {t.begin - data_start})")
+            raise InputError(
+                p, f"tensor {t.name!r} overlaps the previous tensor (data_offsets start {t.begin - data_start})"
+            )
         if t.begin > cursor:
             raise InputError(p, f"gap of {t.begin - cursor} bytes before tensor {t.name!r} in the data buffer")
         cursor = t.end
@@ -125,9 +130,20 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
     return SafetensorsHeader(p, size, data_start, tuple(ordered), metadata)
 
 
+def _is_unicode(text: str) -> bool:
+    """JSON escapes can spell lone surrogates (\\ud800), which no UTF-8 string holds and no record can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: int) -> TensorInfo:
     if not name:
         raise InputError(p, "empty tensor name in safetensors header")
+    if not _is_unicode(name):
+        raise InputError(p, f"tensor name {name!r} is not valid Unicode (a lone surrogate)")
     if not isinstance(entry, dict):
         raise InputError(p, f"tensor {name!r}: entry is not a JSON object")
     if set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -142,9 +158,13 @@ def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: in
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise InputError(p, f"tensor {name!r}: data_offsets must be two integers")
     begin, end = offsets
-    if not 0 <= begin <= end <= buffer_len:
+    if not 0 <= begin <= end:
+        raise InputError(p, f"tensor {name!r}: data_offsets [{begin}, {end}] are not 0 <= begin <= end")
+    if end > buffer_len:
         raise InputError(
-            p, f"tensor {name!r}: data_offsets [{begin}, {end}] out of bounds of the {buffer_len}-byte data buffer"
+            p,
+            f"tensor {name!r}: data_offsets [{begin}, {end}] out of bounds of the {buffer_len}-byte data buffer"
+            " (truncated file?)",
         )
     want = expected_nbytes(dtype, shape)
     if want is None or want != end - begin:

@@ -1,0 +1,96 @@
+"""`attest detect`: find an undisclosed merge among candidate parents, from the weights alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.errors import InputError
+from attest.forensics import DetectReport, detect
+
+_STYLE = {
+    "pure_merge": "bold green",
+    "merge_plus_training": "bold yellow",
+    "derived_not_merge": "bold cyan",
+    "not_derived": "bold",
+}
+
+
+@click.command("detect")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A candidate parent folder (repeat for each).",
+)
+@click.option("--base", type=click.Path(path_type=Path), help="The common base: fit M - B on the deltas P_i - B.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/detect-report.schema.json).")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG of the coefficients per layer here.")
+def detect_command(
+    folder: Path, candidates: tuple[Path, ...], base: Path | None, as_json: bool, plot: Path | None
+) -> None:
+    """Fit FOLDER as a merge of the candidates; say whether it is one, and what else happened to it."""
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(plot, "--plot writes a PNG: give a path ending in .png")
+    bar = ByteProgress(f"reading {folder.name} and {len(candidates)} candidates", enabled=not as_json)
+    with bar.running():
+        report = detect(folder, list(candidates), base, on_total=bar.total, on_bytes=bar.advance)
+    if plot is not None:
+        from attest.forensics.plot import plot_coefficients
+
+        plot_coefficients(report, plot)
+        if as_json:
+            stderr.print(f"plot written to {plot}")
+    if as_json:
+        print_json(report)
+        return
+    _summary(report)
+    if plot is not None:
+        stdout.print(f"plot: {plot}")
+
+
+def _summary(r: DetectReport) -> None:
+    stdout.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
+    stdout.print(f"  {r.reason}")
+    table = Table(title="coefficients (95% CI over tensors)")
+    for col in ("participant", "value", "CI low", "CI high", "significant"):
+        table.add_column(col)
+    for c in r.coefficients:
+        table.add_row(c.candidate, f"{c.value:.5f}", _fmt(c.ci_low), _fmt(c.ci_high), "yes" if c.significant else "no")
+    stdout.print(table)
+    extra = [f"explained {r.explained:.4f}" if r.explained is not None else ""]
+    if r.fit_cos is not None:
+        extra.append(f"cos(M - B, fit) {r.fit_cos:.5f}")
+    if r.coefficient_sum is not None:
+        extra.append(f"sum of candidate coefficients {r.coefficient_sum:.5f}")
+    stdout.print("fit: " + ", ".join(e for e in extra if e))
+    for s in r.spread:
+        stdout.print(f"spread over layers, {s.candidate}: {s.shape} (range {s.layer_range:.4f})")
+    if r.residual is not None:
+        res = r.residual
+        hist = ", ".join(f"{b.ulps} ulp: {b.elements}" for b in res.ulp_histogram if b.elements)
+        stdout.print(
+            f"residual at storage precision: {res.differing} of {res.elements} elements differ ({hist or 'none'}); "
+            f"{res.unexplained} unexplained by rounding ({res.unexplained_fraction:.2e}, floor {res.floor:.0e}) "
+            f"in {res.tensors_with_unexplained} of {res.tensors} tensors"
+        )
+    for rel in r.relations:
+        corr = f"{rel.correlation:.4f}" if rel.correlation is not None else "n/a"
+        stdout.print(f"relation to {rel.model}: correlation {corr}, relative distance {rel.distance:.4f}")
+    for h in r.hints:
+        stdout.print(f"[magenta]hint[/] {h.method}: {h.evidence}")
+    for note in r.notes:
+        stdout.print(f"[yellow]note[/]: {note}")
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.5f}"
+
+
+COMMANDS = [detect_command]

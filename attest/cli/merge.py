@@ -1,0 +1,95 @@
+"""`attest merge` and `attest replay`: a thin face over attest.merge and attest.replay.
+
+`attest merge` returns a MergeResult holding everything a signed merge statement needs (recipe text, parents,
+seed, device); signing (`--key`) will hand it to the statements API (issue #3) once that lands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from attest.cli.output import print_json, stderr, stdout
+from attest.merge import load_recipe, resolve_parents, run_merge
+from attest.replay import ReplayReport, TensorStatus, Verdict, replay
+
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    help="Where tensors are computed (cuda needs a CUDA build of torch and a GPU).",
+)
+tie_order_option = click.option(
+    "--tie-order", type=click.Choice(["mergekit", "stable"]), default="mergekit", show_default=True,
+    help="TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
+    "the CPU) or by lower index (linear time, identical on every device).",
+)
+parents_option = click.option(
+    "--parents-dir", "parents_dirs", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+    help="Folder holding the models the recipe names (by path, last path component, or org--name). Repeatable.",
+)
+
+
+@click.command("merge")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@device_option
+@click.option("--seed", type=int, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
+@parents_option
+@tie_order_option
+def merge_command(
+    config: Path, out: Path, device: str, seed: int | None, parents_dirs: tuple[Path, ...], tie_order: str
+) -> None:
+    """Merge the models of a mergekit CONFIG (YAML) into the folder OUT, tensor by tensor."""
+    recipe, text = load_recipe(config)
+    parents = resolve_parents(recipe, list(parents_dirs))
+    result = run_merge(recipe, text, parents, out, device=device, seed=seed, tie_order=tie_order)
+    for note in result.notes:
+        stderr.print(f"note: {note}")
+    seed_text = f", seed {result.seed}" if result.seed is not None else ""
+    stdout.print(f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
+                 f"into {result.output}")
+
+
+def _print_report(report: ReplayReport) -> None:
+    for row in report.tensors:
+        if row.status is not TensorStatus.EXACT:
+            stdout.print(f"{row.status.value:>16}  {row.name}  {row.detail or ''}")
+    for note in report.notes:
+        stdout.print(f"note: {note}")
+    counts = report.counts
+    stdout.print(f"exact {counts.exact}, within tolerance {counts.within_tolerance} (<= {report.tolerance_ulps} ulp), "
+                 f"mismatch {counts.mismatch}")
+    stdout.print(report.summary)
+
+
+@click.command("replay")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@parents_option
+@device_option
+@click.option("--seed", type=int, default=None, help="The seed the merge used (DARE, DELLA).")
+@click.option("--masks", "mask_generator", type=click.Choice(["attest", "mergekit"]), default="attest",
+              show_default=True, help="How the merge drew its masks: attest's keyed generator, or mergekit's "
+              "global CPU generator (--random-seed).")
+@click.option("--tolerance-ulps", type=int, default=None, help="Accept differences up to this many ulps "
+              "(default 0 on cpu, 1 on cuda).")
+@tie_order_option
+@click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON (schemas/).")
+def replay_command(config: Path, candidate: Path, parents_dirs: tuple[Path, ...], device: str, seed: int | None,
+                   mask_generator: str, tolerance_ulps: int | None, tie_order: str, as_json: bool) -> None:
+    """Recompute the merge CONFIG from its parents and compare it with the CANDIDATE folder, tensor by tensor.
+
+    Exit 0 when the candidate is what the recipe produces (exactly or within the tolerance), 1 when not."""
+    recipe, _ = load_recipe(config)
+    parents = resolve_parents(recipe, list(parents_dirs))
+    report = replay(recipe, parents, candidate, device=device, seed=seed, mask_generator=mask_generator,
+                    tolerance_ulps=tolerance_ulps, tie_order=tie_order)
+    if as_json:
+        print_json(report)
+    else:
+        _print_report(report)
+    ok = report.verdict in (Verdict.REPRODUCED, Verdict.REPRODUCED_WITHIN_TOLERANCE)
+    raise SystemExit(0 if ok else 1)
+
+
+COMMANDS = [merge_command, replay_command]

@@ -1,0 +1,368 @@
+"""`detect`: one streaming pass over a model and its candidate parents, then aggregation, hints and a verdict."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from attest.errors import InputError
+from attest.forensics import hints as H
+from attest.forensics.aggregate import classify_spread, weighted_estimate
+from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor
+from attest.forensics.report import (
+    Coefficient,
+    Concentration,
+    DetectReport,
+    Hint,
+    LayerMap,
+    LayerPoint,
+    Relation,
+    Residual,
+    Spread,
+    TensorRow,
+    UlpBin,
+)
+from attest.forensics.streaming import Source, layer_of, open_source, pair
+from attest.forensics.verdict import SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
+
+Progress = Callable[[int], None]
+
+
+def detect(
+    model: str | os.PathLike[str],
+    candidates: list[str | os.PathLike[str]],
+    base: str | os.PathLike[str] | None = None,
+    *,
+    on_total: Progress | None = None,
+    on_bytes: Progress | None = None,
+) -> DetectReport:
+    """Fit the model as a merge of the candidates (deltas from `base` when given) and judge the fit."""
+    if not candidates:
+        raise InputError(None, "at least one --candidate is needed")
+    labels = [str(c) for c in candidates]
+    if len(set(labels)) != len(labels):
+        raise InputError(labels[0], "the same candidate is given twice")
+    opened: list[Source] = []
+    try:
+        msrc = open_source(Path(model), str(model))
+        opened.append(msrc)
+        csrc = []
+        for c in candidates:
+            csrc.append(open_source(Path(c), str(c)))
+            opened.append(csrc[-1])
+        bsrc = open_source(Path(base), "base") if base is not None else None
+        if bsrc is not None:
+            opened.append(bsrc)
+        return _run(msrc, csrc, bsrc, on_total, on_bytes)
+    finally:
+        for s in opened:
+            s.close()
+
+
+def _run(
+    msrc: Source, csrc: list[Source], bsrc: Source | None, on_total: Progress | None, on_bytes: Progress | None
+) -> DetectReport:
+    pairing = pair(msrc, csrc, bsrc)
+    all_sources = [msrc, *csrc, *([bsrc] if bsrc else [])]
+    if on_total is not None:
+        on_total(sum(info.nbytes for s in all_sources for _, info in s.where.values()))
+    notes: list[str] = []
+    fits: list[TensorFit] = []
+    mdig: dict[str, bytes] = {}
+    cdig: list[dict[str, bytes]] = [{} for _ in csrc]
+    done: set[tuple[int, str]] = set()
+
+    def finish(si: int, name: str) -> None:
+        src = all_sources[si]
+        src.release(name)
+        done.add((si, name))
+        if on_bytes is not None:
+            on_bytes(src.info(name).nbytes)
+
+    for name in pairing.fitted:
+        m = msrc.tensor(name)
+        ps = [c.tensor(name) for c in csrc]
+        b = bsrc.tensor(name) if bsrc is not None else None
+        fits.append(fit_tensor(name, msrc.info(name).dtype, m, ps, b))
+        mdig[name] = msrc.raw_digest(name)
+        for ci, c in enumerate(csrc):
+            cdig[ci][name] = c.raw_digest(name)
+        del m, ps, b
+        for si in range(len(all_sources)):
+            finish(si, name)
+    # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
+    for si, src in enumerate(all_sources[: 1 + len(csrc)]):
+        for name in src.where:
+            if (si, name) in done:
+                continue
+            (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
+            finish(si, name)
+    if pairing.skipped:
+        notes.append(f"{len(pairing.skipped)} tensors are not floating point and were compared byte for byte only")
+    if pairing.unpaired_model:
+        notes.append(
+            f"{len(pairing.unpaired_model)} model tensors are missing from some input and were not fitted "
+            f"(e.g. {pairing.unpaired_model[0]})"
+        )
+    return _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
+
+
+def _report(
+    msrc: Source,
+    csrc: list[Source],
+    bsrc: Source | None,
+    fits: list[TensorFit],
+    mdig: dict[str, bytes],
+    cdig: list[dict[str, bytes]],
+    notes: list[str],
+) -> DetectReport:
+    labels = [c.label for c in csrc]
+    k = len(csrc)
+    with_base = bsrc is not None
+    part_labels = [*labels, *(["base"] if with_base else [])]
+    given = [*labels, *(["base"] if with_base else [])]
+
+    # Coefficients: participants' weights per informative tensor, size-weighted, t-interval over tensors.
+    inf = [f for f in fits if f.informative]
+    if not inf and fits:
+        notes.append("no tensor determines the coefficients (candidates do not differ from the base/each other)")
+    weights = np.array([f.numel for f in inf], dtype=float)
+    per_tensor = np.array([_participants(f, with_base) for f in inf]).reshape(len(inf), len(part_labels))
+    coefs: list[Coefficient] = []
+    for j, lab in enumerate(part_labels):
+        est = weighted_estimate(per_tensor[:, j], weights)
+        lo = est.ci_low if math.isfinite(est.ci_low) else None
+        hi = est.ci_high if math.isfinite(est.ci_high) else None
+        sig = (
+            math.isfinite(est.value)
+            and abs(est.value) >= SIGNIFICANT_WEIGHT
+            and lo is not None
+            and hi is not None
+            and (lo > 0 or hi < 0)
+        )
+        coefs.append(Coefficient(candidate=lab, value=_finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
+    coef_sum = float(np.sum(weights * per_tensor[:, :k].sum(axis=1)) / np.sum(weights)) if len(inf) else None
+
+    # Spread over layers.
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for i, f in enumerate(inf):
+        key = layer_of(f.name)
+        if key is not None:
+            by_layer[key.index].append(i)
+    layer_ids = sorted(by_layer)
+    layer_vals = [
+        [float(np.average(per_tensor[idx, j], weights=weights[idx])) for j in range(len(part_labels))]
+        for idx in (by_layer[li] for li in layer_ids)
+    ]
+    layers = [LayerPoint(layer=li, values=v) for li, v in zip(layer_ids, layer_vals, strict=True)]
+    spread = []
+    for j, lab in enumerate(part_labels):
+        s = classify_spread(layer_ids, [v[j] for v in layer_vals])
+        spread.append(
+            Spread(candidate=lab, shape=s.shape, layer_range=s.layer_range, knots=[(a, float(b)) for a, b in s.knots])
+        )
+
+    # Fit quality and relations over all fitted tensors.
+    rss = sum(f.rss for f in fits)
+    dist2 = np.sum([f.dist2 for f in fits], axis=0) if fits else np.full(len(given), math.nan)
+    m2 = sum(float(f.raw_gram[0, 0]) for f in fits)
+    nearest_j = int(np.nanargmin(dist2)) if fits else 0
+    explained = 1 - rss / float(dist2[nearest_j]) if fits and dist2[nearest_j] > 0 else (1.0 if fits else math.nan)
+    fit_cos = None
+    if with_base and fits:
+        ref = sum(f.ref_energy for f in fits)
+        fit_cos = math.sqrt(max(0.0, 1 - rss / ref)) if ref > 0 else None
+    relations = []
+    corr_vals = []
+    for j, lab in enumerate(given):
+        cs = np.array([f.corr[j] for f in fits])
+        ws = np.array([f.numel for f in fits], dtype=float)
+        ok = np.isfinite(cs)
+        corr = float(np.average(cs[ok], weights=ws[ok])) if ok.any() else None
+        corr_vals.append(corr if corr is not None else -math.inf)
+        dist = math.sqrt(float(dist2[j]) / m2) if m2 > 0 else math.nan
+        relations.append(Relation(model=lab, correlation=corr, distance=_finite(dist)))
+    best_corr_j = int(np.argmax(corr_vals)) if corr_vals else 0
+
+    # Residual test, over the tensors that determine the recipe.
+    elements = sum(f.numel for f in inf)
+    unexplained = sum(f.unexplained for f in inf)
+    hist = np.sum([f.ulp_hist for f in inf if f.ulp_hist is not None], axis=0) if inf else np.zeros(len(ULP_BINS))
+    conc = _concentration(inf)
+    loose = [f for f in fits if not f.informative]
+    if loose:
+        notes.append(
+            f"{len(loose)} tensors ({sum(f.numel for f in loose)} elements) do not determine the coefficients and are "
+            f"left out of the aggregate and the residual test ({sum(f.unexplained for f in loose)} unexplained "
+            f"elements under their own fit), e.g. {loose[0].name}"
+        )
+    residual = Residual(
+        elements=elements,
+        differing=sum(f.differing for f in fits),
+        unexplained=unexplained,
+        unexplained_fraction=unexplained / elements if elements else 0.0,
+        floor=UNEXPLAINED_FLOOR,
+        ulp_histogram=[UlpBin(ulps=b, elements=int(n)) for b, n in zip(ULP_BINS, hist, strict=True)],
+        tensors_with_unexplained=sum(1 for f in inf if f.unexplained > 0),
+        tensors=len(inf),
+        concentration=conc,
+    )
+
+    # Byte equality: identical copies and passthrough layer mapping.
+    identical_to = None
+    for ci, d in enumerate(cdig):
+        if d.keys() == mdig.keys() and all(d[n] == mdig[n] for n in mdig):
+            identical_to = labels[ci]
+            break
+    mapping, non_layer_ok, n_layers = H.layer_mapping(mdig, cdig)
+    cand_layers = [len({key.index for n in d if (key := layer_of(n)) is not None}) for d in cdig]
+    passthrough = identical_to is None and non_layer_ok and H.is_passthrough(mapping, n_layers, cand_layers)
+
+    hint_list: list[Hint] = []
+    participants = [c.candidate for c in coefs if c.significant]
+    if passthrough:
+        used = sorted({m.candidate for m in mapping})
+        text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
+        hint_list.append(Hint(method="passthrough", evidence=f"layers copied bit for bit: {text}"))
+        coefs = _passthrough_coefficients(mapping, labels, fits, msrc)
+        participants = [labels[c] for c in used]
+    else:
+        if with_base:
+            sp = H.sparse_hint(fits)
+            if sp is not None:
+                hint_list.append(Hint(method=sp[0], evidence=sp[1]))
+        endpoints = (1, 2) if (not with_base and k == 2) else ((k + 1, 1) if (with_base and k == 1) else None)
+        if endpoints is not None:
+            sl = H.slerp_hint(fits, endpoints)
+            if sl is not None:
+                hint_list.append(Hint(method="slerp", evidence=sl))
+        if len(participants) >= 2 and not hint_list:
+            hint_list.append(_linear_hint(coefs, with_base))
+        elif mapping and len(mapping) < n_layers:
+            text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
+            notes.append(f"{len(mapping)} of {n_layers} layers are bit-identical copies of candidate layers: {text}")
+
+    where = ", ".join(f"{c.name} {c.fraction:.1%}" for c in conc[:4]) or "nowhere in particular"
+    ev = Evidence(
+        participants=participants,
+        explained=explained if math.isfinite(explained) else 0.0,
+        unexplained_fraction=residual.unexplained_fraction,
+        concentration=f"most in {where}",
+        identical_to=identical_to,
+        passthrough=passthrough,
+        nearest=given[nearest_j],
+        max_correlation=corr_vals[best_corr_j] if corr_vals else 0.0,
+        most_correlated=given[best_corr_j] if given else "",
+    )
+    verdict, reason, derived_from = decide(ev)
+    if verdict == "merge_plus_training" and any(h.method in ("ties", "dare") for h in hint_list):
+        reason += "; note: the residual test assumes a dense recipe, and sparsification alone also leaves this"
+
+    rows = [
+        TensorRow(
+            name=f.name,
+            numel=f.numel,
+            coefficients=[_finite_or_none(x) for x in f.coef],
+            cond=_finite_or_none(f.cond),
+            cos=_finite_or_none(math.sqrt(max(0.0, 1 - f.rss / f.ref_energy)))
+            if with_base and f.ref_energy > 0
+            else None,
+            differing=f.differing,
+            unexplained=f.unexplained,
+        )
+        for f in fits
+    ]
+    return DetectReport(
+        model=msrc.label,
+        candidates=labels,
+        base=str(bsrc.root) if bsrc is not None else None,
+        verdict=verdict,
+        reason=reason,
+        derived_from=derived_from,
+        coefficients=coefs,
+        coefficient_sum=coef_sum,
+        explained=explained if math.isfinite(explained) else None,
+        fit_cos=fit_cos,
+        residual=residual if inf else None,
+        spread=spread,
+        layers=layers,
+        relations=relations,
+        hints=hint_list,
+        layer_mapping=[
+            LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
+            for m in mapping
+        ],
+        tensors=rows,
+        notes=notes,
+    )
+
+
+def _participants(f: TensorFit, with_base: bool) -> list[float]:
+    vals = [float(x) for x in f.coef]
+    if with_base:
+        vals.append(1.0 - sum(vals))
+    return vals
+
+
+def _concentration(fits: list[TensorFit]) -> list[Concentration]:
+    out = [
+        Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel)
+        for f in sorted(fits, key=lambda f: -f.unexplained / max(f.numel, 1))
+        if f.unexplained > 0
+    ][:5]
+    per_layer: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for f in fits:
+        key = layer_of(f.name)
+        if key is not None:
+            per_layer[key.index][0] += f.unexplained
+            per_layer[key.index][1] += f.numel
+    layers = sorted(per_layer.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1))
+    out += [Concentration(name=f"layer {li}", unexplained=u, fraction=u / n) for li, (u, n) in layers[:3] if u > 0]
+    return out
+
+
+def _linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
+    parts = []
+    for c in coefs:
+        frac = H.simple_ratio(c.value, c.ci_low, c.ci_high)
+        parts.append(f"{c.candidate} {c.value:.4f}" + (f" (~{frac})" if frac else ""))
+    base_w = coefs[-1] if with_base else None
+    if base_w is not None and base_w.significant:
+        return Hint(
+            method="task_arithmetic",
+            evidence="base + weighted deltas; the weights do not sum to 1: " + ", ".join(parts),
+        )
+    return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
+
+
+def _passthrough_coefficients(
+    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: Source
+) -> list[Coefficient]:
+    """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
+    size: dict[int, int] = defaultdict(int)
+    for name in msrc.where:
+        key = layer_of(name)
+        if key is not None:
+            info = msrc.info(name)
+            size[key.index] += math.prod(info.shape)
+    total = sum(size.values()) or 1
+    share = [0.0] * len(labels)
+    for m in mapping:
+        share[m.candidate] += size[m.model_layer] / total
+    return [
+        Coefficient(candidate=lab, value=s, ci_low=s, ci_high=s, significant=s >= SIGNIFICANT_WEIGHT)
+        for lab, s in zip(labels, share, strict=True)
+    ]
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

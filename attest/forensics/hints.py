@@ -1,0 +1,164 @@
+"""Method hints: which merge method the weights look like (SPEC.md §6.5). Hints are evidence, not proof."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from attest.forensics.fit import TensorFit
+from attest.forensics.streaming import LayerKey, layer_of
+
+SPARSE_EXCESS = 0.05
+"""Share of elements with a non-zero candidate delta that are exactly B in M but not in the rounded linear recipe,
+above which the merge was sparsified (TIES / DARE / breadcrumbs)."""
+
+TIES_MAGNITUDE_RATIO = 0.6
+"""Mean |delta| of the dropped elements over that of the kept ones: TIES trims the smallest, DARE drops at random."""
+
+SLERP_MIN_EXCESS = 0.002
+"""slerp and linear differ by sum(coefficients) - 1; below this predicted excess they cannot be told apart."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    model_layer: int
+    candidate: int
+    candidate_layer: int
+
+
+def layer_mapping(
+    model_digests: dict[str, bytes], cand_digests: list[dict[str, bytes]]
+) -> tuple[list[Mapping], bool, int]:
+    """Map each model layer to a candidate layer whose every tensor is bit-identical (renumbering allowed).
+
+    Returns the mapping, whether every non-layer tensor equals the same-name tensor of some candidate, and the
+    number of model layers."""
+    index: dict[tuple[str, str, bytes], set[tuple[int, int]]] = defaultdict(set)
+    for c, digests in enumerate(cand_digests):
+        for name, dig in digests.items():
+            key = layer_of(name)
+            if key is not None:
+                index[(key.prefix, key.suffix, dig)].add((c, key.index))
+    layers: dict[tuple[str, int], list[tuple[LayerKey, bytes]]] = defaultdict(list)
+    non_layer_ok = True
+    for name, dig in model_digests.items():
+        key = layer_of(name)
+        if key is None:
+            if not any(d.get(name) == dig for d in cand_digests):
+                non_layer_ok = False
+            continue
+        layers[(key.prefix, key.index)].append((key, dig))
+    mapping: list[Mapping] = []
+    for (_prefix, idx), items in sorted(layers.items(), key=lambda kv: kv[0][1]):
+        common: set[tuple[int, int]] | None = None
+        for key, dig in items:
+            found = index.get((key.prefix, key.suffix, dig), set())
+            common = found if common is None else common & found
+            if not common:
+                break
+        if common:
+            c, k = min(common, key=lambda ck: (ck[1] != idx, ck[0], ck[1]))
+            mapping.append(Mapping(idx, c, k))
+    n_layers = len({idx for (_p, idx) in layers})
+    return mapping, non_layer_ok, n_layers
+
+
+def is_passthrough(mapping: list[Mapping], n_layers: int, cand_layers: list[int]) -> bool:
+    """Every layer copied, and from more than one place or renumbered (a plain copy is identity, not a merge)."""
+    if n_layers == 0 or len(mapping) != n_layers:
+        return False
+    sources = {m.candidate for m in mapping}
+    renumbered = any(m.model_layer != m.candidate_layer for m in mapping)
+    return len(sources) > 1 or renumbered or any(n != n_layers for n in cand_layers)
+
+
+def sparse_hint(fits: list[TensorFit]) -> tuple[str, str] | None:
+    """TIES / DARE: far more exact-zero deltas than the dense recipe rounds to (needs a base)."""
+    eligible = sum(f.zero_eligible for f in fits)
+    if eligible == 0:
+        return None
+    observed = sum(f.zero_observed for f in fits)
+    expected = sum(f.zero_expected for f in fits)
+    excess = (observed - expected) / eligible
+    if excess < SPARSE_EXCESS:
+        return None
+    n_excess = sum(f.excess_zero for f in fits)
+    kept = sum(f.kept for f in fits)
+    dropped_mag = sum(f.excess_zero_delta for f in fits) / max(n_excess, 1)
+    kept_mag = sum(f.kept_delta for f in fits) / max(kept, 1)
+    ratio = dropped_mag / kept_mag if kept_mag > 0 else math.nan
+    method = "ties" if ratio < TIES_MAGNITUDE_RATIO else "dare"
+    why = "smallest deltas were trimmed" if method == "ties" else "deltas were dropped regardless of size"
+    return method, (
+        f"{excess:.1%} of elements with a candidate delta are exactly the base in the model but not in the dense "
+        f"recipe ({observed} observed vs {expected} expected zeros); dropped deltas average {ratio:.2f}x the kept "
+        f"ones' magnitude: {why}"
+    )
+
+
+def slerp_hint(fits: list[TensorFit], pair: tuple[int, int]) -> str | None:
+    """slerp: each tensor's two coefficients (a, b) lie on (sin((1-t)θ), sin(tθ)) / sin θ, not on a + b = 1.
+
+    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model)."""
+    i, j = pair
+    obs_excess, pred_excess, ts = [], [], []
+    for f in fits:
+        g = f.raw_gram
+        if not f.informative or g[i, i] <= 0 or g[j, j] <= 0:
+            continue
+        cosang = g[i, j] / math.sqrt(g[i, i] * g[j, j])
+        if abs(cosang) > 0.9995:
+            continue
+        theta = math.acos(max(-1.0, min(1.0, cosang)))
+        sub = g[np.ix_([i, j], [i, j])]
+        try:
+            a, b = np.linalg.solve(sub, g[0, [i, j]])
+        except np.linalg.LinAlgError:
+            continue
+        if a <= 0 or b <= 0:
+            continue
+        t = _slerp_t(b / a, theta)
+        pred = (math.sin((1 - t) * theta) + math.sin(t * theta)) / math.sin(theta) - 1
+        if pred < SLERP_MIN_EXCESS:
+            continue
+        obs_excess.append(a + b - 1)
+        pred_excess.append(pred)
+        ts.append(t)
+    if len(obs_excess) < 2:
+        return None
+    obs_a, pred_a = np.array(obs_excess), np.array(pred_excess)
+    if float(np.median(np.abs(obs_a - pred_a) / pred_a)) > 0.25:
+        return None
+    return (
+        f"in {len(obs_a)} tensors the coefficient pair lies on the slerp curve (median t = {np.median(ts):.3f}); "
+        f"sum of coefficients exceeds 1 by {np.median(obs_a):.4f}, slerp predicts {np.median(pred_a):.4f}, linear 0"
+    )
+
+
+def _slerp_t(ratio: float, theta: float) -> float:
+    """Solve sin(tθ) / sin((1-t)θ) = ratio for t in (0, 1) by bisection (the left side increases in t)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        den = math.sin((1 - mid) * theta)
+        val = math.inf if den <= 0 else math.sin(mid * theta) / den
+        if val < ratio:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def simple_ratio(value: float, lo: float | None, hi: float | None) -> str | None:
+    """A small fraction inside the confidence interval (4/7 for weights 1.0 : 0.75), as a readable hint."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    for den in range(1, 21):
+        frac = Fraction(round(value * den), den)
+        if lo <= float(frac) <= hi:
+            return f"{frac.numerator}/{frac.denominator}" if frac.denominator != 1 else str(frac.numerator)
+    return None

@@ -1,0 +1,117 @@
+"""The `attest detect --json` report (`https://attest.dev/detect-report/v1`, schemas/detect-report.schema.json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["pure_merge", "merge_plus_training", "derived_not_merge", "not_derived"]
+SpreadShape = Literal["flat", "linear_gradient", "piecewise_gradient", "irregular", "single_layer"]
+HintMethod = Literal["linear", "task_arithmetic", "slerp", "ties", "dare", "passthrough"]
+
+DETECT_FORMAT = "https://attest.dev/detect-report/v1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Coefficient(_Model):
+    """One participant's weight in the fitted merge, with a 95% confidence interval over tensors."""
+
+    candidate: str = Field(description="candidate folder as given, or 'base' for the base's implied weight")
+    value: float
+    ci_low: float | None = Field(description="null when fewer than two informative tensors")
+    ci_high: float | None
+    significant: bool = Field(description="|value| >= 0.05 and the interval excludes 0")
+
+
+class LayerPoint(_Model):
+    layer: int
+    values: list[float] = Field(description="coefficients in the order of `coefficients`")
+
+
+class Spread(_Model):
+    candidate: str
+    shape: SpreadShape
+    layer_range: float = Field(description="max - min of the per-layer coefficients")
+    knots: list[tuple[int, float]] = Field(description="(layer, value) anchors of the flat / gradient fit")
+
+
+class UlpBin(_Model):
+    ulps: str
+    elements: int
+
+
+class Concentration(_Model):
+    name: str = Field(description="tensor name, or 'layer N'")
+    unexplained: int
+    fraction: float
+
+
+class Residual(_Model):
+    """The residual test at the storage precision (SPEC.md §6.3)."""
+
+    elements: int
+    differing: int = Field(description="elements where the recomputed recipe, rounded to the stored dtype, differs")
+    unexplained: int = Field(description="elements no rounding of the recipe can produce")
+    unexplained_fraction: float
+    floor: float = Field(description="unexplained fraction at or below which the residual is rounding alone")
+    ulp_histogram: list[UlpBin]
+    tensors_with_unexplained: int
+    tensors: int
+    concentration: list[Concentration] = Field(description="tensors and layers with the most unexplained elements")
+
+
+class Hint(_Model):
+    method: HintMethod
+    evidence: str
+
+
+class LayerMap(_Model):
+    model_layer: int
+    candidate: str
+    candidate_layer: int
+
+
+class Relation(_Model):
+    model: str = Field(description="candidate folder, or 'base'")
+    correlation: float | None = Field(description="size-weighted Pearson correlation of the weights")
+    distance: float = Field(description="relative distance |M - X| / |M| over the fitted tensors")
+
+
+class TensorRow(_Model):
+    name: str
+    numel: int
+    coefficients: list[float | None]
+    cond: float | None
+    cos: float | None
+    differing: int
+    unexplained: int
+
+
+class DetectReport(_Model):
+    """What `attest detect` found; `verdict` and `coefficients` are the stable core."""
+
+    format: Literal["https://attest.dev/detect-report/v1"] = "https://attest.dev/detect-report/v1"
+    model: str
+    candidates: list[str]
+    base: str | None
+    verdict: Verdict
+    reason: str
+    derived_from: str | None = Field(default=None, description="the given model it derives from (not a merge)")
+    coefficients: list[Coefficient]
+    coefficient_sum: float | None = Field(description="sum of the candidate coefficients (1 for a normalized merge)")
+    explained: float | None = Field(
+        description="1 - RSS(fit) / min_X |M - X|^2: share of the nearest given model's distance explained"
+    )
+    fit_cos: float | None = Field(description="cos(M - B, fit - B) pooled over tensors (with a base)")
+    residual: Residual | None
+    spread: list[Spread]
+    layers: list[LayerPoint]
+    relations: list[Relation]
+    hints: list[Hint]
+    layer_mapping: list[LayerMap]
+    tensors: list[TensorRow]
+    notes: list[str]

@@ -1,0 +1,19 @@
+"""Streaming merge engine for mergekit 0.1.5 recipes: parse, plan, merge tensor by tensor, write atomically."""
+
+from attest.merge.engine import MergeResult, compute_tensors, open_parents, resolve_parents, run_merge
+from attest.merge.planner import MergePlan, TensorPlan, plan_merge
+from attest.merge.recipe import MergeRecipe, load_recipe, parse_recipe
+
+__all__ = [
+    "MergePlan",
+    "MergeRecipe",
+    "MergeResult",
+    "TensorPlan",
+    "compute_tensors",
+    "load_recipe",
+    "open_parents",
+    "parse_recipe",
+    "plan_merge",
+    "resolve_parents",
+    "run_merge",
+]

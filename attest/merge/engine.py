@@ -1,0 +1,218 @@
+"""The streaming executor: one output tensor at a time, inputs read from mapped files and released after use.
+
+Memory stays a small multiple of the largest tensor (its inputs in the working dtype, the float32 accumulator,
+the result), independent of model size. The same `compute_tensors` drives `merge` (write) and replay (compare).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from attest.errors import InputError
+from attest.merge.checkpoint import Checkpoint
+from attest.merge.masks import KeyedMasks, MaskSource, MergekitGlobalMasks
+from attest.merge.methods import TensorGroup
+from attest.merge.methods.sparsify import TIE_ORDERS
+from attest.merge.planner import MergePlan, TensorPlan, plan_merge
+from attest.merge.recipe import MergeRecipe
+from attest.merge.writer import OutputTensor, ShardedWriter
+
+TOKENIZER_FILES = (
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "chat_template.jinja", "generation_config.json",
+)
+RNG_MODES = ("attest", "mergekit")
+
+
+@dataclass
+class MergeResult:
+    """What a merge did: enough for a merge statement (recipe, parents, seed, device) to be recorded later."""
+
+    output: Path
+    recipe_text: str
+    parents: dict[str, Path]
+    method: str
+    seed: int | None
+    device: str
+    tie_order: str
+    tensor_count: int
+    num_layers: int
+    notes: list[str] = field(default_factory=list)
+
+
+def check_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda was asked for but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(None, f"unsupported device {device!r} (cpu or cuda)")
+    return dev
+
+
+def check_tie_order(tie_order: str) -> None:
+    if tie_order not in TIE_ORDERS:
+        raise InputError(None, f"unknown tie order {tie_order!r} ({', '.join(TIE_ORDERS)})")
+
+
+def mask_source(plan: MergePlan, seed: int | None, rng: str) -> MaskSource | None:
+    if not plan.method.randomized:
+        return None
+    if seed is None:
+        raise InputError(None, f"{plan.method.name} draws random masks: give a --seed to make it reproducible")
+    if rng == "mergekit":
+        return MergekitGlobalMasks(seed)
+    if rng != "attest":
+        raise InputError(None, f"unknown mask generator {rng!r} ({', '.join(RNG_MODES)})")
+    return KeyedMasks(seed)
+
+
+@contextlib.contextmanager
+def open_parents(recipe: MergeRecipe, parents: Mapping[str, str | os.PathLike[str]]) -> Iterator[dict[str, Checkpoint]]:
+    """Open every model the recipe names, from the folder `parents` maps it to."""
+    opened: dict[str, Checkpoint] = {}
+    try:
+        for ref in recipe.referenced_models():
+            if ref not in parents:
+                raise InputError(None, f"no folder given for model {ref!r}")
+            opened[ref] = Checkpoint(parents[ref])
+        yield opened
+    finally:
+        for c in opened.values():
+            c.close()
+
+
+def compute_tensors(
+    plan: MergePlan,
+    ckpts: Mapping[str, Checkpoint],
+    device: torch.device,
+    masks: MaskSource | None = None,
+    order: list[TensorPlan] | None = None,
+    tie_order: str = "mergekit",
+) -> Iterator[tuple[TensorPlan, torch.Tensor]]:
+    """Yield (plan, merged tensor in its output dtype) for each planned tensor, streaming."""
+    for tp in order if order is not None else plan.tensors:
+        raw = [ckpts[m].load(src) for m, src in zip(tp.models, tp.sources, strict=True)]
+        inputs = [t.to(device=device, dtype=tp.dtype) for t in raw]
+        if not tp.dtype.is_floating_point:
+            if any(not torch.equal(inputs[0], x) for x in inputs[1:]):
+                raise InputError(None, f"non-floating tensor {tp.name} differs between inputs; cannot merge it")
+            result = inputs[0].clone()
+        else:
+            group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
+            result = plan.method.merge(group).to(tp.out_dtype)
+        if result.data_ptr() in {t.data_ptr() for t in raw}:
+            result = result.clone()  # never hand out a view of a parent's mapped file
+        del inputs, raw
+        for m, src in zip(tp.models, tp.sources, strict=True):
+            ckpts[m].release(src)
+        yield tp, result
+
+
+def _output_config(plan: MergePlan, ckpts: Mapping[str, Checkpoint]) -> dict:
+    config = dict(ckpts[plan.donor].config)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if key in config:
+            config[key] = plan.num_layers
+    # Per-layer settings (transformers 5 checks layer_types against num_hidden_layers) follow the source layers.
+    if isinstance(config.get("layer_types"), list):
+        types = []
+        for model, index in plan.layer_origins:
+            src = ckpts[model].config.get("layer_types")
+            if not isinstance(src, list) or index >= len(src):
+                break
+            types.append(src[index])
+        else:
+            config["layer_types"] = types
+    out = plan.recipe.out_dtype or plan.recipe.dtype
+    if out:
+        for key in ("torch_dtype", "dtype"):
+            if key in config:
+                config[key] = out
+    return config
+
+
+def run_merge(
+    recipe: MergeRecipe,
+    recipe_text: str,
+    parents: Mapping[str, str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    seed: int | None = None,
+    max_shard_bytes: int | None = None,
+    tie_order: str = "mergekit",
+) -> MergeResult:
+    """Merge into `out` (which must not exist, or be empty). Written in a temporary folder, renamed at the end.
+
+    tie_order: how TIES/breadcrumbs cutoffs break ties between equal magnitudes: "mergekit" (bit-exact with
+    mergekit 0.1.5 on the CPU) or "stable" (lower index first; linear time; the same on every device)."""
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError(target, "output folder exists and is not empty")
+    dev = check_device(device)
+    check_tie_order(tie_order)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        with open_parents(recipe, parents) as ckpts:
+            plan = plan_merge(recipe, ckpts)
+            masks = mask_source(plan, seed, "attest")
+            entries = [OutputTensor(tp.name, tp.out_dtype, tp.shape) for tp in plan.tensors]
+            writer = ShardedWriter(tmp, entries, *(() if max_shard_bytes is None else (max_shard_bytes,)))
+            try:
+                with torch.inference_mode():
+                    for tp, tensor in compute_tensors(plan, ckpts, dev, masks, tie_order=tie_order):
+                        writer.write(tp.name, tensor)
+                        del tensor
+                writer.finish()
+            finally:
+                writer.abort()
+            (tmp / "config.json").write_text(json.dumps(_output_config(plan, ckpts), indent=2, sort_keys=True) + "\n")
+            (tmp / "mergekit_config.yml").write_text(recipe_text, encoding="utf-8")
+            donor = Path(parents[plan.donor])
+            for name in TOKENIZER_FILES:
+                if (donor / name).is_file():
+                    shutil.copyfile(donor / name, tmp / name)
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return MergeResult(
+        output=target,
+        recipe_text=recipe_text,
+        parents={k: Path(v) for k, v in parents.items()},
+        method=plan.method.name,
+        seed=seed if plan.method.randomized else None,
+        device=device,
+        tie_order=tie_order,
+        tensor_count=len(plan.tensors),
+        num_layers=plan.num_layers,
+        notes=plan.notes,
+    )
+
+
+def resolve_parents(recipe: MergeRecipe, search_dirs: list[Path]) -> dict[str, Path]:
+    """Find each model reference as a folder: the path itself, or a folder of that name (or its last component,
+    or `org--name`) under one of `search_dirs`."""
+    found: dict[str, Path] = {}
+    for ref in recipe.referenced_models():
+        candidates = [Path(ref)]
+        for d in search_dirs:
+            candidates += [d / ref, d / Path(ref).name, d / ref.replace("/", "--")]
+        hit = next((c for c in candidates if c.is_dir()), None)
+        if hit is None:
+            where = ", ".join(str(d) for d in search_dirs) or "the current folder"
+            raise InputError(None, f"cannot find a folder for model {ref!r} (looked in {where})")
+        found[ref] = hit
+    return found

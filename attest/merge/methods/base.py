@@ -1,0 +1,70 @@
+"""What a merge method is: its parameters, the inputs it accepts, and a function of one tensor group."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attest.merge.masks import MaskSource
+from attest.merge.parameters import ParameterSpec
+
+
+@dataclass
+class TensorGroup:
+    """The inputs of one output tensor, already cast to the working dtype and on the compute device."""
+
+    name: str
+    tensors: list[torch.Tensor]  # in the recipe's model order
+    base_index: int | None
+    shared: dict[str, Any]
+    per_input: list[dict[str, Any]]  # aligned with tensors
+    masks: MaskSource | None = None
+    tie_order: str = "mergekit"  # how magnitude cutoffs break ties (see methods/sparsify.py)
+
+    @property
+    def base(self) -> torch.Tensor:
+        assert self.base_index is not None
+        return self.tensors[self.base_index]
+
+    def non_base(self) -> list[tuple[int, torch.Tensor, dict[str, Any]]]:
+        """(position among non-base inputs, tensor, parameters), in model order."""
+        pairs = zip(self.tensors, self.per_input, strict=True)
+        rows = [(t, p) for i, (t, p) in enumerate(pairs) if i != self.base_index]
+        return [(pos, t, p) for pos, (t, p) in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    merge: Callable[[TensorGroup], torch.Tensor]
+    parameters: tuple[ParameterSpec, ...] = ()
+    base: str = "ignored"  # required | optional | ignored
+    min_inputs: int = 1
+    max_inputs: int | None = None
+    min_non_base: int | None = None
+    max_non_base: int | None = None
+    randomized: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def check_inputs(self, count: int, has_base: bool, where: str) -> str | None:
+        """None when `count` inputs (one of them the base if has_base) suit this method, else the problem."""
+        uses_base = has_base and self.base != "ignored"
+        if self.base == "required" and not has_base:
+            return f"{self.name} needs a base_model ({where})"
+        if count < self.min_inputs or (self.max_inputs is not None and count > self.max_inputs):
+            if self.max_inputs == self.min_inputs:
+                want = f"exactly {self.min_inputs}"
+            elif self.max_inputs is not None:
+                want = f"{self.min_inputs} to {self.max_inputs}"
+            else:
+                want = f"at least {self.min_inputs}"
+            return f"{self.name} takes {want} input models, got {count} ({where})"
+        non_base = count - int(uses_base)
+        if self.min_non_base is not None and non_base < self.min_non_base:
+            return f"{self.name} needs at least {self.min_non_base} models besides the base, got {non_base} ({where})"
+        if self.max_non_base is not None and non_base > self.max_non_base:
+            return f"{self.name} takes at most {self.max_non_base} models besides the base, got {non_base} ({where})"
+        return None

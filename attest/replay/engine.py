@@ -1,0 +1,143 @@
+"""Replay a merge: recompute every tensor from the recipe and the parents, compare with a candidate folder.
+
+Streaming, one tensor at a time, like the merge itself. On the CPU our engine is deterministic, so anything but
+byte equality is a mismatch (default tolerance 0 ulps). On CUDA, reductions may round differently, so the default
+tolerance is 1 ulp of the storage dtype, and the report says how many elements used it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from attest.errors import InputError
+from attest.merge.checkpoint import SAFETENSORS_TAGS, Checkpoint
+from attest.merge.engine import check_device, check_tie_order, compute_tensors, mask_source, open_parents
+from attest.merge.planner import plan_merge
+from attest.merge.recipe import MergeRecipe
+from attest.replay.compare import byte_equal, difference
+from attest.replay.report import ReplayCounts, ReplayReport, TensorComparison, TensorStatus, Verdict
+
+DEFAULT_TOLERANCE_ULPS = {"cpu": 0, "cuda": 1}
+SORTING_METHODS = ("ties", "breadcrumbs", "breadcrumbs_ties")
+
+
+def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
+    tag = SAFETENSORS_TAGS.get(expected.dtype, str(expected.dtype))
+    row = TensorComparison(name=name, status=TensorStatus.EXACT, dtype=tag, shape=list(expected.shape))
+    info = ckpt.info(name)
+    if info.dtype != tag or tuple(info.shape) != tuple(expected.shape):
+        row.status = TensorStatus.MISMATCH
+        row.detail = f"candidate is {info.dtype} {list(info.shape)}, the recipe gives {tag} {list(expected.shape)}"
+        return row
+    actual = ckpt.load(name)
+    expected = expected.to("cpu")
+    try:
+        if byte_equal(expected, actual):
+            return row
+        diff = difference(expected, actual)
+    finally:
+        del actual
+        ckpt.release(name)
+    row.differing_elements = diff.differing_elements
+    row.max_ulps = diff.max_ulps
+    if diff.max_ulps is not None and diff.max_ulps <= tolerance:
+        row.status = TensorStatus.WITHIN_TOLERANCE
+        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ by at most {diff.max_ulps} ulp"
+    else:
+        row.status = TensorStatus.MISMATCH
+        how = "a NaN/inf differs" if diff.nan_mismatch else f"up to {diff.max_ulps} ulps"
+        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ ({how})"
+    return row
+
+
+def _summary(verdict: Verdict, counts: ReplayCounts, total: int) -> str:
+    if verdict is Verdict.REPRODUCED:
+        return f"The published weights are exactly what the recipe produces ({total} tensors, bit for bit)."
+    if verdict is Verdict.REPRODUCED_WITHIN_TOLERANCE:
+        return (f"The published weights are what the recipe produces up to rounding: {counts.exact} tensors exact, "
+                f"{counts.within_tolerance} within the ulp tolerance.")
+    if verdict is Verdict.CANNOT_REPLAY:
+        return "The recipe cannot be replayed exactly (see notes); nothing is claimed about these weights."
+    return (f"The published weights are NOT what the recipe produces: {counts.mismatch} of {total} tensors "
+            "differ.")
+
+
+def replay(
+    recipe: MergeRecipe,
+    parents: Mapping[str, str | os.PathLike[str]],
+    candidate: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    seed: int | None = None,
+    mask_generator: str = "attest",
+    tolerance_ulps: int | None = None,
+    tie_order: str = "mergekit",
+) -> ReplayReport:
+    """Recompute the merge `recipe` from `parents` (model reference -> folder) and compare with `candidate`.
+
+    mask_generator: "attest" for merges made by attest (keyed masks, any device); "mergekit" to replay a DARE/DELLA
+    merge made by mergekit 0.1.5 on the CPU with `--random-seed seed`. tie_order: as the merge used it (mergekit's
+    own merges: "mergekit").
+    """
+    dev = check_device(device)
+    check_tie_order(tie_order)
+    tolerance = DEFAULT_TOLERANCE_ULPS[dev.type] if tolerance_ulps is None else tolerance_ulps
+    if tolerance < 0:
+        raise InputError(None, "the ulp tolerance must be >= 0")
+    rows: list[TensorComparison] = []
+    base = dict(candidate=str(candidate), merge_method=recipe.merge_method, device=str(dev), tolerance_ulps=tolerance,
+                tie_order=tie_order)
+    with open_parents(recipe, parents) as ckpts, Checkpoint(candidate) as cand:
+        plan = plan_merge(recipe, ckpts)
+        notes = list(plan.notes)
+        if plan.method.randomized:
+            base |= dict(mask_generator=mask_generator, seed=seed)
+            if seed is None:
+                notes.append(f"{plan.method.name} draws random masks and no seed is known: its output cannot be "
+                             "recomputed. (A mergekit merge made without --random-seed can never be replayed.)")
+                return ReplayReport(verdict=Verdict.CANNOT_REPLAY, summary=_summary(Verdict.CANNOT_REPLAY,
+                                    ReplayCounts(), 0), counts=ReplayCounts(), tensors=[], notes=notes, **base)
+            if mask_generator == "mergekit":
+                if dev.type != "cpu":
+                    raise InputError(None, "mergekit's random masks can only be replayed on the CPU")
+                notes.append("masks drawn like mergekit 0.1.5 (global CPU generator, its schedule order): this "
+                             "matches a mergekit merge run on the CPU with the same --random-seed, never a GPU one")
+        masks = mask_source(plan, seed, mask_generator)
+        order = sorted(plan.tensors, key=lambda tp: tp.schedule_label) if mask_generator == "mergekit" else None
+        planned = {tp.name for tp in plan.tensors}
+        with torch.inference_mode():
+            if dev.type == "cuda" and tie_order == "mergekit" and plan.method.name in SORTING_METHODS:
+                notes.append("on CUDA, equal magnitudes at a TIES/breadcrumbs cutoff may be ordered differently "
+                             "than on the CPU: replay on the CPU for an exact answer")
+            for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
+                if tp.name not in cand:
+                    rows.append(TensorComparison(name=tp.name, status=TensorStatus.MISSING,
+                                                 detail="the recipe produces this tensor; the candidate lacks it"))
+                else:
+                    rows.append(_compare(tp.name, tensor, cand, tolerance))
+                del tensor
+        for name in cand.names:
+            if name not in planned:
+                rows.append(TensorComparison(name=name, status=TensorStatus.UNEXPECTED,
+                                             detail="the candidate has this tensor; the recipe does not produce it"))
+        layers = cand.config.get("num_hidden_layers")
+        if isinstance(layers, int) and layers != plan.num_layers:
+            notes.append(f"candidate config.json says num_hidden_layers={layers}; the recipe gives {plan.num_layers}")
+    rows.sort(key=lambda r: r.name)
+    counts = ReplayCounts(
+        exact=sum(r.status is TensorStatus.EXACT for r in rows),
+        within_tolerance=sum(r.status is TensorStatus.WITHIN_TOLERANCE for r in rows),
+    )
+    counts.mismatch = len(rows) - counts.exact - counts.within_tolerance
+    if counts.mismatch:
+        verdict = Verdict.NOT_REPRODUCED
+    elif counts.within_tolerance:
+        verdict = Verdict.REPRODUCED_WITHIN_TOLERANCE
+    else:
+        verdict = Verdict.REPRODUCED
+    mismatched = [r.name for r in rows if r.status not in (TensorStatus.EXACT, TensorStatus.WITHIN_TOLERANCE)]
+    return ReplayReport(verdict=verdict, summary=_summary(verdict, counts, len(rows)), counts=counts,
+                        mismatched=mismatched, tensors=rows, notes=notes, **base)

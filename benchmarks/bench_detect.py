@@ -1,0 +1,121 @@
+"""`attest detect` against plain hashing of the same bytes: wall time, throughput and peak RSS.
+
+Generates a bf16 base, two fine-tune-like candidates (base + small noise) and a 4/7 : 3/7 linear merge of them,
+each a single safetensors file of about --size-mb, in --dir (reused by later runs of the same size). Then, each in
+its own subprocess so that peak RSS is per run, with the page cache warm:
+
+  hash     attest.hash_model over the four folders, one after the other (sha256)
+  detect   attest.forensics.detect(merge, [cand_a, cand_b], base): the whole forensic pass over the same bytes
+
+Usage: python benchmarks/bench_detect.py [--size-mb 256] [--repeat 2] [--dir /tmp/attest-bench-detect]
+Memory bound to compare with: largest tensor x 4 inputs (mapped pages) plus float64 chunk buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MB = 1_000_000
+HIDDEN = 1024
+
+
+def _build(root: Path, size_mb: int) -> dict[str, Path]:
+    """Write base, cand_a, cand_b and merge (bf16) unless already there."""
+    import torch
+    from safetensors.torch import save_file
+
+    names = ["base", "cand_a", "cand_b", "merge"]
+    folders = {n: root / f"{n}-{size_mb}mb" for n in names}
+    if all((f / "model.safetensors").is_file() for f in folders.values()):
+        return folders
+    rows = max(1, (size_mb * MB) // (HIDDEN * 2) // 8)  # 8 tensors of equal size
+    g = torch.Generator().manual_seed(0)
+    tensors: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
+    for i in range(8):
+        name = f"model.layers.{i // 2}.mlp.proj{i % 2}.weight"
+        b = (torch.randn(rows, HIDDEN, generator=g) * 0.02).to(torch.bfloat16)
+        a = (b.float() + torch.randn(rows, HIDDEN, generator=g) * 2e-3).to(torch.bfloat16)
+        c = (b.float() + torch.randn(rows, HIDDEN, generator=g) * 2e-3).to(torch.bfloat16)
+        m = ((a.float() * 1.0 + c.float() * 0.75) / 1.75).to(torch.bfloat16)
+        for n, t in zip(names, (b, a, c, m), strict=True):
+            tensors[n][name] = t
+    for n, f in folders.items():
+        f.mkdir(parents=True, exist_ok=True)
+        save_file(tensors[n], f / "model.safetensors")
+    return folders
+
+
+def _child(kind: str, folders: dict[str, str]) -> None:
+    """Run one measurement in this process and print a JSON line."""
+    import resource
+
+    if kind == "hash":
+        from attest import hash_model
+
+        t0 = time.perf_counter()
+        for f in folders.values():
+            hash_model(f, "sha256")
+        wall = time.perf_counter() - t0
+        extra: dict[str, object] = {}
+    else:
+        from attest.forensics import detect
+
+        t0 = time.perf_counter()
+        report = detect(folders["merge"], [folders["cand_a"], folders["cand_b"]], folders["base"])
+        wall = time.perf_counter() - t0
+        extra = {"verdict": report.verdict, "coefficient": report.coefficients[0].value}
+    nbytes = sum((Path(f) / "model.safetensors").stat().st_size for f in folders.values())
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"kind": kind, "wall_s": wall, "bytes": nbytes, "peak_rss_mb": rss_mb, **extra}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=int, default=256, help="bytes of each of the four models")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/attest-bench-detect"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--folders", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args.child, json.loads(args.folders))
+        return
+    folders = {k: str(v) for k, v in _build(args.dir, args.size_mb).items()}
+    for f in folders.values():  # warm the page cache
+        with open(Path(f) / "model.safetensors", "rb") as fh:
+            while fh.read(64 << 20):
+                pass
+    largest = (args.size_mb * MB) // 8
+    print(f"4 models x {args.size_mb} MB, largest tensor {largest / MB:.0f} MB; bound ~{4 * largest / MB:.0f} MB")
+    best: dict[str, dict[str, object]] = {}
+    for kind in ("hash", "detect"):
+        for _ in range(args.repeat):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", kind, "--folders", json.dumps(folders)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            if kind not in best or float(row["wall_s"]) < float(best[kind]["wall_s"]):  # type: ignore[arg-type]
+                best[kind] = row
+    for kind, row in best.items():
+        gbps = float(row["bytes"]) / float(row["wall_s"]) / 1e9  # type: ignore[arg-type]
+        extra = {k: v for k, v in row.items() if k in ("verdict", "coefficient")}
+        print(
+            f"{kind:7s} {row['wall_s']:7.2f} s  {gbps:6.2f} GB/s  peak RSS {row['peak_rss_mb']:7.0f} MB  "
+            f"{extra if extra else ''}"
+        )
+    ratio = float(best["detect"]["wall_s"]) / float(best["hash"]["wall_s"])  # type: ignore[arg-type]
+    print(f"detect / hash wall time: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""`attest detect` on real checkpoints: tiny real fine-tunes, merges made by mergekit 0.1.5 itself, real training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from attest.cli import cli
+from attest.forensics import DetectReport, detect
+from attest.schema_export import SCHEMA_DIR
+from tests.builders import distill, finetune, make_tiny_model
+
+FOUR_SEVENTHS = 4 / 7
+
+
+def _mergekit(cfg: dict[str, object], out: Path) -> Path:
+    mergekit_config = pytest.importorskip("mergekit.config")
+    from mergekit.merge import MergeOptions, run_merge
+
+    run_merge(
+        mergekit_config.MergeConfiguration.model_validate(cfg),
+        str(out),
+        options=MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True),
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def forensic_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Merges by mergekit of the fixture's fine-tunes, and models that are not merges of them."""
+    root = tmp_path_factory.mktemp("forensics")
+    base, ft_a, ft_b = tiny_models["base"], tiny_models["ft_a"], tiny_models["ft_b"]
+    out = dict(tiny_models)
+    out["linear"] = _mergekit(
+        {
+            "merge_method": "linear",
+            "dtype": "bfloat16",
+            "models": [
+                {"model": str(ft_a), "parameters": {"weight": 1.0}},
+                {"model": str(ft_b), "parameters": {"weight": 0.75}},
+            ],
+        },
+        root / "linear",
+    )
+    out["task_arithmetic"] = _mergekit(
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": str(base),
+            "dtype": "bfloat16",
+            "models": [
+                {"model": str(ft_a), "parameters": {"weight": 0.6}},
+                {"model": str(ft_b), "parameters": {"weight": 0.3}},
+            ],
+        },
+        root / "task_arithmetic",
+    )
+    out["passthrough"] = _mergekit(
+        {
+            "merge_method": "passthrough",
+            "dtype": "bfloat16",
+            "slices": [
+                {"sources": [{"model": str(ft_a), "layer_range": [1, 2]}]},
+                {"sources": [{"model": str(ft_b), "layer_range": [0, 1]}]},
+            ],
+        },
+        root / "passthrough",
+    )
+    out["sibling"] = finetune(base, root / "sibling", seed=3, steps=5, lr=1e-3)
+    # Real distillation after the merge: 3 steps at lr 1e-5 (most elements bit-identical) and 5 at 1e-4.
+    out["merge_light_distill"] = distill(out["linear"], out["sibling"], root / "light", seed=5, steps=3, lr=1e-5)
+    out["merge_distill"] = distill(out["linear"], out["sibling"], root / "distill", seed=5, steps=5, lr=1e-4)
+    out["child_a"] = finetune(ft_a, root / "child_a", seed=7, steps=5, lr=1e-3)
+    out["independent"] = make_tiny_model(root / "independent", seed=42)
+    return out
+
+
+def _coef(report: DetectReport, label: Path | str) -> tuple[float, float, float]:
+    c = next(c for c in report.coefficients if c.candidate == str(label))
+    assert c.ci_low is not None and c.ci_high is not None
+    return c.value, c.ci_low, c.ci_high
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+def test_linear_merge_recovers_four_sevenths(forensic_models: dict[str, Path], with_base: bool) -> None:
+    m = forensic_models
+    report = detect(m["linear"], [m["ft_a"], m["ft_b"]], m["base"] if with_base else None)
+    value, lo, hi = _coef(report, m["ft_a"])
+    assert abs(value - FOUR_SEVENTHS) <= 0.005
+    assert lo <= FOUR_SEVENTHS <= hi
+    value_b, lo_b, hi_b = _coef(report, m["ft_b"])
+    assert abs(value_b - 3 / 7) <= 0.005 and lo_b <= 3 / 7 <= hi_b
+    assert report.verdict == "pure_merge", report.reason
+    assert report.residual is not None and report.residual.unexplained == 0
+    assert {s.shape for s in report.spread} == {"flat"}
+    assert report.hints[0].method == "linear" and "4/7" in report.hints[0].evidence
+
+
+def test_same_recipe_in_another_order_is_still_rounding(
+    forensic_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """B + 4/7 (A - B) + 3/7 (C - B) in float32 is mergekit's recipe in another order: a few 1-ulp flips, no more."""
+    m = forensic_models
+    tensors = {}
+    a, c, b = (load_file(m[k] / "model.safetensors") for k in ("ft_a", "ft_b", "base"))
+    for name in a:
+        bb = b[name].float()
+        tensors[name] = (bb + (4 / 7) * (a[name].float() - bb) + (3 / 7) * (c[name].float() - bb)).to(torch.bfloat16)
+    out = tmp_path / "reordered"
+    out.mkdir()
+    save_file(tensors, out / "model.safetensors")
+    report = detect(out, [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "pure_merge", report.reason
+    assert report.residual is not None
+    assert 0 < report.residual.differing < 0.05 * report.residual.elements
+
+
+@pytest.mark.parametrize("which", ["merge_light_distill", "merge_distill"])
+def test_merge_then_distillation_is_merge_plus_training(forensic_models: dict[str, Path], which: str) -> None:
+    m = forensic_models
+    report = detect(m[which], [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "merge_plus_training", report.reason
+    value, _, _ = _coef(report, m["ft_a"])
+    assert abs(value - FOUR_SEVENTHS) < 0.02  # the merge is still recognised
+    assert report.residual is not None
+    assert report.residual.unexplained_fraction > 100 * report.residual.floor
+    assert report.residual.concentration  # names where it concentrates
+    # Training moves elements in most tensors, not only a few: the count is spread over tensors.
+    assert report.residual.tensors_with_unexplained >= report.residual.tensors // 2
+
+
+def test_task_arithmetic_recovers_both_coefficients(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    report = detect(m["task_arithmetic"], [m["ft_a"], m["ft_b"]], m["base"])
+    for label, want in ((m["ft_a"], 0.6), (m["ft_b"], 0.3)):
+        value, lo, hi = _coef(report, label)
+        assert abs(value - want) <= 0.005, (label, value)
+        assert lo - 0.002 <= want <= hi + 0.002
+    assert report.verdict == "pure_merge", report.reason
+    assert report.hints[0].method == "task_arithmetic"
+
+
+def test_passthrough_frankenmerge_gives_layer_mapping(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    report = detect(m["passthrough"], [m["ft_a"], m["ft_b"]])
+    mapping = {(x.model_layer, x.candidate, x.candidate_layer) for x in report.layer_mapping}
+    assert mapping == {(0, str(m["ft_a"]), 1), (1, str(m["ft_b"]), 0)}
+    assert report.verdict == "pure_merge"
+    assert report.hints[0].method == "passthrough"
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+def test_sibling_fine_tune_is_not_a_merge_of_the_pair(forensic_models: dict[str, Path], with_base: bool) -> None:
+    """A fine-tune of the same base, checked against two other fine-tunes: related, but not a merge of them."""
+    m = forensic_models
+    report = detect(m["sibling"], [m["ft_a"], m["ft_b"]], m["base"] if with_base else None)
+    assert report.verdict == "derived_not_merge", report.reason
+    assert report.explained is not None and report.explained < 0.5
+    if with_base:
+        assert report.derived_from == "base"
+
+
+def test_fine_tune_of_a_candidate_is_derived_not_merge(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    report = detect(m["child_a"], [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "derived_not_merge", report.reason
+    assert report.derived_from == str(m["ft_a"])
+
+
+def test_candidate_itself_is_identical(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    report = detect(m["ft_b"], [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "derived_not_merge" and report.derived_from == str(m["ft_b"])
+    assert "bit-identical" in report.reason
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+def test_independent_init_is_not_derived(forensic_models: dict[str, Path], with_base: bool) -> None:
+    m = forensic_models
+    report = detect(m["independent"], [m["ft_a"], m["ft_b"]], m["base"] if with_base else None)
+    assert report.verdict == "not_derived", report.reason
+    assert all(r.correlation is None or abs(r.correlation) < 0.1 for r in report.relations)
+
+
+def test_cli_json_matches_schema_and_plot(forensic_models: dict[str, Path], tmp_path: Path) -> None:
+    m = forensic_models
+    png = tmp_path / "coef.png"
+    args = ["detect", str(m["linear"]), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])]
+    result = CliRunner().invoke(cli, [*args, "--base", str(m["base"]), "--json", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    schema = json.loads((SCHEMA_DIR / "detect-report.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["verdict"] == "pure_merge"
+    assert {"candidate", "value", "ci_low", "ci_high"} <= set(doc["coefficients"][0])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = CliRunner().invoke(cli, args)
+    assert summary.exit_code == 0 and "pure_merge" in summary.output and "4/7" in summary.output
+
+
+def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from attest.cli import main
+
+    capsys.readouterr()  # drop what building the models printed
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    code = exc.value.code
+    return int(code) if isinstance(code, int) else 3, capsys.readouterr().err
+
+
+def test_shape_mismatch_is_exit_2(
+    forensic_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = make_tiny_model(tmp_path / "wide", seed=0, hidden=128)
+    m = forensic_models
+    code, err = _run_main(["detect", str(wide), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "shape" in err and str(m["ft_a"]) in err
+
+
+def test_no_shared_tensors_is_exit_2(
+    forensic_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    save_file({"something.else": torch.zeros(4)}, other / "model.safetensors")
+    code, err = _run_main(["detect", str(other), "--candidate", str(forensic_models["ft_a"])], capsys)
+    assert code == 2 and "shares no tensor names" in err
+
+
+def test_missing_folder_is_exit_2(forensic_models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run_main(["detect", str(forensic_models["linear"]), "--candidate", "/nonexistent/x"], capsys)
+    assert code == 2 and "no such folder" in err
