@@ -50,7 +50,9 @@ def _is_pickle(rel: str) -> bool:
     return PurePosixPath(rel).suffix.lower() in PICKLE_SUFFIXES
 
 
-def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -> FolderScan:
+def scan_folder(
+    path: str | os.PathLike[str], ignore: list[str] | None = None, *, require_weights: bool = True
+) -> FolderScan:
     """List and classify a model folder; validate every safetensors header and shard index."""
     root = Path(path)
     if not root.exists():
@@ -106,7 +108,7 @@ def scan_folder(path: str | os.PathLike[str], ignore: list[str] | None = None) -
 
     if not any_entry:
         raise InputError(root, "empty folder")
-    if not scan.weight_files and not scan.pickle_files:
+    if require_weights and not scan.weight_files and not scan.pickle_files:
         raise InputError(root, "no weights: no *.safetensors or PyTorch pickle files at the top level")
     for rel_path in scan.weight_files:
         rel = rel_path.as_posix()
@@ -122,7 +124,8 @@ def _check_name(full: Path, rel: str) -> None:
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(full, "file name is not valid UTF-8") from None
+        shown = os.fsencode(full).decode("utf-8", "backslashreplace")
+        raise InputError(shown, "file name is not valid UTF-8") from None
 
 
 def _walk_error(exc: OSError) -> None:

@@ -33,6 +33,7 @@ def hash_model(
     *,
     use_cache: bool = False,
     ignore: list[str] | None = None,
+    require_weights: bool = True,
     workers: int | None = None,
     on_total: ProgressStart | None = None,
     on_bytes: ProgressAdvance | None = None,
@@ -41,7 +42,7 @@ def hash_model(
     (never use it for verification)."""
     if algorithm not in ALGORITHMS:
         raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
-    scan = scan_folder(path, ignore=ignore)
+    scan = scan_folder(path, ignore=ignore, require_weights=require_weights)
     return hash_scan(scan, algorithm, use_cache=use_cache, workers=workers, on_total=on_total, on_bytes=on_bytes)
 
 

@@ -270,6 +270,7 @@ def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: Verif
     manifest = hash_model(
         folder,
         "sha256",
+        require_weights=not (folder / "model.sig").is_file(),
         use_cache=False,
         ignore=list(options.ignore),
         on_total=options.on_total,

@@ -42,6 +42,25 @@ class LineageNode(BaseModel):
     parents: list[LineageNode] = Field(default_factory=list)
 
 
+class RuleResult(BaseModel):
+    """One procurement rule's verdict, with the evidence a reader needs to check it by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+    rule: str = Field(description="The rule's key in the policy's `rules` section")
+    title: str = Field(description="What the rule demands, in words")
+    passed: bool
+    evidence: list[str] = Field(default_factory=list, description="One line per fact the verdict rests on")
+
+
+class PolicyResult(BaseModel):
+    """The procurement rules of the policy file, each evaluated (SPEC.md section 7.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str = Field(description="The policy file")
+    passed: bool = Field(description="Every rule passed")
+    rules: list[RuleResult] = Field(default_factory=list)
+
+
 class VerifyReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     verified: bool
@@ -51,3 +70,6 @@ class VerifyReport(BaseModel):
     problems: list[Problem] = Field(default_factory=list)
     lineage: LineageNode | None = None
     notes: list[str] = Field(default_factory=list)
+    policy: PolicyResult | None = Field(
+        default=None, description="Procurement rules (--policy with a rules section); verified is false if one fails"
+    )
