@@ -75,6 +75,15 @@ def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.Temp
     return get
 
 
+@pytest.fixture(scope="session")
+def signed_chain(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real signed lineage: base (allow-listed in policy.yaml) -> two recorded fine-tunes -> a recorded real
+    mergekit linear merge (1.0 : 0.75), signed by builder.key; stranger.key is a second, untrusted key."""
+    from tests.chain import build_chain
+
+    return build_chain(tiny_models, tmp_path_factory.mktemp("chain"))
+
+
 def pytest_report_header() -> list[str]:
     return [
         f"attest repo: {REPO}",

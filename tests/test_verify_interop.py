@@ -12,7 +12,6 @@ import pytest
 from attest.lineage.store import bundle_path
 from attest.verify import build_trust, verify_model
 from attest.verify.engine import VerifyOptions
-from tests.test_verify_tamper import chain  # noqa: F401 (module fixture reused)
 
 IBM = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")
 
@@ -58,14 +57,14 @@ def test_model_sig_with_untrusted_key_fails(shared_dir: Path, tmp_path: Path) ->
     assert done.returncode == 1 and "model_signing" in done.stdout
 
 
-def test_external_attestations_folder(chain: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_external_attestations_folder(signed_chain: dict[str, Path], tmp_path: Path) -> None:
     """Statements kept outside the model folder (--attestations) verify the same way."""
     dst = tmp_path / "merged"
-    shutil.copytree(chain["merged"], dst)
+    shutil.copytree(signed_chain["merged"], dst)
     store = tmp_path / "store"
     store.mkdir()
     shutil.move(bundle_path(dst), store / "merged.intoto.jsonl")
-    trust = build_trust(chain["policy"])
+    trust = build_trust(signed_chain["policy"])
     assert not verify_model(dst, trust).verified
     report = verify_model(dst, trust, VerifyOptions(attestation_dirs=(store,)))
     assert report.verified, report.problems

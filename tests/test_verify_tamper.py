@@ -18,113 +18,25 @@ import pytest
 
 from attest.identity import hash_model
 from attest.lineage.store import bundle_path, load_bundle, write_bundle
-from attest.signing import generate_key, load_private_key, sign_envelope
+from attest.signing import load_private_key, sign_envelope
 from attest.statements.builders import model_dependency, provenance_statement
 from attest.statements.models import Subject
 from attest.statements.parse import statement_bytes
 from attest.verify import VerifyOptions, build_trust, verify_model
 from examples.reshard import reshard
+from tests.chain import run_inprocess
 
 
-@pytest.fixture(scope="module")
-def chain(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("chain")
-    for name in ("base", "ft_a", "ft_b"):
-        shutil.copytree(tiny_models[name], root / name)
-    cfg = root / "merge.yml"
-    cfg.write_text(
-        "merge_method: linear\n"
-        f"models:\n  - model: {root / 'ft_a'}\n    parameters: {{weight: 1.0}}\n"
-        f"  - model: {root / 'ft_b'}\n    parameters: {{weight: 0.75}}\ndtype: bfloat16\n"
-    )
-    subprocess.run(
-        [str(Path(sys.executable).with_name("mergekit-yaml")), str(cfg), str(root / "merged")],
-        check=True,
-        capture_output=True,
-    )
-    for key in ("builder", "stranger"):
-        generate_key(root / f"{key}.key")
-    run = _runner()
-    for ft in ("ft_a", "ft_b"):
-        assert (
-            run(
-                [
-                    "record",
-                    "finetune",
-                    "--parent",
-                    f"base={root / 'base'}",
-                    "--output",
-                    root / ft,
-                    "--key",
-                    root / "builder.key",
-                    "--param",
-                    "lr=1e-3",
-                ]
-            )[0]
-            == 0
-        )
-    assert (
-        run(
-            [
-                "record",
-                "merge",
-                "--config",
-                cfg,
-                "--parent",
-                root / "ft_a",
-                "--parent",
-                root / "ft_b",
-                "--output",
-                root / "merged",
-                "--key",
-                root / "builder.key",
-            ]
-        )[0]
-        == 0
-    )
-    base_root = hash_model(root / "base").model_root
-    (root / "policy.yaml").write_text(
-        "version: 1\nkeys:\n  - name: builder\n    public_key: builder.key.pub\n"
-        f"trusted_roots:\n  - name: tiny-base\n    digest: sha256:{base_root}\n"
-    )
-    return {
-        "root": root,
-        "merged": root / "merged",
-        "policy": root / "policy.yaml",
-        **{n: root / n for n in ("base", "ft_a", "ft_b")},
-    }
-
-
-def _runner():
-    """run_cli without capsys (module-scoped fixtures cannot take it)."""
-    import contextlib
-    import io
-
-    from attest.cli import main
-
-    def run(args: list[object]) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        code = 0
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main([str(a) for a in args])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-        return code, out.getvalue(), err.getvalue()
-
-    return run
-
-
-def _verify(folder: Path, chain: dict[str, Path], **opts: object) -> tuple[bool, set[str], str]:
-    trust = build_trust(chain["policy"])
+def _verify(folder: Path, signed_chain: dict[str, Path], **opts: object) -> tuple[bool, set[str], str]:
+    trust = build_trust(signed_chain["policy"])
     report = verify_model(folder, trust, VerifyOptions(**opts))  # type: ignore[arg-type]
     text = " | ".join(p.message for p in report.problems)
     return report.verified, {p.code for p in report.problems}, text
 
 
-def _copy(chain: dict[str, Path], tmp_path: Path) -> Path:
+def _copy(signed_chain: dict[str, Path], tmp_path: Path) -> Path:
     dst = tmp_path / "merged"
-    shutil.copytree(chain["merged"], dst)
+    shutil.copytree(signed_chain["merged"], dst)
     return dst
 
 
@@ -140,21 +52,21 @@ def _rewrite(path: Path, fn) -> None:
 # --- accepted -------------------------------------------------------------------------------------------------
 
 
-def test_clean_chain_verifies(chain: dict[str, Path]) -> None:
-    ok, _codes, text = _verify(chain["merged"], chain)
+def test_clean_chain_verifies(signed_chain: dict[str, Path]) -> None:
+    ok, _codes, text = _verify(signed_chain["merged"], signed_chain)
     assert ok, text
 
 
-def test_resharded_model_verifies(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = reshard(chain["merged"], tmp_path / "resharded", 3, seed=5)
-    shutil.copytree(chain["merged"] / ".attest", dst / ".attest", dirs_exist_ok=True)
+def test_resharded_model_verifies(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = reshard(signed_chain["merged"], tmp_path / "resharded", 3, seed=5)
+    shutil.copytree(signed_chain["merged"] / ".attest", dst / ".attest", dirs_exist_ok=True)
     assert len(list(dst.glob("*.safetensors"))) == 3
-    ok, _, text = _verify(dst, chain)
+    ok, _, text = _verify(dst, signed_chain)
     assert ok, text
 
 
-def test_cli_verify_json_and_exit_code(chain: dict[str, Path]) -> None:
-    code, out, err = _runner()(["verify", chain["merged"], "--policy", chain["policy"], "--json"])
+def test_cli_verify_json_and_exit_code(signed_chain: dict[str, Path]) -> None:
+    code, out, err = run_inprocess(["verify", signed_chain["merged"], "--policy", signed_chain["policy"], "--json"])
     assert code == 0, err
     doc = json.loads(out)
     assert doc["verified"] is True and doc["problems"] == []
@@ -187,37 +99,37 @@ def _bit_flip(t: dict) -> None:
     ],
 )
 def test_tensor_tampering_is_caught_and_named(
-    chain: dict[str, Path], tmp_path: Path, case: str, fn: object, named: str
+    signed_chain: dict[str, Path], tmp_path: Path, case: str, fn: object, named: str
 ) -> None:
-    dst = _copy(chain, tmp_path)
+    dst = _copy(signed_chain, tmp_path)
     _rewrite(dst / "model.safetensors", fn)  # type: ignore[arg-type]
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok, case
     assert "content_mismatch" in codes, text
     assert named in text, text
 
 
-def test_config_edit_is_caught(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_config_edit_is_caught(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     cfg = json.loads((dst / "config.json").read_text())
     cfg["rope_theta"] = 1.0
     (dst / "config.json").write_text(json.dumps(cfg))
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "content_mismatch" in codes and "config.json" in text
 
 
-def test_extra_file_is_caught(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_extra_file_is_caught(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     (dst / "tokenizer.json").write_text("{}")
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "content_mismatch" in codes and "tokenizer.json" in text
 
 
 # --- signature and lineage tampering --------------------------------------------------------------------------
 
 
-def test_changed_signature_bytes_rejected(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_changed_signature_bytes_rejected(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     lines = bundle_path(dst).read_text().splitlines()
     env = json.loads(lines[0])
     import base64
@@ -227,53 +139,53 @@ def test_changed_signature_bytes_rejected(chain: dict[str, Path], tmp_path: Path
     env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
     lines[0] = json.dumps(env)
     bundle_path(dst).write_text("\n".join(lines) + "\n")
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "untrusted_signer" in codes, text
     assert "does not verify" in text
 
 
-def test_envelope_from_another_model_swapped_in(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
-    other = load_bundle(chain["ft_a"])
+def test_envelope_from_another_model_swapped_in(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
+    other = load_bundle(signed_chain["ft_a"])
     write_bundle(dst, other)
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok
     assert "no_statement" in codes and "unrelated_statement" in codes, text
 
 
-def test_signer_not_trusted(chain: dict[str, Path]) -> None:
-    trust = build_trust(None, (chain["root"] / "stranger.key.pub",))
-    report = verify_model(chain["merged"], trust)
+def test_signer_not_trusted(signed_chain: dict[str, Path]) -> None:
+    trust = build_trust(None, (signed_chain["root"] / "stranger.key.pub",))
+    report = verify_model(signed_chain["merged"], trust)
     assert not report.verified
     assert "untrusted_signer" in {p.code for p in report.problems}
 
 
-def test_parent_statement_missing(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
-    ft_a_root = hash_model(chain["ft_a"]).model_root
+def test_parent_statement_missing(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
+    ft_a_root = hash_model(signed_chain["ft_a"]).model_root
     kept = [
         e for e in load_bundle(dst) if ft_a_root not in json.loads(e.payload_bytes)["subject"][0]["digest"].values()
     ]
     assert len(kept) == 2
     write_bundle(dst, kept)
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "unattested_parent" in codes and "ft_a" in text
 
 
-def test_parent_digest_mismatch(chain: dict[str, Path], tmp_path: Path) -> None:
+def test_parent_digest_mismatch(signed_chain: dict[str, Path], tmp_path: Path) -> None:
     parents = tmp_path / "parents"
-    shutil.copytree(chain["ft_a"], parents / "ft_a")
+    shutil.copytree(signed_chain["ft_a"], parents / "ft_a")
     _rewrite(parents / "ft_a" / "model.safetensors", _bit_flip)
-    dst = _copy(chain, tmp_path)
+    dst = _copy(signed_chain, tmp_path)
     # The recorded file:// URI of ft_a still points at the intact copy: --parents-dir is looked at first.
-    ok, codes, text = _verify(dst, chain, parents_dirs=(parents,))
+    ok, codes, text = _verify(dst, signed_chain, parents_dirs=(parents,))
     assert not ok and "parent_mismatch" in codes, text
 
 
-def test_cycle_rejected(chain: dict[str, Path], tmp_path: Path) -> None:
+def test_cycle_rejected(signed_chain: dict[str, Path], tmp_path: Path) -> None:
     """Two statements signed by the trusted key that name each other as parents."""
-    dst = _copy(chain, tmp_path)
-    key = load_private_key(chain["root"] / "builder.key")
+    dst = _copy(signed_chain, tmp_path)
+    key = load_private_key(signed_chain["root"] / "builder.key")
     here = hash_model(dst)
     fake = "ab" * 32
 
@@ -292,16 +204,16 @@ def test_cycle_rejected(chain: dict[str, Path], tmp_path: Path) -> None:
     write_bundle(
         dst, [sign_envelope(stmt(here.model_root, fake), [key]), sign_envelope(stmt(fake, here.model_root), [key])]
     )
-    ok, codes, text = _verify(dst, chain)
+    ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "cycle" in codes, text
 
 
 # --- hostile folders: exit 2, one line, no traceback ----------------------------------------------------------
 
 
-def _cli_exit(folder: Path, chain: dict[str, Path]) -> tuple[int, str]:
+def _cli_exit(folder: Path, signed_chain: dict[str, Path]) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "attest", "verify", str(folder), "--policy", str(chain["policy"])],
+        [sys.executable, "-m", "attest", "verify", str(folder), "--policy", str(signed_chain["policy"])],
         capture_output=True,
         text=True,
         env={**os.environ, "ATTEST_DEBUG": ""},
@@ -310,50 +222,50 @@ def _cli_exit(folder: Path, chain: dict[str, Path]) -> tuple[int, str]:
     return done.returncode, done.stderr.strip()
 
 
-def test_symlink_leaving_folder(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_symlink_leaving_folder(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     (tmp_path / "outside.txt").write_text("secret")
     (dst / "notes.txt").symlink_to(tmp_path / "outside.txt")
-    code, err = _cli_exit(dst, chain)
+    code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and "notes.txt" in err and "outside" in err and len(err.splitlines()) == 1
 
 
-def test_index_path_traversal(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_index_path_traversal(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     (dst / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"model.norm.weight": "../../etc/passwd"}})
     )
-    code, err = _cli_exit(dst, chain)
+    code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and "outside the folder" in err
 
 
-def test_truncated_shard(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_truncated_shard(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     f = dst / "model.safetensors"
     data = f.read_bytes()
     f.write_bytes(data[: len(data) - 100])
-    code, err = _cli_exit(dst, chain)
+    code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and "model.safetensors" in err
 
 
-def test_header_bomb(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_header_bomb(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     (dst / "model.safetensors").write_bytes(struct.pack("<Q", 2**62) + b"{}")
-    code, err = _cli_exit(dst, chain)
+    code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and "exceeds" in err
 
 
-def test_truncated_bundle(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_truncated_bundle(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     data = bundle_path(dst).read_bytes()
     bundle_path(dst).write_bytes(data[: len(data) // 2])
-    code, err = _cli_exit(dst, chain)
+    code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and "provenance.intoto.jsonl" in err
 
 
-def test_verify_never_writes_into_the_model_folder(chain: dict[str, Path], tmp_path: Path) -> None:
-    dst = _copy(chain, tmp_path)
+def test_verify_never_writes_into_the_model_folder(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
     before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in dst.rglob("*")}
-    assert _verify(dst, chain)[0]
+    assert _verify(dst, signed_chain)[0]
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in dst.rglob("*")}
     assert before == after
