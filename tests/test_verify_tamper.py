@@ -269,3 +269,32 @@ def test_verify_never_writes_into_the_model_folder(signed_chain: dict[str, Path]
     assert _verify(dst, signed_chain)[0]
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in dst.rglob("*")}
     assert before == after
+
+
+def _signed(signed_chain: dict[str, Path], doc: dict) -> object:
+    import json as _json
+
+    key = load_private_key(signed_chain["root"] / "builder.key")
+    return sign_envelope(_json.dumps(doc).encode(), [key])
+
+
+def test_conflicting_statements_rejected(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    """A second trusted statement about the same model claiming another recipe."""
+    dst = _copy(signed_chain, tmp_path)
+    envs = load_bundle(dst)
+    doc = json.loads(envs[0].payload_bytes)
+    doc["predicate"]["buildDefinition"]["externalParameters"]["claimed"] = "distilled from a frontier model"
+    write_bundle(dst, [*envs, _signed(signed_chain, doc)])  # type: ignore[list-item]
+    ok, codes, text = _verify(dst, signed_chain)
+    assert not ok and "conflicting_statements" in codes, text
+
+
+def test_unknown_predicate_reported_not_trusted(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    dst = _copy(signed_chain, tmp_path)
+    envs = load_bundle(dst)
+    doc = json.loads(envs[0].payload_bytes)
+    doc["predicateType"] = "https://example.com/homegrown/v1"
+    doc["predicate"] = {"claim": "homegrown"}
+    write_bundle(dst, [_signed(signed_chain, doc), *envs[1:]])  # type: ignore[list-item]
+    ok, codes, text = _verify(dst, signed_chain)
+    assert not ok and "unknown_predicate" in codes, text
