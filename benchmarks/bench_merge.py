@@ -113,8 +113,9 @@ def recipes(models: dict[str, Path]) -> dict[str, str]:
     }
 
 
-def run(cmd: list[str]) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS bytes, exit code) of one child process."""
+def run(cmd: list[str]) -> tuple[float, int, int, float]:
+    """(wall seconds, peak RSS bytes, exit code, CPU seconds) of one child process. CPU time (user + system) is
+    reported beside wall time because it is far less sensitive to other load on a shared machine."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -123,7 +124,7 @@ def run(cmd: list[str]) -> tuple[float, int, int]:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode:
         print(f"  {' '.join(cmd[:3])} ... exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
-    return wall, usage.ru_maxrss * 1024, proc.returncode
+    return wall, usage.ru_maxrss * 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -143,7 +144,8 @@ def main() -> None:
     for p in models.values():  # warm the page cache for every job alike
         (p / "model.safetensors").read_bytes()
     out = args.dir / "out"
-    keep = args.dir / "mergekit-linear-output"
+    keep = args.dir / args.scale / "mergekit-linear-output"  # replayed by attest-replay; remade by this run
+    shutil.rmtree(keep, ignore_errors=True)
     attest = [sys.executable, "-m", "attest"]
     mk = [str(BIN / "mergekit-yaml")]
     commands = {
@@ -154,7 +156,7 @@ def main() -> None:
         "attest-ties": [*attest, "merge", str(cfgs["ties"]), str(out)],
         "attest-ties-stable": [*attest, "merge", str(cfgs["ties"]), str(out), "--tie-order", "stable"],
     }
-    results: dict[str, tuple[float, int, int]] = {}
+    results: dict[str, tuple[float, int, int, float]] = {}
     print(
         f"model: {params / 1e6:.0f}M parameters bf16 ({args.scale}), torch threads {torch.get_num_threads()}, "
         f"load average {os.getloadavg()[0]:.2f}"
@@ -165,11 +167,11 @@ def main() -> None:
             shutil.move(str(out), keep)
         shutil.rmtree(out, ignore_errors=True)
         results[job] = run(commands[job])
-        if job == "mergekit-linear" and not keep.exists() and out.exists():
+        if job == "mergekit-linear" and out.exists():
             shutil.move(str(out), keep)
         shutil.rmtree(out, ignore_errors=True)
-        wall, rss, rc = results[job]
-        print(f"{job:20s} {wall:8.2f} s  {rss / 1e9:6.2f} GB peak RSS  exit {rc}")
+        wall, rss, rc, cpu = results[job]
+        print(f"{job:20s} {wall:8.2f} s wall  {cpu:8.2f} s CPU  {rss / 1e9:6.2f} GB peak RSS  exit {rc}")
     pairs = [
         ("attest-linear", "mergekit-linear"),
         ("attest-replay", "mergekit-linear"),
@@ -179,7 +181,8 @@ def main() -> None:
     for ours, theirs in pairs:
         if ours in results and theirs in results:
             print(
-                f"{ours} / {theirs}: time {results[ours][0] / results[theirs][0]:.2f}x, "
+                f"{ours} / {theirs}: wall {results[ours][0] / results[theirs][0]:.2f}x, "
+                f"CPU {results[ours][3] / results[theirs][3]:.2f}x, "
                 f"peak RSS {results[ours][1] / results[theirs][1]:.2f}x"
             )
     print(f"load average after: {os.getloadavg()[0]:.2f}")

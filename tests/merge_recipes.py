@@ -17,6 +17,19 @@ models:
     parameters: {{weight: 0.75}}
 dtype: bfloat16
 """,
+        "linear_out_dtype": f"""
+merge_method: linear
+models:
+  - model: {a}
+    parameters: {{weight: 0.5}}
+  - model: {b}
+    parameters: {{weight: [0.2, 0.9]}}
+  - model: {base}
+    parameters: {{weight: 0.3}}
+parameters: {{normalize: false}}
+dtype: float32
+out_dtype: float16
+""",
         "slerp": f"""
 merge_method: slerp
 base_model: {a}
@@ -130,6 +143,16 @@ dtype: bfloat16
 
 
 DETERMINISTIC = [
-    "linear", "slerp", "nuslerp", "nuslerp_row_wise", "task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties",
-    "model_stock", "karcher", "passthrough",
+    "linear",
+    "linear_out_dtype",
+    "slerp",
+    "nuslerp",
+    "nuslerp_row_wise",
+    "task_arithmetic",
+    "ties",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "model_stock",
+    "karcher",
+    "passthrough",
 ]

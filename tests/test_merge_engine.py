@@ -134,3 +134,15 @@ def test_stable_tie_order_merge_replays(merge_models: dict[str, Path], tmp_path:
     result = run_merge(recipe, text, _parents(text), tmp_path / "s", tie_order="stable")
     assert result.tie_order == "stable"
     assert replay(recipe, _parents(text), result.output, tie_order="stable").verdict is Verdict.REPRODUCED
+
+
+def test_engine_parameters_round_trip_to_replay_options(merge_models: dict[str, Path], tmp_path: Path) -> None:
+    from attest.merge import replay_options
+
+    text = recipes(merge_models)["dare_ties"]
+    recipe = parse_recipe(text)
+    result = run_merge(recipe, text, _parents(text), tmp_path / "out", seed=9)
+    options = replay_options(json.loads(json.dumps(result.engine_parameters())))
+    assert options == {"seed": 9, "tie_order": "mergekit", "mask_generator": "attest"}
+    assert replay(recipe, _parents(text), result.output, **options).verdict is Verdict.REPRODUCED  # type: ignore[arg-type]
+    assert replay_options({"seed": 42}) == {"seed": 42, "tie_order": "mergekit", "mask_generator": "mergekit"}

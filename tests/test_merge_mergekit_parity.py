@@ -87,3 +87,43 @@ def test_parallel_sparsification_is_still_bit_exact(
     text = recipes(merge_models)[name]
     ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
     assert differing_tensors(mergekit_merged(name), ours.output) == []
+
+
+@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "passthrough"])
+def test_sliced_elementwise_path_is_still_bit_exact(
+    name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large tensors of elementwise methods are computed in flat slices; force that path on the tiny models."""
+    from attest.merge import engine
+
+    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 1000)
+    text = recipes(merge_models)[name]
+    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    assert differing_tensors(mergekit_merged(name), ours.output) == []
+
+
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties", "task_arithmetic"])
+def test_row_sliced_consensus_is_still_bit_exact(
+    name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After sparsification, task-vector merges combine a block of rows at a time; force that on tiny tensors."""
+    from attest.merge.methods import task_arithmetic_core
+
+    monkeypatch.setattr(task_arithmetic_core, "COMBINE_SLICE_ELEMENTS", 100)
+    text = recipes(merge_models)[name]
+    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    assert differing_tensors(mergekit_merged(name), ours.output) == []
+
+
+def test_row_sliced_dare_still_replays_mergekit(
+    merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attest.merge.methods import task_arithmetic_core
+
+    monkeypatch.setattr(task_arithmetic_core, "COMBINE_SLICE_ELEMENTS", 100)
+    text = recipes(merge_models)["dare_ties"]
+    report = replay(parse_recipe(text), _parents(text), mergekit_merged("dare_ties"), seed=42,
+                    mask_generator="mergekit")
+    assert report.verdict is Verdict.REPRODUCED

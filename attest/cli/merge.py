@@ -6,25 +6,40 @@ seed, device); signing (`--key`) will hand it to the statements API (issue #3) o
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from attest.cli.output import print_json, stderr, stdout
-from attest.merge import load_recipe, resolve_parents, run_merge
-from attest.replay import ReplayReport, TensorStatus, Verdict, replay
+
+if TYPE_CHECKING:
+    from attest.merge import MergeResult
+    from attest.record import Signing
+    from attest.replay import ReplayReport
 
 device_option = click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
     help="Where tensors are computed (cuda needs a CUDA build of torch and a GPU).",
 )
 tie_order_option = click.option(
-    "--tie-order", type=click.Choice(["mergekit", "stable"]), default="mergekit", show_default=True,
+    "--tie-order",
+    type=click.Choice(["mergekit", "stable"]),
+    default="mergekit",
+    show_default=True,
     help="TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
     "the CPU) or by lower index (linear time, identical on every device).",
 )
 parents_option = click.option(
-    "--parents-dir", "parents_dirs", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+    "--parents-dir",
+    "parents_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
     help="Folder holding the models the recipe names (by path, last path component, or org--name). Repeatable.",
 )
 
@@ -36,29 +51,70 @@ parents_option = click.option(
 @click.option("--seed", type=int, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
 @parents_option
 @tie_order_option
+@click.option(
+    "--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Sign a merge statement with this key."
+)
 def merge_command(
-    config: Path, out: Path, device: str, seed: int | None, parents_dirs: tuple[Path, ...], tie_order: str
+    config: Path,
+    out: Path,
+    device: str,
+    seed: int | None,
+    parents_dirs: tuple[Path, ...],
+    tie_order: str,
+    keys: tuple[Path, ...],
 ) -> None:
-    """Merge the models of a mergekit CONFIG (YAML) into the folder OUT, tensor by tensor."""
+    """Merge the models of a mergekit CONFIG (YAML) into the folder OUT, tensor by tensor; with --key, also sign
+    the merge statement (recipe, parents' roots, seed, engine) into OUT/.attest/ in the same step."""
+    from attest.merge import load_recipe, resolve_parents, run_merge  # torch loads only for the commands that use it
+
     recipe, text = load_recipe(config)
     parents = resolve_parents(recipe, list(parents_dirs))
+    signing = None
+    if keys:  # load keys (and ask for passphrases) before the merge, not after
+        from attest.record import Signing, load_keys
+
+        signing = Signing(load_keys(list(keys)))
     result = run_merge(recipe, text, parents, out, device=device, seed=seed, tie_order=tie_order)
     for note in result.notes:
         stderr.print(f"note: {note}")
     seed_text = f", seed {result.seed}" if result.seed is not None else ""
-    stdout.print(f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
-                 f"into {result.output}")
+    stdout.print(
+        f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
+        f"into {result.output}"
+    )
+    if signing is not None:
+        _record(result, recipe.base_model, config, signing)
+
+
+def _record(result: MergeResult, base_model: str | None, config: Path, signing: Signing) -> None:
+    from attest.record import internal_parameters, load_merge_recipe, record_step, resolve_model
+
+    inputs = [("base" if ref == base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()]
+    recorded = record_step(
+        "merge",
+        result.output,
+        inputs,
+        signing,
+        external=load_merge_recipe(config).external_parameters(),
+        internal=internal_parameters(extra=dict(result.engine_parameters())),
+    )
+    digest = hashlib.sha256(recorded.payload).hexdigest()
+    stdout.print(f"signed merge statement {digest[:16]} into {recorded.bundle_path}")
 
 
 def _print_report(report: ReplayReport) -> None:
+    from attest.replay import TensorStatus
+
     for row in report.tensors:
         if row.status is not TensorStatus.EXACT:
             stdout.print(f"{row.status.value:>16}  {row.name}  {row.detail or ''}")
     for note in report.notes:
         stdout.print(f"note: {note}")
     counts = report.counts
-    stdout.print(f"exact {counts.exact}, within tolerance {counts.within_tolerance} (<= {report.tolerance_ulps} ulp), "
-                 f"mismatch {counts.mismatch}")
+    stdout.print(
+        f"exact {counts.exact}, within tolerance {counts.within_tolerance} (<= {report.tolerance_ulps} ulp), "
+        f"mismatch {counts.mismatch}"
+    )
     stdout.print(report.summary)
 
 
@@ -68,22 +124,51 @@ def _print_report(report: ReplayReport) -> None:
 @parents_option
 @device_option
 @click.option("--seed", type=int, default=None, help="The seed the merge used (DARE, DELLA).")
-@click.option("--masks", "mask_generator", type=click.Choice(["attest", "mergekit"]), default="attest",
-              show_default=True, help="How the merge drew its masks: attest's keyed generator, or mergekit's "
-              "global CPU generator (--random-seed).")
-@click.option("--tolerance-ulps", type=int, default=None, help="Accept differences up to this many ulps "
-              "(default 0 on cpu, 1 on cuda).")
+@click.option(
+    "--masks",
+    "mask_generator",
+    type=click.Choice(["attest", "mergekit"]),
+    default="attest",
+    show_default=True,
+    help="How the merge drew its masks: attest's keyed generator, or mergekit's global CPU generator (--random-seed).",
+)
+@click.option(
+    "--tolerance-ulps",
+    type=int,
+    default=None,
+    help="Accept differences up to this many ulps (default 0 on cpu, 1 on cuda).",
+)
 @tie_order_option
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON (schemas/).")
-def replay_command(config: Path, candidate: Path, parents_dirs: tuple[Path, ...], device: str, seed: int | None,
-                   mask_generator: str, tolerance_ulps: int | None, tie_order: str, as_json: bool) -> None:
+def replay_command(
+    config: Path,
+    candidate: Path,
+    parents_dirs: tuple[Path, ...],
+    device: str,
+    seed: int | None,
+    mask_generator: str,
+    tolerance_ulps: int | None,
+    tie_order: str,
+    as_json: bool,
+) -> None:
     """Recompute the merge CONFIG from its parents and compare it with the CANDIDATE folder, tensor by tensor.
 
     Exit 0 when the candidate is what the recipe produces (exactly or within the tolerance), 1 when not."""
+    from attest.merge import load_recipe, resolve_parents
+    from attest.replay import Verdict, replay
+
     recipe, _ = load_recipe(config)
     parents = resolve_parents(recipe, list(parents_dirs))
-    report = replay(recipe, parents, candidate, device=device, seed=seed, mask_generator=mask_generator,
-                    tolerance_ulps=tolerance_ulps, tie_order=tie_order)
+    report = replay(
+        recipe,
+        parents,
+        candidate,
+        device=device,
+        seed=seed,
+        mask_generator=mask_generator,
+        tolerance_ulps=tolerance_ulps,
+        tie_order=tie_order,
+    )
     if as_json:
         print_json(report)
     else:

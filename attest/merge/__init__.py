@@ -1,6 +1,13 @@
 """Streaming merge engine for mergekit 0.1.5 recipes: parse, plan, merge tensor by tensor, write atomically."""
 
-from attest.merge.engine import MergeResult, compute_tensors, open_parents, resolve_parents, run_merge
+from attest.merge.engine import (
+    MergeResult,
+    compute_tensors,
+    open_parents,
+    replay_options,
+    resolve_parents,
+    run_merge,
+)
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
 from attest.merge.recipe import MergeRecipe, load_recipe, parse_recipe
 
@@ -14,6 +21,7 @@ __all__ = [
     "open_parents",
     "parse_recipe",
     "plan_merge",
+    "replay_options",
     "resolve_parents",
     "run_merge",
 ]

@@ -31,6 +31,9 @@ TOKENIZER_FILES = (
     "merges.txt", "vocab.json", "chat_template.jinja", "generation_config.json",
 )
 RNG_MODES = ("attest", "mergekit")
+ENGINE_ID = "attest-merge/v1"
+SLICE_ELEMENTS = 1 << 22
+"""Elementwise methods run over flat slices of this many elements: the same bits, far less scratch memory."""
 
 
 @dataclass
@@ -47,6 +50,24 @@ class MergeResult:
     tensor_count: int
     num_layers: int
     notes: list[str] = field(default_factory=list)
+
+    def engine_parameters(self) -> dict[str, object]:
+        """What a merge statement's internalParameters must carry for an exact replay (see replay_options)."""
+        out: dict[str, object] = {"engine": ENGINE_ID, "device": self.device, "tie_order": self.tie_order}
+        if self.seed is not None:
+            out |= {"seed": self.seed, "mask_generator": "attest"}
+        return out
+
+
+def replay_options(internal: Mapping[str, object]) -> dict[str, object]:
+    """Keyword arguments for attest.replay.replay() from a statement's internalParameters. A merge not made by
+    attest's engine is taken to be mergekit's: its tie order, and its global generator when a seed is recorded."""
+    seed = internal.get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    if internal.get("engine") == ENGINE_ID:
+        return {"seed": seed, "tie_order": internal.get("tie_order", "mergekit"),
+                "mask_generator": internal.get("mask_generator", "attest")}
+    return {"seed": seed, "tie_order": "mergekit", "mask_generator": "mergekit"}
 
 
 def check_device(device: str) -> torch.device:
@@ -106,6 +127,13 @@ def compute_tensors(
             if any(not torch.equal(inputs[0], x) for x in inputs[1:]):
                 raise InputError(None, f"non-floating tensor {tp.name} differs between inputs; cannot merge it")
             result = inputs[0].clone()
+        elif plan.method.elementwise and inputs[0].numel() > SLICE_ELEMENTS:
+            result = torch.empty(tp.shape, dtype=tp.out_dtype, device=device)
+            flat_out, flat_in = result.view(-1), [x.reshape(-1) for x in inputs]
+            for start in range(0, flat_out.numel(), SLICE_ELEMENTS):
+                part = [x[start : start + SLICE_ELEMENTS] for x in flat_in]
+                group = TensorGroup(tp.name, part, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
+                flat_out[start : start + SLICE_ELEMENTS] = plan.method.merge(group)
         else:
             group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
             result = plan.method.merge(group).to(tp.out_dtype)

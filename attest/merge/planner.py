@@ -22,7 +22,7 @@ from attest.merge.methods import MergeMethod, get_method
 from attest.merge.parameters import Scope, Settings, resolve
 from attest.merge.recipe import InputSlice, MergeRecipe, OutputSlice
 
-LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|h|blocks))\.(?P<index>\d+)\.(?P<rest>.+)$")
+LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|layer|h|blocks))\.(?P<index>\d+)\.(?P<rest>.+)$")
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 PRE_LAYER_MARKERS = ("embed", "wte", "wpe")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,19 @@ import torch
 
 from attest.merge.masks import MaskSource
 from attest.merge.parameters import ParameterSpec
+
+_SCRATCH = threading.local()
+
+
+def scratch(tag: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A reusable flat buffer (per thread, tag, dtype and device): fresh allocations of large tensors cost page
+    faults that dominate memory-bound kernels. Contents are garbage; the caller overwrites them."""
+    pool: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = _SCRATCH.__dict__.setdefault("pool", {})
+    key = (tag, dtype, device)
+    buf = pool.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = pool[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
 
 
 @dataclass
@@ -47,6 +61,7 @@ class MergeMethod:
     min_non_base: int | None = None
     max_non_base: int | None = None
     randomized: bool = False
+    elementwise: bool = False  # output element i depends only on input elements i: safe to compute in slices
     notes: tuple[str, ...] = field(default=())
 
     def check_inputs(self, count: int, has_base: bool, where: str) -> str | None:

@@ -19,4 +19,5 @@ PASSTHROUGH = MergeMethod(
     merge=merge_passthrough,
     parameters=(ParameterSpec("scale", float | None, Scope.INPUT, None),),
     max_inputs=1,
+    elementwise=True,
 )

@@ -41,7 +41,8 @@ def merge_task_vectors(
                 delta = sparsifier(delta, params | shared, group, pos)
             deltas[pos] = delta
 
-    if sparsifier in PARALLEL_SAFE and len(rows) > 1 and base.numel() >= PARALLEL_MIN_ELEMENTS:
+    n = base.numel()
+    if sparsifier in PARALLEL_SAFE and len(rows) > 1 and PARALLEL_MIN_ELEMENTS <= n <= PARALLEL_MAX_ELEMENTS:
         # Sorting is single-threaded in torch; sparsify the task vectors side by side (results do not depend on it).
         with ThreadPoolExecutor(max_workers=min(len(rows), os.cpu_count() or 1)) as pool:
             for f in [pool.submit(fill, pos, t, p) for pos, t, p in rows]:
@@ -52,7 +53,22 @@ def merge_task_vectors(
     weights = torch.tensor([p["weight"] for _, _, p in rows], dtype=deltas.dtype, device=deltas.device)
     while weights.dim() < deltas.dim():
         weights.unsqueeze_(-1)
-    deltas.mul_(weights)
+    if base.dim() == 0 or base.shape[0] <= 1 or base.numel() <= COMBINE_SLICE_ELEMENTS:
+        return _combine(deltas, base, weights, sign_consensus, shared)
+    # Everything after sparsification is elementwise (the consensus sums run over the model axis only): do it a
+    # block of rows at a time, the same bits with far less scratch memory.
+    out = torch.empty_like(base)
+    rows_per_slice = max(1, COMBINE_SLICE_ELEMENTS // max(1, base[0].numel()))
+    for r in range(0, base.shape[0], rows_per_slice):
+        sl = slice(r, r + rows_per_slice)
+        out[sl] = _combine(deltas[:, sl], base[sl], weights, sign_consensus, shared)
+    return out
+
+
+def _combine(
+    deltas: torch.Tensor, base: torch.Tensor, weights: torch.Tensor, sign_consensus: bool, shared: dict
+) -> torch.Tensor:
+    deltas = deltas * weights
     if sign_consensus:
         majority = (deltas.sum(dim=0) >= 0).to(deltas.dtype) * 2 - 1
         agree = deltas.sign() == majority
@@ -92,6 +108,8 @@ def _rank_scaled(delta: torch.Tensor, p: dict, group: TensorGroup, pos: int) -> 
 
 PARALLEL_SAFE = (_magnitude, _outliers)  # deterministic: may run concurrently; random draws keep their order
 PARALLEL_MIN_ELEMENTS = 1 << 20
+COMBINE_SLICE_ELEMENTS = 1 << 20
+PARALLEL_MAX_ELEMENTS = 1 << 23  # a sort holds ~24 bytes per element: bigger tensors sort one at a time
 
 SPARSIFIERS: dict[str, tuple[Sparsifier, tuple[ParameterSpec, ...]]] = {
     "magnitude": (_magnitude, ()),
@@ -121,4 +139,5 @@ def task_arithmetic_method(
         parameters=params,
         base="required",
         randomized=sparsification in ("random", "della_magprune"),
+        elementwise=sparsification is None,
     )
