@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
@@ -71,6 +74,50 @@ def forensic_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempP
         },
         root / "passthrough",
     )
+    out["slerp"] = _mergekit(
+        {
+            "merge_method": "slerp",
+            "base_model": str(ft_a),
+            "dtype": "bfloat16",
+            "models": [{"model": str(ft_a)}, {"model": str(ft_b)}],
+            "parameters": {"t": 0.3},
+        },
+        root / "slerp",
+    )
+    out["slerp_base"] = _mergekit(
+        {
+            "merge_method": "slerp",
+            "base_model": str(base),
+            "dtype": "bfloat16",
+            "models": [{"model": str(base)}, {"model": str(ft_a)}],
+            "parameters": {"t": 0.4},
+        },
+        root / "slerp_base",
+    )
+    for method in ("ties", "dare_linear"):
+        out[method] = _mergekit(
+            {
+                "merge_method": method,
+                "base_model": str(base),
+                "dtype": "bfloat16",
+                "models": [
+                    {"model": str(ft_a), "parameters": {"weight": 0.6, "density": 0.5}},
+                    {"model": str(ft_b), "parameters": {"weight": 0.4, "density": 0.5}},
+                ],
+            },
+            root / method,
+        )
+    out["gradient"] = _mergekit(
+        {
+            "merge_method": "linear",
+            "dtype": "bfloat16",
+            "models": [
+                {"model": str(ft_a), "parameters": {"weight": [1.0, 0.2]}},
+                {"model": str(ft_b), "parameters": {"weight": [0.0, 0.8]}},
+            ],
+        },
+        root / "gradient",
+    )
     out["sibling"] = finetune(base, root / "sibling", seed=3, steps=5, lr=1e-3)
     # Real distillation after the merge: 3 steps at lr 1e-5 (most elements bit-identical) and 5 at 1e-4.
     out["merge_light_distill"] = distill(out["linear"], out["sibling"], root / "light", seed=5, steps=3, lr=1e-5)
@@ -101,9 +148,7 @@ def test_linear_merge_recovers_four_sevenths(forensic_models: dict[str, Path], w
     assert report.hints[0].method == "linear" and "4/7" in report.hints[0].evidence
 
 
-def test_same_recipe_in_another_order_is_still_rounding(
-    forensic_models: dict[str, Path], tmp_path: Path
-) -> None:
+def test_same_recipe_in_another_order_is_still_rounding(forensic_models: dict[str, Path], tmp_path: Path) -> None:
     """B + 4/7 (A - B) + 3/7 (C - B) in float32 is mergekit's recipe in another order: a few 1-ulp flips, no more."""
     m = forensic_models
     tensors = {}
@@ -152,6 +197,43 @@ def test_passthrough_frankenmerge_gives_layer_mapping(forensic_models: dict[str,
     assert mapping == {(0, str(m["ft_a"]), 1), (1, str(m["ft_b"]), 0)}
     assert report.verdict == "pure_merge"
     assert report.hints[0].method == "passthrough"
+
+
+def test_slerp_hint_recovers_t(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    report = detect(m["slerp"], [m["ft_a"], m["ft_b"]])
+    assert report.verdict == "pure_merge", report.reason
+    slerp = [h for h in report.hints if h.method == "slerp"]
+    assert slerp and "median t = 0.30" in slerp[0].evidence
+
+
+def test_slerp_from_the_base_with_one_candidate(forensic_models: dict[str, Path]) -> None:
+    """slerp(B, A, t=0.4): weights that do not sum to 1, fitted through the base column s (SPEC.md §6.2)."""
+    m = forensic_models
+    report = detect(m["slerp_base"], [m["ft_a"]], m["base"])
+    assert report.verdict == "pure_merge", report.reason
+    slerp = [h for h in report.hints if h.method == "slerp"]
+    assert slerp and "median t = 0.40" in slerp[0].evidence
+
+
+@pytest.mark.parametrize(("name", "method"), [("ties", "ties"), ("dare_linear", "dare")])
+def test_sparsified_merges_are_named(forensic_models: dict[str, Path], name: str, method: str) -> None:
+    m = forensic_models
+    report = detect(m[name], [m["ft_a"], m["ft_b"]], m["base"])
+    assert [h.method for h in report.hints] == [method]
+    assert report.verdict == "pure_merge" and "sparsified" in report.reason
+
+
+def test_gradient_merge_spread(forensic_models: dict[str, Path]) -> None:
+    """mergekit weight lists [1.0, 0.2] : [0.0, 0.8] over two layers: per-layer coefficients 1.0 then 0.2."""
+    m = forensic_models
+    report = detect(m["gradient"], [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "pure_merge", report.reason
+    spread = next(s for s in report.spread if s.candidate == str(m["ft_a"]))
+    assert spread.shape == "linear_gradient"
+    assert [round(v, 2) for _, v in spread.knots] == [1.0, 0.2]
+    lo, hi = report.coefficients[0].ci_low, report.coefficients[0].ci_high
+    assert lo is not None and hi is not None and hi - lo > 0.1  # one number does not describe a gradient
 
 
 @pytest.mark.parametrize("with_base", [True, False])
@@ -236,3 +318,75 @@ def test_no_shared_tensors_is_exit_2(
 def test_missing_folder_is_exit_2(forensic_models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run_main(["detect", str(forensic_models["linear"]), "--candidate", "/nonexistent/x"], capsys)
     assert code == 2 and "no such folder" in err
+
+
+# --claim: a recorded merge, then a recorded distillation, held against the weights.
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def claimed(forensic_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the merge with signed statements: a real distillation after it, and a claimed one that did nothing."""
+    m = forensic_models
+    root = tmp_path_factory.mktemp("claims")
+    key = root / "key.pem"
+    _invoke("keygen", str(key))
+    cfg = root / "linear.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "linear",
+                "dtype": "bfloat16",
+                "models": [
+                    {"model": str(m["ft_a"]), "parameters": {"weight": 1.0}},
+                    {"model": str(m["ft_b"]), "parameters": {"weight": 0.75}},
+                ],
+            }
+        )
+    )
+    merged = shutil.copytree(m["linear"], root / "linear")
+    _invoke("record", "merge", "--config", str(cfg), "--parent", str(m["ft_a"]), "--parent", str(m["ft_b"]),
+            "--output", str(merged), "--key", str(key))  # fmt: skip
+    real = distill(merged, m["sibling"], root / "distilled", seed=5, steps=3, lr=1e-5)
+    _invoke("record", "distill", "--parent", str(merged), "--teacher", str(m["sibling"]), "--output", str(real),
+            "--key", str(key))  # fmt: skip
+    noop = shutil.copytree(merged, root / "noop")
+    _invoke("record", "distill", "--parent", str(merged), "--teacher", str(m["sibling"]), "--output", str(noop),
+            "--key", str(key), "--allow-unchanged")  # fmt: skip
+    return {"distilled": real, "noop": noop}
+
+
+def _claims(folder: Path, m: dict[str, Path]) -> dict[str, Any]:
+    out = _invoke("detect", str(folder), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"]),
+                  "--base", str(m["base"]), "--claim", "--json")  # fmt: skip
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def test_claimed_distillation_that_changed_weights(claimed: dict[str, Path], forensic_models: dict[str, Path]) -> None:
+    doc = _claims(claimed["distilled"], forensic_models)
+    assert doc["verdict"] == "merge_plus_training"
+    claims = doc["claims"]
+    assert isinstance(claims, list) and len(claims) == 1
+    assert claims[0]["step"] == "distill" and claims[0]["changed_weights"] is True
+    assert any("recorded 0.5714" in n for n in doc["notes"])
+
+
+def test_claimed_distillation_that_left_no_trace(claimed: dict[str, Path], forensic_models: dict[str, Path]) -> None:
+    doc = _claims(claimed["noop"], forensic_models)
+    assert doc["verdict"] == "pure_merge"
+    claims = doc["claims"]
+    assert isinstance(claims, list) and len(claims) == 1
+    assert claims[0]["step"] == "distill" and claims[0]["changed_weights"] is False
+
+
+def test_claim_without_statements(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    doc = _claims(m["linear"], m)
+    assert doc["claims"] == [] or doc.get("claims") is None
+    assert any("no provenance statements" in n for n in doc["notes"])

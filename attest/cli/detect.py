@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.output import ByteProgress, stderr, stdout
 from attest.errors import InputError
-from attest.forensics import DetectReport, detect
+
+if TYPE_CHECKING:
+    from attest.forensics import DetectReport
 
 _STYLE = {
     "pure_merge": "bold green",
@@ -32,15 +36,28 @@ _STYLE = {
 @click.option("--base", type=click.Path(path_type=Path), help="The common base: fit M - B on the deltas P_i - B.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/detect-report.schema.json).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG of the coefficients per layer here.")
+@click.option(
+    "--claim",
+    "claim",
+    is_flag=True,
+    help="Check each finetune/distill the model's own statements claim after the merge.",
+)
 def detect_command(
-    folder: Path, candidates: tuple[Path, ...], base: Path | None, as_json: bool, plot: Path | None
+    folder: Path, candidates: tuple[Path, ...], base: Path | None, as_json: bool, plot: Path | None, claim: bool
 ) -> None:
     """Fit FOLDER as a merge of the candidates; say whether it is one, and what else happened to it."""
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(plot, "--plot writes a PNG: give a path ending in .png")
     bar = ByteProgress(f"reading {folder.name} and {len(candidates)} candidates", enabled=not as_json)
     with bar.running():
+        from attest.forensics import detect  # torch loads only when this command runs
+
         report = detect(folder, list(candidates), base, on_total=bar.total, on_bytes=bar.advance)
+    if claim:
+        from attest.forensics.claims import check_claims
+
+        checks, notes = check_claims(folder, report)
+        report = report.model_copy(update={"claims": checks, "notes": [*report.notes, *notes]})
     if plot is not None:
         from attest.forensics.plot import plot_coefficients
 
@@ -48,7 +65,8 @@ def detect_command(
         if as_json:
             stderr.print(f"plot written to {plot}")
     if as_json:
-        print_json(report)
+        # Every field, nulls included: `ci_low: null` says "undetermined", an absent key says nothing.
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
     _summary(report)
     if plot is not None:
@@ -85,6 +103,10 @@ def _summary(r: DetectReport) -> None:
         stdout.print(f"relation to {rel.model}: correlation {corr}, relative distance {rel.distance:.4f}")
     for h in r.hints:
         stdout.print(f"[magenta]hint[/] {h.method}: {h.evidence}")
+    for chk in r.claims or []:
+        said = {True: "[yellow]yes[/]", False: "[red]no[/]", None: "undecided"}
+        stdout.print(f"claimed {chk.step} ({chk.subject[:16]}…) changed the weights: {said[chk.changed_weights]}")
+        stdout.print(f"  {chk.evidence}")
     for note in r.notes:
         stdout.print(f"[yellow]note[/]: {note}")
 

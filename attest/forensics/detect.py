@@ -13,7 +13,7 @@ import numpy as np
 from attest.errors import InputError
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread, weighted_estimate
-from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor
+from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
 from attest.forensics.report import (
     Coefficient,
     Concentration,
@@ -58,7 +58,8 @@ def detect(
         bsrc = open_source(Path(base), "base") if base is not None else None
         if bsrc is not None:
             opened.append(bsrc)
-        return _run(msrc, csrc, bsrc, on_total, on_bytes)
+        with single_threaded_ops():
+            return _run(msrc, csrc, bsrc, on_total, on_bytes)
     finally:
         for s in opened:
             s.close()
@@ -241,9 +242,7 @@ def _report(
             sl = H.slerp_hint(fits, endpoints)
             if sl is not None:
                 hint_list.append(Hint(method="slerp", evidence=sl))
-        if len(participants) >= 2 and not hint_list:
-            hint_list.append(_linear_hint(coefs, with_base))
-        elif mapping and len(mapping) < n_layers:
+        if mapping and len(mapping) < n_layers:
             text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
             notes.append(f"{len(mapping)} of {n_layers} layers are bit-identical copies of candidate layers: {text}")
 
@@ -255,19 +254,20 @@ def _report(
         concentration=f"most in {where}",
         identical_to=identical_to,
         passthrough=passthrough,
+        sparse=next((h.method for h in hint_list if h.method in ("ties", "dare")), None),
         nearest=given[nearest_j],
         max_correlation=corr_vals[best_corr_j] if corr_vals else 0.0,
         most_correlated=given[best_corr_j] if given else "",
     )
     verdict, reason, derived_from = decide(ev)
-    if verdict == "merge_plus_training" and any(h.method in ("ties", "dare") for h in hint_list):
-        reason += "; note: the residual test assumes a dense recipe, and sparsification alone also leaves this"
+    if verdict in ("pure_merge", "merge_plus_training") and not hint_list:
+        hint_list.append(_linear_hint(coefs, with_base))
 
     rows = [
         TensorRow(
             name=f.name,
             numel=f.numel,
-            coefficients=[_finite_or_none(x) for x in f.coef],
+            coefficients=[_finite_or_none(x) for x in _participants(f, with_base)],
             cond=_finite_or_none(f.cond),
             cos=_finite_or_none(math.sqrt(max(0.0, 1 - f.rss / f.ref_energy)))
             if with_base and f.ref_energy > 0
@@ -303,10 +303,11 @@ def _report(
 
 
 def _participants(f: TensorFit, with_base: bool) -> list[float]:
-    vals = [float(x) for x in f.coef]
-    if with_base:
-        vals.append(1.0 - sum(vals))
-    return vals
+    """Candidates' coefficients, then with a base its weight 1 - sum(l) + s (s: the fitted base rescaling)."""
+    if not with_base:
+        return [float(x) for x in f.coef]
+    vals = [float(x) for x in f.coef[:-1]]
+    return [*vals, 1.0 - sum(vals) + float(f.coef[-1])]
 
 
 def _concentration(fits: list[TensorFit]) -> list[Concentration]:
@@ -335,7 +336,8 @@ def _linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
     if base_w is not None and base_w.significant:
         return Hint(
             method="task_arithmetic",
-            evidence="base + weighted deltas; the weights do not sum to 1: " + ", ".join(parts),
+            evidence="B + sum of weighted deltas with the candidate weights not summing to 1 (the same recipe as a "
+            "linear merge that includes the base): " + ", ".join(parts),
         )
     return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
 

@@ -7,8 +7,14 @@ counts the elements that differ and whether rounding can explain them. Chunks ke
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -39,7 +45,8 @@ class TensorFit:
     name: str
     numel: int
     dtype: str
-    coef: np.ndarray  # (k,) fitted coefficients on the candidates
+    candidates: int  # k
+    coef: np.ndarray  # (k,) coefficients on the candidates; with a base (k + 1,): then the base rescaling s
     se: np.ndarray  # (k,) their standard errors (OLS, residual variance from this tensor)
     se_design: np.ndarray  # (k,) standard errors if the residual were rounding to the stored dtype only
     cond: float  # condition number of the Gram matrix that was solved
@@ -63,10 +70,9 @@ class TensorFit:
     def informative(self) -> bool:
         """Tensors whose coefficients are determined: finite, and rounding alone would leave them within
         INFORMATIVE_SE (a property of the candidates' deltas, not of how well the model fits)."""
+        cand = self.se_design[: self.candidates]  # not the base rescaling s: an all-zero base bias leaves it open
         return bool(
-            np.all(np.isfinite(self.coef))
-            and np.all(np.isfinite(self.se_design))
-            and float(self.se_design.max()) <= INFORMATIVE_SE
+            np.all(np.isfinite(self.coef)) and np.all(np.isfinite(cand)) and float(cand.max()) <= INFORMATIVE_SE
         )
 
 
@@ -95,13 +101,15 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
     n = m.numel()
     with_base = b is not None
     nvec = k + 2  # [M - A, P_1 - A, ..., P_k - A, A], A = B or mean(P)
-    gram = np.zeros((nvec, nvec))
-    sums = np.zeros(nvec)
-    buf = torch.empty((nvec, min(n, CHUNK_ELEMENTS)), dtype=torch.float64)
-    for sl in _slices(n):
-        y = _fill(buf, m, ps, b, sl)
-        gram += torch.mm(y, y.T).numpy()
-        sums += y.sum(dim=1).numpy()
+
+    def gram_of(sl: slice) -> tuple[list[list[float]], list[float]]:
+        y = _fill(_buffer(nvec, sl.stop - sl.start, torch.float64), m, ps, b, sl)
+        # Plain Python results: a small array left alive inside a freed chunk buffer would pin it (heap growth).
+        return torch.mm(y, y.T).tolist(), y.sum(dim=1).tolist()
+
+    parts = parallel_map(gram_of, _slices(n))
+    gram = np.sum([np.array(g) for g, _ in parts], axis=0)
+    sums = np.sum([np.array(s) for _, s in parts], axis=0)
 
     # Raw vectors R = T Y: M = Y0 + A, P_i = Y_i + A, A itself (= B with a base).
     t = np.eye(nvec)
@@ -109,8 +117,10 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
     raw_gram = t @ gram @ t.T
     raw_sums = t @ sums
     if with_base:
-        g_fit = gram[1 : k + 1, 1 : k + 1]
-        b_fit = gram[1 : k + 1, 0]
+        # M - B on {P_i - B} and B itself: the extra B column is a per-tensor rescaling of the base (slerp's
+        # weights do not sum to 1); for linear and task arithmetic its coefficient is 0.
+        g_fit = gram[1:, 1:]
+        b_fit = gram[1:, 0]
         yy = gram[0, 0]
     else:
         g_fit = raw_gram[1 : k + 1, 1 : k + 1]
@@ -137,9 +147,10 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
         name=name,
         numel=n,
         dtype=dtype,
+        candidates=k,
         coef=coef,
         se=np.sqrt(np.clip(np.diag(cov), 0, None)),
-        se_design=np.sqrt(np.clip(floor_var * np.diag(ginv), 0, None)),
+        se_design=_design_se(floor_var, ginv),
         cond=cond,
         ref_energy=float(gram[0, 0]),
         rss=max(rss_gram, 0.0),
@@ -151,6 +162,12 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
     return fit
 
 
+def _design_se(floor_var: float, ginv: np.ndarray) -> np.ndarray:
+    """sqrt(floor_var * diag(G^-1)); an undetermined direction (inf) stays inf even for an all-zero model."""
+    diag = np.diag(ginv)
+    return np.where(np.isfinite(diag), np.sqrt(np.clip(floor_var * np.nan_to_num(diag, posinf=0.0), 0, None)), np.inf)
+
+
 def _slices(n: int) -> list[slice]:
     return [slice(s, min(n, s + CHUNK_ELEMENTS)) for s in range(0, n, CHUNK_ELEMENTS)]
 
@@ -158,8 +175,8 @@ def _slices(n: int) -> list[slice]:
 def _fill(
     buf: torch.Tensor, m: torch.Tensor, ps: list[torch.Tensor], b: torch.Tensor | None, sl: slice
 ) -> torch.Tensor:
-    """Rows [M - A, P_i - A ..., A] of one chunk, converted in place into a reused float64 buffer."""
-    y = buf[:, : sl.stop - sl.start]
+    """Rows [M - A, P_i - A ..., A] of one chunk, converted in place into a float64 buffer."""
+    y = buf
     a = y[-1]
     for i, p in enumerate(ps):
         y[i + 1].copy_(p[sl])
@@ -173,25 +190,59 @@ def _fill(
 
 
 def _solve(g: np.ndarray, bv: np.ndarray, yy: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Normal equations with a pseudo-inverse (a candidate with a zero delta gets coefficient 0, not inf)."""
+    """Normal equations over the regressors that are not identically zero in this tensor (a candidate that did not
+    change it, an all-zero base bias): those get coefficient 0 and infinite variance, the others are still solved."""
     k = len(bv)
     if not np.all(np.isfinite(g)) or not np.all(np.isfinite(bv)):
         nan = np.full(k, np.nan)
         return nan, np.full((k, k), np.nan), np.full((k, k), np.nan), math.inf, math.nan
-    eig = np.linalg.eigvalsh(g)
-    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
-    ginv = np.linalg.pinv(g, rcond=1e-13, hermitian=True)
-    coef = ginv @ bv
+    active = np.flatnonzero(np.diag(g) > 0)
+    coef = np.zeros(k)
+    ginv = np.full((k, k), np.inf)
+    cond = math.inf
+    if len(active):
+        sub = g[np.ix_(active, active)]
+        eig = np.linalg.eigvalsh(sub)
+        cond = float(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
+        sub_inv = np.linalg.pinv(sub, rcond=1e-13, hermitian=True)
+        coef[active] = sub_inv @ bv[active]
+        if cond <= MAX_COND:
+            ginv[np.ix_(active, active)] = sub_inv
+            inactive = np.setdiff1d(np.arange(k), active)
+            ginv[np.ix_(active, inactive)] = 0.0
+            ginv[np.ix_(inactive, active)] = 0.0
     rss = float(yy - coef @ bv)
-    dof = max(n - k, 1)
-    sigma2 = max(rss, 0.0) / dof
-    cov = sigma2 * ginv
-    if not cond <= MAX_COND:
-        # Directions with no signal: their coefficients are not determined, whatever pinv returned.
-        undetermined = np.diag(np.where(np.diag(g) <= 0, np.inf, 0.0))
-        cov = cov + undetermined
-        return coef, cov, np.full((k, k), np.inf), cond, rss
+    sigma2 = max(rss, 0.0) / max(n - len(active), 1)
+    cov = sigma2 * np.where(np.isfinite(ginv), ginv, 0.0)
+    # Undetermined directions: infinite variance on the diagonal (the residual test then ignores them, since their
+    # regressor is zero there; the aggregate leaves such tensors out).
+    cov[np.diag_indices(k)] = np.where(np.isfinite(np.diag(ginv)), np.diag(cov), np.inf)
     return coef, cov, ginv, cond, rss
+
+
+@dataclass
+class _ChunkStats:
+    rss: float = 0.0
+    differing: int = 0
+    unexplained: int = 0
+    hist: list[int] = field(default_factory=lambda: [0] * len(ULP_BINS))
+    zero: list[int] = field(default_factory=lambda: [0] * 5)  # eligible, observed, expected, excess, kept
+    excess_delta: float = 0.0
+    kept_delta: float = 0.0
+
+
+_LOCAL = threading.local()
+
+
+def _buffer(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread work buffer reused across chunks and tensors, so the heap does not fragment chunk by chunk."""
+    key = (rows, dtype)
+    bufs: dict[tuple[int, torch.dtype], torch.Tensor] = _LOCAL.__dict__.setdefault("bufs", {})
+    buf = bufs.get(key)
+    if buf is None or buf.shape[1] < cols:
+        buf = torch.empty((rows, max(cols, CHUNK_ELEMENTS)), dtype=dtype)
+        bufs[key] = buf
+    return buf[:, :cols]
 
 
 def _residual(fit: TensorFit, m: torch.Tensor, ps: list[torch.Tensor], b: torch.Tensor | None, cov: np.ndarray) -> None:
@@ -205,66 +256,106 @@ def _residual(fit: TensorFit, m: torch.Tensor, ps: list[torch.Tensor], b: torch.
     # into the tolerance. Wider storage needs float64 work.
     work = torch.float32 if PRECISION_BITS[dtype] <= 11 else torch.float64
     eps_w = eps_32 if work == torch.float32 else 2.0**-53
-    coef = [float(c) for c in np.nan_to_num(fit.coef)]
-    covt = torch.from_numpy(np.nan_to_num(cov, nan=0.0, posinf=0.0)).to(work)
-    hist = np.zeros(len(ULP_BINS), dtype=np.int64)
+    coef_col = torch.tensor([float(c) for c in np.nan_to_num(fit.coef)], dtype=work).unsqueeze(1)
+    nreg = len(fit.coef)  # k, or k + 1 with the base column
+    # float64 even for float32 work: without a base the candidates are nearly collinear and x^T Cov x cancels.
+    covt = torch.from_numpy(np.nan_to_num(cov, nan=0.0, posinf=0.0)).to(torch.float64)
     edges = torch.tensor([1, 2, 4, 16])
-    rss = 0.0
-    buf = torch.empty((k + 2, min(m.numel(), CHUNK_ELEMENTS)), dtype=work)
-    for sl in _slices(m.numel()):
-        rows = buf[:, : sl.stop - sl.start]
-        mc, bc, x = rows[0], rows[1], rows[2:]  # x: candidates, or their deltas from the base
+
+    def chunk(sl: slice) -> _ChunkStats:
+        st = _ChunkStats()
+        rows = _buffer(k + 2, sl.stop - sl.start, work)
+        # [M, P_1 - B, ..., P_k - B, B] with a base, [M, P_1, ..., P_k, unused] without; x: the regressors
+        mc, bc, x = rows[0], rows[k + 1], rows[1 : 1 + nreg]
         mc.copy_(m[sl])
         for i, p in enumerate(ps):
-            x[i].copy_(p[sl])
+            rows[i + 1].copy_(p[sl])
         if b is not None:
             bc.copy_(b[sl])
-            x.sub_(bc)
-        coef_col = torch.tensor(coef, dtype=work).unsqueeze(1)
+            rows[1 : k + 1].sub_(bc)
         value = (x * coef_col).sum(dim=0)
         if b is not None:
             value += bc
         resid = mc - value
-        rss += float(torch.dot(resid, resid))
+        st.rss = float(torch.dot(resid, resid))
         mbits = m[sl].view(ivew)
         rbits = value.to(m.dtype).view(ivew)
         differ = mbits != rbits
-        n_diff = int(torch.count_nonzero(differ))
-        fit.differing += n_diff
-        if n_diff:
+        st.differing = int(torch.count_nonzero(differ))
+        if st.differing:
             # Only differing elements can be unexplained; the coefficient term needs x^T Cov x, so do it there.
-            xd = x[:, differ]
-            vd = value[differ]
+            idx = torch.nonzero(differ).squeeze(1)  # gather once: boolean masks re-scan the chunk every time
+            xd = x.index_select(1, idx)
+            vd = value.index_select(0, idx)
             abs_terms = (xd * coef_col).abs().sum(dim=0)
             if b is not None:
                 # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum
                 # may round there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
-                arith = (k + 1) * eps_s * abs_terms + 4 * eps_32 * (bc[differ].abs() + abs_terms)
+                arith = (k + 1) * eps_s * abs_terms + 4 * eps_32 * (bc.index_select(0, idx).abs() + abs_terms)
             else:
                 # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
                 arith = (k + 2) * eps_32 * abs_terms
             arith += 2 * (k + 2) * eps_w * (vd.abs() + abs_terms)  # our own work precision
-            r_d = resid[differ].abs()
-            bound = _ulp(torch.maximum(mc[differ].abs(), vd.abs()), dtype).mul_(0.5).add_(arith)
-            var = torch.einsum("in,ij,jn->n", xd, covt, xd).clamp_min_(0)
-            fit.unexplained += int(torch.count_nonzero(r_d > bound.add_(var.sqrt_().mul_(COEF_SIGMAS))))
-            d = (_ordered(mbits[differ]) - _ordered(rbits[differ])).abs()
-            hist += np.bincount(torch.bucketize(d, edges).numpy(), minlength=len(ULP_BINS))[: len(ULP_BINS)]
+            r_d = resid.index_select(0, idx).abs()
+            bound = _ulp(torch.maximum(mc.index_select(0, idx).abs(), vd.abs()), dtype).mul_(0.5).add_(arith)
+            xd64 = xd.to(torch.float64)
+            var = torch.einsum("in,ij,jn->n", xd64, covt, xd64).clamp_min_(0).to(work)
+            st.unexplained = int(torch.count_nonzero(r_d > bound.add_(var.sqrt_().mul_(COEF_SIGMAS))))
+            d = (_ordered(mbits.index_select(0, idx)) - _ordered(rbits.index_select(0, idx))).abs()
+            st.hist = torch.bincount(torch.bucketize(d, edges), minlength=len(ULP_BINS)).tolist()
         if b is not None:
             bbits = (b[sl] if b.dtype == m.dtype else b[sl].to(m.dtype)).view(ivew)
-            dmag = x.abs().sum(dim=0)
+            dmag = rows[1 : k + 1].abs().sum(dim=0)  # sum of |D_i|
             eligible = dmag > 0
             m_is_b = mbits == bbits
             obs = eligible & m_is_b
             exp = eligible & (rbits == bbits)
             excess = obs & ~exp
             kept = eligible & ~m_is_b
-            fit.zero_eligible += int(torch.count_nonzero(eligible))
-            fit.zero_observed += int(torch.count_nonzero(obs))
-            fit.zero_expected += int(torch.count_nonzero(exp))
-            fit.excess_zero += int(torch.count_nonzero(excess))
-            fit.excess_zero_delta += float(dmag[excess].sum())
-            fit.kept_delta += float(dmag[kept].sum())
-            fit.kept += int(torch.count_nonzero(kept))
-    fit.ulp_hist = hist
-    fit.rss = rss
+            st.zero = [int(torch.count_nonzero(t)) for t in (eligible, obs, exp, excess, kept)]
+            st.excess_delta = float(torch.dot(dmag, excess.to(work)))
+            st.kept_delta = float(torch.dot(dmag, kept.to(work)))
+        return st
+
+    parts = parallel_map(chunk, _slices(m.numel()))
+    fit.rss = sum(p.rss for p in parts)
+    fit.differing = sum(p.differing for p in parts)
+    fit.unexplained = sum(p.unexplained for p in parts)
+    fit.ulp_hist = np.sum([np.array(p.hist, dtype=np.int64) for p in parts], axis=0)
+    zero = np.sum([np.array(p.zero, dtype=np.int64) for p in parts], axis=0)
+    fit.zero_eligible, fit.zero_observed, fit.zero_expected, fit.excess_zero, fit.kept = (int(z) for z in zero)
+    fit.excess_zero_delta = sum(p.excess_delta for p in parts)
+    fit.kept_delta = sum(p.kept_delta for p in parts)
+
+
+_T = TypeVar("_T")
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def workers() -> int:
+    """Chunk workers: one per core (at most 8); each runs torch single-threaded (see `single_threaded_ops`)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def parallel_map(fn: Callable[[slice], _T], slices: list[slice]) -> list[_T]:
+    """Chunks of one tensor on a small thread pool: torch releases the GIL inside its kernels, and per-chunk work
+    (2^18 elements) is too small for torch's own intra-op threads, which thrash on a busy machine."""
+    global _POOL
+    if len(slices) <= 1 or workers() == 1:
+        return [fn(sl) for sl in slices]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="attest-forensics")
+    return list(_POOL.map(fn, slices))
+
+
+@contextlib.contextmanager
+def single_threaded_ops() -> Iterator[None]:
+    """torch intra-op threads off while the chunk pool runs (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Method hints: which merge method the weights look like (SPEC.md §6.5). Hints are evidence, not proof."""
+"""Method hints: which merge method the weights look like (SPEC.md §6.6). Hints are evidence, not proof."""
 
 from __future__ import annotations
 
@@ -154,11 +154,13 @@ def _slerp_t(ratio: float, theta: float) -> float:
 
 
 def simple_ratio(value: float, lo: float | None, hi: float | None) -> str | None:
-    """A small fraction inside the confidence interval (4/7 for weights 1.0 : 0.75), as a readable hint."""
+    """A small fraction inside the confidence interval (4/7 for weights 1.0 : 0.75), as a readable hint. The
+    interval is widened to 2^-8 of the value: mergekit's task arithmetic rounds its weights to bf16 (0.6 -> 0.6016)."""
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return None
+    slack = abs(value) * 2.0**-8
     for den in range(1, 21):
         frac = Fraction(round(value * den), den)
-        if lo <= float(frac) <= hi:
+        if lo - slack <= float(frac) <= hi + slack:
             return f"{frac.numerator}/{frac.denominator}" if frac.denominator != 1 else str(frac.numerator)
     return None

@@ -13,6 +13,7 @@ def plot_coefficients(report: DetectReport, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     xs = [p.layer for p in report.layers]
@@ -26,6 +27,7 @@ def plot_coefficients(report: DetectReport, out: Path) -> Path:
         ax.axhline(coef.value, linestyle="--", linewidth=0.8, color=color)
         if coef.ci_low is not None and coef.ci_high is not None and xs:
             ax.fill_between([min(xs), max(xs)], coef.ci_low, coef.ci_high, alpha=0.15, color=color)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("coefficient")
     ax.set_title(f"{Path(report.model).name}: {report.verdict}")

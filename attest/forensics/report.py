@@ -22,8 +22,8 @@ class Coefficient(_Model):
 
     candidate: str = Field(description="candidate folder as given, or 'base' for the base's implied weight")
     value: float
-    ci_low: float | None = Field(description="null when fewer than two informative tensors")
-    ci_high: float | None
+    ci_low: float | None = Field(default=None, description="null when fewer than two informative tensors")
+    ci_high: float | None = None
     significant: bool = Field(description="|value| >= 0.05 and the interval excludes 0")
 
 
@@ -77,7 +77,7 @@ class LayerMap(_Model):
 
 class Relation(_Model):
     model: str = Field(description="candidate folder, or 'base'")
-    correlation: float | None = Field(description="size-weighted Pearson correlation of the weights")
+    correlation: float | None = Field(default=None, description="size-weighted Pearson correlation of the weights")
     distance: float = Field(description="relative distance |M - X| / |M| over the fitted tensors")
 
 
@@ -85,10 +85,21 @@ class TensorRow(_Model):
     name: str
     numel: int
     coefficients: list[float | None]
-    cond: float | None
-    cos: float | None
+    cond: float | None = None
+    cos: float | None = None
     differing: int
     unexplained: int
+
+
+class ClaimCheck(_Model):
+    """One claimed post-merge step (from the model's own statements) held against the weights (`--claim`)."""
+
+    step: str = Field(description="the claimed step kind: finetune, distill")
+    subject: str = Field(description="model root the statement names as its output")
+    changed_weights: bool | None = Field(
+        default=None, description="whether the weights show change beyond the recorded merge"
+    )
+    evidence: str
 
 
 class DetectReport(_Model):
@@ -97,17 +108,20 @@ class DetectReport(_Model):
     format: Literal["https://attest.dev/detect-report/v1"] = "https://attest.dev/detect-report/v1"
     model: str
     candidates: list[str]
-    base: str | None
+    base: str | None = None
     verdict: Verdict
     reason: str
     derived_from: str | None = Field(default=None, description="the given model it derives from (not a merge)")
     coefficients: list[Coefficient]
-    coefficient_sum: float | None = Field(description="sum of the candidate coefficients (1 for a normalized merge)")
-    explained: float | None = Field(
-        description="1 - RSS(fit) / min_X |M - X|^2: share of the nearest given model's distance explained"
+    coefficient_sum: float | None = Field(
+        default=None, description="sum of the candidate coefficients (1 for a normalized merge)"
     )
-    fit_cos: float | None = Field(description="cos(M - B, fit - B) pooled over tensors (with a base)")
-    residual: Residual | None
+    explained: float | None = Field(
+        default=None,
+        description="1 - RSS(fit) / min_X |M - X|^2: share of the nearest given model's distance explained",
+    )
+    fit_cos: float | None = Field(default=None, description="cos(M - B, fit - B) pooled over tensors (with a base)")
+    residual: Residual | None = None
     spread: list[Spread]
     layers: list[LayerPoint]
     relations: list[Relation]
@@ -115,3 +129,4 @@ class DetectReport(_Model):
     layer_mapping: list[LayerMap]
     tensors: list[TensorRow]
     notes: list[str]
+    claims: list[ClaimCheck] | None = Field(default=None, description="with --claim: the claimed steps, checked")

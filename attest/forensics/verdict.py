@@ -1,4 +1,4 @@
-"""Verdict rules and their thresholds (SPEC.md §6.4). Pure functions of the aggregated evidence."""
+"""Verdict rules and their thresholds (SPEC.md §6.5). Pure functions of the aggregated evidence."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Evidence:
     concentration: str  # where unexplained elements concentrate, for the reason text
     identical_to: str | None
     passthrough: bool
+    sparse: str | None  # "ties" / "dare" when the exact-zero pattern says the merge was sparsified
     nearest: str  # the given model with the smallest |M - X|
     max_correlation: float
     most_correlated: str
@@ -38,6 +39,13 @@ def decide(ev: Evidence) -> tuple[str, str, str | None]:
         return "derived_not_merge", f"bit-identical to {ev.identical_to}", ev.identical_to
     if ev.passthrough:
         return "pure_merge", "passthrough: every layer is a bit-identical copy of a candidate layer", None
+    if ev.sparse is not None and len(ev.participants) >= 2:
+        return (
+            "pure_merge",
+            f"a sparsified ({ev.sparse}) merge of {', '.join(ev.participants)}: the exact-zero pattern identifies it; "
+            "the residual test assumes a dense recipe and does not apply, so later training is not ruled out",
+            None,
+        )
     merge = len(ev.participants) >= 2 and ev.explained >= MERGE_EXPLAINED
     if merge:
         who = ", ".join(ev.participants)
@@ -55,11 +63,12 @@ def decide(ev: Evidence) -> tuple[str, str, str | None]:
             None,
         )
     if ev.max_correlation >= RELATED_CORRELATION:
-        why = (
-            f"only {', '.join(ev.participants) or 'no candidate'} takes part"
-            if len(ev.participants) < 2
-            else f"the best merge explains only {ev.explained:.2f} of the distance"
-        )
+        if not ev.participants:
+            why = "no participant's weight is determined"
+        elif len(ev.participants) == 1:
+            why = f"only {ev.participants[0]} takes part"
+        else:
+            why = f"the best merge explains only {ev.explained:.2f} of the distance"
         return (
             "derived_not_merge",
             f"derived from {ev.nearest} (nearest given model; correlation {ev.max_correlation:.3f}) but not a merge: "
