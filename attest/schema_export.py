@@ -22,11 +22,12 @@ def registry() -> dict[str, type[BaseModel]]:
     from attest.identity.manifest import IdentityManifest
     from attest.identity.proofs import TensorProof
     from attest.policy.trust import TrustPolicy
+    from attest.publish.report import AuditReport
     from attest.replay.report import ReplayReport
     from attest.signing.dsse import Envelope
     from attest.signing.model_signing_compat import ModelSigVerification
-    from attest.verify.report import VerifyReport
     from attest.statements.models import ProvenanceStatement, Statement
+    from attest.verify.report import VerifyReport
 
     return {
         "identity-manifest.schema.json": IdentityManifest,
@@ -40,6 +41,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "in-toto-statement.schema.json": Statement,
         "slsa-provenance-statement.schema.json": ProvenanceStatement,
         "dsse-envelope.schema.json": Envelope,
+        "audit-report.schema.json": AuditReport,
     }
 
 

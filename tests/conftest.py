@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.publish_fixtures import published  # noqa: F401 (session fixture of the publish/policy tests)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -57,7 +60,7 @@ def merge_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
-def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """name -> the folder mergekit 0.1.5 itself wrote for tests.merge_recipes.recipes()[name] (made once, on the CPU;
     randomized recipes with --random-seed 42)."""
     pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")

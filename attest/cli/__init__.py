@@ -8,7 +8,7 @@ import sys
 import click
 
 from attest import __version__
-from attest.cli import detect, identity, merge, model_signing, record, verify
+from attest.cli import detect, identity, merge, model_signing, publish, record, verify
 from attest.errors import EXIT_INTERNAL, EXIT_USAGE, AttestError
 
 
@@ -21,7 +21,7 @@ def cli() -> None:
     """
 
 
-for _module in (identity, verify, merge, model_signing, record, detect):
+for _module in (identity, verify, merge, model_signing, record, detect, publish):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

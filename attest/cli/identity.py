@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from attest.cli.output import ByteProgress, print_json, stderr, stdout
@@ -29,6 +30,15 @@ algorithm_option = click.option(
 ignore_option = click.option(
     "--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out of the identity."
 )
+
+
+def shown(text: object) -> str:
+    """Untrusted text (tensor names, paths) for the terminal: rich markup made inert, control characters escaped,
+    so a hostile name can neither crash the output nor fake a line of it."""
+    s = str(text)
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+    return escape(s)
 
 
 def hash_with_progress(
@@ -66,19 +76,19 @@ def hash_command(folder: Path, algorithm: Algorithm, as_json: bool, no_cache: bo
     if as_json:
         print_json(manifest)
         return
-    table = Table(title=f"{folder}  ({algorithm})", show_lines=False)
+    table = Table(title=f"{shown(folder)}  ({algorithm})", show_lines=False)
     table.add_column("tensor / file")
     table.add_column("dtype")
     table.add_column("shape")
     table.add_column("digest")
     for t in manifest.tensors:
-        table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", t.digest[:16])
+        table.add_row(shown(t.name), t.dtype, "x".join(map(str, t.shape)) or "scalar", t.digest[:16])
     for f in manifest.files:
-        table.add_row(f.path, f.kind, f"{f.size} B", f.digest[:16])
+        table.add_row(shown(f.path), f.kind, f"{f.size} B", f.digest[:16])
     stdout.print(table)
     stdout.print(f"tensors: {len(manifest.tensors)}  files: {len(manifest.files)}")
     for note in manifest.notes:
-        stdout.print(f"[yellow]note[/]: {note}")
+        stdout.print(f"[yellow]note[/]: {shown(note)}")
     stdout.print(f"weights root: [bold]{manifest.weights_root}[/]")
     stdout.print(f"model root:   [bold]{manifest.model_root}[/]")
 
@@ -99,7 +109,7 @@ def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path 
         from attest.atomic import atomic_write_text
 
         atomic_write_text(output, text)
-        stderr.print(f"proof for {tensor} written to {output}")
+        stderr.print(f"proof for {shown(tensor)} written to {shown(output)}")
 
 
 @click.command("check-proof")
@@ -107,10 +117,15 @@ def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path 
 @click.option("--root", "root_hex", required=True, help="The trusted model root or weights root (hex).")
 def check_proof_command(proof_file: Path, root_hex: str) -> None:
     """Check a tensor inclusion proof against a trusted root, without the other tensors."""
+    if len(root_hex) != 64 or any(c not in "0123456789abcdefABCDEF" for c in root_hex):
+        raise InputError(None, f"--root {root_hex!r} is not a root: 64 hex digits expected")
     proof = load_json_model(proof_file, TensorProof)
     which = check_proof(proof, root_hex)
     t = proof.tensor
-    stdout.print(f"OK: tensor {t.name} ({t.dtype} {list(t.shape)}) is included in {which.replace('_', ' ')} {root_hex}")
+    stdout.print(
+        f"OK: tensor {shown(t.name)} ({shown(t.dtype)} {list(t.shape)}) is included in {which.replace('_', ' ')}"
+        f" {shown(root_hex)}"
+    )
 
 
 @click.command("diff")
@@ -136,7 +151,7 @@ def diff_command(expected: Path, actual: Path, algorithm: Algorithm, as_json: bo
         click.echo(json.dumps(d.model_dump(), indent=2))
     else:
         for line in d.lines():
-            stdout.print(line)
+            stdout.print(shown(line))
         stdout.print("identical" if d.identical else "different")
     raise SystemExit(0 if d.identical else 1)
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.tree import Tree
 
-from attest.cli.output import ByteProgress, print_json, stdout
+from attest.cli.output import ByteProgress, print_json, stderr, stdout
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
 from attest.verify.engine import VerifyOptions, verify_model
 from attest.verify.report import LineageNode, VerifyReport
@@ -52,7 +52,19 @@ def render_report(report: VerifyReport) -> None:
         stdout.print(f"[yellow]note[/]: {escape(note)}")
     for p in report.problems:
         stdout.print(f"[red]problem[/] {escape('[' + p.code + ']')}: {escape(p.message)}")
+    if report.policy is not None:
+        title = report.policy.name or report.policy.policy
+        stdout.print(f"[bold]policy[/] {escape(title)}:")
+        for r in report.policy.rules:
+            mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
+            stdout.print(f"  {mark} {escape(r.rule)}: {escape(r.title)}")
+            for line in r.evidence:
+                stdout.print(f"       - {escape(line)}")
     stdout.print("[bold green]VERIFIED[/]" if report.verified else "[bold red]NOT VERIFIED[/]")
+
+
+def _progress(message: str) -> None:
+    stderr.print(f"[dim]{escape(message)}[/]")
 
 
 def trust_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -88,6 +100,14 @@ def trust_options(f: click.decorators.FC) -> click.decorators.FC:
     help="Folder holding parent checkpoints by name; found parents are re-hashed.",
 )
 @click.option("--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out.")
+@click.option("--replay", is_flag=True, help="Recompute each recorded merge from its parents and compare per tensor.")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where --replay computes (cpu: bit-exact; cuda: within 1 ulp).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
 def verify_command(
@@ -101,18 +121,30 @@ def verify_command(
     attestations: tuple[Path, ...],
     parents_dirs: tuple[Path, ...],
     ignore: tuple[str, ...],
+    replay: bool,
+    device: str,
     as_json: bool,
     quiet: bool,
 ) -> int:
     """Re-hash FOLDER, check its statements' signatures against the trusted keys and identities, and walk its
-    lineage to trusted roots. Exit 0 verified, 1 not verified, 2 bad input."""
+    lineage to trusted roots; with a --policy that has `rules`, evaluate each procurement rule too.
+    Exit 0 verified (and every rule passed), 1 not verified, 2 bad input."""
     trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
     bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or as_json))
     with bar.running():
         report = verify_model(
             folder,
             trust,
-            VerifyOptions(attestations, parents_dirs, ignore, on_total=bar.total, on_bytes=bar.advance),
+            VerifyOptions(
+                attestations,
+                parents_dirs,
+                ignore,
+                on_total=bar.total,
+                on_bytes=bar.advance,
+                on_step=None if (quiet or as_json) else _progress,
+                replay=replay,
+                device=device,
+            ),
         )
     if as_json:
         print_json(report)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,6 +46,65 @@ class TrustedRoot(_Strict):
         return v
 
 
+def _switch(value: Any) -> Any:
+    """`rule: true` turns a rule on with its defaults, `rule: false` (or absent) leaves it off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class RequiredSigners(_Strict):
+    signers: list[str] = Field(min_length=1, description="Names of policy keys / Sigstore identities; all must sign")
+    scope: Literal["model", "every_step"] = Field(
+        default="model", description="model: the model's own statement; every_step: every attested step"
+    )
+
+
+class AttestedToRoots(_Strict):
+    """Every path of the lineage ends at an allow-listed root digest (`trusted_roots`)."""
+
+
+class FullDisclosure(_Strict):
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="Model folders (relative to the policy file) `attest detect` tests as undisclosed contributors",
+    )
+    base: str | None = Field(default=None, description="Common base folder for detect (task-arithmetic form)")
+
+
+class ReplayMerges(_Strict):
+    parents_dirs: list[str] = Field(
+        default_factory=list, description="Folders holding parent checkpoints by name (relative to the policy file)"
+    )
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="cpu: bit-exact; cuda: within 1 ulp")
+
+
+class Licenses(_Strict):
+    allow: list[str] = Field(min_length=1, description="Allowed license ids (Hugging Face / SPDX), case-insensitive")
+
+
+class ClaimsConsistent(_Strict):
+    card: bool = Field(default=True, description="Also check the model card against the statements")
+
+
+class ProcurementRules(_Strict):
+    """Procurement rules (SPEC.md section 7.1); each present rule is evaluated and must pass."""
+
+    required_signers: RequiredSigners | None = None
+    attested_to_roots: AttestedToRoots | None = None
+    full_disclosure: FullDisclosure | None = None
+    replay_merges: ReplayMerges | None = None
+    licenses: Licenses | None = None
+    claims_consistent: ClaimsConsistent | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return _switch(value)
+
+
 class TrustPolicy(_Strict):
     version: Literal[1] = 1
     keys: list[TrustedKey] = Field(default_factory=list)
@@ -54,6 +113,8 @@ class TrustPolicy(_Strict):
         default=None, description="'production', 'staging', or a trusted_root.json path relative to the policy file"
     )
     trusted_roots: list[TrustedRoot] = Field(default_factory=list)
+    name: str | None = Field(default=None, description="A title for reports")
+    rules: ProcurementRules | None = Field(default=None, description="Procurement rules (attest verify --policy)")
 
     def root_names(self) -> dict[str, str]:
         return {r.digest: r.name for r in self.trusted_roots}

@@ -1,7 +1,20 @@
 """Verification: re-derive every hash, check signatures against trust, walk the lineage to trusted roots."""
 
-from attest.verify.engine import VerifyOptions, verify_model
-from attest.verify.report import LineageNode, Problem, VerifyReport
+from attest.verify.engine import StepRecord, VerifiedLineage, VerifyOptions, verify_lineage, verify_model
+from attest.verify.report import LineageNode, PolicyResult, Problem, RuleResult, VerifyReport
 from attest.verify.trust import TrustSet, build_trust
 
-__all__ = ["LineageNode", "Problem", "TrustSet", "VerifyOptions", "VerifyReport", "build_trust", "verify_model"]
+__all__ = [
+    "LineageNode",
+    "PolicyResult",
+    "Problem",
+    "RuleResult",
+    "StepRecord",
+    "TrustSet",
+    "VerifiedLineage",
+    "VerifyOptions",
+    "VerifyReport",
+    "build_trust",
+    "verify_lineage",
+    "verify_model",
+]

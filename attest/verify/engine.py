@@ -20,7 +20,14 @@ from attest.identity import IdentityManifest, diff_manifests, hash_model
 from attest.lineage.recorded_identity import load_recorded_manifest
 from attest.lineage.store import attest_dir, load_bundle, load_sigstore_bundles, merge_envelopes, parse_bundle
 from attest.signing.dsse import Envelope, SignatureError, verify_signatures
-from attest.statements.models import BUILD_TYPES, PAYLOAD_TYPE, ROLES, SLSA_PROVENANCE_V1, Statement
+from attest.statements.models import (
+    BUILD_TYPES,
+    PAYLOAD_TYPE,
+    ROLES,
+    SLSA_PROVENANCE_V1,
+    ProvenanceStatement,
+    Statement,
+)
 from attest.statements.parse import StatementError, parse_provenance, parse_statement
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
 from attest.verify.trust import TrustSet
@@ -58,6 +65,10 @@ class VerifyOptions:
     ignore: tuple[str, ...] = ()
     on_total: Callback | None = None
     on_bytes: Callback | None = None
+    evaluate_policy: bool = True
+    on_step: Callable[[str], None] | None = None  # progress of the procurement rules (replay, detect)
+    replay: bool = False  # recompute every recorded merge whose folder and parents are at hand
+    device: str = "cpu"
 
 
 class _Walk:
@@ -263,8 +274,34 @@ def _extra_envelopes(path: Path) -> list[tuple[str, list[Envelope]]]:
     return out
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """The statement about one model of the lineage as the verifier found it (for policies, cards, BOMs)."""
+
+    digest: str
+    statement: ProvenanceStatement
+    signers: list[str]
+    trusted: bool
+
+
+@dataclass
+class VerifiedLineage:
+    """A verify report plus the statements it rests on, keyed by subject digest (trusted ones win)."""
+
+    report: VerifyReport
+    steps: dict[str, StepRecord]
+    folder: Path
+
+
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
     """Verify a model folder and its lineage. Raises InputError for unreadable or malformed input."""
+    return verify_lineage(folder, trust, options).report
+
+
+def verify_lineage(
+    folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None
+) -> VerifiedLineage:
+    """verify_model, keeping the statements; then the policy's procurement rules, when it has any."""
     options = options or VerifyOptions()
     folder = Path(folder)
     manifest = hash_model(
@@ -311,7 +348,7 @@ def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: Verif
     if lineage.verdict == "unattested" and not any(p.code == "content_mismatch" for p in walk.problems):
         if not any(p.subject == root_digest for p in walk.problems):
             walk.problem("no_statement", f"no statement names this model (model root {root_digest})", root_digest)
-    return VerifyReport(
+    report = VerifyReport(
         verified=not walk.problems and lineage.verdict in ("verified", "trusted_root"),
         model=str(folder),
         model_root=root_digest,
@@ -320,6 +357,41 @@ def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: Verif
         lineage=lineage,
         notes=walk.notes + manifest.notes,
     )
+    result = VerifiedLineage(report, _step_records(entries), folder)
+    if options.replay and lineage.verdict == "verified":
+        from attest.policy.procurement import replay_lineage
+
+        outcome = replay_lineage(result, trust, options, list(options.parents_dirs), options.device)
+        if outcome.passed:
+            report.notes.extend(f"replay: {line}" for line in outcome.evidence)
+        else:
+            for line in outcome.evidence:
+                report.problems.append(Problem(code="replay_mismatch", message=f"replay: {line}"))
+            report.verified = False
+    if options.evaluate_policy and trust.policy is not None and trust.policy.rules is not None:
+        from attest.policy.procurement import evaluate_rules
+
+        report.policy = evaluate_rules(result, trust, options)
+        report.verified = report.verified and report.policy.passed
+    return result
+
+
+def _step_records(entries: list[Entry]) -> dict[str, StepRecord]:
+    out: dict[str, StepRecord] = {}
+    for e in entries:
+        if e.statement is None or e.statement.predicateType != SLSA_PROVENANCE_V1:
+            continue
+        try:
+            prov = parse_provenance(e.payload)
+        except StatementError:
+            continue
+        for digest in prov.subject_digests("sha256"):
+            cur = out.get(digest)
+            if cur is None or (e.trusted and not cur.trusted):
+                out[digest] = StepRecord(digest, prov, list(e.signers), e.trusted)
+            elif e.trusted and cur.trusted and cur.statement == prov:
+                out[digest] = StepRecord(digest, prov, sorted({*cur.signers, *e.signers}), True)
+    return out
 
 
 def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entries: list[Entry]) -> None:

@@ -57,6 +57,7 @@ class PolicyResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(description="The policy file")
+    name: str | None = Field(default=None, description="The policy's own title (`name:`)")
     passed: bool = Field(description="Every rule passed")
     rules: list[RuleResult] = Field(default_factory=list)
 

@@ -36,6 +36,7 @@ class TrustSet:
     roots: dict[str, str] = field(default_factory=dict)  # model root digest -> name
     policy: TrustPolicy | None = None
     policy_dir: Path | None = None
+    policy_path: Path | None = None
 
     def key_name(self, key: PublicKey) -> str:
         for k in self.keys:
@@ -73,7 +74,7 @@ def build_trust(
     trust = TrustSet(staging=staging, sigstore_trust_root=trust_root)
     if policy_path is not None:
         policy, base = load_policy(policy_path)
-        trust.policy, trust.policy_dir = policy, base
+        trust.policy, trust.policy_dir, trust.policy_path = policy, base, policy_path
         for k in policy.keys:
             trust.keys.append(_load_key(k.public_key, base, k.name))
         for i in policy.sigstore_identities:

@@ -1,0 +1,266 @@
+"""`attest card`, `attest report`, `attest bom`: lineage for hub users, auditors and procurement systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import cast
+
+import click
+from rich.markup import escape
+
+from attest.atomic import atomic_write_text
+from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.verify import trust_options
+from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
+from attest.publish.card import StepView
+from attest.statements.models import STEP_KINDS, StepKind
+from attest.verify.engine import VerifiedLineage, VerifyOptions, verify_lineage
+from attest.verify.trust import TrustSet, build_trust
+
+PathType = click.Path(path_type=Path)
+
+
+def _verify(
+    folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...], quiet: bool, policy_rules: bool = True
+) -> VerifiedLineage:
+    bar = ByteProgress(f"hashing {folder.name}", enabled=not quiet)
+    with bar.running():
+        return verify_lineage(
+            folder,
+            trust,
+            VerifyOptions(
+                parents_dirs=parents_dirs,
+                on_total=bar.total,
+                on_bytes=bar.advance,
+                evaluate_policy=policy_rules,
+                on_step=None if quiet else lambda m: stderr.print(f"[dim]{escape(m)}[/]"),
+            ),
+        )
+
+
+def verify_command_line(folder: Path, policy: Path | None, keys: tuple[Path, ...]) -> str:
+    """The command a reader of the card runs to check it (the policy or keys the card was generated with)."""
+    cmd = f"attest verify ./{folder.resolve().name}"
+    if policy is not None:
+        return f"{cmd} --policy {policy.name}"
+    if keys:
+        return cmd + "".join(f" --key {k.name}" for k in keys)
+    return f"{cmd} --key PUBLISHER.pub  # or --policy trust-policy.yaml"
+
+
+@click.command("card")
+@click.argument("folder", type=PathType)
+@click.option("--check", is_flag=True, help="Only report where the existing card contradicts the statements.")
+@click.option("--step", "kind", type=click.Choice(STEP_KINDS), help="The step about to be recorded (card first).")
+@click.option("--config", type=PathType, help="The mergekit YAML of a merge step.")
+@click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+@click.option("--teacher", "teachers", multiple=True, type=PathType, help="A teacher model (distill).")
+@click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A hyperparameter (repeatable).")
+@click.option("--title", help="Heading of a new card (default: the folder name).")
+@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@trust_options
+def card_command(
+    folder: Path,
+    check: bool,
+    kind: str | None,
+    config: Path | None,
+    parents: tuple[str, ...],
+    teachers: tuple[Path, ...],
+    datasets: tuple[Path, ...],
+    params: tuple[str, ...],
+    title: str | None,
+    parents_dirs: tuple[Path, ...],
+    keys: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_root: Path | None,
+    staging: bool,
+    policy: Path | None,
+) -> int:
+    """Write FOLDER/README.md's front matter and lineage section from the signed statements, or --check it.
+
+    The card is covered by the model root, so write it BEFORE `attest record` signs: pass --step KIND and the same
+    --parent/--config/--dataset/--param as the record command that follows. --check exits 1 when the card
+    contradicts the statements."""
+    from attest.publish.card import (
+        check_card,
+        generate_card,
+        head_step,
+        read_card,
+        step_from_statement,
+        step_views,
+    )
+
+    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
+    if check:
+        lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
+        rec, current = head_step(lineage.steps, lineage.report.model_root)
+        if rec is not None and not current:
+            stdout.print(
+                "[yellow]note[/]: no statement names this folder as it is (it changed after signing: "
+                "`attest verify` fails); checking the card against the folder's own statement"
+            )
+        if rec is not None and not rec.trusted:
+            stdout.print("[yellow]note[/]: the statement about this model is not signed by a trusted signer")
+        findings = check_card(read_card(folder), step_from_statement(rec) if rec else None)
+        for f in findings:
+            stdout.print(f"[red]contradiction[/]: {escape(f)}")
+        if not findings:
+            stdout.print("[green]the card agrees with the statements[/]")
+        return EXIT_VERIFICATION_FAILED if findings else EXIT_OK
+    verify_cmd = verify_command_line(folder, policy, keys)
+    existing = read_card(folder)
+    if kind is None:
+        lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
+        rec = lineage.steps.get(lineage.report.model_root)
+        if rec is None:
+            raise InputError(
+                folder,
+                "no statement names this folder: describe the step about to be recorded with --step KIND --parent "
+                "DIR ... (the card is written before `attest record` signs it)",
+            )
+        views = step_views(lineage.steps, trust.roots)
+        text = generate_card(existing, views[rec.digest], views, verify_cmd, title)
+        on_disk = (folder / "README.md").read_text(encoding="utf-8") if existing is not None else None
+        if text == on_disk:
+            stdout.print(f"card {folder / 'README.md'} is up to date")
+            return EXIT_OK
+        raise InputError(
+            folder / "README.md",
+            "this folder is already recorded and its card differs: rewriting it would change the model root and "
+            "break the signature; write the card before recording (attest card DIR --step KIND --parent ...)",
+        )
+    step, views = _pending_step(folder, cast(StepKind, kind), config, parents, teachers, datasets, params, trust)
+    text = generate_card(existing, step, views, verify_cmd, title)
+    from attest.publish.card import write_card
+
+    path = write_card(folder, text)
+    stdout.print(f"card written: {path} ({kind} of {', '.join(p.display for p in step.parents)})")
+    stdout.print("now sign the folder, card included: attest record " + kind + " ... --output " + str(folder))
+    return EXIT_OK
+
+
+def _pending_step(
+    folder: Path,
+    kind: StepKind,
+    config: Path | None,
+    parents: tuple[str, ...],
+    teachers: tuple[Path, ...],
+    datasets: tuple[Path, ...],
+    params: tuple[str, ...],
+    trust: TrustSet,
+) -> tuple[StepView, dict[str, StepView]]:
+    """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
+    from attest.cli.record import parse_param, split_role
+    from attest.publish.card import ParentView, hf_name, step_views
+    from attest.record.mergekit_config import load_merge_recipe
+    from attest.record.refs import resolve_model
+    from attest.record.session import DEFAULT_PARENT_ROLE
+    from attest.statements.builders import dataset_dependency
+
+    if not parents:
+        raise InputError(None, "no --parent given")
+    recipe_text = None
+    base = None
+    if kind == "merge":
+        if config is None:
+            raise InputError(None, "a merge card needs --config (the mergekit YAML)")
+        recipe = load_merge_recipe(config)
+        recipe_text = recipe.text
+        base = recipe.parsed.get("base_model")
+    specs = [split_role(s, DEFAULT_PARENT_ROLE[kind]) for s in parents] + [("teacher", t) for t in teachers]
+    explicit = {split_role(s, "")[0] for s in parents}
+    views = {}
+    parent_views = []
+    for role, path in specs:
+        ref = resolve_model(path)
+        if isinstance(base, str) and "base" not in explicit and Path(base).exists():
+            role = "base" if ref.path.resolve() == Path(base).resolve() else role
+        shown = trust.roots.get(ref.model_root) or hf_name(ref.uri)
+        parent_views.append(ParentView(ref.name, ref.model_root, role, shown))
+        if ref.envelopes:
+            lineage = verify_lineage(path, trust, VerifyOptions(evaluate_policy=False))
+            views.update(step_views(lineage.steps, trust.roots))
+    step = StepView(
+        name=folder.resolve().name,
+        kind=kind,
+        digest=None,
+        parents=parent_views,
+        recipe_yaml=recipe_text,
+        hyperparameters=dict(parse_param(p) for p in params),
+        datasets=[(d.name, (dataset_dependency(d).digest or {})["sha256"]) for d in datasets],
+    )
+    return step, views
+
+
+@click.command("report")
+@click.argument("folder", type=PathType)
+@click.option("--html", "html_path", type=PathType, help="Write one self-contained HTML page here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the same content as JSON (schemas/audit-report).")
+@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@trust_options
+def report_command(
+    folder: Path,
+    html_path: Path | None,
+    as_json: bool,
+    parents_dirs: tuple[Path, ...],
+    keys: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_root: Path | None,
+    staging: bool,
+    policy: Path | None,
+) -> int:
+    """Verify FOLDER (and the --policy rules) and write an audit report: lineage graph, verdicts, evidence, roots,
+    signers. Exit 0 verified, 1 not verified (the report is written either way), 2 bad input."""
+    from attest.publish.report import build_report, render_html
+
+    if html_path is None and not as_json:
+        raise InputError(None, "give --html FILE and/or --json")
+    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
+    lineage = _verify(folder, trust, parents_dirs, quiet=as_json)
+    report = build_report(lineage)
+    if html_path is not None:
+        atomic_write_text(html_path, render_html(report))
+        if not as_json:
+            stdout.print(f"report written: {html_path} ({'VERIFIED' if report.verified else 'NOT VERIFIED'})")
+    if as_json:
+        print_json(report)
+    return EXIT_OK if report.verified else EXIT_VERIFICATION_FAILED
+
+
+@click.command("bom")
+@click.argument("folder", type=PathType)
+@click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True)
+@click.option("-o", "--output", type=PathType, help="Write the BOM here (default: stdout).")
+@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@trust_options
+def bom_command(
+    folder: Path,
+    fmt: str,
+    output: Path | None,
+    parents_dirs: tuple[Path, ...],
+    keys: tuple[Path, ...],
+    identity: str | None,
+    issuer: str | None,
+    trust_root: Path | None,
+    staging: bool,
+    policy: Path | None,
+) -> None:
+    """A CycloneDX 1.6 ML-BOM of FOLDER: the model and its ancestors as machine-learning-model components, their
+    attest roots, pedigree and each step's formulation. Statements are included only as verified under the trust."""
+    from attest.publish.bom import build_bom
+
+    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
+    lineage = _verify(folder, trust, parents_dirs, quiet=output is None, policy_rules=False)
+    text = json.dumps(build_bom(lineage), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)
+        stdout.print(f"CycloneDX 1.6 BOM written: {output}")
+
+
+COMMANDS = [card_command, report_command, bom_command]
