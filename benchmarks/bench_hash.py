@@ -11,7 +11,9 @@ each measurement in its own subprocess (so peak RSS is per run) and prints GB/s,
   ms-blake3        model-signing 1.1.1, file serialization, blake3 (all threads)
 
 Usage: python benchmarks/bench_hash.py [--size-gb 2] [--repeat 3] [--dir /tmp/attest-bench]
-Timings are wall-clock around the hash call only (interpreter start-up and imports excluded), best of --repeat.
+Timings are wall-clock around the hash call only (interpreter start-up and imports excluded), best of --repeat;
+CPU seconds per GB (user + system of that process) are printed too, as they say how much work each way does even
+when other processes share the cores.
 The generated checkpoint is kept in --dir and reused by later runs of the same size; nothing is written to the repo.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import json
 import mmap
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -105,6 +108,11 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _child(kind: str, folder: Path) -> dict[str, float]:
     """One measurement, run in a fresh interpreter."""
     path = folder / "model.safetensors"
@@ -122,42 +130,42 @@ def _child(kind: str, folder: Path) -> dict[str, float]:
                 digests[i] = hashlib.sha256(view[bounds[i] : bounds[i + 1]]).digest()
 
             threads = [threading.Thread(target=part, args=(i,)) for i in range(workers)]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
             view.release()
         total = size
     elif kind == "blake3-ceiling":
         import blake3
 
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             blake3.blake3(max_threads=blake3.blake3.AUTO).update(mm).digest()
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
         total = size
     elif kind in ("attest-sha256", "attest-blake3"):
         import attest
 
         algorithm = "sha256" if kind == "attest-sha256" else "blake3"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         m = attest.hash_model(folder, algorithm, use_cache=False)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
         total = sum(t.nbytes for t in m.tensors) + sum(f.size for f in m.files)
     elif kind in ("ms-sha256", "ms-blake3"):
         from model_signing import hashing
 
         algorithm = "sha256" if kind == "ms-sha256" else "blake3"
         config = hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         config.hash(folder)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
         total = sum(p.stat().st_size for p in folder.iterdir())
     else:
         raise SystemExit(f"unknown measurement {kind}")
-    return {"seconds": elapsed, "bytes": total, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": elapsed, "cpu_seconds": cpu, "bytes": total, "peak_rss_mb": peak_rss_mb()}
 
 
 def measure(kind: str, folder: Path) -> dict[str, float]:
@@ -201,10 +209,11 @@ def main() -> None:
             else:
                 best[kind]["peak_rss_mb"] = max(best[kind]["peak_rss_mb"], r["peak_rss_mb"])
 
-    print(f"\n{'measurement':<16} {'GB/s':>7} {'seconds':>8} {'peak RSS MB':>12}")
+    print(f"\n{'measurement':<16} {'GB/s':>7} {'seconds':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
     for kind in args.only:
         r = best[kind]
-        print(f"{kind:<16} {r['gbps']:7.2f} {r['seconds']:8.2f} {r['peak_rss_mb']:12.0f}")
+        cpu_per_gb = r["cpu_seconds"] / (r["bytes"] / GB)
+        print(f"{kind:<16} {r['gbps']:7.2f} {r['seconds']:8.2f} {cpu_per_gb:9.3f} {r['peak_rss_mb']:12.0f}")
 
     def ratio(a: str, b: str, target: float | None = None) -> None:
         if a in best and b in best:
@@ -217,6 +226,10 @@ def main() -> None:
     ratio("attest-blake3", "blake3-ceiling", 0.9)
     ratio("attest-sha256", "ms-sha256")
     ratio("attest-blake3", "ms-blake3")
+    for a, b in (("attest-sha256", "sha256-ceiling"), ("attest-blake3", "blake3-ceiling")):
+        if a in best and b in best:  # CPU work per byte: what load from other processes does not distort
+            x = (best[b]["cpu_seconds"] / best[b]["bytes"]) / (best[a]["cpu_seconds"] / best[a]["bytes"])
+            print(f"CPU efficiency {a} vs {b}: {x:.2f}")
     for kind in ("attest-sha256", "attest-blake3"):
         if kind in best:
             rss = best[kind]["peak_rss_mb"]

@@ -39,7 +39,10 @@ def differing_tensors(a: Path, b: Path) -> list[str]:
     bad = sorted(set(ta) ^ set(tb))
     for name in sorted(set(ta) & set(tb)):
         x, y = ta[name], tb[name]
-        if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x.view(torch.uint8) if x.dim() else x, y.view(
-                torch.uint8) if y.dim() else y):
+        if (
+            x.dtype != y.dtype
+            or x.shape != y.shape
+            or not torch.equal(x.view(torch.uint8) if x.dim() else x, y.view(torch.uint8) if y.dim() else y)
+        ):
             bad.append(name)
     return bad

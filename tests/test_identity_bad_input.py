@@ -548,3 +548,36 @@ def test_real_minilm_header_mutation_fuzz(minilm_dir: Path) -> None:
             parse_header(Path(ST), _mutate(rng, raw), size)
         except InputError:
             pass
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_file_changed_while_hashing_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A header validated from one file and bytes read from another would be an identity of nothing that existed."""
+    import attest
+    import attest.identity.chunked as chunked
+
+    folder = model(tmp_path / "m")
+    target = folder / ST
+    real = chunked._hash_unit
+    done: list[bool] = []
+
+    def swap_then_hash(algorithm, spans, unit):  # type: ignore[no-untyped-def]
+        if not done:
+            done.append(True)
+            other = st_bytes(GOOD, GOOD_DATA[::-1])  # same size, same header, other bytes
+            if how == "replaced":
+                (tmp_path / "new").write_bytes(other)
+                os.replace(tmp_path / "new", target)
+            else:
+                target.write_bytes(other)
+                os.utime(target, ns=(1, 1))
+        return real(algorithm, spans, unit)
+
+    good = attest.hash_model(folder)
+    target.write_bytes(st_bytes(GOOD, GOOD_DATA))
+    monkeypatch.setattr(chunked, "_hash_unit", swap_then_hash)
+    with pytest.raises(InputError) as err:
+        attest.hash_model(folder, workers=1)
+    assert err.value.path == str(target) and "changed while it was being hashed" in err.value.problem
+    monkeypatch.setattr(chunked, "_hash_unit", real)
+    assert attest.hash_model(folder).model_root != good.model_root  # the new content is a different model

@@ -50,6 +50,7 @@ def names(seen: list[tuple[str, int]]) -> set[str]:
 
 def test_unchanged_folder_reads_nothing(aged: dict[str, Path], reads: list[tuple[str, int]]) -> None:
     folder = aged["unchanged"]
+    listing = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     reference = attest.hash_model(folder, use_cache=False)
     assert "model.safetensors" in names(reads) and "vocab.txt" in names(reads)
     reads.clear()
@@ -60,6 +61,7 @@ def test_unchanged_folder_reads_nothing(aged: dict[str, Path], reads: list[tuple
     second = attest.hash_model(folder, use_cache=True)
     assert reads == []  # not one byte of tensor data (or of any file) was read
     assert first == second == reference
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == listing  # the cache lives elsewhere
 
 
 def test_touched_or_modified_file_is_the_only_one_read(aged: dict[str, Path], reads: list[tuple[str, int]]) -> None:
@@ -97,6 +99,7 @@ def test_touched_or_modified_file_is_the_only_one_read(aged: dict[str, Path], re
 def test_just_written_files_are_not_trusted(minilm_dir: Path, tmp_path: Path, reads: list[tuple[str, int]]) -> None:
     """A file younger than the timestamp granularity could change again without its stat changing."""
     folder = Path(shutil.copytree(minilm_dir, tmp_path / "fresh"))
+    os.utime(folder / "model.safetensors")  # just now, however long the copy took
     attest.hash_model(folder, use_cache=True)
     reads.clear()
     attest.hash_model(folder, use_cache=True)

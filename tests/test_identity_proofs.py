@@ -173,6 +173,10 @@ def test_malformed_proof_file_is_input_error(tmp_path: Path, capsys: pytest.Capt
         main(["check-proof", str(tmp_path / "p.json"), "--root", "00" * 32])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "p.json" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exited:
+        main(["check-proof", str(tmp_path / "p.json"), "--root", "not-hex"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "not a root" in err and len(err.strip().splitlines()) == 1
 
 
 def test_proof_survives_resharding(minilm_dir: Path, minilm_proofs: dict, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import pickle
 import random
 import shutil
@@ -334,3 +335,40 @@ def test_pickle_hashed_opaquely_never_unpickled(minilm_dir: Path, tmp_path: Path
     # Control: the payload does run when unpickled, so the check above can fail.
     subprocess.run([sys.executable, "-c", f"import pickle; pickle.loads({blob!r})"], check=True, timeout=60)
     assert marker.is_dir()
+
+
+def test_hostile_tensor_names_print_safely(minilm_dir: Path, minilm_tensors: list[Tensor], tmp_path: Path) -> None:
+    """A tensor name is attacker-chosen text: rich markup and control characters in it must neither crash the
+    table (exit 3) nor forge a line or a terminal escape in it."""
+    evil = "[/bogus]\x1b[2J\nweights root: 00[bold]"
+    folder = with_weights(minilm_dir, tmp_path / "m", _edit(minilm_tensors, MINILM_TARGET, name=evil))
+    env = {**os.environ, "COLUMNS": "400"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "attest", *args], capture_output=True, text=True, timeout=120, env=env
+        )
+
+    table = cli("hash", "--no-cache", str(folder))
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout
+    assert "[/bogus]\\x1b[2J\\nweights root: 00[bold]" in table.stdout
+    assert sum(line.startswith("weights root:") for line in table.stdout.splitlines()) == 1
+    m = attest.hash_model(folder)
+    assert m.tensor(evil) is not None
+    proof = tmp_path / "p.json"
+    assert cli("prove", str(folder), evil, "-o", str(proof)).returncode == 0
+    ok = cli("check-proof", str(proof), "--root", m.model_root)
+    assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) == 1 and "\x1b" not in ok.stdout
+
+
+@pytest.mark.parametrize(("workers", "unit_mib"), [(1, 32), (2, 1), (3, 3), (64, 32)])
+def test_roots_do_not_depend_on_how_work_is_cut(
+    minilm_dir: Path, minilm_manifest: IdentityManifest, monkeypatch: pytest.MonkeyPatch, workers: int, unit_mib: int
+) -> None:
+    """Threads and unit sizes are tuning, not format: any cut of the work gives the same roots."""
+    import attest.identity.chunked as chunked
+
+    monkeypatch.setattr(chunked, "UNIT_BYTES", unit_mib << 20)
+    m = attest.hash_model(minilm_dir, workers=workers)
+    assert m == minilm_manifest

@@ -77,8 +77,11 @@ def test_dare_ties_with_mergekit_seed_replays_with_mergekit_masks(
 
 @pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties"])
 def test_parallel_sparsification_is_still_bit_exact(
-    name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch
+    name: str,
+    merge_models: dict[str, Path],
+    mergekit_merged: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Large tensors sparsify their task vectors on several threads; force that path on the tiny models."""
     from attest.merge.methods import task_arithmetic_core
@@ -91,8 +94,11 @@ def test_parallel_sparsification_is_still_bit_exact(
 
 @pytest.mark.parametrize("name", ["linear", "task_arithmetic", "passthrough"])
 def test_sliced_elementwise_path_is_still_bit_exact(
-    name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch
+    name: str,
+    merge_models: dict[str, Path],
+    mergekit_merged: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Large tensors of elementwise methods are computed in flat slices; force that path on the tiny models."""
     from attest.merge import engine
@@ -105,8 +111,11 @@ def test_sliced_elementwise_path_is_still_bit_exact(
 
 @pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties", "task_arithmetic"])
 def test_row_sliced_consensus_is_still_bit_exact(
-    name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch
+    name: str,
+    merge_models: dict[str, Path],
+    mergekit_merged: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After sparsification, task-vector merges combine a block of rows at a time; force that on tiny tensors."""
     from attest.merge.methods import task_arithmetic_core
@@ -124,6 +133,7 @@ def test_row_sliced_dare_still_replays_mergekit(
 
     monkeypatch.setattr(task_arithmetic_core, "COMBINE_SLICE_ELEMENTS", 100)
     text = recipes(merge_models)["dare_ties"]
-    report = replay(parse_recipe(text), _parents(text), mergekit_merged("dare_ties"), seed=42,
-                    mask_generator="mergekit")
+    report = replay(
+        parse_recipe(text), _parents(text), mergekit_merged("dare_ties"), seed=42, mask_generator="mergekit"
+    )
     assert report.verdict is Verdict.REPRODUCED

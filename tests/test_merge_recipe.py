@@ -31,8 +31,10 @@ densty: 0.3
     [
         ("merge_method: linear", "exactly one of"),
         ("- a\n- b", "YAML mapping"),
-        ("merge_method: linear\nmodels: [{model: a}]\nslices: [{sources: [{model: a, layer_range: [0, 1]}]}]",
-         "exactly one of"),
+        (
+            "merge_method: linear\nmodels: [{model: a}]\nslices: [{sources: [{model: a, layer_range: [0, 1]}]}]",
+            "exactly one of",
+        ),
         ("merge_method: linear\nmodels: [{model: a+lora}]", "LoRA"),
         ("merge_method: linear\nmodels: [{model: a}]\ndtype: int4", "unsupported dtype"),
         ("merge_method: [", "not valid YAML"),

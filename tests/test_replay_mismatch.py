@@ -66,8 +66,10 @@ def test_ulp_distance_counts_elements() -> None:
 
 
 def test_cli_replay_exit_codes_and_json(
-    merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str]
+    merge_models: dict[str, Path],
+    mergekit_merged: Callable[[str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     good = tmp_path / "good.yml"
     good.write_text(recipes(merge_models)["linear"])

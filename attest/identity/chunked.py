@@ -3,7 +3,8 @@
 A span (a tensor's bytes, or a whole file) is cut into CHUNK_SIZE-byte chunks; each chunk is a Merkle leaf
 H(0x00 || chunk) and the span's data root is the Merkle tree over those leaves. An empty span is one empty chunk.
 Work is cut into units of about UNIT_BYTES that each map just their window of the file, so one large tensor is
-hashed on every core and resident memory stays near workers x UNIT_BYTES whatever the model size.
+hashed on every core and resident memory stays near min(workers x UNIT_BYTES, MAPPED_BUDGET) whatever the model
+size.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ CHUNK_SIZE = 1 << 20
 """Fixed by the identity format (SPEC.md): changing it changes every root."""
 
 UNIT_BYTES = 32 << 20
+"""Largest unit of work (one mapped window of one file)."""
+
+MAPPED_BUDGET = 192 << 20
+"""Most file bytes mapped at once over all workers: resident memory must not grow with the core count either
+(16 workers x 32 MiB would be half a gigabyte), so units shrink on machines with many cores."""
+
+QUEUED_PER_WORKER = 8
+"""Units handed to the pool ahead of the one being collected. A queued unit holds no memory (it maps its window
+only while it runs), and a deep queue keeps every worker busy when the collecting thread is slow to be scheduled
+on a loaded machine."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ def data_roots(
 ) -> tuple[list[bytes], list[list[bytes]] | None]:
     """Data root of every span (and, with keep_leaves, every span's chunk leaves)."""
     workers = workers or os.cpu_count() or 1
-    unit_chunks = max(1, UNIT_BYTES // CHUNK_SIZE)
+    unit_chunks = max(1, min(UNIT_BYTES, MAPPED_BUDGET // workers) // CHUNK_SIZE)
     units = _plan(spans, unit_chunks)
     leaves: list[list[bytes]] = [[] for _ in spans]
     if not units:
@@ -133,7 +144,7 @@ def data_roots(
             window: list[tuple[list[_Piece], Future[list[list[bytes]]]]] = []
             for unit in units:
                 window.append((unit, pool.submit(_hash_unit, algorithm, spans, unit)))
-                if len(window) >= 2 * workers:
+                if len(window) >= QUEUED_PER_WORKER * workers:
                     u, f = window.pop(0)
                     collect(u, f.result())
             for u, f in window:

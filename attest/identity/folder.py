@@ -37,6 +37,14 @@ class FolderScan:
     pickle_files: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     real_paths: dict[str, Path] = field(default_factory=dict)  # relative POSIX path -> resolved file
+    # relative POSIX path -> (device, inode, size, mtime ns, ctime ns) when listed, to notice files that change
+    # while they are read
+    stats: dict[str, tuple[int, int, int, int, int]] = field(default_factory=dict)
+
+
+def file_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is modified or replaced."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _is_excluded(rel: str) -> bool:
@@ -95,6 +103,7 @@ def scan_folder(
                 raise InputError(full, f"cannot stat: {exc.strerror or exc}") from None
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(full, "not a regular file (device, socket or pipe)")
+            scan.stats[rel] = file_key(st)
             scan.real_paths[rel] = real
             top_level = "/" not in rel
             if top_level and name.endswith(".safetensors"):

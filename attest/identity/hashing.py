@@ -10,7 +10,7 @@ from pathlib import Path
 from attest.errors import InputError
 from attest.identity.cache import RootCache, stat_key
 from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
-from attest.identity.folder import FolderScan, scan_folder
+from attest.identity.folder import FolderScan, file_key, scan_folder
 from attest.identity.manifest import (
     FileEntry,
     IdentityManifest,
@@ -62,12 +62,7 @@ def hash_scan(
             tensor_jobs.append((t.name, t.dtype, list(t.shape), Span(real, t.begin, t.nbytes)))
     file_jobs: list[tuple[str, Span]] = []
     for rel in scan.other_files:
-        real = scan.real_paths[rel]
-        try:
-            size = real.stat().st_size
-        except OSError as exc:
-            raise InputError(Path(scan.root) / rel, f"cannot stat: {exc.strerror or exc}") from None
-        file_jobs.append((rel, Span(real, 0, size)))
+        file_jobs.append((rel, Span(scan.real_paths[rel], 0, scan.stats[rel][2])))
 
     spans = [j[3] for j in tensor_jobs] + [j[1] for j in file_jobs]
     roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
@@ -165,8 +160,12 @@ def _stat_key(path: Path) -> list[int]:
 
 
 def _check_unchanged(scan: FolderScan) -> None:
-    """A weight file that changed size while we hashed it would give a root of nothing that ever existed."""
-    for rel, header in scan.headers.items():
-        size = scan.real_paths[rel].stat().st_size
-        if size != header.file_size:
+    """A file modified or replaced while we listed, validated and hashed it would give a root of nothing that ever
+    existed (a header of one file over the bytes of another): refuse it."""
+    for rel, key in scan.stats.items():
+        try:
+            now = file_key(scan.real_paths[rel].stat())
+        except OSError as exc:
+            raise InputError(Path(scan.root) / rel, f"cannot stat: {exc.strerror or exc}") from None
+        if now != key:
             raise InputError(Path(scan.root) / rel, "file changed while it was being hashed")

@@ -27,8 +27,15 @@ from attest.merge.recipe import MergeRecipe
 from attest.merge.writer import OutputTensor, ShardedWriter
 
 TOKENIZER_FILES = (
-    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
-    "merges.txt", "vocab.json", "chat_template.jinja", "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "merges.txt",
+    "vocab.json",
+    "chat_template.jinja",
+    "generation_config.json",
 )
 RNG_MODES = ("attest", "mergekit")
 ENGINE_ID = "attest-merge/v1"
@@ -65,8 +72,11 @@ def replay_options(internal: Mapping[str, object]) -> dict[str, object]:
     seed = internal.get("seed")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     if internal.get("engine") == ENGINE_ID:
-        return {"seed": seed, "tie_order": internal.get("tie_order", "mergekit"),
-                "mask_generator": internal.get("mask_generator", "attest")}
+        return {
+            "seed": seed,
+            "tie_order": internal.get("tie_order", "mergekit"),
+            "mask_generator": internal.get("mask_generator", "attest"),
+        }
     return {"seed": seed, "tie_order": "mergekit", "mask_generator": "mergekit"}
 
 

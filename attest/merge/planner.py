@@ -126,11 +126,13 @@ class _Resolver:
         per_input = []
         for model, src in zip(models, sources, strict=True):
             scopes = self.scopes(model)
-            per_input.append({
-                p.name: resolve(p, scopes, src, t)
-                for p in self.method.parameters
-                if p.scope == Scope.INPUT or (p.scope == Scope.NON_BASE and model != self.base)
-            })
+            per_input.append(
+                {
+                    p.name: resolve(p, scopes, src, t)
+                    for p in self.method.parameters
+                    if p.scope == Scope.INPUT or (p.scope == Scope.NON_BASE and model != self.base)
+                }
+            )
         return shared, per_input
 
 
@@ -152,8 +154,11 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
     _check_vocabularies(recipe, ckpts)
     notes = [f"`{k}` is not a mergekit setting: mergekit ignores it" for k in recipe.ignored_keys()]
     known = {p.name for p in method.parameters}
-    notes += [f"parameter `{n}` ({where}) is not used by {method.name}: mergekit ignores it"
-              for where, n in recipe.parameter_names() if n not in known]
+    notes += [
+        f"parameter `{n}` ({where}) is not used by {method.name}: mergekit ignores it"
+        for where, n in recipe.parameter_names()
+        if n not in known
+    ]
     if recipe.tokenizer_source == "base":
         notes.append("tokenizer_source: base with identical vocabularies: the embeddings are merged as they are")
     work_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
@@ -175,8 +180,11 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
             raise InputError(None, f"slices[{i}]: every source must span the same number of layers")
         for src in s.sources:
             if src.layer_range[1] > layer_count(ckpts[src.model]):
-                raise InputError(None, f"slices[{i}]: layer_range {list(src.layer_range)} is beyond the "
-                                 f"{layer_count(ckpts[src.model])} layers of {src.model}")
+                raise InputError(
+                    None,
+                    f"slices[{i}]: layer_range {list(src.layer_range)} is beyond the "
+                    f"{layer_count(ckpts[src.model])} layers of {src.model}",
+                )
 
     first_model = ckpts[slices[0].sources[0].model]
     non_layer = [n for n in first_model.names if not LAYER_RE.match(n)]
@@ -207,9 +215,19 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
             dtype = dtypes[0]
             for d in dtypes[1:]:
                 dtype = torch.promote_types(dtype, d)
-        plans.append(TensorPlan(out_name, models, sources, base_index, shared, per_input, dtype,
-                                out_dtype if out_dtype is not None and dtype.is_floating_point else dtype,
-                                infos[0].shape))
+        plans.append(
+            TensorPlan(
+                out_name,
+                models,
+                sources,
+                base_index,
+                shared,
+                per_input,
+                dtype,
+                out_dtype if out_dtype is not None and dtype.is_floating_point else dtype,
+                infos[0].shape,
+            )
+        )
 
     for name in pre:
         add(name, slices[0], [name] * len(slices[0].sources), 0.0)
@@ -223,8 +241,11 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
             rests = sorted(per_source[0])
             for j, layer in enumerate(per_source[1:], 1):
                 if sorted(layer) != rests:
-                    raise InputError(None, f"layer {s.sources[j].layer_range[0] + offset} of {s.sources[j].model} "
-                                     "has different tensors from the other inputs")
+                    raise InputError(
+                        None,
+                        f"layer {s.sources[j].layer_range[0] + offset} of {s.sources[j].model} "
+                        "has different tensors from the other inputs",
+                    )
             assert template is not None
             for rest in rests:
                 add(_output_layer_name(template, out_layer, rest), s, [layer[rest] for layer in per_source], t)

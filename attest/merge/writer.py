@@ -48,8 +48,11 @@ def _header(shard: list[OutputTensor]) -> bytes:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in shard:
-        header[t.name] = {"dtype": SAFETENSORS_TAGS[t.dtype], "shape": list(t.shape),
-                          "data_offsets": [offset, offset + t.nbytes]}
+        header[t.name] = {
+            "dtype": SAFETENSORS_TAGS[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -63,9 +66,9 @@ class ShardedWriter:
         self.folder = folder
         self.shards = _shards(tensors, max_shard_bytes)
         n = len(self.shards)
-        self.file_names = ["model.safetensors"] if n == 1 else [
-            f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)
-        ]
+        self.file_names = (
+            ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        )
         self._queue = [(i, t) for i, shard in enumerate(self.shards) for t in shard]
         self._next = 0
         self._fh: BinaryIO | None = None

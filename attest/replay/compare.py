@@ -9,8 +9,12 @@ from dataclasses import dataclass
 import torch
 
 CHUNK_ELEMENTS = 1 << 22  # bounds the int64 scratch to 32 MiB per side
-_INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
-             torch.float64: torch.int64}
+_INT_VIEW = {
+    torch.bfloat16: torch.int16,
+    torch.float16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 
 @dataclass(frozen=True)

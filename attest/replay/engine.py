@@ -57,12 +57,13 @@ def _summary(verdict: Verdict, counts: ReplayCounts, total: int) -> str:
     if verdict is Verdict.REPRODUCED:
         return f"The published weights are exactly what the recipe produces ({total} tensors, bit for bit)."
     if verdict is Verdict.REPRODUCED_WITHIN_TOLERANCE:
-        return (f"The published weights are what the recipe produces up to rounding: {counts.exact} tensors exact, "
-                f"{counts.within_tolerance} within the ulp tolerance.")
+        return (
+            f"The published weights are what the recipe produces up to rounding: {counts.exact} tensors exact, "
+            f"{counts.within_tolerance} within the ulp tolerance."
+        )
     if verdict is Verdict.CANNOT_REPLAY:
         return "The recipe cannot be replayed exactly (see notes); nothing is claimed about these weights."
-    return (f"The published weights are NOT what the recipe produces: {counts.mismatch} of {total} tensors "
-            "differ.")
+    return f"The published weights are NOT what the recipe produces: {counts.mismatch} of {total} tensors differ."
 
 
 def replay(
@@ -88,41 +89,68 @@ def replay(
     if tolerance < 0:
         raise InputError(None, "the ulp tolerance must be >= 0")
     rows: list[TensorComparison] = []
-    base = dict(candidate=str(candidate), merge_method=recipe.merge_method, device=str(dev), tolerance_ulps=tolerance,
-                tie_order=tie_order)
+    base = dict(
+        candidate=str(candidate),
+        merge_method=recipe.merge_method,
+        device=str(dev),
+        tolerance_ulps=tolerance,
+        tie_order=tie_order,
+    )
     with open_parents(recipe, parents) as ckpts, Checkpoint(candidate) as cand:
         plan = plan_merge(recipe, ckpts)
         notes = list(plan.notes)
         if plan.method.randomized:
             base |= dict(mask_generator=mask_generator, seed=seed)
             if seed is None:
-                notes.append(f"{plan.method.name} draws random masks and no seed is known: its output cannot be "
-                             "recomputed. (A mergekit merge made without --random-seed can never be replayed.)")
-                return ReplayReport(verdict=Verdict.CANNOT_REPLAY, summary=_summary(Verdict.CANNOT_REPLAY,
-                                    ReplayCounts(), 0), counts=ReplayCounts(), tensors=[], notes=notes, **base)
+                notes.append(
+                    f"{plan.method.name} draws random masks and no seed is known: its output cannot be "
+                    "recomputed. (A mergekit merge made without --random-seed can never be replayed.)"
+                )
+                return ReplayReport(
+                    verdict=Verdict.CANNOT_REPLAY,
+                    summary=_summary(Verdict.CANNOT_REPLAY, ReplayCounts(), 0),
+                    counts=ReplayCounts(),
+                    tensors=[],
+                    notes=notes,
+                    **base,
+                )
             if mask_generator == "mergekit":
                 if dev.type != "cpu":
                     raise InputError(None, "mergekit's random masks can only be replayed on the CPU")
-                notes.append("masks drawn like mergekit 0.1.5 (global CPU generator, its schedule order): this "
-                             "matches a mergekit merge run on the CPU with the same --random-seed, never a GPU one")
+                notes.append(
+                    "masks drawn like mergekit 0.1.5 (global CPU generator, its schedule order): this "
+                    "matches a mergekit merge run on the CPU with the same --random-seed, never a GPU one"
+                )
         masks = mask_source(plan, seed, mask_generator)
         order = sorted(plan.tensors, key=lambda tp: tp.schedule_label) if mask_generator == "mergekit" else None
         planned = {tp.name for tp in plan.tensors}
         with torch.inference_mode():
             if dev.type == "cuda" and tie_order == "mergekit" and plan.method.name in SORTING_METHODS:
-                notes.append("on CUDA, equal magnitudes at a TIES/breadcrumbs cutoff may be ordered differently "
-                             "than on the CPU: replay on the CPU for an exact answer")
+                notes.append(
+                    "on CUDA, equal magnitudes at a TIES/breadcrumbs cutoff may be ordered differently "
+                    "than on the CPU: replay on the CPU for an exact answer"
+                )
             for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
                 if tp.name not in cand:
-                    rows.append(TensorComparison(name=tp.name, status=TensorStatus.MISSING,
-                                                 detail="the recipe produces this tensor; the candidate lacks it"))
+                    rows.append(
+                        TensorComparison(
+                            name=tp.name,
+                            status=TensorStatus.MISSING,
+                            detail="the recipe produces this tensor; the candidate lacks it",
+                        )
+                    )
                 else:
                     rows.append(_compare(tp.name, tensor, cand, tolerance))
                 del tensor
         for name in cand.names:
             if name not in planned:
-                rows.append(TensorComparison(name=name, status=TensorStatus.UNEXPECTED,
-                                             detail="the candidate has this tensor; the recipe does not produce it"))
+                rows.append(
+                    TensorComparison(
+                        name=name,
+                        status=TensorStatus.UNEXPECTED,
+                        detail="the candidate has this tensor; the recipe does not produce it",
+                    )
+                )
         layers = cand.config.get("num_hidden_layers")
         if isinstance(layers, int) and layers != plan.num_layers:
             notes.append(f"candidate config.json says num_hidden_layers={layers}; the recipe gives {plan.num_layers}")
@@ -139,5 +167,12 @@ def replay(
     else:
         verdict = Verdict.REPRODUCED
     mismatched = [r.name for r in rows if r.status not in (TensorStatus.EXACT, TensorStatus.WITHIN_TOLERANCE)]
-    return ReplayReport(verdict=verdict, summary=_summary(verdict, counts, len(rows)), counts=counts,
-                        mismatched=mismatched, tensors=rows, notes=notes, **base)
+    return ReplayReport(
+        verdict=verdict,
+        summary=_summary(verdict, counts, len(rows)),
+        counts=counts,
+        mismatched=mismatched,
+        tensors=rows,
+        notes=notes,
+        **base,
+    )

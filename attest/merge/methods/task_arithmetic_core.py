@@ -22,9 +22,7 @@ from attest.merge.parameters import ParameterSpec, Scope
 Sparsifier = Callable[[torch.Tensor, dict, TensorGroup, int], torch.Tensor]
 
 
-def merge_task_vectors(
-    group: TensorGroup, *, sign_consensus: bool, sparsifier: Sparsifier | None
-) -> torch.Tensor:
+def merge_task_vectors(group: TensorGroup, *, sign_consensus: bool, sparsifier: Sparsifier | None) -> torch.Tensor:
     base = group.base
     rows = group.non_base()
     if not rows:
