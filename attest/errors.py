@@ -17,13 +17,24 @@ class AttestError(Exception):
     exit_code = EXIT_USAGE
 
 
+def printable(text: str) -> str:
+    """A hostile file name or header string, shown so it cannot forge lines or terminal output: control characters
+    and lone surrogates become escapes."""
+    return "".join(
+        c
+        if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
+        else c.encode("unicode_escape", "backslashreplace").decode()
+        for c in text
+    )
+
+
 class InputError(AttestError):
     """Unreadable, malformed or hostile input (exit 2). The message names the file."""
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
-        self.path = str(path) if path is not None else None
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        self.path = printable(str(path)) if path is not None else None
+        self.problem = printable(problem)
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
 
 
 class VerificationError(AttestError):

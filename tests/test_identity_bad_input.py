@@ -581,3 +581,17 @@ def test_file_changed_while_hashing_is_refused(tmp_path: Path, monkeypatch: pyte
     assert err.value.path == str(target) and "changed while it was being hashed" in err.value.problem
     monkeypatch.setattr(chunked, "_hash_unit", real)
     assert attest.hash_model(folder).model_root != good.model_root  # the new content is a different model
+
+
+def test_newline_in_a_file_name_cannot_forge_an_output_line(tmp_path: Path) -> None:
+    """A hostile file name with a newline and an escape sequence is shown escaped, on the one error line."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "evil\nattest: verified OK\x1b[2J.safetensors").write_bytes(b"\x01")
+    done = subprocess.run([sys.executable, "-m", "attest", "hash", str(folder)], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "\\n" in lines[0] and "\\x1b" in lines[0], done.stderr

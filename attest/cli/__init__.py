@@ -9,7 +9,7 @@ import click
 
 from attest import __version__
 from attest.cli import detect, identity, merge, model_signing, publish, record, verify
-from attest.errors import EXIT_INTERNAL, EXIT_USAGE, AttestError
+from attest.errors import EXIT_INTERNAL, EXIT_USAGE, AttestError, printable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(EXIT_USAGE if exc.exit_code not in (0, 1) else exc.exit_code)
     except AttestError as exc:
-        click.echo(f"attest: error: {exc}", err=True)
+        click.echo(f"attest: error: {printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("attest: interrupted", err=True)
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug of ours: still one line, unless asked for the traceback
         if os.environ.get("ATTEST_DEBUG"):
             raise
-        click.echo(f"attest: internal error: {type(exc).__name__}: {exc} (set ATTEST_DEBUG=1 for details)", err=True)
+        click.echo(
+            f"attest: internal error: {type(exc).__name__}: {printable(str(exc))} (set ATTEST_DEBUG=1 for details)",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)
     sys.exit(rv if isinstance(rv, int) else 0)
