@@ -113,18 +113,31 @@ def recipes(models: dict[str, Path]) -> dict[str, str]:
     }
 
 
+# A small go-between process: a child forked straight from this (large) benchmark process would report this
+# process's resident high-water mark as its own (Linux carries it across exec), so each job is started by a fresh,
+# small interpreter that reports its only child's peak RSS and CPU time.
+_REPORTER = (
+    "import json, resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL).returncode\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write(json.dumps([u.ru_maxrss, u.ru_utime + u.ru_stime, rc]))\n"
+)
+
+
 def run(cmd: list[str]) -> tuple[float, int, int, float]:
-    """(wall seconds, peak RSS bytes, exit code, CPU seconds) of one child process. CPU time (user + system) is
-    reported beside wall time because it is far less sensitive to other load on a shared machine."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode:
-        print(f"  {' '.join(cmd[:3])} ... exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
-    return wall, usage.ru_maxrss * 1024, proc.returncode, usage.ru_utime + usage.ru_stime
+    """(wall seconds, peak RSS bytes, exit code, CPU seconds) of one job. CPU time (user + system) is reported beside
+    wall time because it is far less sensitive to other load on a shared machine."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-S", "-c", _REPORTER, out.name, *cmd], stderr=subprocess.PIPE)
+        wall = time.perf_counter() - start
+        maxrss_kb, cpu, rc = json.loads(Path(out.name).read_text())
+    if rc:
+        err = proc.stderr.decode(errors="replace")
+        print(f"  {' '.join(cmd[:3])} ... exited {rc}: {err.strip().splitlines()[-1:]}")
+    return wall, maxrss_kb * 1024, rc, cpu
 
 
 def main() -> None:
