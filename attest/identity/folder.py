@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from attest.errors import InputError
-from attest.identity.safetensors_reader import SafetensorsHeader, read_header, reject_duplicate_keys
+from attest.identity.safetensors_reader import SafetensorsHeader, read_header
+from attest.strict_json import reject_duplicate_keys
 
 ATTEST_DIR = ".attest"
 """attest's own folder inside a model folder (attestations); excluded from the identity."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
+from attest.strict_json import reject_duplicate_keys
 
 MAX_HEADER_BYTES = 100_000_000
 """Headers larger than this are refused (the safetensors library uses the same bound)."""
@@ -48,16 +49,6 @@ class SafetensorsHeader:
 
     def by_name(self) -> dict[str, TensorInfo]:
         return {t.name: t for t in self.tensors}
-
-
-def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """object_pairs_hook for json.loads: a repeated key would let two readers see different values."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def _is_int(value: Any) -> bool:

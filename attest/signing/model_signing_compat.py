@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attest.atomic import atomic_write_bytes
 from attest.errors import InputError
+from attest.strict_json import reject_duplicate_keys
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -938,16 +939,8 @@ def _read_small(path: Path, limit: int) -> bytes:
 def _parse_json(path: Path, data: bytes, what: str) -> Any:
     """Strict JSON: UTF-8, no duplicate keys (two parsers must never see two different documents)."""
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}")
-            out[k] = v
-        return out
-
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+        return json.loads(data.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(path, f"{what} is not valid JSON ({exc})") from None
 

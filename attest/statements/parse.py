@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from attest.errors import InputError
 from attest.statements.models import SLSA_PROVENANCE_V1, ProvenanceStatement, Statement
+from attest.strict_json import reject_duplicate_keys
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,15 +38,6 @@ def statement_bytes(statement: Statement) -> bytes:
     return to_json_bytes(statement.model_dump(mode="python", by_alias=True, exclude_none=True))
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -56,7 +48,7 @@ def load_json(data: bytes, what: str = "payload") -> Any:
         raise StatementError(f"{what} larger than {MAX_STATEMENT_BYTES} bytes")
     try:
         text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise StatementError(f"{what} is not UTF-8") from None
     except (ValueError, RecursionError) as exc:
