@@ -103,3 +103,16 @@ def test_trusted_root_alone_verifies(tiny_models: dict[str, Path], tmp_path: Pat
         f"version: 1\ntrusted_roots:\n  - name: base\n    digest: {hash_model(tiny_models['base']).model_root}\n"
     )
     assert _attest("verify", tiny_models["base"], "--policy", policy).returncode == 0
+
+
+def test_foreign_model_sig_beside_valid_statements_is_only_noted(
+    signed_chain: dict[str, Path], tmp_path: Path, shared_dir: Path
+) -> None:
+    """model.sig is outside the identity: one that no trusted key made neither helps nor hurts a model whose
+    statements verify; the report says so."""
+    dst = tmp_path / "merged"
+    shutil.copytree(signed_chain["merged"], dst)
+    shutil.copy(shared_dir / "vectors/model-signing/v1.1.0-elliptic-key/model.sig", dst / "model.sig")
+    report = verify_model(dst, build_trust(signed_chain["policy"]))
+    assert report.verified, report.problems
+    assert any("model.sig present but not verified" in n for n in report.notes)

@@ -329,12 +329,19 @@ def verify_lineage(
 
     root_digest = manifest.model_root
     lineage = walk.node(root_digest, folder.name, None, ())
-    file_signer = _model_signing(walk, folder, trust, options)
+    file_signer, file_failure = _model_signing(walk, folder, trust, options)
     if lineage.verdict == "unattested" and not walk.about(root_digest):
         if file_signer is not None and not entries:
             lineage.verdict, lineage.signers, lineage.step = "verified", [file_signer], None
         else:
             _explain_missing(walk, folder, manifest, entries)
+    if file_failure is not None:
+        if lineage.verdict in ("verified", "trusted_root"):
+            # The statements already bind every byte (model.sig is outside the identity): a stray or foreign
+            # model.sig neither helps nor hurts.
+            walk.notes.append(f"model.sig present but not verified under the trusted signers ({file_failure})")
+        else:
+            walk.problem("model_signing", f"model.sig does not verify: {file_failure}")
     related = _reachable(root_digest, entries) | walk.visited
     for e in entries:
         subjects = e.subjects()
@@ -448,12 +455,12 @@ def _dependency_digests(e: Entry) -> list[str]:
     return out
 
 
-def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOptions) -> str | None:
-    """An OpenSSF model-signing `model.sig` is reported as a file-level signature; it must verify under trust.
-    Returns the signer when it does."""
+def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOptions) -> tuple[str | None, str | None]:
+    """An OpenSSF model-signing `model.sig` is a file-level signature. Returns (signer, None) when it verifies under
+    a trusted key or identity, (None, reason) when it does not, (None, None) when there is none."""
     sig = folder / "model.sig"
     if not sig.is_file():
-        return None
+        return None, None
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from attest.signing.model_signing_compat import KeyTrust, SigstoreTrust, Trust, verify_model_sig
@@ -471,8 +478,6 @@ def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOp
             continue
         if result.verified:
             walk.notes.append(f"model.sig: OpenSSF model-signing file-level signature verified ({name})")
-            return f"{name} (model.sig)"
+            return f"{name} (model.sig)", None
         failures.extend(result.problems)
-    reason = failures[0] if failures else "no trusted elliptic-curve key or Sigstore identity to check it with"
-    walk.problem("model_signing", f"model.sig does not verify: {reason}")
-    return None
+    return None, failures[0] if failures else "no trusted elliptic-curve key or Sigstore identity to check it with"
