@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,7 @@ EXCLUDED_PATHS = frozenset({"model.sig", ".cache/huggingface"})
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 MAX_INDEX_BYTES = 64 * 1024 * 1024
+INDEX_KEYS = frozenset({"weight_map", "metadata"})
 
 
 @dataclass
@@ -73,7 +75,7 @@ def scan_folder(
     scan = FolderScan(root=root)
     any_entry = False
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_walk_error):
+    for dirpath, dirnames, filenames in _walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         keep: list[str] = []
         for d in sorted(dirnames):
@@ -138,6 +140,14 @@ def _check_name(full: Path, rel: str) -> None:
         raise InputError(shown, "file name is not valid UTF-8") from None
 
 
+def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk recurses once per folder level: a hostile folder nested thousands deep must fail cleanly."""
+    try:
+        yield from os.walk(root, followlinks=False, onerror=_walk_error)
+    except RecursionError:
+        raise InputError(root, "folder nested too deeply") from None
+
+
 def _walk_error(exc: OSError) -> None:
     raise InputError(exc.filename, f"cannot list: {exc.strerror or exc}")
 
@@ -177,6 +187,14 @@ def _check_index(scan: FolderScan, index: str) -> None:
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict):
         raise InputError(path, "shard index has no weight_map object")
+    # The index is left out of the roots (re-sharding must not change them), so it may say nothing a loader reads
+    # beyond what the weights root already fixes: only weight_map (checked below to match the shards exactly) and
+    # an informative metadata object.
+    unknown = sorted(set(data) - INDEX_KEYS)
+    if unknown:
+        raise InputError(path, f"shard index has unexpected key {unknown[0]!r} (only weight_map and metadata)")
+    if not isinstance(data.get("metadata", {}), dict):
+        raise InputError(path, "shard index metadata is not an object")
     by_shard: dict[str, set[str]] = {}
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
@@ -198,3 +216,9 @@ def _check_index(scan: FolderScan, index: str) -> None:
         extra = sorted(present - names)
         if extra:
             raise InputError(path, f"{shard} holds {extra[0]!r}, which weight_map does not list")
+    unlisted = sorted(set(scan.headers) - set(by_shard))
+    if unlisted:
+        # A loader that follows the index would not read this file, yet its tensors are in the weights root.
+        raise InputError(
+            path, f"weight_map does not cover {unlisted[0]}; hash with --ignore {unlisted[0]} if no loader reads it"
+        )

@@ -7,7 +7,7 @@ record's data root.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,8 +23,8 @@ class ProofTensor(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     dtype: str
-    shape: list[int]
-    nbytes: int = Field(ge=0)
+    shape: list[Annotated[int, Field(ge=0, le=2**53 - 1)]] = Field(max_length=64)
+    nbytes: int = Field(ge=0, le=2**53 - 1)
     data_root: str
 
 
@@ -34,8 +34,8 @@ class TensorProof(BaseModel):
     algorithm: Algorithm
     chunk_size: int
     tensor: ProofTensor
-    index: int = Field(ge=0, description="Position of the tensor among all tensors sorted by name")
-    tree_size: int = Field(ge=1, description="Number of tensors in the weights tree")
+    index: int = Field(ge=0, le=2**53 - 1, description="Position of the tensor among all tensors sorted by name")
+    tree_size: int = Field(ge=1, le=2**53 - 1, description="Number of tensors in the weights tree")
     path: list[str] = Field(description="Audit path (hex), leaf to root, RFC 9162 order")
     weights_root: str
     files_root: str

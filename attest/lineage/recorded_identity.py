@@ -47,6 +47,16 @@ def load_recorded_manifest(folder: str | os.PathLike[str], signed_root: str) -> 
         manifest = IdentityManifest.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError):
         return None
-    if manifest.algorithm != "sha256" or recomputed_model_root(manifest) != signed_root:
+    try:
+        if manifest.algorithm != "sha256" or recomputed_model_root(manifest) != signed_root:
+            return None
+        # The per-entry digests are what a diff compares: each must be the leaf its own record gives.
+        for t in manifest.tensors:
+            if tensor_leaf("sha256", t.record()).hex() != t.digest:
+                return None
+        for f in manifest.files:
+            if file_leaf("sha256", f.record()).hex() != f.digest:
+                return None
+    except (ValueError, OverflowError, TypeError):  # e.g. integers canonical JSON cannot carry
         return None
     return manifest

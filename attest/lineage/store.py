@@ -15,7 +15,7 @@ from pathlib import Path
 from attest.atomic import atomic_write_bytes
 from attest.errors import InputError
 from attest.identity.folder import ATTEST_DIR
-from attest.signing.dsse import Envelope, merge_signatures
+from attest.signing.dsse import MAX_SIGNATURES, Envelope, Signature
 from attest.statements.parse import StatementError, parse_statement
 
 BUNDLE_FILE = "provenance.intoto.jsonl"
@@ -106,11 +106,24 @@ def sigstore_file_name(payload_digest: str, bundle_json: bytes) -> str:
 def merge_envelopes(envelopes: Iterable[Envelope]) -> list[Envelope]:
     """Envelopes over the same (payloadType, payload) become one with the union of their signatures; first-seen
     order is kept, so a model's own statements stay in front of its ancestors'."""
-    merged: dict[tuple[str, bytes], Envelope] = {}
-    for env in envelopes:
+    first: dict[tuple[str, bytes], Envelope] = {}
+    sigs: dict[tuple[str, bytes], list[Signature]] = {}
+    seen: dict[tuple[str, bytes], set[bytes]] = {}
+    for env in envelopes:  # linear: each signature is decoded once, whatever the number of lines
         key = (env.payloadType, env.payload_bytes)
-        merged[key] = merge_signatures(merged[key], env) if key in merged else env
-    return list(merged.values())
+        if key not in first:
+            first[key], sigs[key], seen[key] = env, [], set()
+        for sig in env.signatures:
+            raw = sig.sig_bytes()
+            if raw not in seen[key]:
+                seen[key].add(raw)
+                sigs[key].append(sig)
+        if len(sigs[key]) > MAX_SIGNATURES:
+            raise BundleError(None, f"more than {MAX_SIGNATURES} distinct signatures over one statement")
+    out = []
+    for key, env in first.items():
+        out.append(env if len(sigs[key]) == len(env.signatures) else env.model_copy(update={"signatures": sigs[key]}))
+    return out
 
 
 def statements_about(envelopes: Iterable[Envelope], model_root: str) -> list[Envelope]:

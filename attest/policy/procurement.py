@@ -104,7 +104,8 @@ def _required_signers(ctx: _Context, rule: RequiredSigners) -> RuleResult:
             result.evidence.append(f"signer {s!r} is not defined in the policy's keys or sigstore_identities")
     checked = [ctx.root] if rule.scope == "model" else [n for n in nodes(ctx.root) if n.verdict != "trusted_root"]
     for n in checked:
-        missing = [s for s in rule.signers if s not in n.signers]
+        bare = {x.removesuffix(" (model.sig)") for x in n.signers}
+        missing = [s for s in rule.signers if s not in bare]
         what = f"{n.name} ({n.step or 'no statement'})"
         if missing:
             result.passed = False
@@ -196,7 +197,10 @@ def _full_disclosure(ctx: _Context, rule: FullDisclosure) -> RuleResult:
         passed=True,
     )
     root = ctx.root
-    if root.verdict in ("unattested", "failed"):
+    if root.verdict in ("unattested", "failed") or (
+        root.verdict == "verified" and ctx.trusted_step(root.digest) is None
+    ):
+        # A file-level signature (model.sig) says who published the bytes, not how they were made.
         result.passed = False
         result.evidence.append(f"no trusted statement discloses how {root.name} was made")
     for n in nodes(root):
@@ -265,6 +269,8 @@ def _uri_index(ctx: _Context) -> dict[str, tuple[str, str | None]]:
     """digest -> (name, uri) from every dependency of every statement in the lineage."""
     out: dict[str, tuple[str, str | None]] = {}
     for rec in ctx.lineage.steps.values():
+        if not rec.trusted:  # only what a trusted signer said may steer which folders are hashed
+            continue
         for dep in rec.statement.dependencies():
             d = (dep.digest or {}).get("sha256")
             if d and (dep.annotations or {}).get("role") in MODEL_ROLES:
@@ -326,6 +332,9 @@ def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
     return result
 
 
+MAX_LICENSES = 16
+
+
 def declared_licenses(folder: Path) -> list[tuple[str, str]]:
     """(license, where) from the card's front matter (`license`, `license_name`) and config.json (`license`)."""
     from attest.publish.card import read_card
@@ -338,13 +347,14 @@ def declared_licenses(folder: Path) -> list[tuple[str, str]]:
     if card is not None:
         for key in ("license", "license_name"):
             v = card.front.get(key)
-            for item in v if isinstance(v, list) else [v] if v else []:
-                out.append((str(item), f"README.md front matter {key}"))
+            items = v[:MAX_LICENSES] if isinstance(v, list) else [v] if v else []
+            # Only plain strings: a hostile card's aliases must never be expanded by str() of a nested value.
+            out.extend((item, f"README.md front matter {key}") for item in items if isinstance(item, str))
     cfg = folder / "config.json"
-    if cfg.is_file() and cfg.stat().st_size < 4 * 1024 * 1024:
+    if cfg.is_file() and not cfg.is_symlink() and cfg.stat().st_size < 4 * 1024 * 1024:
         try:
             doc: Any = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("license"), str):
             out.append((doc["license"], "config.json license"))
@@ -423,6 +433,7 @@ def _claims_consistent(ctx: _Context, rule: ClaimsConsistent, disclosure: FullDi
             result.passed = False
             result.evidence.append(f"model card unreadable: {exc}")
         if card is None:
+            result.passed = False  # fails closed: a card was required and there is none to check
             result.evidence.append("no model card (README.md) to check")
         else:
             trusted = {d: r for d, r in ctx.lineage.steps.items() if r.trusted}

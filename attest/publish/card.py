@@ -134,9 +134,15 @@ def parse_card(text: str, where: str | Path = CARD_FILE) -> Card:
     if not m:
         return Card({}, text)
     try:
+        # A card is hostile input: YAML aliases would let a few hundred bytes expand into gigabytes for whatever
+        # walks the values, and Hugging Face metadata never needs them.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(m.group(1), Loader=yaml.SafeLoader)):
+            raise InputError(where, "front matter uses YAML aliases, which model cards do not need (refused)")
         front = yaml.safe_load(m.group(1)) or {}
     except yaml.YAMLError as exc:
         raise InputError(where, f"front matter is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(where, "front matter is nested too deeply") from None
     if not isinstance(front, dict):
         raise InputError(where, "front matter must be a YAML mapping")
     return Card(front, text[m.end() :])

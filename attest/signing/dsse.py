@@ -118,15 +118,6 @@ def add_signature(envelope: Envelope, key: PrivateKey) -> Envelope:
     return envelope.model_copy(update={"signatures": [*envelope.signatures, sig]})
 
 
-def merge_signatures(a: Envelope, b: Envelope) -> Envelope:
-    """Two envelopes over the same payload and type become one carrying both sets of signatures."""
-    if (a.payloadType, a.payload_bytes) != (b.payloadType, b.payload_bytes):
-        raise ValueError("envelopes over different payloads cannot be merged")
-    seen = {s.sig_bytes() for s in a.signatures}
-    extra = [s for s in b.signatures if s.sig_bytes() not in seen]
-    return a.model_copy(update={"signatures": [*a.signatures, *extra]}) if extra else a
-
-
 def verify_signatures(envelope: Envelope, trusted_keys: list[PublicKey], threshold: int = 1) -> list[PublicKey]:
     """The distinct trusted keys with a valid signature over the envelope's PAE; SignatureError below threshold.
 

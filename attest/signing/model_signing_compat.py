@@ -228,6 +228,8 @@ class ModelSigBundle:
 def read_model_sig(path: str | os.PathLike[str]) -> ModelSigBundle:
     """Parse a `model.sig` far enough to know its variant; nothing in it is trusted yet. Malformed -> InputError."""
     p = Path(path)
+    if p.is_symlink():
+        raise InputError(p, "the signature is a symlink (refused: it could hide the file it points to from the check)")
     raw = _read_small(p, MAX_SIGNATURE_BYTES)
     doc = _parse_json(p, raw, "signature")
     if not isinstance(doc, dict):
@@ -808,9 +810,10 @@ def _verify_ignores(model: Path, sig_path: Path, user: Sequence[str], signed: Se
     signature itself. Signed resources under an ignored path are reported missing (as model-signing does)."""
     entries = [*GIT_PATHS, ATTEST_DIR, SIGNATURE_NAME, *signed, *user]
     if model.is_dir():
+        # The signature's own path as written (never resolved: a symlinked model.sig would hide its target).
         try:
-            entries.append(sig_path.resolve().relative_to(model.resolve()).as_posix())
-        except (ValueError, OSError):
+            entries.append(sig_path.absolute().relative_to(model.absolute()).as_posix())
+        except ValueError:
             pass
     return entries
 

@@ -174,13 +174,15 @@ class _Walk:
                 candidates.append(Path(uri))
         for c in candidates:
             if c.is_dir():
-                manifest = hash_model(c, "sha256", use_cache=False)
+                key = c.resolve()
+                if key not in self.rehashed:  # a shared ancestor is hashed once, however many paths reach it
+                    self.rehashed[key] = hash_model(c, "sha256", use_cache=False).model_root
+                found = self.rehashed[key]
                 node.rehashed = True
-                if manifest.model_root != node.digest:
+                if found != node.digest:
                     self.problem(
                         "parent_mismatch",
-                        f"local parent {c} has model root {manifest.model_root[:16]}, "
-                        f"its child names {node.digest[:16]}",
+                        f"local parent {c} has model root {found[:16]}, its child names {node.digest[:16]}",
                         node.digest,
                     )
                     node.verdict = "failed"
@@ -404,7 +406,7 @@ def _step_records(entries: list[Entry]) -> dict[str, StepRecord]:
 def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entries: list[Entry]) -> None:
     """No statement names the folder as it is: if the folder's own statements name another root, the content changed
     after signing. Name what changed from the recorded manifest, when it is authentic."""
-    own = [e for e in entries if e.origin.startswith("folder bundle") and e.trusted and e.statement]
+    own = [e for e in entries if e.origin.startswith("folder bundle") and e.trusted and e.statement and e.subjects()]
     depended = {d for e in own for d in _dependency_digests(e)}
     heads = [e for e in own if not set(e.subjects()) & depended]
     if not heads:
@@ -459,6 +461,8 @@ def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOp
     """An OpenSSF model-signing `model.sig` is a file-level signature. Returns (signer, None) when it verifies under
     a trusted key or identity, (None, reason) when it does not, (None, None) when there is none."""
     sig = folder / "model.sig"
+    if sig.is_symlink():
+        return None, "model.sig is a symlink (refused: it could hide the file it points to from the check)"
     if not sig.is_file():
         return None, None
     from cryptography.hazmat.primitives.asymmetric import ec
