@@ -95,7 +95,7 @@ def size_mismatch(tmp: Path) -> tuple[Path, str, str]:
 
 def sub_byte_mismatch(tmp: Path) -> tuple[Path, str, str]:
     h = {"a": entry("F4", [3], 0, 2)}  # 12 bits is not a whole number of bytes
-    return model(tmp / "m", st_bytes(h, bytes(2))), ST, "needs None bytes"
+    return model(tmp / "m", st_bytes(h, bytes(2))), ST, "the element count does not fill whole bytes"
 
 
 def overlapping(tmp: Path) -> tuple[Path, str, str]:

@@ -34,13 +34,16 @@ tie_order_option = click.option(
     help="TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
     "the CPU) or by lower index (linear time, identical on every device).",
 )
+SEED_TYPE = click.IntRange(-(1 << 63), (1 << 63) - 1)  # int64, as the mask key packs it
 parents_option = click.option(
     "--parents-dir",
     "parents_dirs",
     multiple=True,
     type=click.Path(path_type=Path),
     metavar="DIR",
-    help="Folder holding the models the recipe names (by path, last path component, or org--name). Repeatable.",
+    help="Folder holding the models the recipe names, found there by relative path, last path component, or "
+    "org--name. When given, models are looked up only under these folders (absolute and '..' references are "
+    "refused); without it, the recipe's paths are used as written. Repeatable.",
 )
 
 
@@ -48,7 +51,7 @@ parents_option = click.option(
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @device_option
-@click.option("--seed", type=int, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
+@click.option("--seed", type=SEED_TYPE, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
 @parents_option
 @tie_order_option
 @click.option(
@@ -123,7 +126,7 @@ def _print_report(report: ReplayReport) -> None:
 @click.argument("candidate", type=click.Path(path_type=Path))
 @parents_option
 @device_option
-@click.option("--seed", type=int, default=None, help="The seed the merge used (DARE, DELLA).")
+@click.option("--seed", type=SEED_TYPE, default=None, help="The seed the merge used (DARE, DELLA).")
 @click.option(
     "--masks",
     "mask_generator",

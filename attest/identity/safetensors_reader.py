@@ -21,6 +21,7 @@ from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
 from attest.strict_json import reject_duplicate_keys
 
 MAX_HEADER_BYTES = 100_000_000
+MAX_JSON_INT = 2**53 - 1
 """Headers larger than this are refused (the safetensors library uses the same bound)."""
 
 
@@ -146,6 +147,9 @@ def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: in
         raise InputError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
     if len(shape) > 64:
         raise InputError(p, f"tensor {name!r}: {len(shape)} dimensions is more than the 64 allowed")
+    if any(d > MAX_JSON_INT for d in shape):
+        # Canonical JSON (RFC 8785) writes numbers as doubles: larger integers would collide in tensor records.
+        raise InputError(p, f"tensor {name!r}: a dimension above 2^53 - 1 cannot be part of an identity record")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise InputError(p, f"tensor {name!r}: data_offsets must be two integers")
     begin, end = offsets
@@ -158,7 +162,9 @@ def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: in
             " (truncated file?)",
         )
     want = expected_nbytes(dtype, shape)
-    if want is None or want != end - begin:
+    if want is None:
+        raise InputError(p, f"tensor {name!r}: shape {shape} x {dtype}: the element count does not fill whole bytes")
+    if want != end - begin:
         raise InputError(
             p, f"tensor {name!r}: shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}"
         )

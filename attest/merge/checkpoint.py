@@ -13,6 +13,7 @@ import torch
 from attest.errors import InputError
 from attest.identity.folder import scan_folder
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
+from attest.strict_json import reject_duplicate_keys
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BF16": torch.bfloat16,
@@ -47,6 +48,8 @@ class Checkpoint:
         scan = scan_folder(self.folder)
         if not scan.weight_files:
             raise InputError(self.folder, "no safetensors weight files")
+        self.pickle_files: list[str] = list(scan.pickle_files)  # relative POSIX paths; never loaded
+        self.other_files: list[str] = list(scan.other_files)
         self._files: list[SafetensorsFile] = []
         self._where: dict[str, SafetensorsFile] = {}
         try:
@@ -60,6 +63,10 @@ class Checkpoint:
             raise
         self.config = self._read_config()
 
+    @property
+    def has_config(self) -> bool:
+        return (self.folder / "config.json").is_file()
+
     def _read_config(self) -> dict[str, Any]:
         path = self.folder / "config.json"
         if not path.is_file():
@@ -67,9 +74,11 @@ class Checkpoint:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise InputError(path, f"larger than {MAX_CONFIG_BYTES} bytes")
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads(path.read_bytes(), object_pairs_hook=reject_duplicate_keys)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(path, f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(path, "not valid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise InputError(path, "config.json is not a JSON object")
         return data

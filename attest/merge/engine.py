@@ -13,13 +13,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from attest.errors import InputError
 from attest.merge.checkpoint import Checkpoint
-from attest.merge.masks import KeyedMasks, MaskSource, MergekitGlobalMasks
+from attest.merge.masks import KeyedMasks, MaskSource, MergekitGlobalMasks, check_seed
 from attest.merge.methods import TensorGroup
 from attest.merge.methods.sparsify import TIE_ORDERS
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
@@ -71,6 +71,8 @@ def replay_options(internal: Mapping[str, object]) -> dict[str, object]:
     attest's engine is taken to be mergekit's: its tie order, and its global generator when a seed is recorded."""
     seed = internal.get("seed")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    if seed is not None:
+        check_seed(seed)
     if internal.get("engine") == ENGINE_ID:
         return {
             "seed": seed,
@@ -99,6 +101,7 @@ def mask_source(plan: MergePlan, seed: int | None, rng: str) -> MaskSource | Non
         return None
     if seed is None:
         raise InputError(None, f"{plan.method.name} draws random masks: give a --seed to make it reproducible")
+    check_seed(seed)
     if rng == "mergekit":
         return MergekitGlobalMasks(seed)
     if rng != "attest":
@@ -155,7 +158,8 @@ def compute_tensors(
         yield tp, result
 
 
-def _output_config(plan: MergePlan, ckpts: Mapping[str, Checkpoint]) -> dict:
+def output_config(plan: MergePlan, ckpts: Mapping[str, Checkpoint]) -> dict:
+    """The config.json a merge writes (replay compares a candidate's with it)."""
     config = dict(ckpts[plan.donor].config)
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if key in config:
@@ -214,7 +218,7 @@ def run_merge(
                 writer.finish()
             finally:
                 writer.abort()
-            (tmp / "config.json").write_text(json.dumps(_output_config(plan, ckpts), indent=2, sort_keys=True) + "\n")
+            (tmp / "config.json").write_text(json.dumps(output_config(plan, ckpts), indent=2, sort_keys=True) + "\n")
             (tmp / "mergekit_config.yml").write_text(recipe_text, encoding="utf-8")
             donor = Path(parents[plan.donor])
             for name in TOKENIZER_FILES:
@@ -241,16 +245,27 @@ def run_merge(
 
 
 def resolve_parents(recipe: MergeRecipe, search_dirs: list[Path]) -> dict[str, Path]:
-    """Find each model reference as a folder: the path itself, or a folder of that name (or its last component,
-    or `org--name`) under one of `search_dirs`."""
+    """Find each model reference as a folder. Without `search_dirs`: the path as written. With them: only under
+    them, as a folder of that name, of its last component, or `org--name`; references that are absolute or have
+    `..` parts are refused there (they would leave the folders the user pointed at)."""
     found: dict[str, Path] = {}
     for ref in recipe.referenced_models():
-        candidates = [Path(ref)]
-        for d in search_dirs:
-            candidates += [d / ref, d / Path(ref).name, d / ref.replace("/", "--")]
+        if not search_dirs:
+            candidates = [Path(ref)]
+        else:
+            parts = PurePosixPath(ref).parts
+            if not parts or PurePosixPath(ref).is_absolute() or Path(ref).is_absolute() or ".." in parts:
+                raise InputError(
+                    None,
+                    f"model {ref!r}: with --parents-dir, a model reference must be a relative name without '..' "
+                    "(it is looked up only under the --parents-dir folders)",
+                )
+            candidates = []
+            for d in search_dirs:
+                candidates += [d / ref, d / PurePosixPath(ref).name, d / ref.replace("/", "--")]
         hit = next((c for c in candidates if c.is_dir()), None)
         if hit is None:
-            where = ", ".join(str(d) for d in search_dirs) or "the current folder"
-            raise InputError(None, f"cannot find a folder for model {ref!r} (looked in {where})")
+            where = f"looked in {', '.join(str(d) for d in search_dirs)}" if search_dirs else "no such folder"
+            raise InputError(None, f"cannot find a folder for model {ref!r} ({where})")
         found[ref] = hit
     return found

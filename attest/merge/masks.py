@@ -15,7 +15,18 @@ from typing import Protocol
 
 import torch
 
+from attest.errors import InputError
+
 MASK_DOMAIN = b"attest-merge-mask/v1"
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1
+"""Seeds are signed 64-bit integers (the key below packs them as int64)."""
+
+
+def check_seed(seed: object) -> int:
+    """The seed, when it is an int64; else InputError."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not SEED_MIN <= seed <= SEED_MAX:
+        raise InputError(None, f"seed {seed!r} is not a 64-bit signed integer ({SEED_MIN} to {SEED_MAX})")
+    return seed
 
 
 def stream_key(seed: int, tensor_name: str, position: int) -> int:

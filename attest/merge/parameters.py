@@ -7,6 +7,7 @@ most specific (slice source) to the global `parameters:`; the first scope that y
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,6 +18,8 @@ from pydantic import TypeAdapter, ValidationError
 from attest.errors import InputError
 
 MISSING: Any = object()
+MAX_SETTING_DEPTH = 8
+"""How deeply `{filter, value}` entries may nest (self-referencing YAML aliases would otherwise recurse forever)."""
 
 
 class Scope(StrEnum):
@@ -31,16 +34,25 @@ class ParameterSpec:
     kind: Any  # float, bool, int, or float | None
     scope: Scope
     default: Any = MISSING
+    minimum: float | None = None  # inclusive bounds of a numeric parameter
+    maximum: float | None = None
 
     @property
     def required(self) -> bool:
         return self.default is MISSING
 
     def validate(self, value: Any) -> Any:
+        """The value as the parameter's type; NaN, infinities and values outside the bounds are refused."""
         try:
-            return TypeAdapter(self.kind).validate_python(value)
+            out = TypeAdapter(self.kind).validate_python(value)
         except ValidationError:
             raise InputError(None, f"parameter {self.name}: {value!r} is not a valid {self.kind}") from None
+        if isinstance(out, (int, float)) and not isinstance(out, bool):
+            if isinstance(out, float) and not math.isfinite(out):
+                raise InputError(None, f"parameter {self.name}: {value!r} is not a finite number")
+            if (self.minimum is not None and out < self.minimum) or (self.maximum is not None and out > self.maximum):
+                raise InputError(None, f"parameter {self.name}: {value!r} is outside [{self.minimum}, {self.maximum}]")
+        return out
 
 
 def _is_scalar(value: Any) -> bool:
@@ -51,8 +63,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def evaluate_setting(tensor_name: str, setting: Any, t: float, validate: Callable[[Any], Any]) -> Any:
+def evaluate_setting(tensor_name: str, setting: Any, t: float, validate: Callable[[Any], Any], depth: int = 0) -> Any:
     """One setting at one tensor and gradient position t in [0, 1]; None when no filter matches."""
+    if depth > MAX_SETTING_DEPTH:
+        raise InputError(
+            None, f"parameter setting nested more than {MAX_SETTING_DEPTH} levels deep (a YAML alias loop?)"
+        )
     if isinstance(setting, dict):
         setting = [setting]
     if _is_scalar(setting):
@@ -74,9 +90,14 @@ def evaluate_setting(tensor_name: str, setting: Any, t: float, validate: Callabl
     for cond in setting:
         if not isinstance(cond, dict) or "value" not in cond:
             raise InputError(None, f"parameter entry {cond!r} needs a `value` (and optionally a `filter`)")
+        if cond.get("filter") is not None and not isinstance(cond.get("filter"), str):
+            raise InputError(
+                None, f"parameter filter {cond['filter']!r} must be a string (a substring of tensor names)"
+            )
+    for cond in setting:
         flt = cond.get("filter")
         if flt is None or flt == "*" or (tensor_name and flt in tensor_name):
-            return evaluate_setting(tensor_name, cond["value"], t, validate)
+            return evaluate_setting(tensor_name, cond["value"], t, validate, depth + 1)
     return None
 
 

@@ -68,6 +68,19 @@ def layer_count(ckpt: Checkpoint) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def _check_one_layer_stack(ckpt: Checkpoint) -> None:
+    """Layer tensors are matched across models by their name after the layer number: two stacks (say a text and
+    a vision tower) with the same suffixes would collapse into one. Refused rather than guessed."""
+    prefixes = sorted({m.group("prefix") for n in ckpt.names if (m := LAYER_RE.match(n))})
+    if len(prefixes) > 1:
+        shown = ", ".join(f"{p}.N" for p in prefixes[:4]) + (", ..." if len(prefixes) > 4 else "")
+        raise InputError(
+            ckpt.folder,
+            f"more than one stack of numbered layers ({shown}); merging models with several layer stacks is not "
+            "supported",
+        )
+
+
 def _layer_tensors(ckpt: Checkpoint, index: int) -> dict[str, str]:
     """rest-of-name -> full tensor name, for one layer of a checkpoint."""
     out = {}
@@ -164,6 +177,8 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
     work_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
     out_dtype = DTYPES[recipe.out_dtype] if recipe.out_dtype else None
 
+    for ref in recipe.referenced_models():
+        _check_one_layer_stack(ckpts[ref])
     slices = _normalized_slices(recipe, ckpts)
     for i, s in enumerate(slices):
         models = [src.model for src in s.sources]
@@ -208,6 +223,10 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
         shapes = {i.shape for i in infos}
         if len(shapes) != 1:
             raise InputError(None, f"tensor {out_name}: shapes differ between inputs {sorted(shapes)}")
+        if method.check_tensor is not None:
+            problem = method.check_tensor(out_name, tuple(infos[0].shape), shared, per_input)
+            if problem:
+                raise InputError(None, problem)
         dtypes = [ckpts[m].dtype(src) for m, src in zip(models, sources, strict=True)]
         if work_dtype is not None:
             dtype = work_dtype

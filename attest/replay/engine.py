@@ -7,14 +7,23 @@ tolerance is 1 ulp of the storage dtype, and the report says how many elements u
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 
 import torch
 
 from attest.errors import InputError
 from attest.merge.checkpoint import SAFETENSORS_TAGS, Checkpoint
-from attest.merge.engine import check_device, check_tie_order, compute_tensors, mask_source, open_parents
+from attest.merge.engine import (
+    check_device,
+    check_tie_order,
+    compute_tensors,
+    mask_source,
+    open_parents,
+    output_config,
+)
 from attest.merge.planner import plan_merge
 from attest.merge.recipe import MergeRecipe
 from attest.replay.compare import byte_equal, difference
@@ -22,6 +31,11 @@ from attest.replay.report import ReplayCounts, ReplayReport, TensorComparison, T
 
 DEFAULT_TOLERANCE_ULPS = {"cpu": 0, "cuda": 1}
 SORTING_METHODS = ("ties", "breadcrumbs", "breadcrumbs_ties")
+CONFIG_ROW = "config.json"
+"""The report row for the candidate's config.json, when it differs from what the merge writes."""
+CONFIG_KEYS_NOT_COMPARED = frozenset({"transformers_version", "_name_or_path"})
+EXTRA_WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".h5", ".msgpack", ".onnx", ".npz", ".npy"})
+"""Besides PyTorch pickles: weight formats a loader could read from a folder (nested or not indexed)."""
 
 
 def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
@@ -43,14 +57,72 @@ def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int
         ckpt.release(name)
     row.differing_elements = diff.differing_elements
     row.max_ulps = diff.max_ulps
-    if diff.max_ulps is not None and diff.max_ulps <= tolerance:
+    # At tolerance 0 any byte difference is a mismatch, a zero of the other sign (0 ulps apart) included.
+    if tolerance > 0 and diff.max_ulps is not None and diff.max_ulps <= tolerance:
         row.status = TensorStatus.WITHIN_TOLERANCE
         row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ by at most {diff.max_ulps} ulp"
     else:
         row.status = TensorStatus.MISMATCH
-        how = "a NaN/inf differs" if diff.nan_mismatch else f"up to {diff.max_ulps} ulps"
+        if diff.nan_mismatch:
+            how = "a NaN/inf differs"
+        elif diff.max_ulps == 0:
+            how = "the bytes differ: zeros of the other sign"
+        elif diff.max_ulps is None:
+            how = "the values differ"
+        else:
+            how = f"up to {diff.max_ulps} ulps"
         row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ ({how})"
     return row
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _comparable_config(config: Mapping[str, object]) -> dict[str, object]:
+    """Without what a transformers version rewrites on save and what does not change how weights are read."""
+    out = {k: v for k, v in config.items() if k not in CONFIG_KEYS_NOT_COMPARED}
+    if "torch_dtype" in out and "dtype" not in out:  # transformers 5 writes the same setting as `dtype`
+        out["dtype"] = out.pop("torch_dtype")
+    return out
+
+
+def _compare_config(expected: Mapping[str, object], cand: Checkpoint) -> TensorComparison | None:
+    """config.json decides how the weights are read (architecture, layer count, vocabulary): the candidate's must
+    be the one the merge writes. None when it is (or when the candidate has none: there is nothing to load it by)."""
+    if not cand.has_config:
+        return None
+    expected, actual = _comparable_config(expected), _comparable_config(cand.config)
+    keys = sorted(
+        k
+        for k in set(expected) | set(actual)
+        if k not in expected or k not in actual or _json_text(expected[k]) != _json_text(actual[k])
+    )
+    if not keys:
+        return None
+    shown = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
+    return TensorComparison(
+        name=CONFIG_ROW,
+        status=TensorStatus.MISMATCH,
+        detail=f"config.json differs from what the merge writes in: {shown}",
+    )
+
+
+def _extra_weight_files(cand: Checkpoint) -> list[TensorComparison]:
+    """Weight files beside the safetensors the merge writes (PyTorch pickles, nested or foreign formats): a loader
+    may pick them up instead, and replay does not recompute them."""
+    rows = []
+    for rel in sorted(set(cand.pickle_files) | set(cand.other_files)):
+        suffix = PurePosixPath(rel).suffix.lower()
+        if rel in cand.pickle_files or suffix in EXTRA_WEIGHT_SUFFIXES:
+            rows.append(
+                TensorComparison(
+                    name=rel,
+                    status=TensorStatus.UNEXPECTED,
+                    detail="a weight file the merge does not write (replay compares the top-level safetensors only)",
+                )
+            )
+    return rows
 
 
 def _summary(verdict: Verdict, counts: ReplayCounts, total: int) -> str:
@@ -63,7 +135,10 @@ def _summary(verdict: Verdict, counts: ReplayCounts, total: int) -> str:
         )
     if verdict is Verdict.CANNOT_REPLAY:
         return "The recipe cannot be replayed exactly (see notes); nothing is claimed about these weights."
-    return f"The published weights are NOT what the recipe produces: {counts.mismatch} of {total} tensors differ."
+    return (
+        f"The published weights are NOT what the recipe produces: {counts.mismatch} of {total} tensors and files "
+        "differ."
+    )
 
 
 def replay(
@@ -151,9 +226,12 @@ def replay(
                         detail="the candidate has this tensor; the recipe does not produce it",
                     )
                 )
-        layers = cand.config.get("num_hidden_layers")
-        if isinstance(layers, int) and layers != plan.num_layers:
-            notes.append(f"candidate config.json says num_hidden_layers={layers}; the recipe gives {plan.num_layers}")
+        config_row = _compare_config(output_config(plan, ckpts), cand)
+        if config_row is not None:
+            rows.append(config_row)
+        elif not cand.has_config:
+            notes.append("the candidate has no config.json: only its tensors were compared")
+        rows += _extra_weight_files(cand)
     rows.sort(key=lambda r: r.name)
     counts = ReplayCounts(
         exact=sum(r.status is TensorStatus.EXACT for r in rows),

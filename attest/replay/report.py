@@ -24,6 +24,8 @@ class Verdict(StrEnum):
 
 
 class TensorComparison(BaseModel):
+    """One tensor; or `config.json` (mismatch) or an extra weight file (unexpected), named by its path."""
+
     name: str
     status: TensorStatus
     dtype: str | None = None
@@ -51,6 +53,9 @@ class ReplayReport(BaseModel):
     tolerance_ulps: int
     tie_order: str = Field(default="mergekit", description="How magnitude cutoffs broke ties: mergekit or stable")
     counts: ReplayCounts
-    mismatched: list[str] = Field(default_factory=list, description="Names of tensors that are not reproduced")
+    mismatched: list[str] = Field(
+        default_factory=list,
+        description="Names of tensors that are not reproduced, `config.json` when it differs, and extra weight files",
+    )
     tensors: list[TensorComparison]
     notes: list[str] = Field(default_factory=list)

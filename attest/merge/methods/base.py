@@ -13,6 +13,7 @@ from attest.merge.masks import MaskSource
 from attest.merge.parameters import ParameterSpec
 
 _SCRATCH = threading.local()
+TensorCheck = Callable[[str, tuple[int, ...], dict[str, Any], list[dict[str, Any]]], str | None]
 
 
 def scratch(tag: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -63,6 +64,9 @@ class MergeMethod:
     randomized: bool = False
     elementwise: bool = False  # output element i depends only on input elements i: safe to compute in slices
     notes: tuple[str, ...] = field(default=())
+    check_tensor: TensorCheck | None = None
+    """Planning-time check of one output tensor (name, shape, shared and per-input parameters): None when the
+    method can merge it, else the problem (refused as bad input before anything is computed)."""
 
     def check_inputs(self, count: int, has_base: bool, where: str) -> str | None:
         """None when `count` inputs (one of them the base if has_base) suit this method, else the problem."""

@@ -8,6 +8,7 @@ multiply by lambda; add to the base.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,10 +112,30 @@ PARALLEL_MAX_ELEMENTS = 1 << 23  # a sort holds ~24 bytes per element: bigger te
 
 SPARSIFIERS: dict[str, tuple[Sparsifier, tuple[ParameterSpec, ...]]] = {
     "magnitude": (_magnitude, ()),
-    "magnitude_outliers": (_outliers, (ParameterSpec("gamma", float, Scope.NON_BASE, 0.01),)),
+    "magnitude_outliers": (_outliers, (ParameterSpec("gamma", float, Scope.NON_BASE, 0.01, 0.0, 1.0),)),
     "random": (_random, ()),
-    "della_magprune": (_rank_scaled, (ParameterSpec("epsilon", float, Scope.NON_BASE, 0.15),)),
+    "della_magprune": (_rank_scaled, (ParameterSpec("epsilon", float, Scope.NON_BASE, 0.15, 0.0, 1.0),)),
 }
+
+
+def _check_della(name: str, shape: tuple[int, ...], shared: dict, per_input: list[dict]) -> str | None:
+    """What mergekit's DELLA would fail on, refused before anything is computed."""
+    for p in per_input:
+        density = p.get("density")
+        if density is None or not 0 < density < 1:
+            continue  # density >= 1 keeps the task vector, <= 0 drops it: epsilon and the ranks are not used
+        epsilon = p["epsilon"]
+        if density + epsilon >= 1 or density - epsilon <= 0:
+            return f"della: density {density} +/- epsilon {epsilon} must stay inside (0, 1) (tensor {name})"
+        if len(shape) == 0:
+            return f"della cannot rank the elements of the 0-dimensional tensor {name} (mergekit 0.1.5 fails too)"
+        row = shape[0] if len(shape) == 1 else shape[1]
+        if row < 2 and math.prod(shape) > 0:
+            return (
+                f"della ranks magnitudes along rows of at least 2 elements; tensor {name} of shape {list(shape)} "
+                "has rows of 1 (mergekit 0.1.5 fails too)"
+            )
+    return None
 
 
 def task_arithmetic_method(
@@ -128,7 +149,7 @@ def task_arithmetic_method(
         ParameterSpec("rescale", bool, Scope.SHARED, rescale),
         ParameterSpec("lambda", float, Scope.SHARED, 1.0),
         ParameterSpec("weight", float, Scope.NON_BASE),
-        ParameterSpec("density", float, Scope.NON_BASE, 1.0),
+        ParameterSpec("density", float, Scope.NON_BASE, 1.0, 0.0, 1.0),
         *extra,
     )
     return MergeMethod(
@@ -138,4 +159,5 @@ def task_arithmetic_method(
         base="required",
         randomized=sparsification in ("random", "della_magprune"),
         elementwise=sparsification is None,
+        check_tensor=_check_della if sparsification == "della_magprune" else None,
     )
