@@ -125,12 +125,19 @@ def data_roots(
     unit_chunks = max(1, min(UNIT_BYTES, MAPPED_BUDGET // workers) // CHUNK_SIZE)
     units = _plan(spans, unit_chunks)
     leaves: list[list[bytes]] = [[] for _ in spans]
+    roots: list[bytes] = [b""] * len(spans)
     if not units:
         return [], ([] if keep_leaves else None)
 
     def collect(unit: list[_Piece], result: list[list[bytes]]) -> None:
+        # Units are collected in plan order, so a span is complete when its last chunk arrives: its root is taken
+        # then and its leaves dropped, keeping memory independent of the model size.
         for p, ls in zip(unit, result, strict=True):
             leaves[p.span].extend(ls)
+            if p.last == spans[p.span].n_chunks:
+                roots[p.span] = root(algorithm, leaves[p.span])
+                if not keep_leaves:
+                    leaves[p.span] = []
             if on_bytes is not None:
                 s = spans[p.span]
                 done = min(p.last * CHUNK_SIZE, s.length) - min(p.first * CHUNK_SIZE, s.length)
@@ -149,5 +156,4 @@ def data_roots(
                     collect(u, f.result())
             for u, f in window:
                 collect(u, f.result())
-    roots = [root(algorithm, ls) for ls in leaves]
     return roots, (leaves if keep_leaves else None)
