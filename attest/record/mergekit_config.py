@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from attest.errors import InputError
-
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
+from attest.recipe_yaml import MAX_RECIPE_BYTES, load_recipe_yaml
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,8 @@ def load_merge_recipe(path: Path) -> MergeRecipe:
     try:
         if not path.is_file():
             raise InputError(path, "no such config file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(path, f"config larger than {MAX_CONFIG_BYTES} bytes")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise InputError(path, f"config larger than {MAX_RECIPE_BYTES} bytes")
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -60,10 +57,7 @@ def load_merge_recipe(path: Path) -> MergeRecipe:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(path, "config is not UTF-8 text") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(path, f"not YAML ({' '.join(str(exc).split())[:200]})") from None
+    doc = load_recipe_yaml(text, path)
     if not isinstance(doc, dict):
         raise InputError(path, "not a valid mergekit config (the top level is not a mapping)")
     try:
