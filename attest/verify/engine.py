@@ -74,12 +74,13 @@ class VerifyOptions:
 class _Walk:
     def __init__(self, trust: TrustSet, entries: list[Entry], options: VerifyOptions) -> None:
         self.trust = trust
-        self.entries = entries
         self.options = options
         self.problems: list[Problem] = []
         self.notes: list[str] = []
         self.visited: set[str] = set()
         self.rehashed: dict[Path, str] = {}
+        self.by_subject = _index_by_subject(entries)
+        self.done: dict[str, LineageNode] = {}  # a shared ancestor is walked once, however many paths reach it
 
     def problem(self, code: ProblemCode, message: str, subject: str | None = None) -> None:
         p = Problem(code=code, message=message, subject=subject)
@@ -87,9 +88,16 @@ class _Walk:
             self.problems.append(p)
 
     def about(self, digest: str) -> list[Entry]:
-        return [e for e in self.entries if digest in e.subjects()]
+        return self.by_subject.get(digest, [])
 
     def node(self, digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
+        if digest in self.done:
+            return self.done[digest].model_copy(update={"role": role})
+        node = self._walk_node(digest, name, role, path)
+        self.done[digest] = node
+        return node
+
+    def _walk_node(self, digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
         self.visited.add(digest)
         found = self.about(digest)
         trusted = [e for e in found if e.trusted]
@@ -344,7 +352,7 @@ def verify_lineage(
             walk.notes.append(f"model.sig present but not verified under the trusted signers ({file_failure})")
         else:
             walk.problem("model_signing", f"model.sig does not verify: {file_failure}")
-    related = _reachable(root_digest, entries) | walk.visited
+    related = _reachable(root_digest, walk.by_subject) | walk.visited
     for e in entries:
         subjects = e.subjects()
         if subjects and not set(subjects) & related:
@@ -431,17 +439,23 @@ def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entr
     )
 
 
-def _reachable(start: str, entries: list[Entry]) -> set[str]:
+def _index_by_subject(entries: list[Entry]) -> dict[str, list[Entry]]:
+    out: dict[str, list[Entry]] = {}
+    for e in entries:
+        for d in dict.fromkeys(e.subjects()):
+            out.setdefault(d, []).append(e)
+    return out
+
+
+def _reachable(start: str, by_subject: dict[str, list[Entry]]) -> set[str]:
     """Digests reachable from start through any statement, trusted or not: what is not reachable is unrelated."""
     seen, todo = {start}, [start]
     while todo:
-        digest = todo.pop()
-        for e in entries:
-            if digest in e.subjects():
-                for d in _dependency_digests(e):
-                    if d not in seen:
-                        seen.add(d)
-                        todo.append(d)
+        for e in by_subject.get(todo.pop(), []):
+            for d in _dependency_digests(e):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
     return seen
 
 
