@@ -454,14 +454,14 @@ def replay_lineage(
 ) -> RuleResult:
     """`attest verify --replay`: the replay_merges rule, with the command line's parent folders and device."""
     rule = ReplayMerges(parents_dirs=[str(p.resolve()) for p in parents_dirs], device=device)
-    return _replay_merges(_Context(lineage, trust, options), rule)
+    return _replay_merges(_Context(lineage, trust, options, dict(lineage.hashed)), rule)
 
 
 def evaluate_rules(lineage: VerifiedLineage, trust: TrustSet, options: VerifyOptions) -> PolicyResult:
     """Evaluate the policy's rules in a fixed order; the policy passes when every rule does."""
     assert trust.policy is not None and trust.policy.rules is not None
     rules = trust.policy.rules
-    ctx = _Context(lineage, trust, options)
+    ctx = _Context(lineage, trust, options, dict(lineage.hashed))
     out: list[RuleResult] = []
     if lineage.report.lineage is None:
         out.append(RuleResult(rule="lineage", title="a lineage to evaluate", passed=False, evidence=["none"]))

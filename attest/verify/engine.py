@@ -301,6 +301,9 @@ class VerifiedLineage:
     report: VerifyReport
     steps: dict[str, StepRecord]
     folder: Path
+    hashed: dict[Path, str] = field(default_factory=dict)
+    """Model roots of every folder this verification hashed (resolved path -> root), so that later rules
+    (replay, detect) never hash a checkpoint twice."""
 
 
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
@@ -374,7 +377,8 @@ def verify_lineage(
         lineage=lineage,
         notes=walk.notes + manifest.notes,
     )
-    result = VerifiedLineage(report, _step_records(entries), folder)
+    hashed = {**walk.rehashed, folder.resolve(): root_digest}
+    result = VerifiedLineage(report, _step_records(entries), folder, hashed)
     if options.replay and lineage.verdict == "verified":
         from attest.policy.procurement import replay_lineage
 
