@@ -46,11 +46,6 @@ class _FolderCache(BaseModel):
     files: dict[str, _FileCache]  # resolved path -> entry
 
 
-def stat_key(path: Path) -> list[int]:
-    st = os.stat(path)
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
 class RootCache:
     """Per-folder cache of span data roots, keyed on the stat of the file that holds them."""
 
@@ -68,14 +63,10 @@ class RootCache:
             pass
         self._fresh: dict[str, _FileCache] = {}
 
-    def lookup(self, real: Path, offset: int, length: int) -> str | None:
+    def lookup(self, real: Path, key: list[int], offset: int, length: int) -> str | None:
+        """The cached root of a span of `real`, if the file's stat `key` (see folder.file_key) is unchanged."""
         entry = self._data.files.get(str(real))
-        if entry is None:
-            return None
-        try:
-            if entry.key != stat_key(real):
-                return None
-        except OSError:
+        if entry is None or entry.key != key:
             return None
         return entry.roots.get(f"{offset}:{length}")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attest.errors import InputError
-from attest.identity.cache import RootCache, stat_key
+from attest.identity.cache import RootCache
 from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
 from attest.identity.folder import FolderScan, file_key, scan_folder
 from attest.identity.manifest import (
@@ -66,7 +66,6 @@ def hash_scan(
 
     spans = [j[3] for j in tensor_jobs] + [j[1] for j in file_jobs]
     roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
-    _check_unchanged(scan)
 
     rel_of = {real: rel for rel, real in scan.real_paths.items()}
     tensors: list[TensorEntry] = []
@@ -126,13 +125,15 @@ def _roots_for(
     on_total: ProgressStart | None,
     on_bytes: ProgressAdvance | None,
 ) -> list[str]:
+    """Data roots of the spans, reusing cached ones for files whose stat (taken when the folder was listed) matches
+    the cache. New entries are saved only after every file is shown unchanged since that listing."""
     cache = RootCache(scan.root, algorithm) if use_cache else None
     started_ns = time.time_ns()
-    keys = {s.path: _stat_key(s.path) for s in spans} if cache is not None else {}
+    keys = {scan.real_paths[rel]: list(key) for rel, key in scan.stats.items()}
     result: list[str | None] = [None] * len(spans)
     todo: list[int] = []
     for i, s in enumerate(spans):
-        hit = cache.lookup(s.path, s.offset, s.length) if cache else None
+        hit = cache.lookup(s.path, keys[s.path], s.offset, s.length) if cache else None
         if hit is not None:
             result[i] = hit
         else:
@@ -142,21 +143,13 @@ def _roots_for(
     computed, _ = data_roots(algorithm, [spans[i] for i in todo], workers=workers, on_bytes=on_bytes)
     for i, digest in zip(todo, computed, strict=True):
         result[i] = digest.hex()
+    roots = [r for r in result if r is not None]
+    _check_unchanged(scan)
     if cache is not None:
-        unchanged = {path for path, key in keys.items() if _stat_key(path) == key}
-        for s, hex_root in zip(spans, result, strict=True):
-            assert hex_root is not None
-            if s.path in unchanged:
-                cache.store(s.path, keys[s.path], s.offset, s.length, hex_root, started_ns)
+        for s, hex_root in zip(spans, roots, strict=True):
+            cache.store(s.path, keys[s.path], s.offset, s.length, hex_root, started_ns)
         cache.save()
-    return [r for r in result if r is not None]
-
-
-def _stat_key(path: Path) -> list[int]:
-    try:
-        return stat_key(path)
-    except OSError as exc:
-        raise InputError(path, f"cannot stat: {exc.strerror or exc}") from None
+    return roots
 
 
 def _check_unchanged(scan: FolderScan) -> None:

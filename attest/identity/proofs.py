@@ -1,8 +1,7 @@
 """Inclusion proofs: show that one tensor (name, dtype, shape, bytes) is part of a model root, without the others.
 
 A proof carries the tensor record, its audit path in the weights tree, and the files root, so a verifier recomputes
-the tensor leaf, then the weights root, then the model root. Given the tensor's bytes, it can also recompute the
-record's data root.
+the tensor leaf, then the weights root, then the model root.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from attest.errors import InputError, VerificationError
-from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
+from attest.identity.chunked import CHUNK_SIZE
 from attest.identity.manifest import IdentityManifest, model_root_of, tensor_leaf, tensor_record
 from attest.identity.merkle import Algorithm, audit_path, root_from_path
 
@@ -83,9 +82,3 @@ def check_proof(proof: TensorProof, root_hex: str) -> str:
     raise VerificationError(
         f"proof for tensor {t.name!r} does not lead to root {root_hex} (it leads to model root {model_root})"
     )
-
-
-def tensor_data_root(algorithm: Algorithm, data: Span) -> str:
-    """Data root of raw tensor bytes, to check a proof's record against the bytes one holds."""
-    roots, _ = data_roots(algorithm, [data], workers=1)
-    return roots[0].hex()

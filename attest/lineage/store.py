@@ -37,10 +37,6 @@ def bundle_path(folder: str | os.PathLike[str]) -> Path:
     return attest_dir(folder) / BUNDLE_FILE
 
 
-def has_attestations(folder: str | os.PathLike[str]) -> bool:
-    return bundle_path(folder).is_file() or bool(sigstore_paths(folder))
-
-
 def parse_bundle(data: bytes, path: str | os.PathLike[str] | None = None) -> list[Envelope]:
     """Every line is one DSSE envelope in JSON and ends with LF; an empty line or a missing final LF is refused."""
     where = str(path) if path is not None else "bundle"
