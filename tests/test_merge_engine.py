@@ -23,7 +23,7 @@ def _parents(text: str) -> dict[str, str]:
 
 def test_output_has_config_and_recipe_verbatim(merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)["linear"] + "# a comment kept verbatim\n"
-    out = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "m").output
+    out = run_merge(parse_recipe(text), _parents(text), tmp_path / "m").output
     assert (out / "mergekit_config.yml").read_text() == text
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["model_type"] == "qwen2"
@@ -36,10 +36,10 @@ def test_existing_output_is_refused_and_failures_leave_nothing(merge_models: dic
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(InputError, match="not empty"):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "busy")
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "busy")
     broken = text.replace("weight: 0.75", "wait: 0.75")
     with pytest.raises(InputError, match="missing required parameter 'weight'"):
-        run_merge(parse_recipe(broken), broken, _parents(broken), tmp_path / "new")
+        run_merge(parse_recipe(broken), _parents(broken), tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
 
 
@@ -50,13 +50,13 @@ def test_different_vocabularies_are_refused(merge_models: dict[str, Path], tmp_p
     (other / "config.json").write_text(json.dumps(config))
     text = recipes(merge_models)["linear"].replace(str(merge_models["ft_b"]), str(other))
     with pytest.raises(InputError, match="vocabularies differ"):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
 
 
 def test_sharded_output_has_the_same_tensors(merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)["linear"]
-    one = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "one").output
-    many = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "many", max_shard_bytes=40_000).output
+    one = run_merge(parse_recipe(text), _parents(text), tmp_path / "one").output
+    many = run_merge(parse_recipe(text), _parents(text), tmp_path / "many", max_shard_bytes=40_000).output
     shards = sorted(p.name for p in many.glob("*.safetensors"))
     assert len(shards) > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     index = json.loads((many / "model.safetensors.index.json").read_text())
@@ -79,8 +79,8 @@ def test_randomized_merge_with_seed_replays_exactly(name: str, merge_models: dic
     text = recipes(merge_models)["dare_ties"].replace("dare_ties", name)
     recipe = parse_recipe(text)
     with pytest.raises(InputError, match="seed"):
-        run_merge(recipe, text, _parents(text), tmp_path / "noseed")
-    result = run_merge(recipe, text, _parents(text), tmp_path / "out", seed=1234)
+        run_merge(recipe, _parents(text), tmp_path / "noseed")
+    result = run_merge(recipe, _parents(text), tmp_path / "out", seed=1234)
     assert result.seed == 1234
     assert replay(recipe, _parents(text), result.output, seed=1234).verdict is Verdict.REPRODUCED
     assert replay(recipe, _parents(text), result.output, seed=1235).verdict is Verdict.NOT_REPRODUCED
@@ -91,7 +91,7 @@ def test_cuda_is_refused_clearly_without_a_gpu(merge_models: dict[str, Path], tm
         pytest.skip("a GPU is present")
     text = recipes(merge_models)["linear"]
     with pytest.raises(InputError, match="no CUDA device"):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "gpu", device="cuda")
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "gpu", device="cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -99,7 +99,7 @@ def test_cuda_is_refused_clearly_without_a_gpu(merge_models: dict[str, Path], tm
 def test_cuda_replay_matches_cpu_merge(name: str, merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)[name]
     recipe = parse_recipe(text)
-    out = run_merge(recipe, text, _parents(text), tmp_path / "cpu", seed=5).output
+    out = run_merge(recipe, _parents(text), tmp_path / "cpu", seed=5).output
     report = replay(recipe, _parents(text), out, device="cuda", seed=5)
     assert report.verdict in (Verdict.REPRODUCED, Verdict.REPRODUCED_WITHIN_TOLERANCE), report.mismatched
 
@@ -131,7 +131,7 @@ def test_stable_tie_order_equals_a_stable_sort(dtype: torch.dtype, n: int) -> No
 def test_stable_tie_order_merge_replays(merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)["ties"]
     recipe = parse_recipe(text)
-    result = run_merge(recipe, text, _parents(text), tmp_path / "s", tie_order="stable")
+    result = run_merge(recipe, _parents(text), tmp_path / "s", tie_order="stable")
     assert result.tie_order == "stable"
     assert replay(recipe, _parents(text), result.output, tie_order="stable").verdict is Verdict.REPRODUCED
 
@@ -141,7 +141,7 @@ def test_engine_parameters_round_trip_to_replay_options(merge_models: dict[str, 
 
     text = recipes(merge_models)["dare_ties"]
     recipe = parse_recipe(text)
-    result = run_merge(recipe, text, _parents(text), tmp_path / "out", seed=9)
+    result = run_merge(recipe, _parents(text), tmp_path / "out", seed=9)
     options = replay_options(json.loads(json.dumps(result.engine_parameters())))
     assert options == {"seed": 9, "tie_order": "mergekit", "mask_generator": "attest"}
     assert replay(recipe, _parents(text), result.output, **options).verdict is Verdict.REPRODUCED  # type: ignore[arg-type]

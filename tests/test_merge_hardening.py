@@ -39,7 +39,7 @@ def _exit_code(argv: list[str]) -> int:
 def ties_merge(merge_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """(recipe text, attest's own merge of it): the candidate the replay tests alter."""
     text = recipes(merge_models)["ties"]
-    out = run_merge(parse_recipe(text), text, _parents(text), tmp_path_factory.mktemp("hard") / "ties").output
+    out = run_merge(parse_recipe(text), _parents(text), tmp_path_factory.mktemp("hard") / "ties").output
     return text, out
 
 
@@ -188,7 +188,7 @@ def test_two_layer_stacks_are_refused(tmp_path: Path) -> None:
         f"  - {{model: {b}, parameters: {{weight: 0.5}}}}\n"
     )
     with pytest.raises(InputError, match=r"model\.layers\.N, vision\.layers\.N"):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -222,13 +222,13 @@ def test_hostile_parameter_values_are_refused(
 ) -> None:
     text = _with_params(merge_models, method, params)
     with pytest.raises(InputError, match=problem):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out", seed=1)
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out", seed=1)
     assert not (tmp_path / "out").exists()
 
 
 def test_boundary_parameter_values_still_merge(merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = _with_params(merge_models, "dare_ties", "weight: 0.5, density: 0.0")
-    result = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out", seed=1)
+    result = run_merge(parse_recipe(text), _parents(text), tmp_path / "out", seed=1)
     assert replay(parse_recipe(text), _parents(text), result.output, seed=1).verdict is Verdict.REPRODUCED
 
 
@@ -236,7 +236,7 @@ def test_boundary_parameter_values_still_merge(merge_models: dict[str, Path], tm
 def test_seed_outside_int64_is_refused(seed: int, merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)["dare_ties"]
     with pytest.raises(InputError, match="64-bit"):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out", seed=seed)
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out", seed=seed)
     with pytest.raises(InputError, match="64-bit"):
         replay_options({"engine": "attest-merge/v1", "seed": seed})
     with pytest.raises(InputError, match="64-bit"):
@@ -251,7 +251,7 @@ def test_seed_outside_int64_is_refused(seed: int, merge_models: dict[str, Path],
 def test_int64_seed_bounds_are_accepted(merge_models: dict[str, Path], tmp_path: Path) -> None:
     text = recipes(merge_models)["dare_ties"]
     for i, seed in enumerate((INT64_MAX, -(1 << 63))):
-        result = run_merge(parse_recipe(text), text, _parents(text), tmp_path / f"o{i}", seed=seed)
+        result = run_merge(parse_recipe(text), _parents(text), tmp_path / f"o{i}", seed=seed)
         assert replay_options(result.engine_parameters())["seed"] == seed
 
 
@@ -383,10 +383,10 @@ def test_della_on_unrankable_tensor_is_refused(extra: dict, problem: str, tmp_pa
         f"  - {{model: {f}, parameters: {{weight: 0.5, density: 0.5}}}}\n" for f in folders[1:]
     )
     with pytest.raises(InputError, match=problem):
-        run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out", seed=1)
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out", seed=1)
     # At density 1 the tensor is kept as it is (no ranking): nothing to refuse.
     kept = text.replace("density: 0.5", "density: 1.0")
-    run_merge(parse_recipe(kept), kept, _parents(kept), tmp_path / "kept", seed=1)
+    run_merge(parse_recipe(kept), _parents(kept), tmp_path / "kept", seed=1)
 
 
 # Finding 12: --parents-dir looks only under the folders given.

@@ -24,7 +24,7 @@ def test_merge_is_bit_exact_with_mergekit(
     name: str, merge_models: dict[str, Path], mergekit_merged: Callable[[str], Path], tmp_path: Path
 ) -> None:
     text = recipes(merge_models)[name]
-    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    ours = run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
     theirs = mergekit_merged(name)
     assert differing_tensors(theirs, ours.output) == []
     assert len(load_tensors(ours.output)) == ours.tensor_count
@@ -46,7 +46,7 @@ def test_passthrough_frankenmerge_renumbers_layers(
     import json
 
     text = recipes(merge_models)["passthrough"]
-    out = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "frank").output
+    out = run_merge(parse_recipe(text), _parents(text), tmp_path / "frank").output
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 7
     assert len(config["layer_types"]) == 7
@@ -88,7 +88,7 @@ def test_parallel_sparsification_is_still_bit_exact(
 
     monkeypatch.setattr(task_arithmetic_core, "PARALLEL_MIN_ELEMENTS", 0)
     text = recipes(merge_models)[name]
-    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    ours = run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
     assert differing_tensors(mergekit_merged(name), ours.output) == []
 
 
@@ -105,7 +105,7 @@ def test_sliced_elementwise_path_is_still_bit_exact(
 
     monkeypatch.setattr(engine, "SLICE_ELEMENTS", 1000)
     text = recipes(merge_models)[name]
-    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    ours = run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
     assert differing_tensors(mergekit_merged(name), ours.output) == []
 
 
@@ -122,7 +122,7 @@ def test_row_sliced_consensus_is_still_bit_exact(
 
     monkeypatch.setattr(task_arithmetic_core, "COMBINE_SLICE_ELEMENTS", 100)
     text = recipes(merge_models)[name]
-    ours = run_merge(parse_recipe(text), text, _parents(text), tmp_path / "out")
+    ours = run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
     assert differing_tensors(mergekit_merged(name), ours.output) == []
 
 

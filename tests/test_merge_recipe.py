@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from attest.errors import InputError
@@ -66,3 +68,36 @@ def test_first_matching_filter_wins_and_precedence_is_source_slice_global() -> N
     assert resolve(spec, [{"weight": [{"filter": "nope", "value": 1}]}, {"weight": 3}], "x", 0) == 3.0
     with pytest.raises(InputError, match="missing required parameter"):
         resolve(spec, [None], "x", 0)
+
+
+def test_one_recipe_carries_text_digest_and_parsed_form(tmp_path: Path) -> None:
+    import hashlib
+
+    from attest.merge.recipe import load_recipe
+
+    raw = b"merge_method: linear\r\nmodels:\r\n  - model: a\r\n    parameters: {weight: 1.0}\r\n  - model: b\r\n"
+    path = tmp_path / "r.yml"
+    path.write_bytes(raw)
+    for recording in (False, True):
+        recipe = load_recipe(path, recording=recording)
+        assert recipe.text == raw.decode() and recipe.sha256 == hashlib.sha256(raw).hexdigest()
+        assert recipe.referenced_models() == recipe.model_references() == ["a", "b"]
+        assert recipe.external_parameters() == {
+            "mergekit_config": {"yaml": raw.decode(), "sha256": recipe.sha256, "parsed": recipe.parsed}
+        }
+    assert recipe.parsed["models"][0] == {"model": "a", "parameters": {"weight": 1.0}}
+    assert recipe.mergekit_config_yml() == raw.decode().replace("\r\n", "\n")  # what mergekit writes (text mode)
+
+
+def test_recording_accepts_what_mergekit_runs_but_attest_does_not() -> None:
+    text = "merge_method: linear\nmodels: [{model: a+lora, parameters: {weight: 1}}, {model: b}]\ndtype: int8\n"
+    with pytest.raises(InputError, match="unsupported dtype"):
+        parse_recipe(text, "r.yml")
+    recorded = parse_recipe(text, "r.yml", recording=True)
+    assert recorded.dtype == "int8" and recorded.model_references() == ["a+lora", "b"]
+    with pytest.raises(InputError, match="not a valid mergekit config"):
+        parse_recipe("- a\n", "r.yml", recording=True)
+    with pytest.raises(InputError, match="JSON cannot carry"):
+        parse_recipe(
+            "merge_method: linear\nmodels: [{model: a}]\nparameters: {weight: .nan}\n", "r.yml", recording=True
+        )

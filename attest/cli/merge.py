@@ -15,7 +15,7 @@ import click
 from attest.cli.output import print_json, stderr, stdout
 
 if TYPE_CHECKING:
-    from attest.merge import MergeResult
+    from attest.merge import MergeRecipe, MergeResult
     from attest.record import Signing
     from attest.replay import ReplayReport
 
@@ -70,14 +70,14 @@ def merge_command(
     the merge statement (recipe, parents' roots, seed, engine) into OUT/.attest/ in the same step."""
     from attest.merge import load_recipe, resolve_parents, run_merge  # torch loads only for the commands that use it
 
-    recipe, text = load_recipe(config)
+    recipe = load_recipe(config)
     parents = resolve_parents(recipe, list(parents_dirs))
     signing = None
     if keys:  # load keys (and ask for passphrases) before the merge, not after
         from attest.record import Signing, load_keys
 
         signing = Signing(load_keys(list(keys)))
-    result = run_merge(recipe, text, parents, out, device=device, seed=seed, tie_order=tie_order)
+    result = run_merge(recipe, parents, out, device=device, seed=seed, tie_order=tie_order)
     for note in result.notes:
         stderr.print(f"note: {note}")
     seed_text = f", seed {result.seed}" if result.seed is not None else ""
@@ -86,19 +86,21 @@ def merge_command(
         f"into {result.output}"
     )
     if signing is not None:
-        _record(result, recipe.base_model, config, signing)
+        _record(result, recipe, signing)
 
 
-def _record(result: MergeResult, base_model: str | None, config: Path, signing: Signing) -> None:
-    from attest.record import internal_parameters, load_merge_recipe, record_step, resolve_model
+def _record(result: MergeResult, recipe: MergeRecipe, signing: Signing) -> None:
+    from attest.record import internal_parameters, record_step, resolve_model
 
-    inputs = [("base" if ref == base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()]
+    inputs = [
+        ("base" if ref == recipe.base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()
+    ]
     recorded = record_step(
         "merge",
         result.output,
         inputs,
         signing,
-        external=load_merge_recipe(config).external_parameters(),
+        external=recipe.external_parameters(),
         internal=internal_parameters(extra=dict(result.engine_parameters())),
     )
     digest = hashlib.sha256(recorded.payload).hexdigest()
@@ -160,7 +162,7 @@ def replay_command(
     from attest.merge import load_recipe, resolve_parents
     from attest.replay import Verdict, replay
 
-    recipe, _ = load_recipe(config)
+    recipe = load_recipe(config)
     parents = resolve_parents(recipe, list(parents_dirs))
     report = replay(
         recipe,

@@ -154,8 +154,8 @@ def _pending_step(
 ) -> tuple[StepView, dict[str, StepView]]:
     """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
     from attest.cli.record import parse_param, split_role
+    from attest.merge.recipe import load_recipe
     from attest.publish.card import ParentView, hf_name, step_views
-    from attest.record.mergekit_config import load_merge_recipe
     from attest.record.refs import resolve_model
     from attest.record.session import DEFAULT_PARENT_ROLE
     from attest.statements.builders import dataset_dependency
@@ -167,7 +167,7 @@ def _pending_step(
     if kind == "merge":
         if config is None:
             raise InputError(None, "a merge card needs --config (the mergekit YAML)")
-        recipe = load_merge_recipe(config)
+        recipe = load_recipe(config, recording=True)
         recipe_text = recipe.text
         base = recipe.parsed.get("base_model")
     specs = [split_role(s, DEFAULT_PARENT_ROLE[kind]) for s in parents] + [("teacher", t) for t in teachers]

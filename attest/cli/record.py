@@ -13,7 +13,6 @@ from attest.cli.output import stdout
 from attest.errors import InputError
 from attest.identity import hash_model
 from attest.lineage.store import bundle_path, load_bundle, statements_about, write_bundle
-from attest.record.mergekit_config import load_merge_recipe
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
 from attest.record.refs import ModelRef, resolve_model
 from attest.record.session import DEFAULT_PARENT_ROLE
@@ -177,7 +176,9 @@ def record_merge(
     """Record a mergekit merge: the YAML verbatim, its sha256 and parsed form, and each parent's roots."""
     started = now_rfc3339()
     signing = _signing(keys, sigstore, staging, identity_token)
-    recipe = load_merge_recipe(config)
+    from attest.merge.recipe import load_recipe  # lazy: the attest.merge package loads torch
+
+    recipe = load_recipe(config, recording=True)
     inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"], rehash_parents)
     base = recipe.parsed.get("base_model")
     if isinstance(base, str) and Path(base).exists():

@@ -48,7 +48,7 @@ class MergeResult:
     """What a merge did: enough for a merge statement (recipe, parents, seed, device) to be recorded later."""
 
     output: Path
-    recipe_text: str
+    recipe: MergeRecipe
     parents: dict[str, Path]
     method: str
     seed: int | None
@@ -184,7 +184,6 @@ def output_config(plan: MergePlan, ckpts: Mapping[str, Checkpoint]) -> dict:
 
 def run_merge(
     recipe: MergeRecipe,
-    recipe_text: str,
     parents: Mapping[str, str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
@@ -219,7 +218,7 @@ def run_merge(
             finally:
                 writer.abort()
             (tmp / "config.json").write_text(json.dumps(output_config(plan, ckpts), indent=2, sort_keys=True) + "\n")
-            (tmp / "mergekit_config.yml").write_text(recipe_text, encoding="utf-8")
+            (tmp / "mergekit_config.yml").write_text(recipe.mergekit_config_yml(), encoding="utf-8")
             donor = Path(parents[plan.donor])
             for name in TOKENIZER_FILES:
                 if (donor / name).is_file():
@@ -232,7 +231,7 @@ def run_merge(
         raise
     return MergeResult(
         output=target,
-        recipe_text=recipe_text,
+        recipe=recipe,
         parents={k: Path(v) for k, v in parents.items()},
         method=plan.method.name,
         seed=seed if plan.method.randomized else None,

@@ -1,20 +1,17 @@
 """Recording steps: after the fact (record_step), from a training script (recording / RecordingSession) and from HF
 Trainer (attest.record.hf.AttestCallback, which imports transformers)."""
 
-from attest.record.mergekit_config import MergeRecipe, load_merge_recipe
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
 from attest.record.refs import ModelRef, model_uri, resolve_model
 from attest.record.session import RecordingSession, load_keys, recording
 
 __all__ = [
-    "MergeRecipe",
     "ModelRef",
     "RecordResult",
     "RecordingSession",
     "Signing",
     "internal_parameters",
     "load_keys",
-    "load_merge_recipe",
     "model_uri",
     "record_step",
     "recording",
