@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
 VOCAB = 256
 
@@ -43,8 +43,13 @@ def make_tiny_model(
     dtype: torch.dtype = torch.bfloat16,
 ) -> Path:
     """Randomly initialise a tiny causal LM with a fixed seed and save it (safetensors + config.json)."""
+    return save_random_model(tiny_config(arch, hidden, layers), out, seed, dtype)
+
+
+def save_random_model(config: PretrainedConfig, out: Path, seed: int, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """A causal LM of `config`, randomly initialised with a fixed seed, saved with save_pretrained."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, hidden, layers))
+    model = AutoModelForCausalLM.from_config(config)
     model.to(dtype)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -93,3 +93,40 @@ def pytest_report_header() -> list[str]:
         f"shared vectors: {SHARED if SHARED.is_dir() else 'absent'}",
         f"torch threads: {os.cpu_count()}",
     ]
+
+
+@pytest.fixture(scope="session")
+def moe_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Path]]:
+    """arch (tests.moe_builders.MOE_ARCHS) -> a tiny random-init MoE base and two real fine-tunes, built once."""
+    from tests.moe_builders import moe_family
+
+    root = tmp_path_factory.mktemp("moe")
+    done: dict[str, dict[str, Path]] = {}
+
+    def get(arch: str) -> dict[str, Path]:
+        if arch not in done:
+            done[arch] = moe_family(arch, root)
+        return done[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mergekit_moe(
+    moe_models: Callable[[str], dict[str, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], tuple[str, Path]]:
+    """(arch, method) -> (recipe text, the folder mergekit 0.1.5 itself wrote for it), merged once on the CPU."""
+    pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
+    from tests.merge_recipes import moe_recipe
+    from tests.mergekit_peer import run_mergekit
+
+    root = tmp_path_factory.mktemp("mergekit-moe")
+    done: dict[tuple[str, str], tuple[str, Path]] = {}
+
+    def get(arch: str, method: str) -> tuple[str, Path]:
+        if (arch, method) not in done:
+            text = moe_recipe(method, moe_models(arch))
+            done[arch, method] = text, run_mergekit(text, root / f"{arch}-{method}")
+        return done[arch, method]
+
+    return get

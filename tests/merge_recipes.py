@@ -156,3 +156,28 @@ DETERMINISTIC = [
     "karcher",
     "passthrough",
 ]
+
+
+MOE_METHODS = ("linear", "ties", "slerp")
+
+
+def moe_recipe(method: str, m: dict[str, Path]) -> str:
+    """The three merges of issue #12 over an MoE family (tests.moe_builders.moe_family): linear 1.0 : 0.75, TIES
+    over the base, SLERP between the fine-tunes."""
+    base, a, b = m["base"], m["ft_a"], m["ft_b"]
+    if method == "linear":
+        return (
+            f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1.0}}\n"
+            f"  - model: {b}\n    parameters: {{weight: 0.75}}\ndtype: bfloat16\n"
+        )
+    if method == "ties":
+        return (
+            f"merge_method: ties\nbase_model: {base}\nmodels:\n"
+            f"  - model: {a}\n    parameters: {{weight: 1.0, density: 0.5}}\n"
+            f"  - model: {b}\n    parameters: {{weight: 0.75, density: 0.5}}\ndtype: bfloat16\n"
+        )
+    if method == "slerp":
+        return (
+            f"merge_method: slerp\nbase_model: {a}\nmodels:\n  - model: {a}\n  - model: {b}\nparameters: {{t: 0.4}}\n"
+        )
+    raise ValueError(method)

@@ -143,6 +143,18 @@ def test_engine_parameters_round_trip_to_replay_options(merge_models: dict[str, 
     recipe = parse_recipe(text)
     result = run_merge(recipe, _parents(text), tmp_path / "out", seed=9)
     options = replay_options(json.loads(json.dumps(result.engine_parameters())))
-    assert options == {"seed": 9, "tie_order": "mergekit", "mask_generator": "attest"}
+    assert options == {
+        "seed": 9,
+        "tie_order": "mergekit",
+        "mask_generator": "attest",
+        "layout": "per-expert",
+        "transformers_version": None,
+    }
     assert replay(recipe, _parents(text), result.output, **options).verdict is Verdict.REPRODUCED  # type: ignore[arg-type]
-    assert replay_options({"seed": 42}) == {"seed": 42, "tie_order": "mergekit", "mask_generator": "mergekit"}
+    assert replay_options({"seed": 42}) == {
+        "seed": 42,
+        "tie_order": "mergekit",
+        "mask_generator": "mergekit",
+        "layout": replay_options({})["layout"],  # unknown without versions: refused for MoE parents only
+        "transformers_version": None,
+    }

@@ -34,6 +34,14 @@ tie_order_option = click.option(
     help="TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
     "the CPU) or by lower index (linear time, identical on every device).",
 )
+layout_option = click.option(
+    "--layout",
+    type=click.Choice(["mergekit", "per-expert"]),
+    default="mergekit",
+    show_default=True,
+    help="Mixture-of-experts models: write (or expect) the routed experts fused with config.json rewritten through "
+    "transformers, exactly as mergekit 0.1.5 does, or per expert as the parents store them. Dense models: no effect.",
+)
 SEED_TYPE = click.IntRange(-(1 << 63), (1 << 63) - 1)  # int64, as the mask key packs it
 parents_option = click.option(
     "--parents-dir",
@@ -54,6 +62,7 @@ parents_option = click.option(
 @click.option("--seed", type=SEED_TYPE, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
 @parents_option
 @tie_order_option
+@layout_option
 @click.option(
     "--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Sign a merge statement with this key."
 )
@@ -64,6 +73,7 @@ def merge_command(
     seed: int | None,
     parents_dirs: tuple[Path, ...],
     tie_order: str,
+    layout: str,
     keys: tuple[Path, ...],
 ) -> None:
     """Merge the models of a mergekit CONFIG (YAML) into the folder OUT, tensor by tensor; with --key, also sign
@@ -77,10 +87,11 @@ def merge_command(
         from attest.record import Signing, load_keys
 
         signing = Signing(load_keys(list(keys)))
-    result = run_merge(recipe, parents, out, device=device, seed=seed, tie_order=tie_order)
+    result = run_merge(recipe, parents, out, device=device, seed=seed, tie_order=tie_order, layout=layout)
     for note in result.notes:
         stderr.print(f"note: {note}")
     seed_text = f", seed {result.seed}" if result.seed is not None else ""
+    seed_text += f", experts {result.layout}" if result.layout is not None else ""
     stdout.print(
         f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
         f"into {result.output}"
@@ -144,6 +155,7 @@ def _print_report(report: ReplayReport) -> None:
     help="Accept differences up to this many ulps (default 0 on cpu, 1 on cuda).",
 )
 @tie_order_option
+@layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON (schemas/).")
 def replay_command(
     config: Path,
@@ -154,6 +166,7 @@ def replay_command(
     mask_generator: str,
     tolerance_ulps: int | None,
     tie_order: str,
+    layout: str,
     as_json: bool,
 ) -> None:
     """Recompute the merge CONFIG from its parents and compare it with the CANDIDATE folder, tensor by tensor.
@@ -173,6 +186,7 @@ def replay_command(
         mask_generator=mask_generator,
         tolerance_ulps=tolerance_ulps,
         tie_order=tie_order,
+        layout=layout,
     )
     if as_json:
         print_json(report)

@@ -19,9 +19,11 @@ import torch
 
 from attest.errors import InputError
 from attest.merge.checkpoint import Checkpoint
+from attest.merge.hf_config import mergekit_config_json
 from attest.merge.masks import KeyedMasks, MaskSource, MergekitGlobalMasks, check_seed
 from attest.merge.methods import TensorGroup
 from attest.merge.methods.sparsify import TIE_ORDERS
+from attest.merge.moe_layout import LAYOUTS, fused_views, is_moe, recorded_layout
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
 from attest.merge.recipe import MergeRecipe
 from attest.merge.writer import OutputTensor, ShardedWriter
@@ -57,29 +59,40 @@ class MergeResult:
     tensor_count: int
     num_layers: int
     notes: list[str] = field(default_factory=list)
+    layout: str | None = None  # the expert layout written (LAYOUTS); None for a dense model
 
     def engine_parameters(self) -> dict[str, object]:
         """What a merge statement's internalParameters must carry for an exact replay (see replay_options)."""
         out: dict[str, object] = {"engine": ENGINE_ID, "device": self.device, "tie_order": self.tie_order}
         if self.seed is not None:
             out |= {"seed": self.seed, "mask_generator": "attest"}
+        if self.layout is not None:
+            out["layout"] = self.layout
         return out
 
 
 def replay_options(internal: Mapping[str, object]) -> dict[str, object]:
     """Keyword arguments for attest.replay.replay() from a statement's internalParameters. A merge not made by
-    attest's engine is taken to be mergekit's: its tie order, and its global generator when a seed is recorded."""
+    attest's engine is taken to be mergekit's: its tie order, its global generator when a seed is recorded, and the
+    expert layout of the mergekit and transformers versions recorded (attest merges record theirs; before layouts
+    were recorded attest wrote experts as stored)."""
     seed = internal.get("seed")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     if seed is not None:
         check_seed(seed)
+    versions = internal.get("versions")
+    transformers = versions.get("transformers") if isinstance(versions, dict) else None
+    recorded = {"transformers_version": transformers if isinstance(transformers, str) else None}
     if internal.get("engine") == ENGINE_ID:
         return {
             "seed": seed,
             "tie_order": internal.get("tie_order", "mergekit"),
             "mask_generator": internal.get("mask_generator", "attest"),
+            "layout": internal.get("layout", "per-expert"),
+            **recorded,
         }
-    return {"seed": seed, "tie_order": "mergekit", "mask_generator": "mergekit"}
+    layout = recorded_layout(internal)
+    return {"seed": seed, "tie_order": "mergekit", "mask_generator": "mergekit", "layout": layout, **recorded}
 
 
 def check_device(device: str) -> torch.device:
@@ -110,15 +123,17 @@ def mask_source(plan: MergePlan, seed: int | None, rng: str) -> MaskSource | Non
 
 
 @contextlib.contextmanager
-def open_parents(recipe: MergeRecipe, parents: Mapping[str, str | os.PathLike[str]]) -> Iterator[dict[str, Checkpoint]]:
-    """Open every model the recipe names, from the folder `parents` maps it to."""
+def open_parents(
+    recipe: MergeRecipe, parents: Mapping[str, str | os.PathLike[str]], layout: str = "mergekit"
+) -> Iterator[dict[str, Checkpoint]]:
+    """Open every model the recipe names, from the folder `parents` maps it to, read in the expert `layout`."""
     opened: dict[str, Checkpoint] = {}
     try:
         for ref in recipe.referenced_models():
             if ref not in parents:
                 raise InputError(None, f"no folder given for model {ref!r}")
             opened[ref] = Checkpoint(parents[ref])
-        yield opened
+        yield fused_views(opened, layout)
     finally:
         for c in opened.values():
             c.close()
@@ -158,8 +173,21 @@ def compute_tensors(
         yield tp, result
 
 
+def merge_layout(ckpts: Mapping[str, Checkpoint], layout: str) -> str | None:
+    """The expert layout a merge of these parents writes: None when no parent has experts."""
+    return layout if any(is_moe(c) for c in ckpts.values()) else None
+
+
+def output_config_text(plan: MergePlan, ckpts: Mapping[str, Checkpoint], layout: str | None) -> str:
+    """config.json as the merge writes it: in mergekit's layout, rewritten through transformers as mergekit does."""
+    config = output_config(plan, ckpts)
+    if layout == "mergekit":
+        return mergekit_config_json(config, plan.recipe.out_dtype or plan.recipe.dtype)
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
 def output_config(plan: MergePlan, ckpts: Mapping[str, Checkpoint]) -> dict:
-    """The config.json a merge writes (replay compares a candidate's with it)."""
+    """The config.json a merge writes, before any rewrite (replay compares a candidate's with it)."""
     config = dict(ckpts[plan.donor].config)
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if key in config:
@@ -191,11 +219,16 @@ def run_merge(
     seed: int | None = None,
     max_shard_bytes: int | None = None,
     tie_order: str = "mergekit",
+    layout: str = "mergekit",
 ) -> MergeResult:
     """Merge into `out` (which must not exist, or be empty). Written in a temporary folder, renamed at the end.
 
     tie_order: how TIES/breadcrumbs cutoffs break ties between equal magnitudes: "mergekit" (bit-exact with
-    mergekit 0.1.5 on the CPU) or "stable" (lower index first; linear time; the same on every device)."""
+    mergekit 0.1.5 on the CPU) or "stable" (lower index first; linear time; the same on every device).
+    layout: for mixture-of-experts models, "mergekit" (fused experts and config.json as mergekit 0.1.5 writes them)
+    or "per-expert" (the experts as the parents store them); see attest.merge.moe_layout."""
+    if layout not in LAYOUTS:
+        raise InputError(None, f"unknown expert layout {layout!r} ({', '.join(LAYOUTS)})")
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InputError(target, "output folder exists and is not empty")
@@ -204,8 +237,9 @@ def run_merge(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        with open_parents(recipe, parents) as ckpts:
+        with open_parents(recipe, parents, layout) as ckpts:
             plan = plan_merge(recipe, ckpts)
+            written_layout = merge_layout(ckpts, layout)
             masks = mask_source(plan, seed, "attest")
             entries = [OutputTensor(tp.name, tp.out_dtype, tp.shape) for tp in plan.tensors]
             writer = ShardedWriter(tmp, entries, *(() if max_shard_bytes is None else (max_shard_bytes,)))
@@ -217,7 +251,7 @@ def run_merge(
                 writer.finish()
             finally:
                 writer.abort()
-            (tmp / "config.json").write_text(json.dumps(output_config(plan, ckpts), indent=2, sort_keys=True) + "\n")
+            (tmp / "config.json").write_text(output_config_text(plan, ckpts, written_layout), encoding="utf-8")
             (tmp / "mergekit_config.yml").write_text(recipe.mergekit_config_yml(), encoding="utf-8")
             donor = Path(parents[plan.donor])
             for name in TOKENIZER_FILES:
@@ -240,6 +274,7 @@ def run_merge(
         tensor_count=len(plan.tensors),
         num_layers=plan.num_layers,
         notes=plan.notes,
+        layout=written_layout,
     )
 
 

@@ -21,9 +21,11 @@ from attest.merge.engine import (
     check_tie_order,
     compute_tensors,
     mask_source,
+    merge_layout,
     open_parents,
-    output_config,
+    output_config_text,
 )
+from attest.merge.hf_config import installed_transformers
 from attest.merge.planner import plan_merge
 from attest.merge.recipe import MergeRecipe
 from attest.replay.compare import byte_equal, difference
@@ -151,12 +153,16 @@ def replay(
     mask_generator: str = "attest",
     tolerance_ulps: int | None = None,
     tie_order: str = "mergekit",
+    layout: str = "mergekit",
+    transformers_version: str | None = None,
 ) -> ReplayReport:
     """Recompute the merge `recipe` from `parents` (model reference -> folder) and compare with `candidate`.
 
     mask_generator: "attest" for merges made by attest (keyed masks, any device); "mergekit" to replay a DARE/DELLA
     merge made by mergekit 0.1.5 on the CPU with `--random-seed seed`. tie_order: as the merge used it (mergekit's
-    own merges: "mergekit").
+    own merges: "mergekit"). layout: the expert layout of a mixture-of-experts merge (attest.merge.moe_layout;
+    replay_options gives the recorded one). transformers_version: the one the merge recorded, for a note when
+    mergekit's config.json rewrite runs under another version here.
     """
     dev = check_device(device)
     check_tie_order(tie_order)
@@ -171,9 +177,18 @@ def replay(
         tolerance_ulps=tolerance,
         tie_order=tie_order,
     )
-    with open_parents(recipe, parents) as ckpts, Checkpoint(candidate) as cand:
+    with open_parents(recipe, parents, layout) as ckpts, Checkpoint(candidate) as cand:
         plan = plan_merge(recipe, ckpts)
         notes = list(plan.notes)
+        written_layout = merge_layout(ckpts, layout)
+        if written_layout is not None:
+            base |= dict(layout=written_layout)
+            here = installed_transformers()
+            if written_layout == "mergekit" and transformers_version and here != transformers_version:
+                notes.append(
+                    f"config.json rewritten like mergekit with transformers {here} installed here; the merge "
+                    f"recorded transformers {transformers_version}, whose defaults may differ"
+                )
         if plan.method.randomized:
             base |= dict(mask_generator=mask_generator, seed=seed)
             if seed is None:
@@ -226,7 +241,7 @@ def replay(
                         detail="the candidate has this tensor; the recipe does not produce it",
                     )
                 )
-        config_row = _compare_config(output_config(plan, ckpts), cand)
+        config_row = _compare_config(json.loads(output_config_text(plan, ckpts, written_layout)), cand)
         if config_row is not None:
             rows.append(config_row)
         elif not cand.has_config:

@@ -52,6 +52,11 @@ class ReplayReport(BaseModel):
     seed: int | None = None
     tolerance_ulps: int
     tie_order: str = Field(default="mergekit", description="How magnitude cutoffs broke ties: mergekit or stable")
+    layout: str | None = Field(
+        default=None,
+        description="Mixture-of-experts models only: the expert layout recomputed, mergekit (fused, as mergekit 0.1.5 "
+        "writes under transformers 5) or per-expert (as the parents store them)",
+    )
     counts: ReplayCounts
     mismatched: list[str] = Field(
         default_factory=list,

@@ -1,0 +1,228 @@
+"""Mixture-of-experts tensor layouts: the per-expert tensors checkpoints store, and the fused tensors mergekit writes.
+
+Hugging Face checkpoints store each routed expert's projections as tensors of their own
+(`mlp.experts.E.gate_proj.weight`, Mixtral's `block_sparse_moe.experts.E.w1.weight`). transformers 5 loads them
+into fused parameters through its checkpoint conversion mapping, and mergekit 0.1.5 (which only runs under
+transformers 5) merges and writes those fused parameters: `mlp.experts.gate_up_proj` [E, 2I, H] (expert e's gate
+rows, then its up rows) and `mlp.experts.down_proj` [E, H, I]. A fused tensor is merged as one tensor, so methods
+that look at a whole tensor (TIES's top-k, SLERP's angle) see all experts at once.
+
+`FusedExpertView` presents a checkpoint in that layout without copying it: a fused tensor is assembled from the
+stored per-expert tensors when it is loaded, so memory stays bound by the largest (fused) tensor. The mapping is
+declared here per architecture (SPEC.md section 5.5), checked against real mergekit 0.1.5 merges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from attest.errors import InputError
+from attest.identity.safetensors_reader import TensorInfo
+from attest.merge.checkpoint import Checkpoint
+
+LAYOUTS = ("mergekit", "per-expert")
+"""mergekit: the fused layout mergekit 0.1.5 writes under transformers 5; per-expert: the tensors as stored."""
+MERGEKIT_FUSED_VERSIONS = ("0.1.5",)
+"""mergekit versions whose MoE output layout is known (they write through transformers 5's fused parameters)."""
+PER_EXPERT_RE = re.compile(r"^(?P<head>.+)\.experts\.(?P<expert>\d+)\.(?P<proj>[A-Za-z0-9_]+)\.weight$")
+FUSED_RE = re.compile(r"\.experts\.(gate_up_proj|down_proj)$")
+
+
+@dataclass(frozen=True)
+class MoeArchitecture:
+    """How one architecture's stored experts become mergekit's fused tensors."""
+
+    name: str
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    gate: str
+    up: str
+    down: str
+    renames: tuple[tuple[str, str], ...] = ()  # (stored substring, written substring), applied to every name
+
+
+MOE_ARCHITECTURES = (
+    MoeArchitecture("Qwen3-MoE", ("Qwen3MoeForCausalLM",), ("qwen3_moe",), "gate_proj", "up_proj", "down_proj"),
+    MoeArchitecture(
+        "Qwen3.5-MoE (text)", ("Qwen3_5MoeForCausalLM",), ("qwen3_5_moe_text",), "gate_proj", "up_proj", "down_proj"
+    ),
+    MoeArchitecture(
+        "Mixtral", ("MixtralForCausalLM",), ("mixtral",), "w1", "w3", "w2", renames=((".block_sparse_moe.", ".mlp."),)
+    ),
+)
+SUPPORTED_NAMES = ", ".join(f"{a.name} ({a.architectures[0]})" for a in MOE_ARCHITECTURES)
+
+
+def is_moe(ckpt: Checkpoint) -> bool:
+    """Whether the checkpoint holds routed experts, per expert or fused."""
+    return any(PER_EXPERT_RE.match(n) or FUSED_RE.search(n) for n in ckpt.names)
+
+
+def moe_architecture(ckpt: Checkpoint) -> MoeArchitecture:
+    """The declared architecture of an MoE checkpoint; InputError when its fused layout is not known here."""
+    archs = ckpt.config.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str) else None
+    model_type = ckpt.config.get("model_type")
+    for a in MOE_ARCHITECTURES:
+        if arch in a.architectures and model_type in a.model_types:
+            return a
+    raise InputError(
+        ckpt.folder,
+        f"a mixture-of-experts model ({arch or 'no architecture'}, model_type {model_type!r}) whose expert layout "
+        f"in mergekit's output attest has not verified (supported: {SUPPORTED_NAMES}); merge or replay it with "
+        "--layout per-expert",
+    )
+
+
+@dataclass
+class _Fused:
+    info: TensorInfo
+    parts: list[list[str]]  # per expert, the stored tensors concatenated along dim 0
+
+
+@dataclass
+class _Plan:
+    fused: dict[str, _Fused] = field(default_factory=dict)
+    alias: dict[str, str] = field(default_factory=dict)  # written name -> stored name
+    order: list[str] = field(default_factory=list)
+
+
+def _fused_name(head: str, which: str, arch: MoeArchitecture) -> str:
+    return _renamed(f"{head}.experts.{which}", arch)
+
+
+def _renamed(name: str, arch: MoeArchitecture) -> str:
+    for old, new in arch.renames:
+        name = name.replace(old, new)
+    return name
+
+
+def _plan(ckpt: Checkpoint, arch: MoeArchitecture) -> _Plan:
+    groups: dict[tuple[str, str], dict[int, dict[str, str]]] = {}
+    plan = _Plan()
+    for name in ckpt.names:
+        m = PER_EXPERT_RE.match(name)
+        if m is None or m.group("proj") not in (arch.gate, arch.up, arch.down):
+            written = _renamed(name, arch)
+            if written in plan.alias:
+                raise InputError(ckpt.folder, f"tensors {plan.alias[written]!r} and {name!r} both read as {written!r}")
+            plan.alias[written] = name
+            plan.order.append(written)
+            continue
+        which = "down_proj" if m.group("proj") == arch.down else "gate_up_proj"
+        groups.setdefault((m.group("head"), which), {}).setdefault(int(m.group("expert")), {})[m.group("proj")] = name
+    for (head, which), experts in sorted(groups.items()):
+        name = _fused_name(head, which, arch)
+        if name in plan.alias:
+            raise InputError(ckpt.folder, f"{name!r} is stored both fused and per expert")
+        if sorted(experts) != list(range(len(experts))):
+            raise InputError(ckpt.folder, f"the experts of {head} are not numbered 0..{len(experts) - 1}")
+        projs = [arch.down] if which == "down_proj" else [arch.gate, arch.up]
+        parts = []
+        for e in range(len(experts)):
+            missing = [p for p in projs if p not in experts[e]]
+            if missing:
+                raise InputError(ckpt.folder, f"expert {e} of {head} has no {', '.join(missing)} tensor")
+            parts.append([experts[e][p] for p in projs])
+        infos = [ckpt.info(n) for row in parts for n in row]
+        if len({(i.dtype, i.shape[1:]) for i in infos}) != 1 or any(len(i.shape) != 2 for i in infos):
+            raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in dtype or shape")
+        rows = sum(ckpt.info(n).shape[0] for n in parts[0])
+        if any(sum(ckpt.info(n).shape[0] for n in row) != rows for row in parts):
+            raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in shape")
+        shape = (len(parts), rows, infos[0].shape[1])
+        nbytes = sum(i.nbytes for i in infos)
+        plan.fused[name] = _Fused(TensorInfo(name, infos[0].dtype, shape, 0, nbytes), parts)
+        plan.order.append(name)
+    return plan
+
+
+class FusedExpertView(Checkpoint):
+    """A checkpoint read in mergekit's fused expert layout: fused tensors are assembled on load from the stored
+    per-expert tensors; other tensors pass through (renamed where the architecture renames them). A view: the
+    wrapped checkpoint owns the files and is closed by whoever opened it."""
+
+    def __init__(self, inner: Checkpoint, arch: MoeArchitecture) -> None:  # no super().__init__: nothing to open
+        self.inner = inner
+        self.arch = arch
+        self.folder = inner.folder
+        self.config = inner.config
+        self.pickle_files = inner.pickle_files
+        self.other_files = inner.other_files
+        self._files = []
+        self._plan = _plan(inner, arch)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._plan.order)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._plan.fused or name in self._plan.alias
+
+    def info(self, name: str) -> TensorInfo:
+        if name in self._plan.fused:
+            return self._plan.fused[name].info
+        if name in self._plan.alias:
+            return self.inner.info(self._plan.alias[name])
+        raise InputError(self.folder, f"no tensor named {name!r}")
+
+    def load(self, name: str) -> torch.Tensor:
+        """A fused tensor is a new [E, rows, cols] tensor (torch.stack of each expert's parts concatenated along
+        dim 0); every other tensor is the wrapped checkpoint's zero-copy view."""
+        fused = self._plan.fused.get(name)
+        if fused is None:
+            return self.inner.load(self._plan.alias.get(name, name))
+        out = torch.empty(fused.info.shape, dtype=self.dtype(name))
+        for e, row in enumerate(fused.parts):
+            start = 0
+            for part in row:
+                t = self.inner.load(part)
+                out[e, start : start + t.shape[0]].copy_(t)
+                start += t.shape[0]
+                del t
+                self.inner.release(part)
+        return out
+
+    def release(self, name: str) -> None:
+        if name in self._plan.alias:
+            self.inner.release(self._plan.alias[name])
+
+
+def fused_views(ckpts: Mapping[str, Checkpoint], layout: str) -> dict[str, Checkpoint]:
+    """Each parent as the merge reads it in `layout` (LAYOUTS, or the reason the layout is unknown: refused for MoE
+    parents). Dense parents are unchanged either way."""
+    out: dict[str, Checkpoint] = {}
+    for ref, ckpt in ckpts.items():
+        if not is_moe(ckpt):
+            out[ref] = ckpt
+        elif layout not in LAYOUTS:
+            raise InputError(None, f"cannot recompute this mixture-of-experts merge: {layout}")
+        elif layout == "per-expert":
+            fused = [n for n in ckpt.names if FUSED_RE.search(n)]
+            if fused:
+                raise InputError(
+                    ckpt.folder, f"stores its experts fused ({fused[0]}); --layout per-expert needs per-expert parents"
+                )
+            out[ref] = ckpt
+        else:
+            out[ref] = FusedExpertView(ckpt, moe_architecture(ckpt))
+    return out
+
+
+def recorded_layout(internal: Mapping[str, object]) -> str:
+    """The expert layout of a merge made by mergekit, from the versions its statement records: a LAYOUTS value,
+    or the reason it cannot be known (fused_views turns that into a refusal for MoE parents only)."""
+    versions = internal.get("versions")
+    versions = versions if isinstance(versions, dict) else {}
+    mergekit, transformers = versions.get("mergekit"), versions.get("transformers")
+    if not isinstance(mergekit, str) or not isinstance(transformers, str):
+        return "the statement records no mergekit and transformers versions, and the expert layout depends on them"
+    if mergekit not in MERGEKIT_FUSED_VERSIONS:
+        return f"the expert layout mergekit {mergekit} writes is not known to attest (known: 0.1.5)"
+    if transformers.split(".")[0] != "5":
+        return f"mergekit {mergekit} runs under transformers 5, but the statement records transformers {transformers}"
+    return "mergekit"
