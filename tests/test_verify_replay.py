@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
 
 from attest.lineage.store import load_bundle, write_bundle
 from attest.signing import load_private_key, sign_envelope
 from attest.verify import VerifyOptions, build_trust, verify_model
-from tests.chain import run_inprocess
+from tests.chain import build_chain, run_inprocess
 
 
 def test_replay_reproduces_the_recorded_merge(signed_chain: dict[str, Path]) -> None:
@@ -65,3 +69,44 @@ def test_attest_merge_key_then_replay_and_missing_parents(signed_chain: dict[str
     assert not report.verified
     msgs = [p.message for p in report.problems if p.code == "replay_mismatch"]
     assert msgs and "cannot_replay" in msgs[0] and "ft_b" in msgs[0]
+
+
+@pytest.fixture(scope="module")
+def moe_chain(
+    moe_models: Callable[[str], dict[str, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The signed lineage of build_chain over tiny Qwen3.5-MoE models: a real `mergekit-yaml` linear merge (fused
+    experts, config.json through transformers) recorded with `attest record merge`."""
+    pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
+    return build_chain(moe_models("qwen3_5_moe"), tmp_path_factory.mktemp("moe-chain"))
+
+
+def test_replay_reproduces_a_recorded_mergekit_moe_merge(moe_chain: dict[str, Path]) -> None:
+    (env,) = [e for e in load_bundle(moe_chain["merged"]) if b"mergekit_config" in e.payload_bytes]
+    internal = json.loads(env.payload_bytes)["predicate"]["buildDefinition"]["internalParameters"]
+    assert internal["versions"]["mergekit"] == "0.1.5" and internal["versions"]["transformers"].startswith("5.")
+    code, out, err = run_inprocess(["verify", moe_chain["merged"], "--policy", moe_chain["policy"], "--replay"])
+    assert code == 0, out + err
+    assert "reproduced" in out and "bit for bit" in out
+
+
+def test_replay_names_an_expert_changed_after_a_recorded_moe_merge(moe_chain: dict[str, Path], tmp_path: Path) -> None:
+    """The builder changes one routed-experts tensor after mergekit ran, then records the merge: the signatures
+    hold, the replay names the tensor."""
+    dst = tmp_path / "merged"
+    shutil.copytree(moe_chain["merged"], dst)
+    shutil.rmtree(dst / ".attest")
+    tensors = load_file(dst / "model.safetensors")
+    name = "model.layers.1.mlp.experts.down_proj"
+    tensors[name] = tensors[name].clone()
+    tensors[name][6] *= 1.01
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    args = ["record", "merge", "--config", moe_chain["root"] / "merge.yml", "--output", dst]
+    args += ["--parent", moe_chain["ft_a"], "--parent", moe_chain["ft_b"], "--key", moe_chain["root"] / "builder.key"]
+    assert run_inprocess(args)[0] == 0
+    trust = build_trust(moe_chain["policy"])
+    assert verify_model(dst, trust).verified
+    report = verify_model(dst, trust, VerifyOptions(replay=True))
+    assert not report.verified
+    (msg,) = [p.message for p in report.problems if p.code == "replay_mismatch"]
+    assert "not_reproduced" in msg and name in msg
