@@ -190,3 +190,34 @@ def test_cli_merge_and_replay_take_the_layout(mergekit_moe: MergekitMoe, tmp_pat
     code, out, _ = run_inprocess(["replay", cfg, merged, "--layout", "per-expert"])
     assert code == 1 and "block_sparse_moe.experts.0.w1.weight" in out
     assert run_inprocess(["replay", cfg, tmp_path / "pe", "--layout", "per-expert"])[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("drop up_proj of expert 3", "expert 3 of model.layers.1.mlp has no up_proj"),
+        ("renumber expert 7 as 9", "not numbered 0..7"),
+        ("shrink expert 2", "differ in shape"),
+        ("add a fused copy", "stored both fused and per expert"),
+    ],
+)
+def test_malformed_expert_sets_are_bad_input(change: str, problem: str, moe_models: MoeModels, tmp_path: Path) -> None:
+    fam = moe_models("qwen3_moe")
+    for name in ("ft_a", "ft_b"):
+        shutil.copytree(fam[name], tmp_path / name)
+    tensors = load_file(tmp_path / "ft_b" / "model.safetensors")
+    head = "model.layers.1.mlp.experts"
+    if change.startswith("drop"):
+        del tensors[f"{head}.3.up_proj.weight"]
+    elif change.startswith("renumber"):
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            tensors[f"{head}.9.{p}.weight"] = tensors.pop(f"{head}.7.{p}.weight")
+    elif change.startswith("shrink"):
+        tensors[f"{head}.2.gate_proj.weight"] = tensors[f"{head}.2.gate_proj.weight"][:-1].clone()
+    else:
+        tensors[f"{head}.down_proj"] = torch.zeros(8, 64, 32, dtype=torch.bfloat16)
+    save_file(tensors, tmp_path / "ft_b" / "model.safetensors", metadata={"format": "pt"})
+    text = moe_recipe("linear", {"base": tmp_path / "ft_a", "ft_a": tmp_path / "ft_a", "ft_b": tmp_path / "ft_b"})
+    with pytest.raises(InputError, match=problem) as info:
+        run_merge(parse_recipe(text), _parents(text), tmp_path / "out")
+    assert str(tmp_path / "ft_b") in str(info.value) and not (tmp_path / "out").exists()
