@@ -110,3 +110,20 @@ def test_replay_names_an_expert_changed_after_a_recorded_moe_merge(moe_chain: di
     assert not report.verified
     (msg,) = [p.message for p in report.problems if p.code == "replay_mismatch"]
     assert "not_reproduced" in msg and name in msg
+
+
+def test_attest_merge_key_of_moe_parents_records_its_layout(moe_chain: dict[str, Path], tmp_path: Path) -> None:
+    """`attest merge --key` on MoE parents records the expert layout it wrote; verify --replay follows it."""
+    cfg = moe_chain["root"] / "merge.yml"
+    for layout in ("mergekit", "per-expert"):
+        out = tmp_path / layout
+        args = ["merge", cfg, out, "--layout", layout, "--key", moe_chain["root"] / "builder.key"]
+        code, stdout, err = run_inprocess(args)
+        assert code == 0, stdout + err
+        (env,) = [e for e in load_bundle(out) if b"mergekit_config" in e.payload_bytes]
+        internal = json.loads(env.payload_bytes)["predicate"]["buildDefinition"]["internalParameters"]
+        assert internal["layout"] == layout
+        report = verify_model(out, build_trust(moe_chain["policy"]), VerifyOptions(replay=True))
+        assert report.verified, report.problems
+    merged = verify_model(moe_chain["merged"], build_trust(moe_chain["policy"]))
+    assert verify_model(tmp_path / "mergekit", build_trust(moe_chain["policy"])).weights_root == merged.weights_root
