@@ -298,3 +298,30 @@ def test_unknown_predicate_reported_not_trusted(signed_chain: dict[str, Path], t
     write_bundle(dst, [_signed(signed_chain, doc), *envs[1:]])  # type: ignore[list-item]
     ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "unknown_predicate" in codes, text
+
+
+def test_index_metadata_a_loader_reads_is_refused(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    """transformers takes `metadata.dtype` of a shard index as the load dtype; the index lies outside the roots, so a
+    dtype written after signing must not verify (SPEC 1.6: only inert metadata keys)."""
+    dst = reshard(signed_chain["merged"], tmp_path / "resharded", 3, seed=7)
+    shutil.copytree(signed_chain["merged"] / ".attest", dst / ".attest", dirs_exist_ok=True)
+    ok, _, text = _verify(dst, signed_chain)
+    assert ok, text
+    index = dst / "model.safetensors.index.json"
+    doc = json.loads(index.read_text())
+    doc["metadata"]["dtype"] = "float16"
+    index.write_text(json.dumps(doc))
+    code, err = _cli_exit(dst, signed_chain)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "model.safetensors.index.json" in err and "'dtype'" in err
+
+
+def test_transformers_sharded_index_is_accepted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """What transformers itself writes into an index (total_size, total_parameters) is inert and accepted."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["base"])
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    assert "total_size" in index["metadata"]
+    assert hash_model(tmp_path / "sharded").weights_root == hash_model(tiny_models["base"]).weights_root

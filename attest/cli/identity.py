@@ -16,6 +16,7 @@ from attest.errors import InputError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
 from attest.identity.merkle import ALGORITHMS, Algorithm
 from attest.identity.proofs import TensorProof
+from attest.strict_json import strict_loads
 
 MAX_JSON_INPUT = 256 * 1024 * 1024
 T = TypeVar("T", IdentityManifest, TensorProof)
@@ -52,12 +53,19 @@ def hash_with_progress(
 
 
 def load_json_model(path: Path, model: type[T]) -> T:
+    """A manifest or proof file, parsed as strict JSON (no duplicate keys, no NaN/Infinity) and then validated."""
     try:
         if path.stat().st_size > MAX_JSON_INPUT:
             raise InputError(path, f"larger than {MAX_JSON_INPUT} bytes")
-        return model.model_validate_json(path.read_bytes())
+        doc = strict_loads(path.read_bytes())
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise InputError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise InputError(path, f"not valid JSON ({str(exc).splitlines()[0]})") from None
+    try:
+        return model.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "document"

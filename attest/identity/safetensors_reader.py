@@ -7,7 +7,6 @@ out zero-copy memoryviews of the mapped file. It never interprets bytes as code.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
@@ -18,7 +17,7 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
-from attest.strict_json import reject_duplicate_keys
+from attest.strict_json import strict_loads
 
 MAX_HEADER_BYTES = 100_000_000
 MAX_JSON_INT = 2**53 - 1
@@ -87,7 +86,7 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
     if not text.startswith("{"):
         raise InputError(p, "safetensors header is not a JSON object")
     try:
-        header = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+        header = strict_loads(text)
     except (ValueError, RecursionError) as exc:
         raise InputError(p, f"safetensors header is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(header, dict):

@@ -304,6 +304,8 @@ class VerifiedLineage:
     hashed: dict[Path, str] = field(default_factory=dict)
     """Model roots of every folder this verification hashed (resolved path -> root), so that later rules
     (replay, detect) never hash a checkpoint twice."""
+    trusted_statements: dict[str, set[str]] = field(default_factory=dict)
+    """Subject digest -> payload sha256 of each statement about it that a trusted signer made."""
 
 
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
@@ -378,7 +380,12 @@ def verify_lineage(
         notes=walk.notes + manifest.notes,
     )
     hashed = {**walk.rehashed, folder.resolve(): root_digest}
-    result = VerifiedLineage(report, _step_records(entries), folder, hashed)
+    trusted_statements: dict[str, set[str]] = {}
+    for e in entries:
+        if e.trusted:
+            for d in e.subjects():
+                trusted_statements.setdefault(d, set()).add(e.payload_digest)
+    result = VerifiedLineage(report, _step_records(entries), folder, hashed, trusted_statements)
     if options.replay and lineage.verdict == "verified":
         from attest.policy.procurement import replay_lineage
 
