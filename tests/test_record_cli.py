@@ -129,6 +129,10 @@ def test_merge_chain_verifies_from_the_folder_alone(
     assert bundle_path(alone).read_bytes() == before
 
 
+def _out(output: Path, key: Path) -> list[object]:
+    return ["--output", output, "--key", key]
+
+
 def _policy(path: Path, key: Path, roots: list[Path]) -> Path:
     lines = ["version: 1", "keys:", "  - name: builder", f"    public_key: {key}.pub", "trusted_roots:"]
     for r in roots:
@@ -271,7 +275,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         (parent / ".attest" / "provenance.intoto.jsonl").write_text('{"payload": "eA==", "payloadT')
     before = _snapshot(output) if output.exists() else None
     code, out, err = run_cli(
-        ["record", "merge", "--config", config, "--parent", parent, "--output", output, "--key", key], capsys
+        [
+            "record",
+            "merge",
+            "--config",
+            config,
+            "--parent",
+            parent,
+            "--parent",
+            tiny_models["ft_b"],
+            *_out(output, key),
+        ],
+        capsys,
     )
     assert code == 2, (out, err)
     assert err.count("\n") == 1 and expect in err and "Traceback" not in err, err
@@ -360,3 +375,30 @@ def test_parent_claiming_another_root_in_its_unsigned_bundle_is_refused(
     assert err.count("\n") == 1 and "provenance.intoto.jsonl" in err and hash_model(fake).model_root in err
     assert hash_model(official).model_root[:16] in err  # what the bundle claimed, named
     assert _snapshot(child) == before
+
+
+@pytest.mark.parametrize("case", ["swapped", "missing", "extra"])
+def test_record_merge_parents_must_be_the_recipes(
+    case: str,
+    merged: tuple[Path, Path],
+    tiny_models: dict[str, Path],
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The recipe names ft_a and ft_b: each --parent must be one of them and each of them must be given."""
+    out_dir, config = merged
+    output = copy_model(out_dir, tmp_path / "out")
+    parents = {
+        "swapped": [tiny_models["ft_b"], f"base={tiny_models['base']}"],
+        "missing": [tiny_models["ft_a"]],
+        "extra": [tiny_models["ft_a"], tiny_models["ft_b"], f"base={tiny_models['base']}"],
+    }[case]
+    args = ["record", "merge", "--config", config, "--output", output, "--key", keys["builder"]]
+    for p in parents:
+        args += ["--parent", p]
+    before = _snapshot(output)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2, out
+    assert err.count("\n") == 1 and config.name in err and "does not match the recipe" in err, err
+    assert _snapshot(output) == before

@@ -325,3 +325,27 @@ def test_transformers_sharded_index_is_accepted(tiny_models: dict[str, Path], tm
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     assert "total_size" in index["metadata"]
     assert hash_model(tmp_path / "sharded").weights_root == hash_model(tiny_models["base"]).weights_root
+
+
+def test_merge_parents_that_are_not_the_recipes_fail_without_replay(
+    signed_chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """A trusted merge statement whose recorded recipe names ft_a and ft_b, but whose recorded parents are ft_b and
+    the base: verify flags it (recipe_parents) with no --replay and no parent folders at hand."""
+    dst = _copy(signed_chain, tmp_path)
+    envs = load_bundle(dst)
+    doc = json.loads(envs[0].payload_bytes)
+    deps = doc["predicate"]["buildDefinition"]["resolvedDependencies"]
+    base = hash_model(signed_chain["base"])
+    swapped = [d for d in deps if d["name"] != "ft_a"]
+    swapped.append(
+        model_dependency(
+            "base", signed_chain["base"].resolve().as_uri(), base.model_root, base.weights_root, "base"
+        ).model_dump(mode="json", exclude_none=True)
+    )
+    assert len(swapped) == len(deps)
+    doc["predicate"]["buildDefinition"]["resolvedDependencies"] = swapped
+    write_bundle(dst, [_signed(signed_chain, doc), *envs[1:]])  # type: ignore[list-item]
+    ok, codes, text = _verify(dst, signed_chain)
+    assert not ok and "recipe_parents" in codes, text
+    assert "ft_a' matches no recorded parents" in text and "'base'" in text and "not a model the recipe names" in text

@@ -177,6 +177,7 @@ def record_merge(
     signing = _signing(keys, sigstore, staging, identity_token)
     recipe = load_merge_recipe(config)
     inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"])
+    recipe.check_parents(config, inputs)
     base = recipe.parsed.get("base_model")
     if isinstance(base, str) and Path(base).exists():
         explicit = {split_role(s, "")[0] for s in parents}

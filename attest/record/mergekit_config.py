@@ -15,6 +15,9 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.recipe_yaml import MAX_RECIPE_BYTES, load_recipe_yaml
+from attest.record.refs import ModelRef
+from attest.statements.builders import model_dependency
+from attest.statements.recipe_parents import match_recipe_parents
 
 
 @dataclass(frozen=True)
@@ -27,20 +30,18 @@ class MergeRecipe:
         return {"mergekit_config": {"yaml": self.text, "sha256": self.sha256, "parsed": self.parsed}}
 
     def model_references(self) -> list[str]:
-        """Every model name the recipe mentions (base_model, models[].model, slices[].sources[].model)."""
-        refs: list[str] = []
+        """Every model the recipe names (base_model, models[].model, slices[].base_model, slices[].sources[].model),
+        as the merge engine reads them."""
+        from attest.merge.recipe import parse_recipe
 
-        def add(v: Any) -> None:
-            if isinstance(v, str) and v not in refs:
-                refs.append(v)
+        return parse_recipe(self.text, "config").referenced_models()
 
-        add(self.parsed.get("base_model"))
-        for m in self.parsed.get("models") or []:
-            add(m.get("model") if isinstance(m, dict) else None)
-        for s in self.parsed.get("slices") or []:
-            for src in (s.get("sources") or []) if isinstance(s, dict) else []:
-                add(src.get("model") if isinstance(src, dict) else None)
-        return refs
+    def check_parents(self, path: Path, inputs: list[tuple[str, ModelRef]]) -> None:
+        """Refuse a recording whose model parents are not exactly the models this recipe names (SPEC.md 2.5)."""
+        deps = [model_dependency(r.name, r.uri, r.model_root, r.weights_root, role, r.statement) for role, r in inputs]
+        _, problems = match_recipe_parents(self.model_references(), deps)
+        if problems:
+            raise InputError(path, f"--parent does not match the recipe: {problems[0]}")
 
 
 def load_merge_recipe(path: Path) -> MergeRecipe:

@@ -29,6 +29,7 @@ from attest.statements.models import (
     Statement,
 )
 from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.verify.replay_step import recipe_parent_problems
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
 from attest.verify.trust import TrustSet
 
@@ -152,6 +153,10 @@ class _Walk:
         if node.step is None:
             self.notes.append(f"{name}: unrecognised buildType {statement.predicate.buildDefinition.buildType}")
         node.verdict = "verified"
+        if node.step == "merge":
+            for line in recipe_parent_problems(statement):
+                self.problem("recipe_parents", f"{name}: {line}", digest)
+                node.verdict = "failed"
         for dep in statement.predicate.buildDefinition.resolvedDependencies or []:
             annotations = dep.annotations or {}
             dep_role = annotations.get("role")

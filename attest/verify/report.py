@@ -20,6 +20,7 @@ ProblemCode = Literal[
     "malformed_envelope",  # an envelope or statement that does not parse
     "model_signing",  # an OpenSSF model-signing signature that does not verify
     "replay_mismatch",  # a replayed merge that does not reproduce the published tensors
+    "recipe_parents",  # a merge statement whose recorded parents are not the models its own recorded recipe names
 ]
 
 
