@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,9 +31,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def strict_loads(text: str | bytes) -> Any:
+def strict_loads(
+    text: str | bytes, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] = reject_duplicate_keys
+) -> Any:
     """json.loads refusing duplicate keys, NaN/Infinity and numbers that overflow to Infinity. Raises ValueError
-    (or RecursionError for absurd nesting), as json.loads does."""
+    (or RecursionError for absurd nesting), as json.loads does. A custom hook must refuse duplicate keys too."""
     return json.loads(
-        text, object_pairs_hook=reject_duplicate_keys, parse_constant=_reject_constant, parse_float=finite_float
+        text, object_pairs_hook=object_pairs_hook, parse_constant=_reject_constant, parse_float=finite_float
     )

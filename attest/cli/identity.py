@@ -8,10 +8,9 @@ from typing import TypeVar
 
 import click
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.table import Table
 
-from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.errors import InputError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
 from attest.identity.merkle import ALGORITHMS, Algorithm
@@ -31,15 +30,6 @@ algorithm_option = click.option(
 ignore_option = click.option(
     "--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out of the identity."
 )
-
-
-def shown(text: object) -> str:
-    """Untrusted text (tensor names, paths) for the terminal: rich markup made inert, control characters escaped,
-    so a hostile name can neither crash the output nor fake a line of it."""
-    s = str(text)
-    if not s.isprintable():
-        s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-    return escape(s)
 
 
 def hash_with_progress(

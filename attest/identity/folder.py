@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from attest.errors import InputError
-from attest.identity.safetensors_reader import SafetensorsHeader, read_header
+from attest.identity.safetensors_reader import MAX_TENSORS, SafetensorsHeader, TensorCountError, read_header
 from attest.strict_json import strict_loads
 
 ATTEST_DIR = ".attest"
@@ -124,9 +124,16 @@ def scan_folder(
         raise InputError(root, "empty folder")
     if require_weights and not scan.weight_files and not scan.pickle_files:
         raise InputError(root, "no weights: no *.safetensors or PyTorch pickle files at the top level")
+    budget = MAX_TENSORS  # per folder, not per file: three shards must not hold three times the cap
     for rel_path in scan.weight_files:
         rel = rel_path.as_posix()
-        scan.headers[rel] = read_header(scan.real_paths[rel])
+        try:
+            scan.headers[rel] = read_header(scan.real_paths[rel], budget)
+        except TensorCountError:
+            raise InputError(
+                root / rel, f"the folder's weight files hold more than the {MAX_TENSORS} tensors allowed per folder"
+            ) from None
+        budget -= len(scan.headers[rel].tensors)
     _check_duplicates(scan)
     for index in scan.index_files:
         _check_index(scan, index)

@@ -92,8 +92,8 @@ class _Walk:
         return self.by_subject.get(digest, [])
 
     def node(self, digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
-        if digest in self.done:
-            return self.done[digest].model_copy(update={"role": role})
+        if digest in self.done:  # the report is a DAG: a model reached again is a reference to its first entry
+            return self.done[digest].model_copy(update={"role": role, "parents": [], "ref": True})
         node = self._walk_node(digest, name, role, path)
         self.done[digest] = node
         return node

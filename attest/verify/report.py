@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +41,25 @@ class LineageNode(BaseModel):
     signers: list[str] = Field(default_factory=list)
     verdict: Literal["verified", "trusted_root", "unattested", "failed"]
     rehashed: bool = Field(default=False, description="The checkpoint was available locally and re-hashed")
+    ref: bool = Field(
+        default=False,
+        description="A model already shown earlier in the report (depth first, parents in order): this entry repeats "
+        "its fields for this edge, and its parents are listed there, not again",
+    )
     parents: list[LineageNode] = Field(default_factory=list)
+
+
+def each_node(root: LineageNode) -> Iterator[LineageNode]:
+    """Every model of the lineage once, root first, depth first: the full entries, never the `ref` repeats."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        n = todo.pop()
+        if n.ref or n.digest in seen:
+            continue
+        seen.add(n.digest)
+        yield n
+        todo.extend(reversed(n.parents))
 
 
 class RuleResult(BaseModel):
