@@ -442,3 +442,45 @@ def test_hostile_dependency_name_cannot_forge_output_lines(signed_chain: dict[st
     assert not any(line.lstrip("│├└─ ").startswith(("VERIFIED", "l0 trusted")) for line in lines), text
     assert "\x1b" not in text and "\r" not in text
     assert "\\x1b[1;32mVERIFIED" in text  # shown, escaped
+
+
+def _junk_envelope(subject: str, signatures: int, seed: int) -> str:
+    """A statement about `subject` carrying `signatures` random signatures (each costs a public-key operation per
+    trusted key to reject)."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    payload = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "junk", "digest": {"sha256": subject}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {"n": seed},
+        }
+    ).encode()
+    sigs = [{"keyid": "", "sig": base64.b64encode(rng.randbytes(102)).decode()} for _ in range(signatures)]
+    doc = {"payload": base64.b64encode(payload).decode(), "payloadType": "application/vnd.in-toto+json"}
+    return json.dumps({**doc, "signatures": sigs}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [("signatures", "more than the 1024 allowed"), ("statements", "more than 16 statements about model root")],
+)
+def test_junk_signatures_and_statements_are_bounded(
+    signed_chain: dict[str, Path], tmp_path: Path, case: str, needle: str
+) -> None:
+    """Junk appended to `.attest/`: more signatures in all than a lineage carries (17 statements x 64), or more
+    statements about one model than re-recording makes, is refused before any signature is checked."""
+    dst = _copy(signed_chain, tmp_path)
+    here = hash_model(dst).model_root
+    with bundle_path(dst).open("a") as fh:
+        for i in range(17):
+            if case == "signatures":
+                fh.write(_junk_envelope(f"{i:064x}", 64, i))
+            else:
+                fh.write(_junk_envelope(here, 1, i))
+    code, err = _cli_exit(dst, signed_chain)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "provenance.intoto.jsonl" in err and needle in err

@@ -18,7 +18,14 @@ from urllib.parse import unquote, urlparse
 from attest.errors import AttestError, InputError
 from attest.identity import IdentityManifest, diff_manifests, hash_model
 from attest.lineage.recorded_identity import load_recorded_manifest
-from attest.lineage.store import attest_dir, load_bundle, load_sigstore_bundles, merge_envelopes, parse_bundle
+from attest.lineage.store import (
+    attest_dir,
+    bundle_path,
+    load_bundle,
+    load_sigstore_bundles,
+    merge_envelopes,
+    parse_bundle,
+)
 from attest.signing.dsse import Envelope, SignatureError, verify_signatures
 from attest.statements.models import (
     BUILD_TYPES,
@@ -208,16 +215,26 @@ def _canonical(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _entries_from_envelopes(envelopes: list[Envelope], trust: TrustSet, origin: str) -> tuple[list[Entry], list[str]]:
+def _entries_from_envelopes(
+    sources: list[tuple[str, list[Envelope]]], trust: TrustSet, where: str
+) -> tuple[list[Entry], list[str]]:
+    """Every envelope read, merged over all sources at once so the bounds of SPEC.md 3.3 hold for all of them
+    together (checking is signatures x trusted keys of public-key work); then each one's signatures checked."""
+    origin_of: dict[tuple[str, str], str] = {}
+    everything: list[Envelope] = []
+    for origin, envs in sources:
+        for n, env in enumerate(envs, 1):
+            origin_of.setdefault((env.payloadType, env.payload), f"{origin} envelope {n}")
+        everything += envs
     entries, malformed = [], []
-    for n, env in enumerate(merge_envelopes(envelopes), 1):
-        where = f"{origin} envelope {n}"
+    for env in merge_envelopes(everything, where):
+        where_env = origin_of.get((env.payloadType, env.payload), "an envelope")
         try:
             statement: Statement | None = parse_statement(env.payload_bytes)
         except StatementError as exc:
-            malformed.append(f"{where}: {exc.problem}")
+            malformed.append(f"{where_env}: {exc.problem}")
             statement = None
-        entry = Entry(where, env.payloadType, env.payload_bytes, env.payload_digest, statement)
+        entry = Entry(where_env, env.payloadType, env.payload_bytes, env.payload_digest, statement)
         if env.payloadType != PAYLOAD_TYPE:
             entry.signature_problem = f"payloadType {env.payloadType!r} is not an in-toto statement"
         else:
@@ -333,12 +350,10 @@ def verify_lineage(
         on_total=options.on_total,
         on_bytes=options.on_bytes,
     )
-    own = load_bundle(folder)
-    entries, malformed = _entries_from_envelopes(own, trust, "folder bundle")
-    for origin, envs in (x for d in options.attestation_dirs for x in _extra_envelopes(d)):
-        more, bad = _entries_from_envelopes(envs, trust, origin)
-        entries += more
-        malformed += bad
+    sources = [("folder bundle", load_bundle(folder))]
+    sources += [x for d in options.attestation_dirs for x in _extra_envelopes(d)]
+    where = str(bundle_path(folder)) + (" and --attestations" if options.attestation_dirs else "")
+    entries, malformed = _entries_from_envelopes(sources, trust, where)
     entries += _entries_from_sigstore(load_sigstore_bundles(folder), trust)
 
     walk = _Walk(trust, entries, options)
