@@ -33,7 +33,7 @@ class ModelRef:
     model_root: str
     weights_root: str
     statement: str | None = None
-    """sha256 of the parent's own statement payload, when it was named by its attestation."""
+    """sha256 of the payload of the parent's own statement about its hashed root, when its folder carries one."""
     envelopes: list[Envelope] = field(default_factory=list)
     sigstore: dict[str, bytes] = field(default_factory=dict)
 

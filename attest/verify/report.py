@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,19 +46,6 @@ class LineageNode(BaseModel):
         "its fields for this edge, and its parents are listed there, not again",
     )
     parents: list[LineageNode] = Field(default_factory=list)
-
-
-def each_node(root: LineageNode) -> Iterator[LineageNode]:
-    """Every model of the lineage once, root first, depth first: the full entries, never the `ref` repeats."""
-    seen: set[str] = set()
-    todo = [root]
-    while todo:
-        n = todo.pop()
-        if n.ref or n.digest in seen:
-            continue
-        seen.add(n.digest)
-        yield n
-        todo.extend(reversed(n.parents))
 
 
 class RuleResult(BaseModel):
