@@ -93,12 +93,14 @@ def _record(result: MergeResult, base_model: str | None, config: Path, signing: 
     from attest.record import internal_parameters, load_merge_recipe, record_step, resolve_model
 
     inputs = [("base" if ref == base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()]
+    recipe = load_merge_recipe(config)
+    recipe.check_parents(config, inputs)  # what verify checks (recipe_parents): refuse before signing, not after
     recorded = record_step(
         "merge",
         result.output,
         inputs,
         signing,
-        external=load_merge_recipe(config).external_parameters(),
+        external=recipe.external_parameters(),
         internal=internal_parameters(extra=dict(result.engine_parameters())),
     )
     digest = hashlib.sha256(recorded.payload).hexdigest()
