@@ -91,10 +91,11 @@ def merge_command(
 
 def _record(result: MergeResult, base_model: str | None, config: Path, signing: Signing) -> None:
     from attest.record import internal_parameters, load_merge_recipe, record_step, resolve_model
+    from attest.record.refs import check_merge_parents
 
     inputs = [("base" if ref == base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()]
     recipe = load_merge_recipe(config)
-    recipe.check_parents(config, inputs)  # what verify checks (recipe_parents): refuse before signing, not after
+    check_merge_parents(config, recipe.model_references(), inputs)  # what verify checks: refuse before signing
     recorded = record_step(
         "merge",
         result.output,

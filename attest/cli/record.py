@@ -16,7 +16,7 @@ from attest.identity import hash_model
 from attest.lineage.store import load_bundle
 from attest.record.mergekit_config import load_merge_recipe
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
-from attest.record.refs import ModelRef, resolve_model
+from attest.record.refs import ModelRef, check_merge_parents, resolve_model
 from attest.record.session import DEFAULT_PARENT_ROLE
 from attest.signing.keys import (
     KEY_TYPES,
@@ -177,7 +177,7 @@ def record_merge(
     signing = _signing(keys, sigstore, staging, identity_token)
     recipe = load_merge_recipe(config)
     inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"])
-    recipe.check_parents(config, inputs)
+    check_merge_parents(config, recipe.model_references(), inputs)
     base = recipe.parsed.get("base_model")
     if isinstance(base, str) and Path(base).exists():
         explicit = {split_role(s, "")[0] for s in parents}

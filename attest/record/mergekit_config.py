@@ -15,9 +15,6 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.recipe_yaml import MAX_RECIPE_BYTES, load_recipe_yaml
-from attest.record.refs import ModelRef
-from attest.statements.builders import model_dependency
-from attest.statements.recipe_parents import match_recipe_parents
 
 
 @dataclass(frozen=True)
@@ -35,13 +32,6 @@ class MergeRecipe:
         from attest.merge.recipe import parse_recipe
 
         return parse_recipe(self.text, "config").referenced_models()
-
-    def check_parents(self, path: Path, inputs: list[tuple[str, ModelRef]]) -> None:
-        """Refuse a recording whose model parents are not exactly the models this recipe names (SPEC.md 2.5)."""
-        deps = [model_dependency(r.name, r.uri, r.model_root, r.weights_root, role, r.statement) for role, r in inputs]
-        _, problems = match_recipe_parents(self.model_references(), deps)
-        if problems:
-            raise InputError(path, f"--parent does not match the recipe: {problems[0]}")
 
 
 def load_merge_recipe(path: Path) -> MergeRecipe:

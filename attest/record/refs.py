@@ -18,7 +18,9 @@ from attest.errors import InputError
 from attest.identity import hash_model
 from attest.lineage.store import bundle_path, head_envelopes, load_bundle, load_sigstore_bundles, statements_about
 from attest.signing.dsse import Envelope
+from attest.statements.builders import model_dependency
 from attest.statements.parse import parse_statement
+from attest.statements.recipe_parents import match_recipe_parents
 
 _HF_CACHE = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>[^/]+)$")
 
@@ -77,3 +79,12 @@ def resolve_model(path: str | os.PathLike[str]) -> ModelRef:
 def _claimed_roots(heads: list[Envelope]) -> list[str]:
     """The model roots a bundle's newest statements name (only to explain a refusal)."""
     return sorted({d for env in heads for d in parse_statement(env.payload_bytes).subject_digests("sha256")})
+
+
+def check_merge_parents(config: Path, refs: list[str], inputs: list[tuple[str, ModelRef]]) -> None:
+    """Refuse a merge recording whose model parents are not exactly the models its recipe names (`refs`, SPEC.md
+    2.5), by the rule verification applies to the signed statement (attest.statements.recipe_parents)."""
+    deps = [model_dependency(r.name, r.uri, r.model_root, r.weights_root, role, r.statement) for role, r in inputs]
+    _, problems = match_recipe_parents(refs, deps)
+    if problems:
+        raise InputError(config, f"--parent does not match the recipe: {problems[0]}")
