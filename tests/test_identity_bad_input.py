@@ -256,6 +256,60 @@ def index_no_weight_map(tmp: Path) -> tuple[Path, str, str]:
     return m, "model.safetensors.index.json", "no weight_map"
 
 
+def index_metadata_dtype(tmp: Path) -> tuple[Path, str, str]:
+    """transformers reads metadata.dtype as the load dtype; the index is outside the roots, so it is refused."""
+    m = model(tmp / "m")
+    index = {"metadata": {"total_size": 12, "dtype": "float16"}, "weight_map": {"a": ST, "b": ST}}
+    (m / "model.safetensors.index.json").write_text(json.dumps(index))
+    return m, "model.safetensors.index.json", "metadata has key 'dtype'"
+
+
+def index_metadata_total_size_not_int(tmp: Path) -> tuple[Path, str, str]:
+    m = model(tmp / "m")
+    index = {"metadata": {"total_size": "12"}, "weight_map": {"a": ST, "b": ST}}
+    (m / "model.safetensors.index.json").write_text(json.dumps(index))
+    return m, "model.safetensors.index.json", "'total_size' is not a non-negative integer"
+
+
+def _zero_size_tensors(first: int, count: int) -> bytes:
+    """A valid safetensors file of `count` zero-size tensors (the cheapest way to inflate a tensor count)."""
+    body = ",".join(
+        f'"t{i:07d}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(first, first + count)
+    )
+    return st_bytes(None, raw_header=("{" + body + "}").encode())
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_tensor_count_is_bounded_per_folder(
+    shards: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zero-size tensors cost nothing to store and a record each to hash: the count is capped per folder (three
+    shards each under the cap, together over it, are refused too). The cap is lowered here only to keep the test
+    fast; the header parser stops at the cap instead of building the whole header."""
+    from attest.cli import main
+    from attest.identity import folder as folder_module
+
+    cap = 3000
+    monkeypatch.setattr(folder_module, "MAX_TENSORS", cap)
+    m = tmp_path / "m"
+    m.mkdir()
+    per = cap // shards + 1
+    for i in range(shards):
+        (m / f"model-{i}.safetensors").write_bytes(_zero_size_tensors(i * per, per))
+    with pytest.raises(SystemExit) as exited:
+        main(["hash", "--no-cache", str(m)])
+    out = capsys.readouterr()
+    _check_one_line(exited.value.code, out.out, out.err, f"model-{shards - 1}.safetensors", f"more than the {cap}")
+    (m / f"model-{shards - 1}.safetensors").write_bytes(_zero_size_tensors((shards - 1) * per, per - shards))
+    assert main_ok(m)
+
+
+def main_ok(folder: Path) -> bool:
+    from attest.identity import hash_model
+
+    return len(hash_model(folder).tensors) > 0
+
+
 def symlink_out(tmp: Path) -> tuple[Path, str, str]:
     (tmp / "secret.txt").write_text("outside")
     m = model(tmp / "m")
@@ -399,6 +453,8 @@ MORE_CASES: list[Case] = [
     index_duplicate_keys,
     index_not_json,
     index_no_weight_map,
+    index_metadata_dtype,
+    index_metadata_total_size_not_int,
     symlink_weights_out,
     symlink_dotdot,
     symlinked_folder_out,
@@ -447,6 +503,15 @@ def test_bad_input_main(
         main(["hash", "--no-cache", str(folder)])
     out = capsys.readouterr()
     _check_one_line(exited.value.code, out.out, out.err, names_file, names_problem)
+
+
+def test_tensor_cap_stops_the_parser_early() -> None:
+    """A header far over the cap is refused from inside the JSON parser: it is never built in memory."""
+    from attest.identity.safetensors_reader import TensorCountError
+
+    raw = _zero_size_tensors(0, 50_000)[8:]
+    with pytest.raises(TensorCountError, match="more than the 10 tensors"):
+        parse_header(Path("m.safetensors"), raw, len(raw) + 8, max_tensors=10)
 
 
 def test_valid_control_folder_hashes(tmp_path: Path) -> None:

@@ -112,13 +112,61 @@ def test_merge_chain_verifies_from_the_folder_alone(
     assert params == {"lr": 1e-3, "steps": 2, "optim": "adamw"}
     assert load_bundle(alone)[0].payload_digest == chain[0].payload_digest  # the model's own statement first
 
-    # an auditor countersigns the child's statement; both keys now verify it
-    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"]], capsys)
+    # an auditor verifies the child under a policy, then countersigns its statement; both keys now verify it
+    policy = _policy(tmp_path / "audit.yaml", keys["builder"], [tiny_models["ft_a"], tiny_models["ft_b"]])
+    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"], "--policy", policy], capsys)
     assert code == 0, err
+    assert "verified" in out and "countersigned 1 of 1" in out
     from attest.signing import verify_envelope
 
     both = [*trusted, load_public_key(str(keys["auditor"]) + ".pub")]
     assert len(verify_envelope(load_bundle(alone)[0], both, threshold=2).signers) == 2
+    # the same key again adds nothing, says so, and leaves the bundle byte for byte
+    before = bundle_path(alone).read_bytes()
+    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"], "--policy", policy], capsys)
+    assert code == 0, err
+    assert "already signed" in out and "nothing added" in out
+    assert bundle_path(alone).read_bytes() == before
+
+
+def _out(output: Path, key: Path) -> list[object]:
+    return ["--output", output, "--key", key]
+
+
+def _policy(path: Path, key: Path, roots: list[Path]) -> Path:
+    lines = ["version: 1", "keys:", "  - name: builder", f"    public_key: {key}.pub", "trusted_roots:"]
+    for r in roots:
+        lines += [f"  - name: {r.name}", f"    digest: sha256:{hash_model(r).model_root}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_countersign_refuses_a_statement_nobody_verified(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attack: a statement with zero signatures (here it also hides a parent) must not become trusted by an
+    auditor's countersignature; and countersign without any trust to check against is refused."""
+    from attest.lineage.store import write_bundle
+
+    child = copy_model(tiny_models["ft_a"], tmp_path / "child")
+    sign = ["--key", keys["builder"]]
+    assert run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign], capsys)[0] == 0
+    write_bundle(child, [e.model_copy(update={"signatures": []}) for e in load_bundle(child)])
+    before = bundle_path(child).read_bytes()
+    auditor_pub = Path(str(keys["auditor"]) + ".pub")
+    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"], "--trusted-key", auditor_pub], capsys)
+    assert code == 2, out
+    assert err.count("\n") == 1 and "provenance.intoto.jsonl" in err and "does not verify" in err
+    assert bundle_path(child).read_bytes() == before
+    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"]], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--policy" in err
+    assert bundle_path(child).read_bytes() == before
+    # signed by the builder and verified under a policy trusting the builder: countersigned
+    code, _, err = run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign], capsys)
+    assert code == 0, err
+    policy = _policy(tmp_path / "p.yaml", keys["builder"], [tiny_models["base"]])
+    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"], "--policy", policy], capsys)
+    assert code == 0 and "countersigned 1 of 1" in out, err
 
 
 def test_unchanged_training_output_is_refused(
@@ -227,7 +275,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         (parent / ".attest" / "provenance.intoto.jsonl").write_text('{"payload": "eA==", "payloadT')
     before = _snapshot(output) if output.exists() else None
     code, out, err = run_cli(
-        ["record", "merge", "--config", config, "--parent", parent, "--output", output, "--key", key], capsys
+        [
+            "record",
+            "merge",
+            "--config",
+            config,
+            "--parent",
+            parent,
+            "--parent",
+            tiny_models["ft_b"],
+            *_out(output, key),
+        ],
+        capsys,
     )
     assert code == 2, (out, err)
     assert err.count("\n") == 1 and expect in err and "Traceback" not in err, err
@@ -263,18 +322,15 @@ def test_hf_cache_snapshot_is_named_by_hf_uri(tiny_models: dict[str, Path], tmp_
     assert ref.model_root == hash_model(tiny_models["base"]).model_root
 
 
-def test_attested_parent_is_named_by_its_attestation_unless_rehashed(
+def test_attested_parent_is_hashed_and_names_its_statement(
     tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parent = copy_model(tiny_models["ft_b"], tmp_path / "parent")
     sign = ["--key", keys["builder"]]
     assert run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", parent, *sign], capsys)[0] == 0
     attested_root = hash_model(parent).model_root
-    (parent / "NOTES.md").write_text("edited after attestation\n")
     child = copy_model(tiny_models["ft_a"], tmp_path / "child")
     args = ["record", "finetune", "--parent", parent, "--output", child, *sign]
-    code, _, err = run_cli([*args, "--rehash-parents"], capsys)
-    assert code == 2 and "changed after it was attested" in err and not (child / ".attest").exists()
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     envelopes = load_bundle(child)
@@ -282,3 +338,67 @@ def test_attested_parent_is_named_by_its_attestation_unless_rehashed(
     (dep,) = json.loads(envelopes[0].payload_bytes)["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert dep["digest"] == {"sha256": attested_root}
     assert dep["annotations"]["statement"] == envelopes[1].payload_digest
+
+    # edited after it was attested: its bundle no longer speaks about it, and record refuses
+    (parent / "NOTES.md").write_text("edited after attestation\n")
+    again = copy_model(tiny_models["ft_a"], tmp_path / "again")
+    code, _, err = run_cli(["record", "finetune", "--parent", parent, "--output", again, *sign], capsys)
+    assert code == 2 and "changed after it was attested" in err and err.count("\n") == 1
+    assert not (again / ".attest").exists()
+
+
+def test_parent_claiming_another_root_in_its_unsigned_bundle_is_refused(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attack: a downloaded "base" holds another model's weights plus an unsigned `.attest/` statement claiming
+    the official base root. record must hash the folder, not believe the claim (it used to record the claimed root,
+    which then verified against a policy allow-listing the official base)."""
+    from attest.lineage.store import write_bundle
+
+    official = copy_model(tiny_models["base"], tmp_path / "official")
+    assert (
+        run_cli(
+            ["record", "convert", "--parent", tiny_models["ft_a"], "--output", official, "--key", keys["auditor"]],
+            capsys,
+        )[0]
+        == 0
+    )
+    claim = load_bundle(official)[0].model_copy(update={"signatures": []})  # its statement, no signature
+    fake = copy_model(tiny_models["ft_b"], tmp_path / "base")  # another model's weights
+    write_bundle(fake, [claim])
+    child = copy_model(tiny_models["ft_a"], tmp_path / "child")
+    before = _snapshot(child)
+    code, out, err = run_cli(
+        ["record", "finetune", "--parent", f"base={fake}", "--output", child, "--key", keys["builder"]], capsys
+    )
+    assert code == 2, out
+    assert err.count("\n") == 1 and "provenance.intoto.jsonl" in err and hash_model(fake).model_root in err
+    assert hash_model(official).model_root[:16] in err  # what the bundle claimed, named
+    assert _snapshot(child) == before
+
+
+@pytest.mark.parametrize("case", ["swapped", "missing", "extra"])
+def test_record_merge_parents_must_be_the_recipes(
+    case: str,
+    merged: tuple[Path, Path],
+    tiny_models: dict[str, Path],
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The recipe names ft_a and ft_b: each --parent must be one of them and each of them must be given."""
+    out_dir, config = merged
+    output = copy_model(out_dir, tmp_path / "out")
+    parents = {
+        "swapped": [tiny_models["ft_b"], f"base={tiny_models['base']}"],
+        "missing": [tiny_models["ft_a"]],
+        "extra": [tiny_models["ft_a"], tiny_models["ft_b"], f"base={tiny_models['base']}"],
+    }[case]
+    args = ["record", "merge", "--config", config, "--output", output, "--key", keys["builder"]]
+    for p in parents:
+        args += ["--parent", p]
+    before = _snapshot(output)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2, out
+    assert err.count("\n") == 1 and config.name in err and "does not match the recipe" in err, err
+    assert _snapshot(output) == before

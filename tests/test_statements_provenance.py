@@ -4,6 +4,7 @@ JSON Schema written here from the specs (independent of our pydantic models)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -209,3 +210,31 @@ def test_payload_validates_against_the_exported_schema(statement: ProvenanceStat
 
     schema = json.loads((SCHEMA_DIR / "slsa-provenance-statement.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(json.loads(statement_bytes(statement)))
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "1E+999"])
+def test_number_overflowing_to_infinity_is_refused(literal: str) -> None:
+    """SPEC 2.1 refuses Infinity; `1e400` must not sneak it in through float parsing."""
+    from attest.statements.parse import StatementError, load_json
+
+    with pytest.raises(StatementError, match="out of range"):
+        load_json(b'{"_type": "x", "n": ' + literal.encode() + b"}")
+    assert load_json(b'{"n": 1e300}') == {"n": 1e300}
+
+
+def test_signed_payload_with_infinity_literal_is_malformed(tmp_path: Path) -> None:
+    """A correctly signed envelope whose payload says 1e400 is refused as malformed, never read as +inf."""
+    from attest.signing import generate_key, load_private_key, sign_envelope
+    from attest.signing.dsse import Envelope, verify_signatures
+    from attest.statements.parse import StatementError, parse_statement
+
+    public = generate_key(tmp_path / "k.key")
+    payload = (
+        b'{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"m","digest":{"sha256":"'
+        + b"a" * 64
+        + b'"}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{"x":1e400}}'
+    )
+    env = Envelope.from_json(sign_envelope(payload, [load_private_key(tmp_path / "k.key")]).to_json())
+    assert verify_signatures(env, [public])
+    with pytest.raises(StatementError, match="out of range"):
+        parse_statement(env.payload_bytes)

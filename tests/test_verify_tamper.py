@@ -298,3 +298,189 @@ def test_unknown_predicate_reported_not_trusted(signed_chain: dict[str, Path], t
     write_bundle(dst, [_signed(signed_chain, doc), *envs[1:]])  # type: ignore[list-item]
     ok, codes, text = _verify(dst, signed_chain)
     assert not ok and "unknown_predicate" in codes, text
+
+
+def test_index_metadata_a_loader_reads_is_refused(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    """transformers takes `metadata.dtype` of a shard index as the load dtype; the index lies outside the roots, so a
+    dtype written after signing must not verify (SPEC 1.6: only inert metadata keys)."""
+    dst = reshard(signed_chain["merged"], tmp_path / "resharded", 3, seed=7)
+    shutil.copytree(signed_chain["merged"] / ".attest", dst / ".attest", dirs_exist_ok=True)
+    ok, _, text = _verify(dst, signed_chain)
+    assert ok, text
+    index = dst / "model.safetensors.index.json"
+    doc = json.loads(index.read_text())
+    doc["metadata"]["dtype"] = "float16"
+    index.write_text(json.dumps(doc))
+    code, err = _cli_exit(dst, signed_chain)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "model.safetensors.index.json" in err and "'dtype'" in err
+
+
+def test_transformers_sharded_index_is_accepted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """What transformers itself writes into an index (total_size, total_parameters) is inert and accepted."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["base"])
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    assert "total_size" in index["metadata"]
+    assert hash_model(tmp_path / "sharded").weights_root == hash_model(tiny_models["base"]).weights_root
+
+
+def test_merge_parents_that_are_not_the_recipes_fail_without_replay(
+    signed_chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """A trusted merge statement whose recorded recipe names ft_a and ft_b, but whose recorded parents are ft_b and
+    the base: verify flags it (recipe_parents) with no --replay and no parent folders at hand."""
+    dst = _copy(signed_chain, tmp_path)
+    envs = load_bundle(dst)
+    doc = json.loads(envs[0].payload_bytes)
+    deps = doc["predicate"]["buildDefinition"]["resolvedDependencies"]
+    base = hash_model(signed_chain["base"])
+    swapped = [d for d in deps if d["name"] != "ft_a"]
+    swapped.append(
+        model_dependency(
+            "base", signed_chain["base"].resolve().as_uri(), base.model_root, base.weights_root, "base"
+        ).model_dump(mode="json", exclude_none=True)
+    )
+    assert len(swapped) == len(deps)
+    doc["predicate"]["buildDefinition"]["resolvedDependencies"] = swapped
+    ft_a = hash_model(signed_chain["ft_a"]).model_root
+    rest = [e for e in envs[1:] if ft_a not in json.loads(e.payload_bytes)["subject"][0]["digest"].values()]
+    write_bundle(dst, [_signed(signed_chain, doc), *rest])  # type: ignore[list-item]
+    ok, codes, text = _verify(dst, signed_chain)
+    assert not ok and codes == {"recipe_parents"}, text
+    assert "ft_a' matches no recorded parents" in text and "'base'" in text and "not a model the recipe names" in text
+
+
+# --- reports from hostile lineages: bounded size, no forged lines -------------------------------------------------
+
+
+def _dag_statement(subject: str, weights: str, parents: list[tuple[str, str]], here_weights: str) -> bytes:
+    s = provenance_statement(
+        "finetune",
+        Subject(name=f"m-{subject[:8]}", digest={"sha256": subject}, annotations={"weights_root": weights}),
+        external={},
+        internal={},
+        dependencies=[
+            model_dependency(name, f"file:///nonexistent/{digest[:8]}", digest, here_weights, "base" if i else "parent")
+            for i, (name, digest) in enumerate(parents)
+        ],
+        started_on="2026-11-25T00:00:00Z",
+        finished_on="2026-11-25T00:00:01Z",
+    )
+    return statement_bytes(s)
+
+
+def _signed_dag(signed_chain: dict[str, Path], tmp_path: Path, levels: int, parent_name: str = "") -> Path:
+    """The verified folder on top of `levels` levels of two models each, every model a trusted statement naming both
+    models of the level below as parents (2**levels paths from top to bottom); the bottom two are allow-listed."""
+    import hashlib
+
+    dst = tmp_path / "top"
+    shutil.copytree(signed_chain["base"], dst)
+    here = hash_model(dst)
+    key = load_private_key(signed_chain["root"] / "builder.key")
+
+    def digest(level: int, i: int) -> str:
+        return hashlib.sha256(f"dag-{level}-{i}".encode()).hexdigest()
+
+    envelopes = []
+    for level in range(1, levels + 1):
+        below = [(parent_name or f"l{level - 1}-{i}", digest(level - 1, i)) for i in (0, 1)]
+        for i in (0, 1):
+            envelopes.append(sign_envelope(_dag_statement(digest(level, i), "00" * 32, below, "00" * 32), [key]))
+    top = [(parent_name or f"l{levels}-{i}", digest(levels, i)) for i in (0, 1)]
+    envelopes.insert(0, sign_envelope(_dag_statement(here.model_root, here.weights_root, top, "00" * 32), [key]))
+    write_bundle(dst, envelopes)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nkeys:\n  - name: builder\n"
+        f"    public_key: {signed_chain['root'] / 'builder.key.pub'}\ntrusted_roots:\n"
+        + "".join(f"  - name: bottom-{i}\n    digest: sha256:{digest(0, i)}\n" for i in (0, 1))
+    )
+    return dst
+
+
+def test_dag_of_trusted_statements_reports_each_model_once(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    """24 levels of shared parents (2**24 paths): the report is a DAG, each model in full once and every further
+    edge a `ref` entry, so the JSON and the text tree grow with the number of statements, not of paths."""
+    levels = 24
+    dst = _signed_dag(signed_chain, tmp_path, levels)
+    code, out, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml", "--json"])
+    assert code == 0, (out[-2000:], err)
+    doc = json.loads(out)
+    assert doc["verified"] is True
+    full, refs, todo = [], [], [doc["lineage"]]
+    while todo:
+        n = todo.pop()
+        (refs if n.get("ref") else full).append(n["digest"])
+        assert not (n.get("ref") and n["parents"])
+        todo.extend(n["parents"])
+    models = 2 * levels + 3  # top, 2 per level, 2 bottom roots
+    assert len(full) == len(set(full)) == models
+    assert len(refs) == 2 * (2 * levels + 1) - (models - 1)  # every edge once; those not first are refs
+    assert len(out) < 2000 * models  # linear: about 1 KB per model
+    code, text, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml"])
+    assert code == 0, err
+    assert len(text.splitlines()) < 3 * (2 * (2 * levels + 1) + 10)
+    assert text.count("(shown above)") == len(refs)
+
+
+def test_hostile_dependency_name_cannot_forge_output_lines(signed_chain: dict[str, Path], tmp_path: Path) -> None:
+    """A trusted statement may carry any dependency name: newlines and ANSI escapes in it are shown escaped, so it can
+    neither print a VERIFIED line nor draw a fake tree line."""
+    evil = "x\n\x1b[1;32mVERIFIED\x1b[0m\n└── l0 trusted root  verified\r"
+    dst = _signed_dag(signed_chain, tmp_path, 1, parent_name=evil)
+    (tmp_path / "policy.yaml").write_text(  # the bottom is no longer allow-listed: verification fails
+        f"version: 1\nkeys:\n  - name: builder\n    public_key: {signed_chain['root'] / 'builder.key.pub'}\n"
+    )
+    code, text, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml"])
+    assert code == 1, err
+    lines = text.splitlines()
+    assert lines[-1] == "NOT VERIFIED"
+    assert not any(line.lstrip("│├└─ ").startswith(("VERIFIED", "l0 trusted")) for line in lines), text
+    assert "\x1b" not in text and "\r" not in text
+    assert "\\x1b[1;32mVERIFIED" in text  # shown, escaped
+
+
+def _junk_envelope(subject: str, signatures: int, seed: int) -> str:
+    """A statement about `subject` carrying `signatures` random signatures (each costs a public-key operation per
+    trusted key to reject)."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    payload = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "junk", "digest": {"sha256": subject}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {"n": seed},
+        }
+    ).encode()
+    sigs = [{"keyid": "", "sig": base64.b64encode(rng.randbytes(102)).decode()} for _ in range(signatures)]
+    doc = {"payload": base64.b64encode(payload).decode(), "payloadType": "application/vnd.in-toto+json"}
+    return json.dumps({**doc, "signatures": sigs}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [("signatures", "more than the 1024 allowed"), ("statements", "more than 16 statements about model root")],
+)
+def test_junk_signatures_and_statements_are_bounded(
+    signed_chain: dict[str, Path], tmp_path: Path, case: str, needle: str
+) -> None:
+    """Junk appended to `.attest/`: more signatures in all than a lineage carries (17 statements x 64), or more
+    statements about one model than re-recording makes, is refused before any signature is checked."""
+    dst = _copy(signed_chain, tmp_path)
+    here = hash_model(dst).model_root
+    with bundle_path(dst).open("a") as fh:
+        for i in range(17):
+            if case == "signatures":
+                fh.write(_junk_envelope(f"{i:064x}", 64, i))
+            else:
+                fh.write(_junk_envelope(here, 1, i))
+    code, err = _cli_exit(dst, signed_chain)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "provenance.intoto.jsonl" in err and needle in err

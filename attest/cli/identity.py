@@ -8,14 +8,14 @@ from typing import TypeVar
 
 import click
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.table import Table
 
-from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.errors import InputError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
 from attest.identity.merkle import ALGORITHMS, Algorithm
 from attest.identity.proofs import TensorProof
+from attest.strict_json import strict_loads
 
 MAX_JSON_INPUT = 256 * 1024 * 1024
 T = TypeVar("T", IdentityManifest, TensorProof)
@@ -32,15 +32,6 @@ ignore_option = click.option(
 )
 
 
-def shown(text: object) -> str:
-    """Untrusted text (tensor names, paths) for the terminal: rich markup made inert, control characters escaped,
-    so a hostile name can neither crash the output nor fake a line of it."""
-    s = str(text)
-    if not s.isprintable():
-        s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-    return escape(s)
-
-
 def hash_with_progress(
     path: Path, algorithm: Algorithm, *, use_cache: bool, ignore: tuple[str, ...], quiet: bool = False
 ) -> IdentityManifest:
@@ -52,12 +43,19 @@ def hash_with_progress(
 
 
 def load_json_model(path: Path, model: type[T]) -> T:
+    """A manifest or proof file, parsed as strict JSON (no duplicate keys, no NaN/Infinity) and then validated."""
     try:
         if path.stat().st_size > MAX_JSON_INPUT:
             raise InputError(path, f"larger than {MAX_JSON_INPUT} bytes")
-        return model.model_validate_json(path.read_bytes())
+        doc = strict_loads(path.read_bytes())
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise InputError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise InputError(path, f"not valid JSON ({str(exc).splitlines()[0]})") from None
+    try:
+        return model.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "document"

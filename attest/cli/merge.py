@@ -97,15 +97,17 @@ def merge_command(
         f"into {result.output}"
     )
     if signing is not None:
-        _record(result, recipe, signing)
+        _record(result, recipe, config, signing)
 
 
-def _record(result: MergeResult, recipe: MergeRecipe, signing: Signing) -> None:
+def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Signing) -> None:
     from attest.record import internal_parameters, record_step, resolve_model
+    from attest.record.refs import check_merge_parents
 
     inputs = [
         ("base" if ref == recipe.base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()
     ]
+    check_merge_parents(config, recipe.model_references(), inputs)  # what verify checks: refuse before signing
     recorded = record_step(
         "merge",
         result.output,

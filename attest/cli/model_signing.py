@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.cli.output import ByteProgress, print_json, stdout
-from attest.errors import InputError, VerificationError
+from attest.cli.output import ByteProgress, print_json, shown, stdout
+from attest.errors import InputError, VerificationError, printable
 from attest.signing.keys import PASSPHRASE_ENV
 from attest.signing.model_signing_compat import (
     EncryptedKeyError,
@@ -79,7 +79,7 @@ def sign_command(
     bar = ByteProgress(f"hashing {folder.name}", enabled=not quiet)
     with bar.running():
         signed = sign_model_sig(folder, key, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
-    stdout.print(f"signed {signed.resources} files of {folder}: {signed.signature}")
+    stdout.print(f"signed {signed.resources} files of {shown(folder)}: {shown(signed.signature)}")
     stdout.print(f"subject sha256: [bold]{signed.subject_digest}[/]")
 
 
@@ -151,16 +151,16 @@ def verify_model_sig_command(
             raise SystemExit(1)
         return
     for note in result.notes:
-        stdout.print(f"[yellow]note[/]: {note}")
+        stdout.print(f"[yellow]note[/]: {shown(note)}")
     if result.verified:
         stdout.print(
-            f"OK: {model} matches {result.signature} ({result.kind} signature, {result.files_checked} "
-            f"files, subject sha256 {result.subject_digest})"
+            f"OK: {shown(model)} matches {shown(result.signature)} ({result.kind} signature, "
+            f"{result.files_checked} files, subject sha256 {shown(result.subject_digest)})"
         )
-        stdout.print(f"signed by {result.signer}")
+        stdout.print(f"signed by {shown(result.signer)}")
         return
     for problem in result.problems:
-        click.echo(f"FAILED: {problem}", err=True)
+        click.echo(f"FAILED: {printable(problem)}", err=True)
     raise VerificationError(
         f"{model} does not verify against {result.signature} ({len(result.problems)} "
         f"problem{'s' if len(result.problems) != 1 else ''}; first: {result.problems[0]})"

@@ -8,12 +8,22 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from attest.errors import printable
 
 stdout = Console(soft_wrap=True)
 if not stdout.is_terminal:
     stdout = Console(soft_wrap=True, width=200)
 stderr = Console(stderr=True)
+
+
+def shown(text: object) -> str:
+    """Untrusted text (tensor, file and dependency names, paths, messages that quote them) for the terminal: rich
+    markup made inert and control characters (newlines, ANSI escapes) escaped, so a hostile name can neither crash
+    the output nor fake a line of it."""
+    return escape(printable(str(text)))
 
 
 def print_json(model: BaseModel) -> None:

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+from rich.markup import escape
 
 from attest.cli.output import stdout
 from attest.errors import InputError
 from attest.identity import hash_model
-from attest.lineage.store import bundle_path, load_bundle, statements_about, write_bundle
+from attest.lineage.store import load_bundle
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
-from attest.record.refs import ModelRef, resolve_model
+from attest.record.refs import ModelRef, check_merge_parents, resolve_model
 from attest.record.session import DEFAULT_PARENT_ROLE
-from attest.signing.dsse import add_signature
 from attest.signing.keys import (
     KEY_TYPES,
     PASSPHRASE_ENV,
@@ -102,7 +102,6 @@ def common_options(f: Any) -> Any:
             click.option("--seed", type=int, help="Random seed the step used."),
             click.option("--device", help="Device the step ran on (cpu, cuda, ...)."),
             click.option("--dtype", help="Compute dtype of the step."),
-            click.option("--rehash-parents", is_flag=True, help="Hash attested parents too; refuse stale ones."),
         ]
     ):
         f = option(f)
@@ -148,10 +147,10 @@ def record_group() -> None:
     """Sign a statement that a step made the model in --output from its parents."""
 
 
-def _model_inputs(specs: tuple[str, ...], default_role: str, rehash: bool) -> list[tuple[str, ModelRef]]:
+def _model_inputs(specs: tuple[str, ...], default_role: str) -> list[tuple[str, ModelRef]]:
     if not specs:
         raise InputError(None, "no --parent given")
-    return [(role, resolve_model(p, rehash=rehash)) for role, p in (split_role(s, default_role) for s in specs)]
+    return [(role, resolve_model(p)) for role, p in (split_role(s, default_role) for s in specs)]
 
 
 @record_group.command("merge")
@@ -166,7 +165,6 @@ def record_merge(
     seed: int | None,
     device: str | None,
     dtype: str | None,
-    rehash_parents: bool,
     keys: tuple[Path, ...],
     sigstore: bool,
     staging: bool,
@@ -179,7 +177,8 @@ def record_merge(
     from attest.merge.recipe import load_recipe  # lazy: the attest.merge package loads torch
 
     recipe = load_recipe(config, recording=True)
-    inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"], rehash_parents)
+    inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"])
+    check_merge_parents(config, recipe.model_references(), inputs)
     base = recipe.parsed.get("base_model")
     if isinstance(base, str) and Path(base).exists():
         explicit = {split_role(s, "")[0] for s in parents}
@@ -224,7 +223,6 @@ def _training_command(kind: StepKind) -> click.Command:
         seed: int | None,
         device: str | None,
         dtype: str | None,
-        rehash_parents: bool,
         keys: tuple[Path, ...],
         sigstore: bool,
         staging: bool,
@@ -234,8 +232,8 @@ def _training_command(kind: StepKind) -> click.Command:
         started = now_rfc3339()
         signing = _signing(keys, sigstore, staging, identity_token)
         hyper = dict(parse_param(p) for p in params)
-        inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE[kind], rehash_parents)
-        inputs += [("teacher", resolve_model(t, rehash=rehash_parents)) for t in teachers]
+        inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE[kind])
+        inputs += [("teacher", resolve_model(t)) for t in teachers]
         if kind == "distill" and not teachers:
             raise InputError(None, "a distill step needs --teacher DIR")
         deps: list[ResourceDescriptor] = [dataset_dependency(d) for d in datasets]
@@ -272,24 +270,27 @@ for _kind in _TRAINING_KINDS:
 @click.command("countersign")
 @click.argument("folder", type=PathType)
 @click.option("--key", "keys", multiple=True, required=True, type=PathType, help="Private key to add (repeatable).")
-def countersign_command(folder: Path, keys: tuple[Path, ...]) -> None:
-    """Add signatures (an auditor's) to the statements in FOLDER/.attest/ about FOLDER's current model root."""
+@click.option("--policy", type=PathType, help="Trust policy the folder must verify under before it is signed.")
+@click.option("--trusted-key", "trusted", multiple=True, type=PathType, help="Trusted public key (repeatable).")
+def countersign_command(folder: Path, keys: tuple[Path, ...], policy: Path | None, trusted: tuple[Path, ...]) -> None:
+    """Verify FOLDER under --policy / --trusted-key, then add signatures (an auditor's) to its own trusted
+    statements. A folder that does not verify is refused (exit 2)."""
+    from attest.record.countersign import countersign
+    from attest.verify.trust import build_trust
+
     loaded = [load_cli_key(k) for k in keys]
-    envelopes = load_bundle(folder)
-    if not envelopes:
-        raise InputError(bundle_path(folder), "no attestations to countersign")
-    root = hash_model(folder).model_root
-    own = {id(e) for e in statements_about(envelopes, root)}
-    if not own:
-        raise InputError(bundle_path(folder), f"no statement is about this folder's model root {root}")
-    updated = []
-    for env in envelopes:
-        if id(env) in own:
-            for key in loaded:
-                env = add_signature(env, key)
-        updated.append(env)
-    path = write_bundle(folder, updated)
-    stdout.print(f"countersigned {len(own)} statement(s) about {root} in {path}")
+    result = countersign(folder, loaded, build_trust(policy, trusted))
+    stdout.print(f"verified {escape(str(folder))} (model root {result.model_root}) under the given trust")
+    for key in loaded:
+        n = result.added[key.public.keyid]
+        if n:
+            stdout.print(f"key {key.public.keyid[:16]}: countersigned {n} of {result.statements} statement(s)")
+        else:
+            stdout.print(f"key {key.public.keyid[:16]}: had already signed every statement; nothing added")
+    if result.bundle is None:
+        stdout.print("nothing added; the bundle is unchanged")
+    else:
+        stdout.print(f"bundle: {escape(str(result.bundle))}")
 
 
 COMMANDS = [keygen_command, record_group, countersign_command]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.tree import Tree
 
-from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
 from attest.verify.engine import VerifyOptions, verify_model
 from attest.verify.report import LineageNode, VerifyReport
@@ -23,48 +22,57 @@ _VERDICT_STYLE = {
 
 
 def _label(node: LineageNode) -> str:
-    parts = [f"[bold]{escape(node.name)}[/]", node.digest[:16]]
+    """One line per node; every string from a statement or the folder goes through `shown` (no forged lines)."""
+    parts = [f"[bold]{shown(node.name)}[/]", shown(node.digest[:16])]
     if node.role:
-        parts.append(f"as {node.role}")
+        parts.append(f"as {shown(node.role)}")
+    if node.ref:
+        parts.append("(shown above)")
+        return "  ".join(parts)
     if node.step:
-        parts.append(f"step: {node.step}")
+        parts.append(f"step: {shown(node.step)}")
     if node.signers:
-        parts.append("signed by " + escape(", ".join(node.signers)))
+        parts.append("signed by " + shown(", ".join(node.signers)))
     if node.rehashed:
         parts.append("re-hashed locally")
     parts.append(_VERDICT_STYLE[node.verdict])
     return "  ".join(parts)
 
 
-def _tree(node: LineageNode, tree: Tree | None = None) -> Tree:
-    branch = Tree(_label(node)) if tree is None else tree.add(_label(node))
-    for p in node.parents:
-        _tree(p, branch)
-    return branch
+def _tree(root: LineageNode) -> Tree:
+    """The lineage as a rich tree, each model in full once (a repeat is one line): linear in the report's size.
+    Built without recursion, so a deep lineage cannot exhaust the stack."""
+    tree = Tree(_label(root))
+    todo = [(tree, p) for p in reversed(root.parents)]
+    while todo:
+        branch, node = todo.pop()
+        child = branch.add(_label(node))
+        todo.extend((child, p) for p in reversed(node.parents))
+    return tree
 
 
 def render_report(report: VerifyReport) -> None:
     if report.lineage is not None:
         stdout.print(_tree(report.lineage))
-    stdout.print(f"model root:   {report.model_root}")
-    stdout.print(f"weights root: {report.weights_root}")
+    stdout.print(f"model root:   {shown(report.model_root)}")
+    stdout.print(f"weights root: {shown(report.weights_root)}")
     for note in report.notes:
-        stdout.print(f"[yellow]note[/]: {escape(note)}")
+        stdout.print(f"[yellow]note[/]: {shown(note)}")
     for p in report.problems:
-        stdout.print(f"[red]problem[/] {escape('[' + p.code + ']')}: {escape(p.message)}")
+        stdout.print(f"[red]problem[/] {shown('[' + p.code + ']')}: {shown(p.message)}")
     if report.policy is not None:
         title = report.policy.name or report.policy.policy
-        stdout.print(f"[bold]policy[/] {escape(title)}:")
+        stdout.print(f"[bold]policy[/] {shown(title)}:")
         for r in report.policy.rules:
             mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
-            stdout.print(f"  {mark} {escape(r.rule)}: {escape(r.title)}")
+            stdout.print(f"  {mark} {shown(r.rule)}: {shown(r.title)}")
             for line in r.evidence:
-                stdout.print(f"       - {escape(line)}")
+                stdout.print(f"       - {shown(line)}")
     stdout.print("[bold green]VERIFIED[/]" if report.verified else "[bold red]NOT VERIFIED[/]")
 
 
 def _progress(message: str) -> None:
-    stderr.print(f"[dim]{escape(message)}[/]")
+    stderr.print(f"[dim]{shown(message)}[/]")
 
 
 def trust_options(f: click.decorators.FC) -> click.decorators.FC:

@@ -7,7 +7,6 @@ verifier: symlinks that leave the folder, special files, index entries that poin
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Iterator
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from attest.errors import InputError
-from attest.identity.safetensors_reader import SafetensorsHeader, read_header
-from attest.strict_json import reject_duplicate_keys
+from attest.identity.safetensors_reader import MAX_TENSORS, SafetensorsHeader, TensorCountError, read_header
+from attest.strict_json import strict_loads
 
 ATTEST_DIR = ".attest"
 """attest's own folder inside a model folder (attestations); excluded from the identity."""
@@ -28,6 +27,9 @@ EXCLUDED_PATHS = frozenset({"model.sig", ".cache/huggingface"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 INDEX_KEYS = frozenset({"weight_map", "metadata"})
+INERT_INDEX_METADATA = {"total_size": int, "total_parameters": int, "mergekit_version": str}
+"""The only `metadata` keys a shard index may carry (SPEC.md 1.6): sizes and a producer tag that no loader reads to
+decide how the weights are loaded. Anything else (transformers reads `dtype`) would sit outside the roots."""
 
 
 @dataclass
@@ -122,9 +124,16 @@ def scan_folder(
         raise InputError(root, "empty folder")
     if require_weights and not scan.weight_files and not scan.pickle_files:
         raise InputError(root, "no weights: no *.safetensors or PyTorch pickle files at the top level")
+    budget = MAX_TENSORS  # per folder, not per file: three shards must not hold three times the cap
     for rel_path in scan.weight_files:
         rel = rel_path.as_posix()
-        scan.headers[rel] = read_header(scan.real_paths[rel])
+        try:
+            scan.headers[rel] = read_header(scan.real_paths[rel], budget)
+        except TensorCountError:
+            raise InputError(
+                root / rel, f"the folder's weight files hold more than the {MAX_TENSORS} tensors allowed per folder"
+            ) from None
+        budget -= len(scan.headers[rel].tensors)
     _check_duplicates(scan)
     for index in scan.index_files:
         _check_index(scan, index)
@@ -171,6 +180,23 @@ def _check_duplicates(scan: FolderScan) -> None:
             seen[t.name] = rel
 
 
+def _check_index_metadata(path: Path, metadata: object) -> None:
+    if not isinstance(metadata, dict):
+        raise InputError(path, "shard index metadata is not an object")
+    for key, value in metadata.items():
+        kind = INERT_INDEX_METADATA.get(key)
+        if kind is None:
+            raise InputError(
+                path,
+                f"shard index metadata has key {key!r}, which a loader may read and the roots do not cover (only "
+                f"{', '.join(sorted(INERT_INDEX_METADATA))} are allowed)",
+            )
+        if kind is int and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise InputError(path, f"shard index metadata {key!r} is not a non-negative integer")
+        if kind is str and not isinstance(value, str):
+            raise InputError(path, f"shard index metadata {key!r} is not a string")
+
+
 def _check_index(scan: FolderScan, index: str) -> None:
     path = scan.root / index
     real = scan.real_paths[index]
@@ -181,7 +207,7 @@ def _check_index(scan: FolderScan, index: str) -> None:
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = json.loads(raw, object_pairs_hook=reject_duplicate_keys)
+        data = strict_loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InputError(path, f"shard index is not valid JSON ({str(exc).splitlines()[0]})") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -193,8 +219,7 @@ def _check_index(scan: FolderScan, index: str) -> None:
     unknown = sorted(set(data) - INDEX_KEYS)
     if unknown:
         raise InputError(path, f"shard index has unexpected key {unknown[0]!r} (only weight_map and metadata)")
-    if not isinstance(data.get("metadata", {}), dict):
-        raise InputError(path, "shard index metadata is not an object")
+    _check_index_metadata(path, data.get("metadata", {}))
     by_shard: dict[str, set[str]] = {}
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:

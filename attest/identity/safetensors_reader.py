@@ -7,7 +7,6 @@ out zero-copy memoryviews of the mapped file. It never interprets bytes as code.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
@@ -18,11 +17,22 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
-from attest.strict_json import reject_duplicate_keys
+from attest.strict_json import reject_duplicate_keys, strict_loads
 
 MAX_HEADER_BYTES = 100_000_000
-MAX_JSON_INT = 2**53 - 1
 """Headers larger than this are refused (the safetensors library uses the same bound)."""
+MAX_JSON_INT = 2**53 - 1
+MAX_TENSORS = 262_144
+"""Tensors per folder (all weight files together), SPEC.md 1.6. The largest public checkpoints hold about 10^5
+(a 61-layer, 384-expert MoE with per-block scales); far more is a header built to make hashing slow and large."""
+
+
+class _TooManyTensors(Exception):
+    """Raised from inside the JSON parser, so that a header with too many entries is never built in memory."""
+
+
+class TensorCountError(InputError):
+    """A header that holds more tensors than the caller's budget."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
-    """Read and validate the header of one safetensors file. Reads at most 8 + MAX_HEADER_BYTES bytes."""
+def read_header(path: str | os.PathLike[str], max_tensors: int = MAX_TENSORS) -> SafetensorsHeader:
+    """Read and validate the header of one safetensors file (at most `max_tensors` tensors). Reads at most
+    8 + MAX_HEADER_BYTES bytes."""
     p = Path(path)
     try:
         with open(p, "rb") as fh:
@@ -74,10 +85,24 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
     if len(raw) != n:
         raise InputError(p, "file shrank while being read")
-    return parse_header(p, raw, size)
+    return parse_header(p, raw, size, max_tensors)
 
 
-def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
+def _bounded_loads(text: str, max_objects: int) -> Any:
+    """strict_loads that stops as soon as the document holds more than `max_objects` JSON objects."""
+    count = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > max_objects:
+            raise _TooManyTensors
+        return reject_duplicate_keys(pairs)
+
+    return strict_loads(text, object_pairs_hook=hook)
+
+
+def parse_header(p: Path, raw: bytes, size: int, max_tensors: int = MAX_TENSORS) -> SafetensorsHeader:
     """Validate a raw header (the N bytes after the length prefix) against a file of `size` bytes."""
     n = len(raw)
     try:
@@ -87,7 +112,9 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
     if not text.startswith("{"):
         raise InputError(p, "safetensors header is not a JSON object")
     try:
-        header = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+        header = _bounded_loads(text, max_tensors + 2)  # each tensor entry, __metadata__, the header itself
+    except _TooManyTensors:
+        raise TensorCountError(p, f"safetensors header holds more than the {max_tensors} tensors allowed") from None
     except (ValueError, RecursionError) as exc:
         raise InputError(p, f"safetensors header is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(header, dict):
@@ -106,6 +133,8 @@ def parse_header(p: Path, raw: bytes, size: int) -> SafetensorsHeader:
             metadata = dict(entry)
             continue
         tensors.append(_parse_entry(p, name, entry, data_start, buffer_len))
+    if len(tensors) > max_tensors:
+        raise TensorCountError(p, f"safetensors header holds more than the {max_tensors} tensors allowed")
 
     ordered = sorted(tensors, key=lambda t: (t.begin, t.end))
     cursor = data_start

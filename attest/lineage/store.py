@@ -23,6 +23,11 @@ SIGSTORE_SUFFIX = ".sigstore.json"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_ENVELOPES = 100_000
 MAX_SIGSTORE_BYTES = 16 * 1024 * 1024
+MAX_BUNDLE_SIGNATURES = 1024
+"""Distinct DSSE signatures a verifier checks in all, over every envelope it reads (each one is tried against every
+trusted key). A real lineage carries a few per statement; junk signatures are refused, not checked for minutes."""
+MAX_STATEMENTS_PER_SUBJECT = 16
+"""Distinct statements (payloads) about one model root. Re-recording a step adds one; thousands are junk."""
 
 
 class BundleError(InputError):
@@ -99,7 +104,7 @@ def sigstore_file_name(payload_digest: str, bundle_json: bytes) -> str:
     return f"{payload_digest}-{hashlib.sha256(bundle_json).hexdigest()[:16]}{SIGSTORE_SUFFIX}"
 
 
-def merge_envelopes(envelopes: Iterable[Envelope]) -> list[Envelope]:
+def merge_envelopes(envelopes: Iterable[Envelope], where: str | Path | None = None) -> list[Envelope]:
     """Envelopes over the same (payloadType, payload) become one with the union of their signatures; first-seen
     order is kept, so a model's own statements stay in front of its ancestors'."""
     first: dict[tuple[str, bytes], Envelope] = {}
@@ -115,11 +120,31 @@ def merge_envelopes(envelopes: Iterable[Envelope]) -> list[Envelope]:
                 seen[key].add(raw)
                 sigs[key].append(sig)
         if len(sigs[key]) > MAX_SIGNATURES:
-            raise BundleError(None, f"more than {MAX_SIGNATURES} distinct signatures over one statement")
+            raise BundleError(where, f"more than {MAX_SIGNATURES} distinct signatures over one statement")
     out = []
     for key, env in first.items():
         out.append(env if len(sigs[key]) == len(env.signatures) else env.model_copy(update={"signatures": sigs[key]}))
+    check_bounds(out, where)
     return out
+
+
+def check_bounds(envelopes: list[Envelope], where: str | Path | None = None) -> None:
+    """Refuse merged envelopes that carry more signatures in all, or more statements about one subject, than any
+    real lineage (MAX_BUNDLE_SIGNATURES, MAX_STATEMENTS_PER_SUBJECT; SPEC.md 3.3): checking them would cost
+    (signatures x trusted keys) public-key operations."""
+    total = sum(len(env.signatures) for env in envelopes)
+    if total > MAX_BUNDLE_SIGNATURES:
+        raise BundleError(where, f"{total} signatures in all, more than the {MAX_BUNDLE_SIGNATURES} allowed")
+    per_subject: dict[str, int] = {}
+    for env in envelopes:
+        try:
+            digests = parse_statement(env.payload_bytes).subject_digests("sha256")
+        except StatementError:
+            continue
+        for d in dict.fromkeys(digests):
+            per_subject[d] = per_subject.get(d, 0) + 1
+            if per_subject[d] > MAX_STATEMENTS_PER_SUBJECT:
+                raise BundleError(where, f"more than {MAX_STATEMENTS_PER_SUBJECT} statements about model root {d[:16]}")
 
 
 def statements_about(envelopes: Iterable[Envelope], model_root: str) -> list[Envelope]:
@@ -162,7 +187,7 @@ def write_bundle(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "no such model folder")
-    merged = merge_envelopes(envelopes)
+    merged = merge_envelopes(envelopes, bundle_path(folder))
     d = attest_dir(folder)
     if d.is_symlink() or (d.exists() and not d.is_dir()):
         raise InputError(d, "is not a plain folder (a symlink or a file): refusing to write attestations through it")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from attest.errors import InputError
 from attest.identity.folder import scan_folder
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
-from attest.strict_json import reject_duplicate_keys
+from attest.strict_json import strict_loads
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "BF16": torch.bfloat16,
@@ -74,7 +73,7 @@ class Checkpoint:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise InputError(path, f"larger than {MAX_CONFIG_BYTES} bytes")
         try:
-            data = json.loads(path.read_bytes(), object_pairs_hook=reject_duplicate_keys)
+            data = strict_loads(path.read_bytes())
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(path, f"not valid JSON ({exc})") from None
         except RecursionError:

@@ -1,8 +1,10 @@
-"""Naming an input checkpoint: by its own attestation when it carries one, else by hashing it.
+"""Naming an input checkpoint: always by hashing its bytes (SPEC.md 2.3).
 
-A parent that carries attestations is named by its newest statement's subject (no re-hash of a large parent), and
-its whole bundle travels into the child so the chain verifies from the child folder alone. `rehash=True` hashes it
-anyway and refuses a folder that no longer matches its attestation.
+A parent's `.attest/` is a claim nobody has verified at record time, so its root is never taken from there: the
+folder is hashed, and when it carries a bundle, the statement about the hashed root is named
+(`annotations.statement`) and the whole bundle travels into the child, so the chain verifies from the child folder
+alone. A bundle with no statement about the hashed root is refused: the folder changed after it was attested, or
+the bundle is another model's.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 
 from attest.errors import InputError
 from attest.identity import hash_model
-from attest.identity.folder import scan_folder
 from attest.lineage.store import bundle_path, head_envelopes, load_bundle, load_sigstore_bundles, statements_about
 from attest.signing.dsse import Envelope
+from attest.statements.builders import model_dependency
 from attest.statements.parse import parse_statement
+from attest.statements.recipe_parents import match_recipe_parents
 
 _HF_CACHE = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>[^/]+)$")
 
@@ -32,7 +35,7 @@ class ModelRef:
     model_root: str
     weights_root: str
     statement: str | None = None
-    """sha256 of the parent's own statement payload, when it was named by its attestation."""
+    """sha256 of the payload of the parent's own statement about its hashed root, when its folder carries one."""
     envelopes: list[Envelope] = field(default_factory=list)
     sigstore: dict[str, bytes] = field(default_factory=dict)
 
@@ -48,45 +51,40 @@ def model_uri(path: Path) -> str:
     return real.as_uri()
 
 
-def resolve_model(path: str | os.PathLike[str], *, rehash: bool = False) -> ModelRef:
-    """Name a model folder for a statement (see module docstring). Raises InputError for a non-model folder."""
+def resolve_model(path: str | os.PathLike[str]) -> ModelRef:
+    """Name a model folder for a statement (see module docstring). Raises InputError for a non-model folder, or for
+    one whose own bundle has no statement about the root its bytes hash to."""
     p = Path(path)
-    scan_folder(p)  # a non-model folder is refused even when it carries attestations
+    manifest = hash_model(p)  # never believe the folder's own claim: its .attest/ is unsigned as far as we know
     envelopes = load_bundle(p)
     sigstore = load_sigstore_bundles(p)
     uri = model_uri(p)
     name = p.resolve().name
-    if envelopes and not rehash:
-        heads = head_envelopes(envelopes)
-        named = _named_by(heads)
-        if named is not None:
-            env, model_root, weights_root = named
-            return ModelRef(p, name, uri, model_root, weights_root, env.payload_digest, envelopes, sigstore)
-    manifest = hash_model(p)
-    if envelopes:
-        own = statements_about(envelopes, manifest.model_root)
-        if not own:
-            raise InputError(
-                bundle_path(p),
-                f"no statement in it is about this folder (model root {manifest.model_root}): the folder changed "
-                "after it was attested",
-            )
-        return ModelRef(
-            p, name, uri, manifest.model_root, manifest.weights_root, own[0].payload_digest, envelopes, sigstore
+    if not envelopes:
+        return ModelRef(p, name, uri, manifest.model_root, manifest.weights_root, None, envelopes, sigstore)
+    own = statements_about(envelopes, manifest.model_root)
+    if not own:
+        claimed = _claimed_roots(head_envelopes(envelopes))
+        raise InputError(
+            bundle_path(p),
+            f"no statement in it is about this folder (its bytes hash to model root {manifest.model_root}"
+            + (f"; the bundle claims {', '.join(r[:16] for r in claimed)}" if claimed else "")
+            + "): the folder changed after it was attested, or the bundle belongs to another model",
         )
-    return ModelRef(p, name, uri, manifest.model_root, manifest.weights_root, None, envelopes, sigstore)
+    return ModelRef(
+        p, name, uri, manifest.model_root, manifest.weights_root, own[0].payload_digest, envelopes, sigstore
+    )
 
 
-def _named_by(heads: list[Envelope]) -> tuple[Envelope, str, str] | None:
-    """The single model the bundle's newest statements are about, with its weights root; None if ambiguous."""
-    found: dict[str, tuple[Envelope, str]] = {}
-    for env in heads:
-        for s in parse_statement(env.payload_bytes).subject:
-            root = s.digest.get("sha256")
-            weights = (s.annotations or {}).get("weights_root")
-            if root and isinstance(weights, str):
-                found.setdefault(root, (env, weights))
-    if len(found) != 1:
-        return None
-    root, (env, weights) = next(iter(found.items()))
-    return env, root, weights
+def _claimed_roots(heads: list[Envelope]) -> list[str]:
+    """The model roots a bundle's newest statements name (only to explain a refusal)."""
+    return sorted({d for env in heads for d in parse_statement(env.payload_bytes).subject_digests("sha256")})
+
+
+def check_merge_parents(config: Path, refs: list[str], inputs: list[tuple[str, ModelRef]]) -> None:
+    """Refuse a merge recording whose model parents are not exactly the models its recipe names (`refs`, SPEC.md
+    2.5), by the rule verification applies to the signed statement (attest.statements.recipe_parents)."""
+    deps = [model_dependency(r.name, r.uri, r.model_root, r.weights_root, role, r.statement) for role, r in inputs]
+    _, problems = match_recipe_parents(refs, deps)
+    if problems:
+        raise InputError(config, f"--parent does not match the recipe: {problems[0]}")

@@ -72,7 +72,6 @@ class RecordingSession:
         staging: bool = False,
         builder_id: str = DEFAULT_BUILDER_ID,
         allow_unchanged: bool = False,
-        rehash_parents: bool = False,
     ) -> None:
         if kind not in STEP_KINDS:
             raise InputError(None, f"unknown step kind {kind!r} (choose from {', '.join(STEP_KINDS)})")
@@ -94,7 +93,7 @@ class RecordingSession:
             keys = list(key)
         self._key_specs, self._passphrase = keys, passphrase
         self._sigstore, self._staging = sigstore, staging
-        self.builder_id, self.allow_unchanged, self.rehash_parents = builder_id, allow_unchanged, rehash_parents
+        self.builder_id, self.allow_unchanged = builder_id, allow_unchanged
         self.inputs: list[tuple[str, ModelRef]] = []
         self.dependencies: list[ResourceDescriptor] = []
         self.byproducts: list[ResourceDescriptor] = []
@@ -108,7 +107,7 @@ class RecordingSession:
         signing = Signing(load_keys(self._key_specs, self._passphrase), self._sigstore, self._staging)
         self.signing = signing.prepared()
         self.started_on = now_rfc3339()
-        self.inputs = [(role, resolve_model(p, rehash=self.rehash_parents)) for role, p in self._parent_specs]
+        self.inputs = [(role, resolve_model(p)) for role, p in self._parent_specs]
         self.dependencies = [dataset_dependency(p) for p in self._dataset_paths]
         if self._code is not None:
             self.dependencies.append(code_dependency(self._code))

@@ -61,8 +61,8 @@ def model_subject(name: str, manifest: IdentityManifest) -> Subject:
 def model_dependency(
     name: str, uri: str, model_root: str, weights_root: str, role: str, statement: str | None = None
 ) -> ResourceDescriptor:
-    """A parent checkpoint. `statement` is the sha256 of the parent's own statement payload when it was named by
-    its attestation rather than hashed."""
+    """A parent checkpoint, named by its hashed model root. `statement` is the sha256 of the payload of the parent's
+    own statement about that root, when its folder carries one."""
     annotations: dict[str, Any] = {"role": role, "identity": IDENTITY_FORMAT, "weights_root": weights_root}
     if statement is not None:
         annotations["statement"] = statement

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from attest.errors import InputError
 from attest.statements.models import SLSA_PROVENANCE_V1, ProvenanceStatement, Statement
-from attest.strict_json import reject_duplicate_keys
+from attest.strict_json import strict_loads
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,17 +38,14 @@ def statement_bytes(statement: Statement) -> bytes:
     return to_json_bytes(statement.model_dump(mode="python", by_alias=True, exclude_none=True))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def load_json(data: bytes, what: str = "payload") -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, bounded size."""
+    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity (nor a number so large it overflows to Infinity),
+    bounded size."""
     if len(data) > MAX_STATEMENT_BYTES:
         raise StatementError(f"{what} larger than {MAX_STATEMENT_BYTES} bytes")
     try:
         text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=reject_duplicate_keys, parse_constant=_reject_constant)
+        return strict_loads(text)
     except UnicodeDecodeError:
         raise StatementError(f"{what} is not UTF-8") from None
     except (ValueError, RecursionError) as exc:

@@ -18,7 +18,14 @@ from urllib.parse import unquote, urlparse
 from attest.errors import AttestError, InputError
 from attest.identity import IdentityManifest, diff_manifests, hash_model
 from attest.lineage.recorded_identity import load_recorded_manifest
-from attest.lineage.store import attest_dir, load_bundle, load_sigstore_bundles, merge_envelopes, parse_bundle
+from attest.lineage.store import (
+    attest_dir,
+    bundle_path,
+    load_bundle,
+    load_sigstore_bundles,
+    merge_envelopes,
+    parse_bundle,
+)
 from attest.signing.dsse import Envelope, SignatureError, verify_signatures
 from attest.statements.models import (
     BUILD_TYPES,
@@ -29,6 +36,7 @@ from attest.statements.models import (
     Statement,
 )
 from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.verify.replay_step import recipe_parent_problems
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
 from attest.verify.trust import TrustSet
 
@@ -91,8 +99,8 @@ class _Walk:
         return self.by_subject.get(digest, [])
 
     def node(self, digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
-        if digest in self.done:
-            return self.done[digest].model_copy(update={"role": role})
+        if digest in self.done:  # the report is a DAG: a model reached again is a reference to its first entry
+            return self.done[digest].model_copy(update={"role": role, "parents": [], "ref": True})
         node = self._walk_node(digest, name, role, path)
         self.done[digest] = node
         return node
@@ -152,6 +160,10 @@ class _Walk:
         if node.step is None:
             self.notes.append(f"{name}: unrecognised buildType {statement.predicate.buildDefinition.buildType}")
         node.verdict = "verified"
+        if node.step == "merge":
+            for line in recipe_parent_problems(statement):
+                self.problem("recipe_parents", f"{name}: {line}", digest)
+                node.verdict = "failed"
         for dep in statement.predicate.buildDefinition.resolvedDependencies or []:
             annotations = dep.annotations or {}
             dep_role = annotations.get("role")
@@ -203,16 +215,26 @@ def _canonical(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _entries_from_envelopes(envelopes: list[Envelope], trust: TrustSet, origin: str) -> tuple[list[Entry], list[str]]:
+def _entries_from_envelopes(
+    sources: list[tuple[str, list[Envelope]]], trust: TrustSet, where: str
+) -> tuple[list[Entry], list[str]]:
+    """Every envelope read, merged over all sources at once so the bounds of SPEC.md 3.3 hold for all of them
+    together (checking is signatures x trusted keys of public-key work); then each one's signatures checked."""
+    origin_of: dict[tuple[str, str], str] = {}
+    everything: list[Envelope] = []
+    for origin, envs in sources:
+        for n, env in enumerate(envs, 1):
+            origin_of.setdefault((env.payloadType, env.payload), f"{origin} envelope {n}")
+        everything += envs
     entries, malformed = [], []
-    for n, env in enumerate(merge_envelopes(envelopes), 1):
-        where = f"{origin} envelope {n}"
+    for env in merge_envelopes(everything, where):
+        where_env = origin_of.get((env.payloadType, env.payload), "an envelope")
         try:
             statement: Statement | None = parse_statement(env.payload_bytes)
         except StatementError as exc:
-            malformed.append(f"{where}: {exc.problem}")
+            malformed.append(f"{where_env}: {exc.problem}")
             statement = None
-        entry = Entry(where, env.payloadType, env.payload_bytes, env.payload_digest, statement)
+        entry = Entry(where_env, env.payloadType, env.payload_bytes, env.payload_digest, statement)
         if env.payloadType != PAYLOAD_TYPE:
             entry.signature_problem = f"payloadType {env.payloadType!r} is not an in-toto statement"
         else:
@@ -304,6 +326,8 @@ class VerifiedLineage:
     hashed: dict[Path, str] = field(default_factory=dict)
     """Model roots of every folder this verification hashed (resolved path -> root), so that later rules
     (replay, detect) never hash a checkpoint twice."""
+    trusted_statements: dict[str, set[str]] = field(default_factory=dict)
+    """Subject digest -> payload sha256 of each statement about it that a trusted signer made."""
 
 
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
@@ -326,12 +350,10 @@ def verify_lineage(
         on_total=options.on_total,
         on_bytes=options.on_bytes,
     )
-    own = load_bundle(folder)
-    entries, malformed = _entries_from_envelopes(own, trust, "folder bundle")
-    for origin, envs in (x for d in options.attestation_dirs for x in _extra_envelopes(d)):
-        more, bad = _entries_from_envelopes(envs, trust, origin)
-        entries += more
-        malformed += bad
+    sources = [("folder bundle", load_bundle(folder))]
+    sources += [x for d in options.attestation_dirs for x in _extra_envelopes(d)]
+    where = str(bundle_path(folder)) + (" and --attestations" if options.attestation_dirs else "")
+    entries, malformed = _entries_from_envelopes(sources, trust, where)
     entries += _entries_from_sigstore(load_sigstore_bundles(folder), trust)
 
     walk = _Walk(trust, entries, options)
@@ -378,7 +400,12 @@ def verify_lineage(
         notes=walk.notes + manifest.notes,
     )
     hashed = {**walk.rehashed, folder.resolve(): root_digest}
-    result = VerifiedLineage(report, _step_records(entries), folder, hashed)
+    trusted_statements: dict[str, set[str]] = {}
+    for e in entries:
+        if e.trusted:
+            for d in e.subjects():
+                trusted_statements.setdefault(d, set()).add(e.payload_digest)
+    result = VerifiedLineage(report, _step_records(entries), folder, hashed, trusted_statements)
     if options.replay and lineage.verdict == "verified":
         from attest.policy.procurement import replay_lineage
 

@@ -20,6 +20,7 @@ ProblemCode = Literal[
     "malformed_envelope",  # an envelope or statement that does not parse
     "model_signing",  # an OpenSSF model-signing signature that does not verify
     "replay_mismatch",  # a replayed merge that does not reproduce the published tensors
+    "recipe_parents",  # a merge statement whose recorded parents are not the models its own recorded recipe names
 ]
 
 
@@ -39,6 +40,11 @@ class LineageNode(BaseModel):
     signers: list[str] = Field(default_factory=list)
     verdict: Literal["verified", "trusted_root", "unattested", "failed"]
     rehashed: bool = Field(default=False, description="The checkpoint was available locally and re-hashed")
+    ref: bool = Field(
+        default=False,
+        description="A model already shown earlier in the report (depth first, parents in order): this entry repeats "
+        "its fields for this edge, and its parents are listed there, not again",
+    )
     parents: list[LineageNode] = Field(default_factory=list)
 
 
