@@ -25,7 +25,7 @@ def registry() -> dict[str, type[BaseModel]]:
     from attest.publish.report import AuditReport
     from attest.replay.report import ReplayReport
     from attest.signing.dsse import Envelope
-    from attest.signing.model_signing_compat import ModelSigVerification
+    from attest.signing.model_sig import ModelSigVerification
     from attest.statements.models import ProvenanceStatement, Statement
     from attest.verify.report import VerifyReport
 

@@ -15,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.signing.model_signing_compat import (
+from attest.signing.keys import load_public_key
+from attest.signing.model_sig import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
-    load_public_key,
     make_key_bundle,
     sign_model_sig,
     verify_model_sig,

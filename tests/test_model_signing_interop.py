@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.signing.model_signing_compat import load_public_key, verify_model_sig
+from attest.signing.keys import load_public_key
+from attest.signing.model_sig import verify_model_sig
 from tests.test_model_signing_vectors import run_cli
 
 model_signing = pytest.importorskip("model_signing", reason="model-signing 1.1.1 (+ pyopenssl) is a test dependency")

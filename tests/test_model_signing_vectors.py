@@ -19,12 +19,9 @@ from cryptography.x509.oid import NameOID
 
 from attest.cli import main
 from attest.schema_export import SCHEMA_DIR
-from attest.signing.model_signing_compat import (
-    SigstoreTrust,
-    load_certificate_anchors,
-    load_public_key,
-    verify_model_sig,
-)
+from attest.signing.keys import load_public_key
+from attest.signing.model_sig import load_certificate_anchors, verify_model_sig
+from attest.signing.sigstore import SigstoreTrust
 
 IDENTITY = "stefanb@us.ibm.com"
 ISSUER = "https://sigstore.verify.ibm.com/oauth2"

@@ -7,21 +7,25 @@ import sys
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.cli.output import ByteProgress, print_json, shown, stdout
 from attest.errors import InputError, VerificationError, printable
-from attest.signing.keys import PASSPHRASE_ENV
-from attest.signing.model_signing_compat import (
+from attest.signing.keys import (
+    PASSPHRASE_ENV,
+    READABLE_KEY_TYPES,
     EncryptedKeyError,
-    SigstoreTrust,
-    Trust,
-    load_certificate_anchors,
+    PrivateKey,
     load_private_key,
     load_public_key,
+)
+from attest.signing.model_sig import (
+    Trust,
+    check_key_type,
+    load_certificate_anchors,
     sign_model_sig,
     verify_model_sig,
 )
+from attest.signing.sigstore import SigstoreTrust
 
 ignore_option = click.option(
     "--ignore",
@@ -32,20 +36,23 @@ ignore_option = click.option(
 )
 
 
-def _load_key(key: Path, env_var: str | None) -> ec.EllipticCurvePrivateKey:
+def _load_key(key: Path, env_var: str | None) -> PrivateKey:
     """Passphrase from --passphrase-env VAR or $ATTEST_KEY_PASSPHRASE (never an argument), else a prompt on a TTY."""
     name = env_var or PASSPHRASE_ENV
     value = os.environ.get(name)
     if env_var and value is None:
         raise InputError(None, f"--passphrase-env {env_var}: the variable is not set")
     try:
-        return load_private_key(key, value.encode("utf-8") if value else None)
+        loaded = load_private_key(key, value.encode("utf-8") if value else None, key_types=READABLE_KEY_TYPES)
     except EncryptedKeyError:
         if not sys.stdin.isatty():
             raise EncryptedKeyError(
                 key, "the key is encrypted: give its passphrase with --passphrase-env VAR"
             ) from None
-    return load_private_key(key, str(click.prompt(f"Passphrase for {key}", hide_input=True)).encode("utf-8"))
+        passphrase = str(click.prompt(f"Passphrase for {key}", hide_input=True)).encode("utf-8")
+        loaded = load_private_key(key, passphrase, key_types=READABLE_KEY_TYPES)
+    check_key_type(loaded)
+    return loaded
 
 
 @click.command("sign")
@@ -134,7 +141,7 @@ def verify_model_sig_command(
         raise click.UsageError("--trust-root applies to Sigstore keyless verification (--identity/--issuer)")
     trust: Trust
     if key_path:
-        trust = load_public_key(key_path)
+        trust = load_public_key(key_path, key_types=READABLE_KEY_TYPES)
     elif chain:
         trust = load_certificate_anchors(chain)
     else:

@@ -77,7 +77,7 @@ def scan_folder(
     scan = FolderScan(root=root)
     any_entry = False
 
-    for dirpath, dirnames, filenames in _walk(root):
+    for dirpath, dirnames, filenames in walk_folder(root):
         rel_dir = Path(dirpath).relative_to(root)
         keep: list[str] = []
         for d in sorted(dirnames):
@@ -149,7 +149,7 @@ def _check_name(full: Path, rel: str) -> None:
         raise InputError(shown, "file name is not valid UTF-8") from None
 
 
-def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk_folder(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk recurses once per folder level: a hostile folder nested thousands deep must fail cleanly."""
     try:
         yield from os.walk(root, followlinks=False, onerror=_walk_error)

@@ -32,12 +32,12 @@ TAG_FILE = b"\x03"
 TAG_MODEL = b"\x04"
 
 
-class _Hasher(Protocol):
+class Hasher(Protocol):
     def update(self, data: Any, /) -> Any: ...
     def digest(self) -> bytes: ...
 
 
-def new_hasher(algorithm: Algorithm) -> _Hasher:
+def new_hasher(algorithm: Algorithm) -> Hasher:
     if algorithm == "sha256":
         return hashlib.sha256()
     if algorithm == "blake3":

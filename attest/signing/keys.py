@@ -1,5 +1,6 @@
-"""Signing keys: Ed25519 (default), ECDSA P-256 and P-384. Private keys are PKCS#8 PEM (optionally encrypted with a
-passphrase) at mode 0600; the public key is SubjectPublicKeyInfo PEM beside it at PATH.pub.
+"""Signing keys: Ed25519 (default), ECDSA P-256 and P-384; P-521 is also read (model-signing keys may use it) but
+not generated. Private keys are PKCS#8 PEM (optionally encrypted with a passphrase) at mode 0600; the public key is
+SubjectPublicKeyInfo PEM beside it at PATH.pub.
 
 A key's id is the sha256 of its SubjectPublicKeyInfo DER. It is only a hint in envelopes: verification tries every
 trusted key, it never picks trust by id.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from attest.errors import InputError
 
-KeyType = Literal["ed25519", "ecdsa-p256", "ecdsa-p384"]
+KeyType = Literal["ed25519", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
 KEY_TYPES: tuple[KeyType, ...] = ("ed25519", "ecdsa-p256", "ecdsa-p384")
+"""The types attest makes and trusts (the default of every loader)."""
+READABLE_KEY_TYPES: tuple[KeyType, ...] = (*KEY_TYPES, "ecdsa-p521")
+"""What a loader reads when the caller asks: model-signing keys may be P-521."""
 PASSPHRASE_ENV = "ATTEST_KEY_PASSPHRASE"
 MAX_KEY_FILE = 64 * 1024
 
@@ -31,15 +35,22 @@ PublicKeyTypes = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 _CURVES: dict[str, tuple[KeyType, hashes.HashAlgorithm]] = {
     "secp256r1": ("ecdsa-p256", hashes.SHA256()),
     "secp384r1": ("ecdsa-p384", hashes.SHA384()),
+    "secp521r1": ("ecdsa-p521", hashes.SHA512()),
 }
+"""The Sigstore / model-signing pairing of curve and ECDSA digest; other curves are refused."""
 
 
-def _key_type(key: PrivateKeyTypes | PublicKeyTypes, path: Path | None) -> KeyType:
+def _key_type(
+    key: PrivateKeyTypes | PublicKeyTypes, path: Path | None, key_types: tuple[KeyType, ...] = KEY_TYPES
+) -> KeyType:
+    kt: KeyType | None = None
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
-        return "ed25519"
-    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and key.curve.name in _CURVES:
-        return _CURVES[key.curve.name][0]
-    raise InputError(path, f"unsupported key type (use one of {', '.join(KEY_TYPES)})")
+        kt = "ed25519"
+    elif isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and key.curve.name in _CURVES:
+        kt = _CURVES[key.curve.name][0]
+    if kt is None or kt not in key_types:
+        raise InputError(path, f"unsupported key type (use one of {', '.join(KEY_TYPES)})")
+    return kt
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,14 @@ class PublicKey:
 
     key: PublicKeyTypes
     key_type: KeyType
+    source: str | None = field(default=None, compare=False)
+    """Where it was read from (a label for messages, never part of the key's identity)."""
 
     @classmethod
-    def from_crypto(cls, key: PublicKeyTypes) -> PublicKey:
-        return cls(key, _key_type(key, None))
+    def from_crypto(
+        cls, key: PublicKeyTypes, source: str | None = None, key_types: tuple[KeyType, ...] = KEY_TYPES
+    ) -> PublicKey:
+        return cls(key, _key_type(key, None, key_types), source)
 
     @property
     def spki_der(self) -> bytes:
@@ -86,6 +101,12 @@ class PrivateKey:
 
     key: PrivateKeyTypes
     key_type: KeyType
+    source: str | None = field(default=None, compare=False)
+    """Where it was read from (a label for messages)."""
+
+    @classmethod
+    def from_crypto(cls, key: PrivateKeyTypes, key_types: tuple[KeyType, ...] = KEY_TYPES) -> PrivateKey:
+        return cls(key, _key_type(key, None, key_types))
 
     @property
     def public(self) -> PublicKey:
@@ -163,12 +184,18 @@ def _read_pem(path: Path, what: str) -> bytes:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
+class EncryptedKeyError(InputError):
+    """The private key needs a passphrase that was not given (a CLI may then prompt)."""
+
+
 def env_passphrase() -> bytes | None:
     value = os.environ.get(PASSPHRASE_ENV)
     return value.encode("utf-8") if value else None
 
 
-def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> PrivateKey:
+def load_private_key(
+    path: str | os.PathLike[str], passphrase: bytes | None = None, *, key_types: tuple[KeyType, ...] = KEY_TYPES
+) -> PrivateKey:
     """Load a PKCS#8 (or traditional) PEM private key; an encrypted one needs its passphrase."""
     p = Path(path)
     data = _read_pem(p, "private key")
@@ -177,7 +204,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
             key = serialization.load_pem_private_key(data, password=passphrase)
         except TypeError:
             if passphrase is None:
-                raise InputError(p, f"key is encrypted: give its passphrase (${PASSPHRASE_ENV})") from None
+                raise EncryptedKeyError(p, f"key is encrypted: give its passphrase (${PASSPHRASE_ENV})") from None
             key = serialization.load_pem_private_key(data, password=None)  # a passphrase for a plain key: unused
     except ValueError as exc:
         if "password" in str(exc).lower() or "decrypt" in str(exc).lower():
@@ -187,10 +214,10 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
         raise InputError(p, "unsupported key algorithm") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
         raise InputError(p, f"unsupported key type (use one of {', '.join(KEY_TYPES)})")
-    return PrivateKey(key, _key_type(key, p))
+    return PrivateKey(key, _key_type(key, p, key_types), str(p))
 
 
-def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
+def load_public_key(path: str | os.PathLike[str], *, key_types: tuple[KeyType, ...] = KEY_TYPES) -> PublicKey:
     """Load a SubjectPublicKeyInfo PEM public key (what `attest keygen` writes to PATH.pub)."""
     p = Path(path)
     data = _read_pem(p, "public key")
@@ -200,4 +227,4 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
         raise InputError(p, "not a PEM public key") from None
     if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
         raise InputError(p, f"unsupported key type (use one of {', '.join(KEY_TYPES)})")
-    return PublicKey(key, _key_type(key, p))
+    return PublicKey(key, _key_type(key, p, key_types), str(p))

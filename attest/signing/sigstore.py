@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attest.errors import InputError, VerificationError
 from attest.signing.verify import check_payload_type, check_subject
 from attest.statements.models import ProvenanceStatement
 from attest.statements.parse import parse_provenance
+
+if TYPE_CHECKING:
+    from sigstore.verify import Verifier
 
 TOKEN_ENV = "SIGSTORE_ID_TOKEN"
 SIGSTORE_SUFFIX = ".sigstore.json"
@@ -24,27 +29,44 @@ class SigstoreError(VerificationError):
     """A Sigstore bundle that does not verify (certificate, identity, log entry or signature)."""
 
 
+@dataclass(frozen=True)
+class SigstoreTrust:
+    """A Sigstore keyless identity to trust: certificate SAN and OIDC issuer, under a trusted root file (None: the
+    bundled or cached production root, offline)."""
+
+    identity: str
+    issuer: str
+    trusted_root: Path | None = None
+
+
+def offline_verifier(trusted_root: Path | None, *, staging: bool = False) -> Verifier:
+    """sigstore-python's verifier for a trusted root file, else the production (or staging) root; nothing fetched."""
+    from sigstore.errors import Error as SigstoreLibError
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
+
+    try:
+        if trusted_root is not None:
+            return Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
+        return Verifier.staging(offline=True) if staging else Verifier.production(offline=True)
+    except (SigstoreLibError, ValueError, OSError) as exc:
+        raise InputError(trusted_root, f"cannot load the Sigstore trusted root ({str(exc).splitlines()[0]})") from None
+
+
 def verify_sigstore_bundle(
     bundle_json: bytes, *, identity: str, issuer: str, trusted_root: Path | None = None, staging: bool = False
 ) -> tuple[str, bytes]:
     """Verify a bundle offline and return (payloadType, payload). Without a trusted_root file, the locally cached
     TUF root of the production (or staging) instance is used; nothing is fetched."""
     from sigstore.errors import Error as SigstoreLibError
-    from sigstore.models import Bundle, TrustedRoot
-    from sigstore.verify import Verifier
+    from sigstore.models import Bundle
     from sigstore.verify.policy import Identity
 
     try:
         bundle = Bundle.from_json(bundle_json)
     except (SigstoreLibError, ValueError) as exc:
         raise InputError(None, f"not a valid Sigstore bundle ({str(exc).splitlines()[0]})") from None
-    try:
-        if trusted_root is not None:
-            verifier = Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
-        else:
-            verifier = Verifier.staging(offline=True) if staging else Verifier.production(offline=True)
-    except (SigstoreLibError, ValueError, OSError) as exc:
-        raise InputError(trusted_root, f"cannot load the Sigstore trusted root ({str(exc).splitlines()[0]})") from None
+    verifier = offline_verifier(trusted_root, staging=staging)
     try:
         return verifier.verify_dsse(bundle, Identity(identity=identity, issuer=issuer))
     except SigstoreLibError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from attest.errors import AttestError, InputError
+from attest.errors import InputError
 from attest.identity import IdentityManifest, diff_manifests, hash_model
 from attest.lineage.recorded_identity import load_recorded_manifest
 from attest.lineage.store import (
@@ -510,23 +510,13 @@ def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOp
         return None, "model.sig is a symlink (refused: it could hide the file it points to from the check)"
     if not sig.is_file():
         return None, None
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from attest.signing.model_sig import Trust, verify_with_any
+    from attest.signing.sigstore import SigstoreTrust
 
-    from attest.signing.model_signing_compat import KeyTrust, SigstoreTrust, Trust, verify_model_sig
-
-    trusts: list[tuple[str, Trust]] = [
-        (k.name, KeyTrust(k.key.key, k.name)) for k in trust.keys if isinstance(k.key.key, ec.EllipticCurvePublicKey)
-    ]
+    trusts: list[tuple[str, Trust]] = [(k.name, k.key) for k in trust.keys]
     trusts += [(i.name, SigstoreTrust(i.identity, i.issuer, trust.sigstore_trust_root)) for i in trust.identities]
-    failures = []
-    for name, t in trusts:
-        try:
-            result = verify_model_sig(folder, t, ignore=list(options.ignore))
-        except AttestError as exc:
-            failures.append(str(exc))
-            continue
-        if result.verified:
-            walk.notes.append(f"model.sig: OpenSSF model-signing file-level signature verified ({name})")
-            return f"{name} (model.sig)", None
-        failures.extend(result.problems)
+    name, failures = verify_with_any(folder, trusts, ignore=list(options.ignore))
+    if name is not None:
+        walk.notes.append(f"model.sig: OpenSSF model-signing file-level signature verified ({name})")
+        return f"{name} (model.sig)", None
     return None, failures[0] if failures else "no trusted elliptic-curve key or Sigstore identity to check it with"
