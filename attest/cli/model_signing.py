@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -27,6 +29,8 @@ from attest.signing.model_sig import (
 )
 from attest.signing.sigstore import SigstoreTrust
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 ignore_option = click.option(
     "--ignore",
     "ignore",
@@ -34,6 +38,11 @@ ignore_option = click.option(
     metavar="PATH",
     help="Leave this path (relative to the folder) out; repeatable.",
 )
+
+
+def path_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option naming a file (its existence is checked where it is read, with a one-line error)."""
+    return click.option(*decls, type=click.Path(path_type=Path), **kwargs)
 
 
 def _load_key(key: Path, env_var: str | None) -> PrivateKey:
@@ -64,13 +73,7 @@ def _load_key(key: Path, env_var: str | None) -> PrivateKey:
     required=True,
     help="model-signing: an OpenSSF model-signing model.sig (Sigstore bundle, DSSE, key-signed).",
 )
-@click.option(
-    "--key",
-    "key_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="EC P-256 or P-384 private key (PKCS#8 PEM).",
-)
+@path_option("--key", "key_path", required=True, help="EC P-256 or P-384 private key (PKCS#8 PEM).")
 @click.option(
     "--passphrase-env",
     metavar="VAR",
@@ -92,26 +95,18 @@ def sign_command(
 
 @click.command("verify-model-sig")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--signature",
-    "signature",
-    type=click.Path(path_type=Path),
-    help="The model.sig to check (default: MODEL/model.sig, or beside a single-file MODEL).",
-)
-@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Trust this EC public key (PEM).")
-@click.option(
+@path_option("--signature", help="The model.sig to check (default: MODEL/model.sig, or beside a single-file MODEL).")
+@path_option("--key", "key_path", help="Trust this EC public key (PEM).")
+@path_option(
     "--certificate-chain",
     "chain",
-    type=click.Path(path_type=Path),
     multiple=True,
     help="Trust signing certificates chaining to these PEM certificates; repeatable.",
 )
 @click.option("--identity", help="Sigstore keyless: the signer identity (certificate SAN) to trust.")
 @click.option("--issuer", help="Sigstore keyless: the OIDC issuer of that identity.")
-@click.option(
-    "--trust-root",
-    type=click.Path(path_type=Path),
-    help="Sigstore trusted_root.json (default: sigstore-python's bundled production root, offline).",
+@path_option(
+    "--trust-root", help="Sigstore trusted_root.json (default: sigstore-python's bundled production root, offline)."
 )
 @ignore_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schemas/).")

@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, Self, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,20 +53,25 @@ def _key_type(
     return kt
 
 
-@dataclass(frozen=True)
-class PublicKey:
-    """A trusted (or to-be-trusted) verification key."""
+KeyObject = TypeVar("KeyObject", bound=PrivateKeyTypes | PublicKeyTypes)
 
-    key: PublicKeyTypes
+
+@dataclass(frozen=True)
+class _Key(Generic[KeyObject]):
+    key: KeyObject
     key_type: KeyType
     source: str | None = field(default=None, compare=False)
     """Where it was read from (a label for messages, never part of the key's identity)."""
 
     @classmethod
-    def from_crypto(
-        cls, key: PublicKeyTypes, source: str | None = None, key_types: tuple[KeyType, ...] = KEY_TYPES
-    ) -> PublicKey:
+    def from_crypto(cls, key: KeyObject, source: str | None = None, key_types: tuple[KeyType, ...] = KEY_TYPES) -> Self:
+        """Wrap a `cryptography` key of one of `key_types` (InputError for any other)."""
         return cls(key, _key_type(key, None, key_types), source)
+
+
+@dataclass(frozen=True)
+class PublicKey(_Key[PublicKeyTypes]):
+    """A trusted (or to-be-trusted) verification key."""
 
     @property
     def spki_der(self) -> bytes:
@@ -96,17 +101,8 @@ class PublicKey:
 
 
 @dataclass(frozen=True)
-class PrivateKey:
+class PrivateKey(_Key[PrivateKeyTypes]):
     """A signing key loaded from PKCS#8 PEM."""
-
-    key: PrivateKeyTypes
-    key_type: KeyType
-    source: str | None = field(default=None, compare=False)
-    """Where it was read from (a label for messages)."""
-
-    @classmethod
-    def from_crypto(cls, key: PrivateKeyTypes, key_types: tuple[KeyType, ...] = KEY_TYPES) -> PrivateKey:
-        return cls(key, _key_type(key, None, key_types))
 
     @property
     def public(self) -> PublicKey:

@@ -88,7 +88,9 @@ def read_model_sig(path: str | os.PathLike[str]) -> ModelSigBundle:
 def make_key_bundle(payload: bytes, private_key: PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     """A model-signing key-mode bundle over `payload`: v0.3, DSSE, `publicKey.hint`, no transparency log entries."""
     key = (
-        private_key if isinstance(private_key, PrivateKey) else PrivateKey.from_crypto(private_key, READABLE_KEY_TYPES)
+        private_key
+        if isinstance(private_key, PrivateKey)
+        else PrivateKey.from_crypto(private_key, key_types=READABLE_KEY_TYPES)
     )
     check_key_type(key)
     sig = key.sign(pae(PAYLOAD_TYPE, payload))

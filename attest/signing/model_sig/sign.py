@@ -35,7 +35,9 @@ def sign_model_sig(
     if not model.is_dir():
         raise InputError(model, "no such folder" if not model.exists() else "not a folder")
     key = (
-        private_key if isinstance(private_key, PrivateKey) else PrivateKey.from_crypto(private_key, READABLE_KEY_TYPES)
+        private_key
+        if isinstance(private_key, PrivateKey)
+        else PrivateKey.from_crypto(private_key, key_types=READABLE_KEY_TYPES)
     )
     check_key_type(key)
     sig_path = Path(signature_path) if signature_path is not None else model / SIGNATURE_NAME
