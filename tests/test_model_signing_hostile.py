@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from attest.signing.keys import load_public_key
+from attest.errors import InputError
+from attest.signing.keys import PrivateKey, PublicKey, load_public_key
 from attest.signing.model_sig import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     make_key_bundle,
     sign_model_sig,
     verify_model_sig,
+    verify_with_any,
 )
 from tests.test_model_signing_vectors import run_cli
 
@@ -292,3 +294,30 @@ def test_fifo_is_refused_not_read(model: Path, key: tuple[ec.EllipticCurvePrivat
     os.mkfifo(model / "pipe")
     r = verify_model_sig(model, load_public_key(key[1]))
     assert not r.verified and [(f.path, f.status) for f in r.findings] == [("pipe", "refused")]
+
+
+def test_p521_and_ed25519_keys(tmp_path: Path, model: Path) -> None:
+    """model-signing keys are EC P-256/P-384/P-521: P-521 signs and verifies, an Ed25519 key is bad input."""
+    k = ec.generate_private_key(ec.SECP521R1())
+    sign_model_sig(model, k)
+    pub = PublicKey.from_crypto(k.public_key(), key_types=("ecdsa-p521",))
+    assert verify_model_sig(model, pub).verified
+    ed = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(InputError, match="not an EC P-256, P-384 or P-521 public key"):
+        verify_model_sig(model, PublicKey.from_crypto(ed.public_key()))
+    with pytest.raises(InputError, match="not an EC P-256, P-384 or P-521 private key"):
+        sign_model_sig(model, PrivateKey.from_crypto(ed))
+
+
+def test_verify_with_any_names_the_trust_that_verified(
+    model: Path, key: tuple[ec.EllipticCurvePrivateKey, Path]
+) -> None:
+    """The verifier's trust set is tried key by key: Ed25519 keys are skipped, a wrong key's problem is kept."""
+    sign_model_sig(model, key[0])
+    ed = PublicKey.from_crypto(ed25519.Ed25519PrivateKey.generate().public_key())
+    other = PublicKey.from_crypto(ec.generate_private_key(ec.SECP256R1()).public_key())
+    right = load_public_key(key[1])
+    assert verify_with_any(model, [("ed", ed), ("other", other), ("right", right)]) == ("right", [])
+    name, failures = verify_with_any(model, [("ed", ed), ("other", other)])
+    assert name is None and len(failures) == 1 and "signature does not verify" in failures[0]
+    assert verify_with_any(model, [("ed", ed)]) == (None, [])

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from attest.errors import InputError
 from attest.signing import KEY_TYPES, generate_key, load_private_key, load_public_key
-from attest.signing.keys import KeyType
+from attest.signing.keys import READABLE_KEY_TYPES, KeyType
 
 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
@@ -55,3 +55,24 @@ def test_bad_key_files(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="unsupported key type"):
         load_private_key(rsa_path)
+
+
+def test_p521_is_read_only_when_asked(tmp_path: Path) -> None:
+    """attest neither makes nor trusts P-521 keys; model-signing may use them, so its commands ask for them."""
+    k = ec.generate_private_key(ec.SECP521R1())
+    pub = tmp_path / "p521.pub"
+    pub.write_bytes(
+        k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    priv = tmp_path / "p521.key"
+    priv.write_bytes(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with pytest.raises(InputError, match="unsupported key type"):
+        load_public_key(pub)
+    with pytest.raises(InputError, match="unsupported key type"):
+        load_private_key(priv)
+    public = load_public_key(pub, key_types=READABLE_KEY_TYPES)
+    private = load_private_key(priv, key_types=READABLE_KEY_TYPES)
+    assert public.key_type == private.key_type == "ecdsa-p521" and public.source == str(pub)
+    assert public.verify(private.sign(b"x"), b"x") and not public.verify(private.sign(b"x"), b"y")
