@@ -28,7 +28,6 @@ from attest.signing.model_sig.results import (
     ModelSigSigned,
     ModelSigVerification,
 )
-from attest.signing.model_sig.serialization import GIT_PATHS, hash_file
 from attest.signing.model_sig.sign import sign_model_sig
 from attest.signing.model_sig.signature import CertificateTrust, Trust, load_certificate_anchors
 from attest.signing.model_sig.statement import PREDICATE_TYPE, STATEMENT_TYPE
@@ -36,7 +35,6 @@ from attest.signing.model_sig.verify import verify_model_sig, verify_with_any
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
-    "GIT_PATHS",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
     "SIGNATURE_NAME",
@@ -50,7 +48,6 @@ __all__ = [
     "Trust",
     "check_key_type",
     "default_signature_path",
-    "hash_file",
     "key_hint",
     "load_certificate_anchors",
     "make_key_bundle",

@@ -32,7 +32,7 @@ IgnoreRules = list[tuple[str, ...]]
 
 
 @dataclass
-class Scan:
+class ModelSigScan:
     """The files of a model folder (or the single file) a signature could cover."""
 
     files: dict[str, Path] = field(default_factory=dict)  # relative POSIX name -> path to open
@@ -61,9 +61,9 @@ def is_ignored(parts: tuple[str, ...], rules: IgnoreRules) -> bool:
     return any(parts[: len(rule)] == rule for rule in rules)
 
 
-def scan_model(model: Path, rules: IgnoreRules, allow_symlinks: bool) -> Scan:
+def scan_model(model: Path, rules: IgnoreRules, allow_symlinks: bool) -> ModelSigScan:
     """Every regular file under `model` that no rule ignores. Symlinks only when allowed and inside the folder."""
-    found = Scan()
+    found = ModelSigScan()
     if not model.is_dir():
         st = model.lstat()
         if stat.S_ISLNK(st.st_mode) and not allow_symlinks:
@@ -94,7 +94,7 @@ def scan_model(model: Path, rules: IgnoreRules, allow_symlinks: bool) -> Scan:
     return found
 
 
-def _add_file(found: Scan, rel: str, full: Path, real_root: Path, allow_symlinks: bool) -> None:
+def _add_file(found: ModelSigScan, rel: str, full: Path, real_root: Path, allow_symlinks: bool) -> None:
     try:
         st = full.lstat()
         if stat.S_ISLNK(st.st_mode):
@@ -183,7 +183,7 @@ def hash_many(
     return out
 
 
-def scan_for_signing(model: Path, sig_path: Path, ignore: Iterable[str]) -> tuple[Scan, IgnoreRules]:
+def scan_for_signing(model: Path, sig_path: Path, ignore: Iterable[str]) -> tuple[ModelSigScan, IgnoreRules]:
     """The files `sign_model_sig` covers: all but the default ignores, `ignore` and the signature file itself.
     Anything the verifier would refuse (symlinks, special files) is refused here before signing."""
     entries = [*DEFAULT_IGNORES, *ignore]

@@ -14,7 +14,7 @@ from attest.signing.keys import READABLE_KEY_TYPES, PrivateKey
 from attest.signing.model_sig.bundle import SIGNATURE_NAME, check_key_type, make_key_bundle
 from attest.signing.model_sig.results import ModelSigSigned
 from attest.signing.model_sig.serialization import BytesCallback, hash_many, scan_for_signing
-from attest.signing.model_sig.statement import Resource, files_statement, subject_digest
+from attest.signing.model_sig.statement import ModelSigResource, files_statement, subject_digest
 
 
 def sign_model_sig(
@@ -51,7 +51,7 @@ def sign_model_sig(
         got = digests[(rel, 0)]
         if isinstance(got, OSError):
             raise InputError(model / rel, f"cannot read: {got.strerror or got}")
-        resources.append(Resource(name=rel, algorithm="sha256", digest=got))
+        resources.append(ModelSigResource(name=rel, algorithm="sha256", digest=got))
     ignore_paths = ["/".join(r) for r in rules]
     model_name = model.resolve().name
     atomic_write_bytes(sig_path, make_key_bundle(files_statement(model_name, resources, ignore_paths), key))

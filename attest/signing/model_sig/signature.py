@@ -142,6 +142,7 @@ def _may_sign(cert: x509.Certificate) -> bool:
 def _verify_sigstore(bundle: ModelSigBundle, trust: SigstoreTrust) -> tuple[str, bytes, str]:
     """Keyless: sigstore-python checks certificate, transparency log, identity policy and DSSE signature, offline.
     A bundle sigstore-python cannot read is a failed check here (model-signing's verdict), not bad input."""
+    # sigstore-python is heavy and only the keyless variant needs it: imported on first use.
     from sigstore.errors import VerificationError as SigstoreVerificationError
     from sigstore.models import Bundle, InvalidBundle
     from sigstore.verify.policy import Identity

@@ -21,7 +21,7 @@ HASH_TYPES = ("sha256", "blake2", "blake3")
 DIGEST_HEX_LEN = {"sha256": 64, "blake2": 128, "blake3": 64}
 
 
-class Resource(BaseModel):
+class ModelSigResource(BaseModel):
     """One signed file (or shard `path:start:end`) and its digest."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -42,7 +42,7 @@ class _Serialization(BaseModel):
 class _Predicate(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     serialization: _Serialization
-    resources: list[Resource]
+    resources: list[ModelSigResource]
 
 
 class _Subject(BaseModel):
@@ -61,7 +61,7 @@ class _Statement(BaseModel):
 
 def check_statement(
     sig_path: Path, payload_type: str, payload: bytes, result: ModelSigVerification
-) -> tuple[ModelSigSerialization, list[Resource]] | None:
+) -> tuple[ModelSigSerialization, list[ModelSigResource]] | None:
     """Checks on the authenticated payload; returns the serialization and resources, or None after a problem."""
 
     def fail(problem: str) -> None:
@@ -147,7 +147,7 @@ def subject_digest(resource_digests: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def files_statement(model_name: str, resources: list[Resource], ignore_paths: list[str]) -> bytes:
+def files_statement(model_name: str, resources: list[ModelSigResource], ignore_paths: list[str]) -> bytes:
     """The payload `sign_model_sig` signs: files serialization, SHA-256, no symlinks, as model-signing 1.x writes."""
     statement = {
         "_type": STATEMENT_TYPE,

@@ -28,7 +28,7 @@ from attest.signing.model_sig.serialization import (
     verify_ignores,
 )
 from attest.signing.model_sig.signature import Rejected, Trust, verify_signature
-from attest.signing.model_sig.statement import Resource, check_statement
+from attest.signing.model_sig.statement import ModelSigResource, check_statement
 
 
 def verify_model_sig(
@@ -95,7 +95,7 @@ def _check_files(
     model: Path,
     sig_path: Path,
     s: ModelSigSerialization,
-    resources: list[Resource],
+    resources: list[ModelSigResource],
     ignore: Sequence[str],
     result: ModelSigVerification,
     on_total: BytesCallback | None,
