@@ -200,10 +200,13 @@ def scan_for_signing(model: Path, sig_path: Path, ignore: Iterable[str]) -> tupl
     return found, rules
 
 
-def verify_ignores(model: Path, sig_path: Path, user: Iterable[str], signed: Iterable[str]) -> list[str]:
-    """What verification leaves out: the signer's ignore_paths, the caller's, git files, attest's folder, the
-    signature itself. Signed resources under an ignored path are reported missing (as model-signing does)."""
-    entries = [*DEFAULT_IGNORES, *signed, *user]
+def verify_ignores(
+    model: Path, sig_path: Path, user: Iterable[str], signed: Iterable[str], *, attest_dir: bool = True
+) -> list[str]:
+    """What verification leaves out: the signer's ignore_paths, the caller's, git files, attest's folder (unless
+    attest_dir is False: what model-signing itself leaves out), the signature itself. Signed resources under one
+    of model-signing's ignore paths are reported missing (as model-signing does)."""
+    entries = [*GIT_PATHS, *([ATTEST_DIR] if attest_dir else []), SIGNATURE_NAME, *signed, *user]
     if model.is_dir():
         # The signature's own path as written (never resolved: a symlinked model.sig would hide its target).
         try:
@@ -211,3 +214,16 @@ def verify_ignores(model: Path, sig_path: Path, user: Iterable[str], signed: Ite
         except ValueError:
             pass
     return entries
+
+
+def signed_file(resource_name: str, method: str) -> str:
+    """The file a resource covers: its name in files serialization, the `path` of `path:start:end` in shards."""
+    return resource_name if method == "files" else resource_name.rpartition(":")[0].rpartition(":")[0]
+
+
+def drop_uncovered_own_files(model: Path, found: ModelSigScan, covered: set[str]) -> None:
+    """Forget files under attest's own folder that the signature does not cover (written after signing)."""
+    own = ignore_rules(model, [ATTEST_DIR])
+    for entries in (found.files, found.refused):
+        for rel in [r for r in entries if r not in covered and is_ignored(PurePosixPath(r).parts, own)]:
+            del entries[rel]

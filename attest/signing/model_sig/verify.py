@@ -20,11 +20,13 @@ from attest.signing.model_sig.results import ModelSigFinding, ModelSigSerializat
 from attest.signing.model_sig.serialization import (
     BytesCallback,
     HashJob,
+    drop_uncovered_own_files,
     hash_many,
     ignore_rules,
     is_ignored,
     scan_model,
     shard_spans,
+    signed_file,
     verify_ignores,
 )
 from attest.signing.model_sig.signature import Rejected, Trust, verify_signature
@@ -101,10 +103,16 @@ def _check_files(
     on_total: BytesCallback | None,
     on_bytes: BytesCallback | None,
 ) -> None:
-    """Re-hash the folder and name every file that is changed, missing or extra."""
+    """Re-hash the folder and name every file that is changed, missing or extra.
+
+    A file the signature lists is checked whatever attest alone would leave out: `.attest/` is skipped only for
+    files the signature does not cover (model-signing run over a folder that already held attestations covers them,
+    and its own verifier checks them). What model-signing itself leaves out (its ignore paths) stays out."""
     rules = ignore_rules(model, verify_ignores(model, sig_path, ignore, s.ignore_paths))
+    peer_rules = ignore_rules(model, verify_ignores(model, sig_path, ignore, s.ignore_paths, attest_dir=False))
     result.ignored = ["/".join(r) for r in rules]
-    scan = scan_model(model, rules, s.allow_symlinks)
+    scan = scan_model(model, peer_rules, s.allow_symlinks)
+    drop_uncovered_own_files(model, scan, {signed_file(r.name, s.method) for r in resources})
     names = [r.name for r in resources]
     if names == ["."] and model.is_dir():
         # Signed as a single file (the resource is '.'): the folder must hold that one file and nothing else.
@@ -196,7 +204,7 @@ def _check_files(
 
     for rel in sorted(signed_files - set(scan.files) - set(scan.refused)):
         parts = PurePosixPath(rel).parts
-        if is_ignored(parts, rules):
+        if is_ignored(parts, peer_rules):
             finding(rel, "missing", "signed, but excluded by an ignore path")
         else:
             finding(rel, "missing", "missing (signed, not in the folder)")
