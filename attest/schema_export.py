@@ -45,8 +45,13 @@ def registry() -> dict[str, type[BaseModel]]:
     }
 
 
+INPUT_FORMATS = frozenset({"trust-policy.schema.json"})
+"""Formats people write and attest only reads: their schema describes what the loader accepts (validation mode,
+e.g. the `rule: true` shorthand), not what a model would serialise to."""
+
+
 def render(model: type[BaseModel], name: str) -> str:
-    schema = model.model_json_schema(mode="serialization")
+    schema = model.model_json_schema(mode="validation" if name in INPUT_FORMATS else "serialization")
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://attest.dev/schemas/{name}",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from attest.errors import InputError
+from attest.identity import hash_model
 from attest.policy.trust import load_policy
 from attest.verify import VerifyOptions, build_trust, verify_model
 from attest.verify.report import VerifyReport
@@ -143,3 +144,142 @@ def test_example_policies_are_valid() -> None:
     for f in files:
         policy, _ = load_policy(f)
         assert policy.rules is not None, f
+
+
+LICENSE_POLICY = """\
+version: 1
+keys:
+  - name: lab
+    public_key: lab.key.pub
+rules:
+  licenses:
+    allow: [apache-2.0, mit]
+"""
+
+
+@pytest.mark.parametrize(
+    ("readme", "config_license"),
+    [
+        ("---\nlicense: other\nlicense_name: mit\n---\n", None),  # a free-text name is not an SPDX id
+        ("---\nlicense: [" + "mit, " * 16 + "gpl-3.0]\n---\n", None),  # the 17th must not go unchecked
+        ("---\nlicense: [mit, 3]\n---\n", None),  # a non-string value must not be dropped
+        ("---\nlicense: [mit, {gpl: 3}]\n---\n", None),
+        ("---\nlicense: mit OR gpl-3.0\n---\n", None),  # an expression, not a plain id
+        ("---\nlicense: null\n---\n", "mit"),
+        ("\n---\nlicense: gpl-3.0\n---\n", "mit"),  # the Hub reads gpl-3.0 here, not only config.json's mit
+        ("---\nlicense: gpl-3.0\nlicense: mit\n---\n", None),  # ambiguous card: refused, so the rule fails
+        ("---\nlicense: mit\n---\n", ["mit", 7]),
+    ],
+)
+def test_every_declared_license_is_checked_and_anything_else_fails(
+    published: dict[str, Path], tmp_path: Path, readme: str, config_license: object
+) -> None:
+    import json
+
+    folder = tmp_path / "model"
+    shutil.copytree(published["honest"], folder)
+    (folder / "README.md").write_text(readme)
+    if config_license is not None:
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**cfg, "license": config_license}))
+    shutil.copy(published["root"] / "lab.key.pub", tmp_path / "lab.key.pub")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(LICENSE_POLICY)
+    ok, evidence = _rules(_verify(folder, policy))["licenses"]
+    assert not ok, evidence
+
+
+def test_plain_allowed_licenses_pass(published: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(published["honest"], folder)
+    (folder / "README.md").write_text("\n---\nlicense: [MIT, apache-2.0]\n---\n")
+    shutil.copy(published["root"] / "lab.key.pub", tmp_path / "lab.key.pub")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(LICENSE_POLICY)
+    ok, evidence = _rules(_verify(folder, policy))["licenses"]
+    assert ok and "MIT (README.md front matter license) is allowed" in evidence, evidence
+
+
+def test_a_policy_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """`full_disclosure: true` then `full_disclosure: false`: plain YAML keeps the last and turns the rule off."""
+    p = tmp_path / "p.yaml"
+    for text in (
+        "version: 1\nrules:\n  full_disclosure: true\n  attested_to_roots: true\n  full_disclosure: false\n",
+        "version: 1\nkeys:\n  - name: a\n    public_key: a.pub\n    name: b\n",
+        "version: 1\nversion: 1\n",
+        "version: 1\nrules:\n  licenses: {allow: [mit], allow: [gpl-3.0]}\n",
+        "version: 1\nrules: &r {attested_to_roots: true}\nname: x\n<<: {name: y}\n",
+    ):
+        p.write_text(text)
+        with pytest.raises(InputError, match="given twice") as info:
+            load_policy(p)
+        assert str(p) in str(info.value) and "\n" not in str(info.value)
+    code, _, err = run_attest(["verify", tmp_path, "--policy", p])
+    assert code == 2 and "given twice" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_candidate_named_base_is_told_apart_from_the_base_by_its_root(
+    published: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge of ft_a and ft_b, signed as a fine-tune of ft_b only: ft_a is an undisclosed contributor, even when
+    its folder is called `base` next to a policy given by a relative path (detect's label for the base)."""
+    model = tmp_path / "model"
+    shutil.copytree(published["honest"], model, ignore=shutil.ignore_patterns(".attest", "README.md"))
+    code, _, err = run_attest(
+        ["record", "finetune", "--parent", f"base={published['ft_b']}", "--output", model, "--key",
+         published["root"] / "lab.key"]
+    )  # fmt: skip
+    assert code == 0, err
+    policy_dir = tmp_path / "policy"
+    policy_dir.mkdir()
+    shutil.copy(published["root"] / "lab.key.pub", policy_dir / "lab.key.pub")
+    (policy_dir / "base").symlink_to(published["ft_a"])
+    (policy_dir / "ft_b").symlink_to(published["ft_b"])
+    (policy_dir / "official").symlink_to(published["base"])
+    (policy_dir / "policy.yaml").write_text(
+        "version: 1\nkeys:\n  - name: lab\n    public_key: lab.key.pub\n"
+        f"trusted_roots:\n  - name: tiny-base\n    digest: {hash_model(published['base']).model_root}\n"
+        "rules:\n  full_disclosure:\n    base: official\n    candidates: [base, ft_b]\n"
+    )
+    monkeypatch.chdir(policy_dir)
+    ok, evidence = _rules(_verify(model, Path("policy.yaml")))["full_disclosure"]
+    assert not ok and "undisclosed contributor: base" in evidence, evidence
+    assert "unattested" not in evidence  # the only reason it fails is the contributor the lineage hides
+    assert "ft_b: coefficient" in evidence and "disclosed in the lineage" in evidence
+
+
+def test_example_policies_match_the_schema_and_the_loader() -> None:
+    """Every shipped policy validates against schemas/trust-policy.schema.json and loads; the shorthand the loader
+    refuses (`licenses: true`, no allow-list) the schema refuses too."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    schema = json.loads((repo / "schemas" / "trust-policy.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted((repo / "examples" / "policies").glob("*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        validator.validate(yaml.safe_load(f.read_text()))
+        load_policy(f)
+    for doc, loads in (
+        ({"version": 1, "rules": {"attested_to_roots": True, "replay_merges": False}}, True),
+        ({"version": 1, "rules": {"licenses": True}}, False),
+        ({"version": 1, "rules": {"required_signers": True}}, False),
+        ({"version": 1, "rules": {"licenses": False, "claims_consistent": {"card": "yes"}}}, False),
+        ({"version": True}, False),
+        ({"version": 1, "trusted_roots": [{"name": "x", "digest": "sha256:" + "A" * 64}]}, True),
+        ({"version": 1, "trusted_roots": [{"name": "x", "digest": "abc"}]}, False),
+        ({"version": 1, "rules": {"licenses": {"allow": ["mit OR gpl-3.0"]}}}, False),
+    ):
+        assert validator.is_valid(doc) == loads, doc
+        from attest.policy.trust import TrustPolicy
+
+        try:
+            TrustPolicy.model_validate(doc)
+        except ValueError:
+            assert not loads, doc
+        else:
+            assert loads, doc

@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from attest.errors import InputError
 from attest.publish.card import ParentView, StepView, check_card, parse_card, read_card
 from attest.verify import VerifyOptions, build_trust, verify_model
 from tests.publish_fixtures import run_attest
@@ -134,3 +137,80 @@ def test_bad_front_matter_is_one_line_exit_2(tmp_path: Path, published: dict[str
     (folder / "README.md").write_text("---\nbase_model: [unclosed\n---\n")
     code, _, err = run_attest(["card", folder, "--check"])
     assert code == 2 and "README.md" in err and "front matter" in err and "Traceback" not in err
+
+
+def test_claims_are_checked_on_the_rendered_text() -> None:
+    """Emphasis, links, entities, zero-width and compatibility characters render as the words they hide."""
+    front = "---\nbase_model: [ft_a, ft_b]\nbase_model_relation: merge\n---\n\n"
+    for body in (
+        "This model was **post**-**trained** on 2T tokens.",
+        "This model was <b>post</b>-<i>trained</i> on 2T tokens.",
+        "This model was [post](https://example.com)-trained on 2T tokens.",
+        "This model was post&#8209;trained on 2T tokens.",
+        "This model was post&amp;#45;trained on 2T tokens.",
+        "This model was post\u200b-\u200btrained on 2T tokens.",
+        "This model was ｐｏｓｔ－ｔｒａｉｎｅｄ on 2T tokens.",
+        "This model was post<!-- -->-trained on 2T tokens.",
+        "This model was fine\u00adtuned on 2T tokens.",
+        "This model was fi*ne-tu*ned on 2T tokens.",
+    ):
+        findings = check_card(parse_card(front + body + "\n"), MERGE)
+        assert any("plain merge" in f for f in findings), body
+    assert check_card(parse_card(front + "A **merge** of ft_a and ft_b.\n"), MERGE) == []
+
+
+HOSTILE_CARDS = [
+    "\n---\nlicense: gpl-3.0\n---\nbody\n",  # front matter after a blank line (the Hub reads it)
+    "  \n\n---\nlicense: gpl-3.0\n---\n",
+    "\ufeff---\nlicense: gpl-3.0\n---\nbody\n",  # a BOM
+    "---\r\nlicense: gpl-3.0\r\n---\r\nbody\r\n",
+    "---\rlicense: gpl-3.0\r---\rbody\r",
+    "---  \nlicense: gpl-3.0\n---\n",  # trailing spaces on the opening line: not front matter for the Hub
+    "---\nlicense: gpl-3.0\n---   \nbody\n",
+    "---\nlicense: gpl-3.0\n--- not a fence\nmore: x\n---\n",
+    "---\nlicense: gpl-3.0\n",  # never closed
+    "---\n---\nbody\n",
+    "---\n\n---\n",
+    "text first\n---\nlicense: gpl-3.0\n---\n",
+    "---\nlicense: [mit, gpl-3.0]\nlicense_name: x\n---\n\n# t\n",
+    "---\nlicense: other\nlicense_name: mit\n---\n",
+]
+
+
+def test_card_is_read_exactly_as_huggingface_hub_reads_it(tmp_path: Path) -> None:
+    """Front matter, metadata and body as huggingface_hub's ModelCard.load sees them, on hostile layouts."""
+    from huggingface_hub import ModelCard
+
+    for i, text in enumerate(HOSTILE_CARDS):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "README.md").write_bytes(text.encode("utf-8"))
+        try:
+            hub = ModelCard.load(folder / "README.md")
+        except Exception:  # the Hub cannot read it either: attest refuses it, one line naming the file
+            with pytest.raises(InputError, match=r"README\.md"):
+                read_card(folder)
+            continue
+        ours = read_card(folder)
+        assert ours is not None
+        assert {k: v for k, v in ours.front.items() if v is not None} == hub.data.to_dict(), repr(text)
+        assert ours.body == hub.text, repr(text)
+
+
+def test_front_matter_the_hub_would_read_ambiguously_is_refused(tmp_path: Path, published: dict[str, Path]) -> None:
+    """A key given twice: the Hub keeps the last; attest refuses the card (exit 2, one line) rather than guess."""
+    from huggingface_hub import ModelCard
+
+    text = "---\nlicense: gpl-3.0\nlicense: mit\n---\n"
+    assert ModelCard(text).data.license == "mit"
+    folder = tmp_path / "dup"
+    shutil.copytree(published["honest"], folder)
+    (folder / "README.md").write_text(text)
+    try:
+        read_card(folder)
+    except InputError as exc:
+        assert "README.md" in str(exc) and "'license' given twice" in str(exc)
+    else:
+        raise AssertionError("a duplicate front-matter key was read")
+    code, _, err = run_attest(["card", folder, "--check"])
+    assert code == 2 and "given twice" in err and len(err.strip().splitlines()) == 1

@@ -6,18 +6,17 @@ a candidate folder missing, detect refusing its input), the rule fails and says 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError
+from attest.policy.licenses import licenses_rule
 from attest.policy.trust import (
     ClaimsConsistent,
     FullDisclosure,
-    Licenses,
     ReplayMerges,
     RequiredSigners,
 )
@@ -139,26 +138,40 @@ def _attested_to_roots(ctx: _Context) -> RuleResult:
     return result
 
 
+BASE_LABEL = "base"
+"""detect's label for the base's implied weight; a candidate's label is its absolute path, so never this."""
+
+
+def _candidate_folders(ctx: _Context, rule: FullDisclosure) -> list[Path]:
+    return [ctx.path(c).absolute() for c in rule.candidates]
+
+
 def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, list[str], dict[str, str]]:
-    """Run forensics once against the rule's candidates; (report or None, evidence if it could not run, label->root)."""
+    """Run forensics once against the rule's candidates; (report or None, evidence if it could not run, label->root).
+
+    Participants are identified by model root: each label detect reports (a candidate's absolute path, or
+    BASE_LABEL) maps to the root of the folder it stands for, and a label that is not exactly one participant
+    fails closed, so a candidate folder named `base` can never borrow the base's root."""
     if ctx.detect_result is not None:
         return ctx.detect_result
     labels: dict[str, str] = {}
     problems: list[str] = []
-    folders = [ctx.path(c) for c in rule.candidates]
+    folders = _candidate_folders(ctx, rule)
     for f in folders:
         root = ctx.root_of(f) if f.is_dir() else None
         if root is None:
             problems.append(f"candidate {f} is not a readable model folder: detect cannot run (fails closed)")
+        elif str(f) in labels:
+            problems.append(f"candidate {f} is given twice: detect cannot tell its participants apart (fails closed)")
         else:
             labels[str(f)] = root
-    base = ctx.path(rule.base) if rule.base else None
+    base = ctx.path(rule.base).absolute() if rule.base else None
     if base is not None:
         root = ctx.root_of(base) if base.is_dir() else None
         if root is None:
             problems.append(f"base {base} is not a readable model folder: detect cannot run (fails closed)")
         else:
-            labels["base"] = root
+            labels[BASE_LABEL] = root
     report = None
     if not problems:
         try:
@@ -173,15 +186,23 @@ def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, l
                 problems.append(f"detect could not run: {exc} (fails closed)")
             except Exception as exc:  # a forensics bug must not pass the rule
                 problems.append(f"detect could not run ({type(exc).__name__}: {exc}): fails closed")
+    if report is not None:
+        named = [c.candidate for c in report.coefficients]
+        unknown = sorted({n for n in named if n not in labels} | {n for n in named if named.count(n) > 1})
+        if report.derived_from is not None and report.derived_from not in labels:
+            unknown.append(report.derived_from)
+        if unknown:
+            problems.append(f"detect reported participants it was not given, or twice: {unknown} (fails closed)")
+            report = None
     ctx.detect_result = (report, problems, labels)
     return ctx.detect_result
 
 
 def _display_names(ctx: _Context, rule: FullDisclosure) -> dict[str, str]:
-    """detect's labels (folder paths as given, 'base') -> the folder names a reader recognises."""
-    out = {str(ctx.path(c)): Path(c).name or c for c in rule.candidates}
+    """detect's labels (absolute candidate paths, BASE_LABEL) -> the folder names a reader recognises."""
+    out = {str(f): Path(c).name or c for f, c in zip(_candidate_folders(ctx, rule), rule.candidates, strict=True)}
     if rule.base:
-        out["base"] = f"{Path(rule.base).name} (base)"
+        out[BASE_LABEL] = f"{Path(rule.base).name} (base)"
     return out
 
 
@@ -221,7 +242,7 @@ def _full_disclosure(ctx: _Context, rule: FullDisclosure) -> RuleResult:
     hint = "; ".join(f"{h.method}: {h.evidence}" for h in report.hints)
     said = f"detect verdict {report.verdict}: {report.reason}" + (f" ({hint})" if hint else "")
     for full, short in sorted(name_of.items(), key=lambda kv: -len(kv[0])):
-        if full != "base":
+        if full != BASE_LABEL:
             said = said.replace(full, short)
     result.evidence.append(said)
     if report.verdict in ("pure_merge", "merge_plus_training"):
@@ -332,51 +353,6 @@ def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
     return result
 
 
-MAX_LICENSES = 16
-
-
-def declared_licenses(folder: Path) -> list[tuple[str, str]]:
-    """(license, where) from the card's front matter (`license`, `license_name`) and config.json (`license`)."""
-    from attest.publish.card import read_card
-
-    out: list[tuple[str, str]] = []
-    try:
-        card = read_card(folder)
-    except AttestError:
-        card = None
-    if card is not None:
-        for key in ("license", "license_name"):
-            v = card.front.get(key)
-            items = v[:MAX_LICENSES] if isinstance(v, list) else [v] if v else []
-            # Only plain strings: a hostile card's aliases must never be expanded by str() of a nested value.
-            out.extend((item, f"README.md front matter {key}") for item in items if isinstance(item, str))
-    cfg = folder / "config.json"
-    if cfg.is_file() and not cfg.is_symlink() and cfg.stat().st_size < 4 * 1024 * 1024:
-        try:
-            doc: Any = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("license"), str):
-            out.append((doc["license"], "config.json license"))
-    return out
-
-
-def _licenses(ctx: _Context, rule: Licenses) -> RuleResult:
-    allowed = {a.lower() for a in rule.allow}
-    result = RuleResult(rule="licenses", title=f"license one of {', '.join(rule.allow)}", passed=True)
-    found = declared_licenses(ctx.lineage.folder)
-    if not found:
-        result.passed = False
-        result.evidence.append("no license declared (README.md front matter `license:` or config.json)")
-    for lic, where in found:
-        if lic.lower() in allowed or (lic.lower() == "other" and len(found) > 1):
-            result.evidence.append(f"{lic} ({where}) is allowed" if lic.lower() != "other" else f"other ({where})")
-        else:
-            result.passed = False
-            result.evidence.append(f"{lic} ({where}) is not on the allow-list")
-    return result
-
-
 def _claims_consistent(ctx: _Context, rule: ClaimsConsistent, disclosure: FullDisclosure | None) -> RuleResult:
     result = RuleResult(rule="claims_consistent", title="claims consistent with the evidence", passed=True)
     report = ctx.lineage.report
@@ -453,7 +429,7 @@ def replay_lineage(
     lineage: VerifiedLineage, trust: TrustSet, options: VerifyOptions, parents_dirs: list[Path], device: str
 ) -> RuleResult:
     """`attest verify --replay`: the replay_merges rule, with the command line's parent folders and device."""
-    rule = ReplayMerges(parents_dirs=[str(p.resolve()) for p in parents_dirs], device=device)
+    rule = ReplayMerges.model_validate({"parents_dirs": [str(p.resolve()) for p in parents_dirs], "device": device})
     return _replay_merges(_Context(lineage, trust, options, dict(lineage.hashed)), rule)
 
 
@@ -475,7 +451,7 @@ def evaluate_rules(lineage: VerifiedLineage, trust: TrustSet, options: VerifyOpt
         if rules.replay_merges is not None:
             out.append(_replay_merges(ctx, rules.replay_merges))
         if rules.licenses is not None:
-            out.append(_licenses(ctx, rules.licenses))
+            out.append(licenses_rule(ctx.lineage.folder, rules.licenses))
         if rules.claims_consistent is not None:
             out.append(_claims_consistent(ctx, rules.claims_consistent, rules.full_disclosure))
     where = str(trust.policy_path) if trust.policy_path else "policy"

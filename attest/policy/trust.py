@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from attest.errors import InputError
+from attest.strict_yaml import load_yaml
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrustedKey(_Strict):
@@ -35,7 +35,9 @@ class SigstoreIdentity(_Strict):
 
 class TrustedRoot(_Strict):
     name: str = Field(description="What the root is, e.g. an official base release")
-    digest: str = Field(description="The model root (sha256 hex, optionally prefixed 'sha256:')")
+    digest: str = Field(
+        pattern=r"^(sha256:)?[0-9a-fA-F]{64}$", description="The model root (sha256 hex, optionally prefixed 'sha256:')"
+    )
 
     @field_validator("digest")
     @classmethod
@@ -53,6 +55,13 @@ def _switch(value: Any) -> Any:
     if value is False:
         return None
     return value
+
+
+def _on_off(model: Any, *, has_defaults: bool) -> BeforeValidator:
+    """The `true`/`false` shorthand, also in the exported JSON Schema (validation mode): `true` only where the rule
+    has defaults for everything, since the loader refuses `licenses: true` (no allow-list) and so must the schema."""
+    shorthand = bool if has_defaults else Literal[False]
+    return BeforeValidator(_switch, json_schema_input_type=model | shorthand | None)
 
 
 class RequiredSigners(_Strict):
@@ -81,8 +90,14 @@ class ReplayMerges(_Strict):
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="cpu: bit-exact; cuda: within 1 ulp")
 
 
+LICENSE_ID = r"^[A-Za-z0-9][A-Za-z0-9.+-]*$"
+"""A plain license id (SPDX idstring characters, as Hugging Face's `license:` values are): no expression, no space."""
+
+
 class Licenses(_Strict):
-    allow: list[str] = Field(min_length=1, description="Allowed license ids (Hugging Face / SPDX), case-insensitive")
+    allow: list[Annotated[str, Field(pattern=LICENSE_ID, max_length=64)]] = Field(
+        min_length=1, description="Allowed license ids (Hugging Face / SPDX), case-insensitive"
+    )
 
 
 class ClaimsConsistent(_Strict):
@@ -92,17 +107,12 @@ class ClaimsConsistent(_Strict):
 class ProcurementRules(_Strict):
     """Procurement rules (SPEC.md section 7.1); each present rule is evaluated and must pass."""
 
-    required_signers: RequiredSigners | None = None
-    attested_to_roots: AttestedToRoots | None = None
-    full_disclosure: FullDisclosure | None = None
-    replay_merges: ReplayMerges | None = None
-    licenses: Licenses | None = None
-    claims_consistent: ClaimsConsistent | None = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _on_off(cls, value: Any) -> Any:
-        return _switch(value)
+    required_signers: Annotated[RequiredSigners | None, _on_off(RequiredSigners, has_defaults=False)] = None
+    attested_to_roots: Annotated[AttestedToRoots | None, _on_off(AttestedToRoots, has_defaults=True)] = None
+    full_disclosure: Annotated[FullDisclosure | None, _on_off(FullDisclosure, has_defaults=True)] = None
+    replay_merges: Annotated[ReplayMerges | None, _on_off(ReplayMerges, has_defaults=True)] = None
+    licenses: Annotated[Licenses | None, _on_off(Licenses, has_defaults=False)] = None
+    claims_consistent: Annotated[ClaimsConsistent | None, _on_off(ClaimsConsistent, has_defaults=True)] = None
 
 
 class TrustPolicy(_Strict):
@@ -116,21 +126,30 @@ class TrustPolicy(_Strict):
     name: str | None = Field(default=None, description="A title for reports")
     rules: ProcurementRules | None = Field(default=None, description="Procurement rules (attest verify --policy)")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_one(cls, v: Any) -> Any:
+        if type(v) is not int:  # `true` and `1.0` equal 1 in Python, but not in the JSON Schema
+            raise ValueError("must be the integer 1")
+        return v
+
     def root_names(self) -> dict[str, str]:
         return {r.digest: r.name for r in self.trusted_roots}
 
 
 def load_policy(path: str | os.PathLike[str]) -> tuple[TrustPolicy, Path]:
-    """Parse a policy file; returns the policy and the folder its relative paths are resolved against."""
+    """Parse a policy file; returns the policy and the folder its relative paths are resolved against.
+    A key given twice anywhere is refused (attest/strict_yaml.py): the last one must not silently turn a rule off."""
     p = Path(path)
     try:
         if p.stat().st_size > MAX_POLICY_BYTES:
             raise InputError(p, f"policy file larger than {MAX_POLICY_BYTES} bytes")
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(p, f"cannot read policy: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(p, f"policy is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise InputError(p, "policy is not valid YAML (not UTF-8 text)") from None
+    data = load_yaml(text, p, "policy")
     if not isinstance(data, dict):
         raise InputError(p, "policy must be a YAML mapping")
     try:

@@ -48,10 +48,10 @@ def _prop(name: str, value: object) -> dict[str, str]:
 
 
 def _licenses(folder: Path) -> list[dict[str, Any]]:
-    from attest.policy.procurement import declared_licenses
+    from attest.policy.licenses import declared_licenses
 
     out = []
-    for lic, _ in declared_licenses(folder):
+    for lic, _ in declared_licenses(folder).found:
         spdx = SPDX_IDS.get(lic.lower())
         out.append({"license": {"id": spdx} if spdx else {"name": lic}})
     return out

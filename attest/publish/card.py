@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from attest.atomic import atomic_write_text
 from attest.errors import InputError
+from attest.publish.plain_text import plain_text
+from attest.strict_yaml import load_yaml
 from attest.verify.engine import StepRecord
 
 CARD_FILE = "README.md"
@@ -28,7 +31,6 @@ MODEL_ROLES = ("base", "parent", "student-init", "teacher")
 RELATION = {"merge": "merge", "finetune": "finetune", "distill": "finetune", "quantize": "quantized"}
 """Hugging Face `base_model_relation` per step kind; a convert step has none (same model, other format)."""
 
-_FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 _TRAINING_CLAIM = re.compile(
     r"post[- ]?train\w*|fine[- ]?tun\w*|further[- ]train\w*|continued[- ]pre[- ]?train\w*|"
     r"\btrained (?:on|with|it|for)\b|home[- ]?grown|from scratch|distill\w*|in[- ]house (?:model|training)",
@@ -114,35 +116,35 @@ def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) ->
 
 
 def read_card(folder: Path) -> Card | None:
-    """The folder's README.md split into front matter and body; None when there is none."""
+    """The folder's README.md split into front matter and body, read as huggingface_hub's `ModelCard.load` reads it
+    (UTF-8 with an optional BOM, newlines kept, its own front-matter pattern); None when there is none."""
     path = folder / CARD_FILE
     if not path.is_file():
         return None
     try:
         if path.stat().st_size > MAX_CARD_BYTES:
             raise InputError(path, f"model card larger than {MAX_CARD_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CARD_BYTES:
+        raise InputError(path, f"model card larger than {MAX_CARD_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(path, "model card is not UTF-8 text") from None
     return parse_card(text, path)
 
 
 def parse_card(text: str, where: str | Path = CARD_FILE) -> Card:
-    m = _FRONT.match(text)
+    """Front matter found exactly where huggingface_hub finds it (`REGEX_YAML_BLOCK`: leading blank lines allowed),
+    so attest checks the metadata the Hub shows. Stricter than the Hub on the YAML itself: a key given twice (the Hub
+    keeps the last) and aliases are refused, since rules read these values (attest/strict_yaml.py)."""
+    m = REGEX_YAML_BLOCK.search(text)
     if not m:
         return Card({}, text)
-    try:
-        # A card is hostile input: YAML aliases would let a few hundred bytes expand into gigabytes for whatever
-        # walks the values, and Hugging Face metadata never needs them.
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(m.group(1), Loader=yaml.SafeLoader)):
-            raise InputError(where, "front matter uses YAML aliases, which model cards do not need (refused)")
-        front = yaml.safe_load(m.group(1)) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(where, f"front matter is not valid YAML ({str(exc).splitlines()[0]})") from None
-    except RecursionError:
-        raise InputError(where, "front matter is nested too deeply") from None
+    front = load_yaml(m.group(2), where, "front matter", allow_aliases=False) or {}
     if not isinstance(front, dict):
         raise InputError(where, "front matter must be a YAML mapping")
     return Card(front, text[m.end() :])
@@ -287,10 +289,11 @@ def _norm(name: str) -> str:
 
 
 def _human_text(body: str) -> str:
+    """The prose a reader sees: the generated section and code blocks dropped, markdown rendered to plain text."""
     start, end = body.find(LINEAGE_START), body.find(LINEAGE_END)
     if start != -1 and end > start:
         body = body[:start] + body[end + len(LINEAGE_END) :]
-    return re.sub(r"```.*?```", " ", body, flags=re.S)
+    return plain_text(re.sub(r"```.*?```", " ", body, flags=re.S))
 
 
 def _sentences(text: str) -> list[str]:
