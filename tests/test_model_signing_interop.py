@@ -168,3 +168,37 @@ def test_model_signing_shards_signature_verified_by_attest(tmp_path: Path, capsy
     by_path = {f.path: f.detail for f in r.findings}
     assert "bytes 2048-3072" in by_path["weights.bin"]
     assert "size" in by_path["sub/a:b.txt"]
+
+
+def test_model_signing_over_a_folder_with_attestations_verifies_in_both(
+    minilm_dir: Path, minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`attest record` first, then upstream `model_signing sign` (which covers `.attest/`): both verifiers accept;
+    a covered `.attest/` file changed afterwards fails in both (attest checks what the signature covers)."""
+    from attest.signing import generate_key
+
+    generate_key(tmp_path / "lab.key")
+    code, out = run_cli(
+        capsys, "record", "convert", "--parent", f"base={minilm_dir}", "--output", str(minilm_copy),
+        "--key", str(tmp_path / "lab.key"),
+    )  # fmt: skip
+    assert code == 0, out
+    assert (minilm_copy / ".attest" / "identity.json").is_file()
+    priv, pub = write_key(tmp_path, ec.SECP256R1())
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=priv).set_hashing_config(
+        model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
+    ).sign(minilm_copy, minilm_copy / "model.sig")
+    peer_verify(minilm_copy, pub)
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")
+    assert code == 0, out
+    covered = json.loads(out)
+    assert covered["files_checked"] == covered["resources"] and covered["resources"] >= 3
+    (minilm_copy / ".attest" / "notes.txt").write_text("written by attest after signing: not covered, not extra\n")
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    assert code == 0, out
+    identity = minilm_copy / ".attest" / "identity.json"
+    identity.write_text(identity.read_text().replace("{", "{ ", 1))
+    with pytest.raises(ValueError, match="identity"):
+        peer_verify(minilm_copy, pub)
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    assert code == 1 and ".attest/identity.json" in out and "changed" in out
