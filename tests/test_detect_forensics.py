@@ -390,3 +390,57 @@ def test_claim_without_statements(forensic_models: dict[str, Path]) -> None:
     doc = _claims(m["linear"], m)
     assert doc["claims"] == [] or doc.get("claims") is None
     assert any("no provenance statements" in n for n in doc["notes"])
+
+
+def _poison(src: Path, dst: Path, value: float, every_tensor: bool = False) -> list[str]:
+    """A copy of src whose first floating tensor (or every one) holds one non-finite element."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".attest"))
+    poisoned = []
+    for f in sorted(dst.glob("*.safetensors")):
+        tensors = load_file(f)
+        for name in sorted(tensors):
+            t = tensors[name]
+            if t.is_floating_point() and t.numel() > 1 and (every_tensor or not poisoned):
+                t = t.clone()
+                t.view(-1)[t.numel() // 2] = value
+                tensors[name] = t
+                poisoned.append(name)
+        save_file(tensors, f, metadata={"format": "pt"})
+    return poisoned
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_reported_not_a_crash(
+    forensic_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
+    """One NaN weight used to end in `ValueError: All-NaN slice` (exit 3): it is a fact about the input."""
+    m = forensic_models
+    model = tmp_path / "model"
+    (bad,) = _poison(m["linear"], model, value)
+    cand = tmp_path / "ft_b"
+    (bad_c,) = _poison(m["ft_b"], cand, value)
+    capsys.readouterr()
+    from attest.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", str(model), "--candidate", str(m["ft_a"]), "--candidate", str(cand), "--json"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0, out
+    doc = json.loads(out)
+    jsonschema.validate(doc, json.loads((SCHEMA_DIR / "detect-report.schema.json").read_text()))
+    assert {(n["model"], n["tensor"], n["count"]) for n in doc["non_finite"]} == {
+        (str(model), bad, 1),
+        (str(cand), bad_c, 1),
+    }
+    assert any("non-finite" in n for n in doc["notes"])
+    assert doc["verdict"] == "pure_merge"  # the other tensors still show the merge
+
+
+def test_non_finite_everywhere_is_exit_2(
+    forensic_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    _poison(forensic_models["linear"], model, float("nan"), every_tensor=True)
+    m = forensic_models
+    code, err = _run_main(["detect", str(model), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])], capsys)
+    assert code == 2 and "non-finite" in err and str(model) in err and err.count("\n") == 1

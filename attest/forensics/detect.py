@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attest.errors import InputError
 from attest.forensics import hints as H
@@ -21,6 +22,7 @@ from attest.forensics.report import (
     Hint,
     LayerMap,
     LayerPoint,
+    NonFinite,
     Relation,
     Residual,
     Spread,
@@ -85,11 +87,16 @@ def _run(
         if on_bytes is not None:
             on_bytes(src.info(name).nbytes)
 
+    non_finite: list[NonFinite] = []
     for name in pairing.fitted:
         m = msrc.tensor(name)
         ps = [c.tensor(name) for c in csrc]
         b = bsrc.tensor(name) if bsrc is not None else None
-        fits.append(fit_tensor(name, msrc.info(name).dtype, m, ps, b))
+        bad = _non_finite(name, [msrc, *csrc, *([bsrc] if bsrc else [])], [m, *ps, *([b] if b is not None else [])])
+        if bad:  # NaN/Inf says nothing about mixing weights and would poison every sum: a fact, not a fit
+            non_finite.extend(bad)
+        else:
+            fits.append(fit_tensor(name, msrc.info(name).dtype, m, ps, b))
         mdig[name] = msrc.raw_digest(name)
         for ci, c in enumerate(csrc):
             cdig[ci][name] = c.raw_digest(name)
@@ -103,6 +110,18 @@ def _run(
                 continue
             (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
             finish(si, name)
+    if non_finite:
+        names = sorted({n.tensor for n in non_finite})
+        if not fits:
+            raise InputError(
+                msrc.label,
+                f"every fitted tensor holds non-finite values (NaN/Inf) in some input ({len(names)} tensors, e.g. "
+                f"{names[0]} in {non_finite[0].model}): nothing left to fit",
+            )
+        notes.append(
+            f"{len(names)} tensors hold non-finite values (NaN/Inf) in some input and were not fitted "
+            f"(e.g. {names[0]}: {non_finite[0].count} in {non_finite[0].model})"
+        )
     if pairing.skipped:
         notes.append(f"{len(pairing.skipped)} tensors are not floating point and were compared byte for byte only")
     if pairing.unpaired_model:
@@ -110,7 +129,18 @@ def _run(
             f"{len(pairing.unpaired_model)} model tensors are missing from some input and were not fitted "
             f"(e.g. {pairing.unpaired_model[0]})"
         )
-    return _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
+    report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
+    report.non_finite = non_finite
+    return report
+
+
+def _non_finite(name: str, sources: list[Source], tensors: list[torch.Tensor]) -> list[NonFinite]:
+    out = []
+    for src, t in zip(sources, tensors, strict=True):
+        count = int(t.numel() - torch.isfinite(t).sum().item())
+        if count:
+            out.append(NonFinite(model=src.label, tensor=name, count=count))
+    return out
 
 
 def _report(

@@ -81,6 +81,14 @@ class Relation(_Model):
     distance: float = Field(description="relative distance |M - X| / |M| over the fitted tensors")
 
 
+class NonFinite(_Model):
+    """A tensor holding NaN or infinite elements: left out of the fit (it determines no coefficient)."""
+
+    model: str = Field(description="the model, a candidate folder, or 'base'")
+    tensor: str
+    count: int = Field(description="non-finite elements in this tensor")
+
+
 class TensorRow(_Model):
     name: str
     numel: int
@@ -129,4 +137,7 @@ class DetectReport(_Model):
     layer_mapping: list[LayerMap]
     tensors: list[TensorRow]
     notes: list[str]
+    non_finite: list[NonFinite] = Field(
+        default_factory=list, description="tensors with NaN/Inf elements in some input, left out of the fit"
+    )
     claims: list[ClaimCheck] | None = Field(default=None, description="with --claim: the claimed steps, checked")

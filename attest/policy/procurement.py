@@ -245,6 +245,8 @@ def _full_disclosure(ctx: _Context, rule: FullDisclosure) -> RuleResult:
         if full != BASE_LABEL:
             said = said.replace(full, short)
     result.evidence.append(said)
+    if report.non_finite:
+        result.evidence.append(f"detect left {len(report.non_finite)} tensors with NaN/Inf values out of the fit")
     if report.verdict in ("pure_merge", "merge_plus_training"):
         for c in report.coefficients:
             if not c.significant:
