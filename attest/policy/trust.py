@@ -129,9 +129,10 @@ class TrustPolicy(_Strict):
     @field_validator("version", mode="before")
     @classmethod
     def _integer_one(cls, v: Any) -> Any:
-        if type(v) is not int:  # `true` and `1.0` equal 1 in Python, but not in the JSON Schema
-            raise ValueError("must be the integer 1")
-        return v
+        # As in JSON Schema: the number 1 (`1.0` is the same number), never `true` (equal to 1 only in Python).
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != 1:
+            raise ValueError("must be the number 1")
+        return 1
 
     def root_names(self) -> dict[str, str]:
         return {r.digest: r.name for r in self.trusted_roots}
