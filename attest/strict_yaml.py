@@ -68,7 +68,9 @@ def load_yaml(
     except DuplicateKeyError as exc:
         raise InputError(source, f"{what} is ambiguous: {exc.problem} (refused)") from None
     except yaml.YAMLError as exc:
-        raise InputError(source, f"{what} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise InputError(
+            source, f"{what} is not YAML attest can read (not valid YAML: {str(exc).splitlines()[0]})"
+        ) from None
     except RecursionError:
         raise InputError(source, f"{what} YAML nested too deeply") from None
     except ValueError as exc:  # e.g. an integer too long to convert, a timestamp out of range
