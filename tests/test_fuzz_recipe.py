@@ -1,4 +1,4 @@
-"""Fuzz: mergekit recipes as the merge engine (attest/merge/recipe.py) and `record merge` (attest/record) read them."""
+"""Fuzz: mergekit recipes as the merge engine and `record merge` (recording mode) read them (attest/merge/recipe.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attest.merge.recipe import MergeRecipe, parse_recipe
-from attest.record.mergekit_config import load_merge_recipe
+from attest.merge.recipe import MergeRecipe, load_recipe, parse_recipe
 from attest.strict_yaml import load_yaml
 from tests.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, fuzz_settings, mutated_yaml, values
 
@@ -64,7 +63,8 @@ def mergekit_imported() -> None:
 def test_record_recipe_reader_refuses_cleanly(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
     p = tmp_path_factory.mktemp("recipe") / "merge.yml"
     p.write_text(text, encoding="utf-8", errors="surrogatepass")
-    clean_or_input_error(lambda: load_merge_recipe(p))
+    recipe = clean_or_input_error(lambda: load_recipe(p, recording=True))
+    assert recipe is None or isinstance(recipe, MergeRecipe)
 
 
 @fuzz_settings(80)
