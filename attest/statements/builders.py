@@ -21,6 +21,7 @@ from attest.identity.manifest import IDENTITY_FORMAT
 from attest.statements.models import (
     BUILD_TYPES,
     DEFAULT_BUILDER_ID,
+    STATEMENT_TYPE,
     BuildDefinition,
     Builder,
     BuildMetadata,
@@ -160,6 +161,7 @@ def provenance_statement(
     from attest import __version__
 
     return ProvenanceStatement(
+        type_=STATEMENT_TYPE,
         subject=[subject],
         predicate=Provenance(
             buildDefinition=BuildDefinition(

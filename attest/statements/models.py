@@ -83,7 +83,8 @@ class Subject(_Open):
 class Statement(_Open):
     """in-toto Statement v1 with any predicate (used for statements attest did not write)."""
 
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field("https://in-toto.io/Statement/v1", alias="_type")
+    # Required on parse (SPEC.md 2.2: a payload without `_type` is not a Statement v1); writers pass it explicitly.
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
     subject: list[Subject] = Field(min_length=1)
     predicateType: str
     predicate: dict[str, Any] | None = None
