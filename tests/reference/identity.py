@@ -56,12 +56,12 @@ def data_root(alg: str, data: bytes) -> str:
 
 
 def tensor_digest(alg: str, name: str, dtype: str, shape: list[int], nbytes: int, data: str) -> bytes:
-    record = {"name": name, "dtype": dtype, "shape": shape, "nbytes": nbytes, "data": data}
+    record: dict[str, Any] = {"name": name, "dtype": dtype, "shape": shape, "nbytes": nbytes, "data": data}
     return h(alg, b"\x02", rfc8785.dumps(record))
 
 
 def model_root(alg: str, weights_root: str, files_root: str) -> str:
-    record = {
+    record: dict[str, Any] = {
         "format": "attest-identity/v1",
         "algorithm": alg,
         "chunk_size": CHUNK,
