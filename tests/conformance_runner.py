@@ -56,10 +56,10 @@ def mismatches(vector: Vector, got: Outcome, *, check_reason: bool, check_attest
 
 
 def spec_vector_refs(spec_text: str) -> set[str]:
-    """Vector ids (or glob patterns over them) that SPEC.md names in backquotes after the word "Vectors"."""
+    """Vector ids (or glob patterns over them) that SPEC.md names in backquotes in a "Vectors: ..." paragraph."""
     refs: set[str] = set()
-    for line in re.findall(r"Vectors?:([^\n]*)", spec_text):
-        refs.update(re.findall(r"`([a-z0-9][a-z0-9*.-]*)`", line))
+    for paragraph in re.findall(r"Vectors?(?: \([^)]*\))?:(.*?)(?:\n\s*\n|\n[#|]|\n\* |\n\d+\. |$)", spec_text, re.S):
+        refs.update(re.findall(r"`((?:id|proof|env|stmt|bundle)-[a-z0-9*.-]+)`", paragraph))
     return refs
 
 

@@ -24,8 +24,11 @@ from tests.conformance_runner import (
     CONFORMANCE,
     REPO,
     Outcome,
+    dangling,
     load_manifest,
     mismatches,
+    spec_vector_refs,
+    unreferenced,
 )
 
 MANIFEST = load_manifest()
@@ -142,3 +145,9 @@ def test_suite_is_small_and_ids_unique() -> None:
     ids = [v.id for v in VECTORS]
     assert len(ids) == len(set(ids))
     assert {v.expect.verdict for v in VECTORS} == {"accept", "reject"}
+
+
+def test_spec_links_every_vector() -> None:
+    refs = spec_vector_refs((REPO / "SPEC.md").read_text())
+    assert dangling(MANIFEST, refs) == [], "SPEC.md names vectors that do not exist"
+    assert unreferenced(MANIFEST, refs) == [], "vectors no SPEC.md rule names"
