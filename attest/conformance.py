@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 VECTORS_TYPE: Final = "https://attest.dev/conformance-vectors/v1"
 
-VectorKind = Literal["identity", "proof", "envelope", "statement", "bundle"]
+VectorKind = Literal["identity", "proof", "envelope", "statement", "bundle", "policy"]
 
 
 class _Strict(BaseModel):
@@ -36,6 +36,8 @@ class Expectation(_Strict):
     roots: dict[Literal["sha256", "blake3"], Roots] | None = Field(None, description="identity: the roots per hash")
     matched: Literal["model_root", "weights_root"] | None = Field(None, description="proof: which root matched")
     signers: list[str] | None = Field(None, description="envelope: the trusted keys whose signatures verify")
+    key_names: list[str] | None = Field(None, description="policy: the names of its keys, in order")
+    trusted_roots: list[str] | None = Field(None, description="policy: its allow-listed roots, normalised")
 
 
 class Vector(_Strict):

@@ -25,7 +25,12 @@ from attest.conformance import VectorManifest  # noqa: E402
 from attest.identity.chunked import CHUNK_SIZE  # noqa: E402
 from scripts.conformance_gen.common import ECDSA_CACHE, Signer, write_keys  # noqa: E402
 from scripts.conformance_gen.identity import identity_vectors, proof_vectors  # noqa: E402
-from scripts.conformance_gen.signed import bundle_vectors, envelope_vectors, statement_vectors  # noqa: E402
+from scripts.conformance_gen.signed import (  # noqa: E402
+    bundle_vectors,
+    envelope_vectors,
+    policy_vectors,
+    statement_vectors,
+)
 
 DEFAULT_OUT = REPO / "conformance"
 
@@ -47,6 +52,7 @@ def generate(out: Path, reuse: Path | None = None) -> VectorManifest:
         *envelope_vectors(out, signer, subject_root),
         *statement_vectors(out, subject_root),
         *bundle_vectors(out, signer, subject_root),
+        *policy_vectors(out),
     ]
     (out / ECDSA_CACHE).write_text(json.dumps(dict(sorted(signer.used.items())), indent=2) + "\n")
     manifest = VectorManifest(chunk_size=CHUNK_SIZE, vectors=vectors)

@@ -29,6 +29,8 @@ class Outcome:
     roots: dict[str, Roots] = field(default_factory=dict)
     matched: str | None = None
     signers: list[str] | None = None
+    key_names: list[str] | None = None
+    trusted_roots: list[str] | None = None
 
 
 def mismatches(vector: Vector, got: Outcome, *, check_reason: bool, check_attest: bool) -> list[str]:
@@ -52,6 +54,9 @@ def mismatches(vector: Vector, got: Outcome, *, check_reason: bool, check_attest
         out.append(f"matched {got.matched}, want {want.matched}")
     if want.signers is not None and sorted(got.signers or []) != sorted(want.signers):
         out.append(f"signers {got.signers}, want {want.signers}")
+    for name in ("key_names", "trusted_roots"):
+        if getattr(want, name) is not None and getattr(got, name) != getattr(want, name):
+            out.append(f"{name} {getattr(got, name)}, want {getattr(want, name)}")
     return out
 
 

@@ -16,6 +16,7 @@ from attest.errors import AttestError
 from attest.identity import check_proof, hash_model
 from attest.identity.proofs import TensorProof
 from attest.lineage.store import parse_bundle
+from attest.policy.trust import load_policy
 from attest.signing.dsse import Envelope
 from attest.signing.keys import load_public_key
 from attest.signing.verify import verify_envelope
@@ -62,6 +63,11 @@ def run_library(v: Vector) -> Outcome:
         if v.kind == "statement":
             parse_provenance(path.read_bytes())
             return Outcome("accept", 0)
+        if v.kind == "policy":
+            policy, _ = load_policy(path)
+            return Outcome(
+                "accept", 0, key_names=[k.name for k in policy.keys], trusted_roots=list(policy.root_names())
+            )
         parse_bundle(path.read_bytes(), path)
         return Outcome("accept", 0)
     except AttestError as exc:

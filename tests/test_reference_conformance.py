@@ -15,6 +15,7 @@ import pytest
 from tests.reference import Refusal
 from tests.reference.dsse import check_bundle, check_envelope, check_statement, load_public_key
 from tests.reference.identity import roots
+from tests.reference.policy import check_policy
 from tests.reference.proofs import check_proof
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +36,9 @@ def outcome(v: dict[str, Any]) -> dict[str, Any]:
             trusted = {k: KEYS[k] for k in v["keys"]}
             signers = check_envelope(path.read_bytes(), trusted, v.get("threshold") or 1, v.get("subject"))
             return {"verdict": "accept", "exit_code": 0, "signers": sorted(signers)}
+        if v["kind"] == "policy":
+            names, trusted_roots = check_policy(path)
+            return {"verdict": "accept", "exit_code": 0, "key_names": names, "trusted_roots": trusted_roots}
         if v["kind"] == "statement":
             check_statement(path.read_bytes())
         else:
@@ -48,7 +52,7 @@ def expected(v: dict[str, Any]) -> dict[str, Any]:
     e = v["expect"]
     keep = ["verdict", "exit_code", "reason"] if e["verdict"] == "reject" else ["verdict", "exit_code"]
     want = {k: e[k] for k in keep}
-    for k in ("roots", "matched"):
+    for k in ("roots", "matched", "key_names", "trusted_roots"):
         if k in e:
             want[k] = e[k]
     if "signers" in e:

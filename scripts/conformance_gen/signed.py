@@ -289,3 +289,45 @@ def bundle_vectors(out: Path, signer: Signer, subject_root: str) -> list[Vector]
     add("crlf", one + b"\r\n", accept(), "a CR before the LF is JSON whitespace: the line is still one envelope")
     add("not-an-envelope", one + b"\n" + b'{"a": 1}\n', reject(2, "bundle-line", err, "line 2"), "a JSON line")
     return vectors
+
+
+def policy_vectors(out: Path) -> list[Vector]:
+    """Trust policies (SPEC.md 4 step 3, 7.1) in JSON form, which is also YAML."""
+    vectors: list[Vector] = []
+    pem = public("p256").pem
+    root = "AB" * 32
+
+    def add(vid: str, doc: Any, expect: Expectation, description: str) -> None:
+        rel = f"policies/{'valid' if expect.verdict == 'accept' else 'invalid'}/{vid}.json"
+        write(out, rel, (json.dumps(doc, indent=2) + "\n").encode())
+        vectors.append(
+            Vector(
+                id=f"policy-{vid}", kind="policy", path=rel, spec=["4", "7.1"], description=description, expect=expect
+            )
+        )
+
+    add("minimal", {}, accept(key_names=[], trusted_roots=[]), "an empty policy trusts nothing")
+    keys = [{"name": "auditor", "public_key": "../../keys/ed25519.pub"}, {"name": "builder", "public_key": pem}]
+    roots = [{"name": "base", "digest": "sha256:" + root}, {"name": "other", "digest": "cd" * 32}]
+    add(
+        "keys-and-roots",
+        {"name": "conformance", "keys": keys, "trusted_roots": roots},
+        accept(key_names=["auditor", "builder"], trusted_roots=[root.lower(), "cd" * 32]),
+        "a key by path, one inline; root digests lose the sha256: prefix and are lowercased",
+    )
+    rules = {"attested_to_roots": True, "licenses": {"allow": ["apache-2.0"]}, "full_disclosure": False}
+    add(
+        "rules", {"rules": rules}, accept(key_names=[], trusted_roots=[]), "rules on (true), configured and off (false)"
+    )
+    bad = reject(2, "policy", "InputError", "invalid policy")
+    for vid, doc, description in [
+        ("unknown-key", {"trusted_root": roots}, "a misspelt top-level key"),
+        ("unknown-rule", {"rules": {"required_signer": {"signers": ["a"]}}}, "a misspelt rule"),
+        ("rule-unknown-field", {"rules": {"licenses": {"allow": ["mit"], "deny": ["gpl"]}}}, "a misspelt rule field"),
+        ("root-digest-short", {"trusted_roots": [{"name": "r", "digest": "ab" * 31}]}, "a digest of 62 hex digits"),
+        ("key-without-name", {"keys": [{"public_key": pem}]}, "a key with no name"),
+        ("version-2", {"version": 2}, "an unknown policy version"),
+    ]:
+        add(vid, doc, bad, description)
+    add("not-a-mapping", [], reject(2, "policy", "InputError", "must be a YAML mapping"), "a JSON array")
+    return vectors
