@@ -64,7 +64,7 @@ def spec_vector_refs(spec_text: str) -> set[str]:
     """Vector ids (or glob patterns over them) that SPEC.md names in backquotes in a "Vectors: ..." paragraph."""
     refs: set[str] = set()
     for paragraph in re.findall(r"Vectors?(?: \([^)]*\))?:(.*?)(?:\n\s*\n|\n[#|]|\n\* |\n\d+\. |$)", spec_text, re.S):
-        refs.update(re.findall(r"`((?:id|proof|env|stmt|bundle)-[a-z0-9*.-]+)`", paragraph))
+        refs.update(re.findall(r"`((?:id|proof|env|stmt|bundle|policy)-[a-z0-9*.-]+)`", paragraph))
     return refs
 
 
