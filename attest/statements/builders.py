@@ -21,6 +21,7 @@ from attest.identity.manifest import IDENTITY_FORMAT
 from attest.statements.models import (
     BUILD_TYPES,
     DEFAULT_BUILDER_ID,
+    SLSA_PROVENANCE_V1,
     STATEMENT_TYPE,
     BuildDefinition,
     Builder,
@@ -163,6 +164,7 @@ def provenance_statement(
     return ProvenanceStatement(
         type_=STATEMENT_TYPE,
         subject=[subject],
+        predicateType=SLSA_PROVENANCE_V1,
         predicate=Provenance(
             buildDefinition=BuildDefinition(
                 buildType=BUILD_TYPES[kind],

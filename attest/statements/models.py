@@ -137,7 +137,8 @@ class Provenance(_Open):
 class ProvenanceStatement(Statement):
     """A Statement whose predicate is SLSA Provenance v1: what `attest record` signs."""
 
-    predicateType: Literal["https://slsa.dev/provenance/v1"] = SLSA_PROVENANCE_V1  # type: ignore[assignment]
+    # Required on parse, like `_type` (SPEC.md 2.2); writers pass it explicitly.
+    predicateType: Literal["https://slsa.dev/provenance/v1"]
     predicate: Provenance  # type: ignore[assignment]
 
     def step_kind(self) -> StepKind | None:

@@ -244,6 +244,7 @@ def statement_vectors(out: Path, subject_root: str) -> list[Vector]:
         ("empty-subject", {**good, "subject": []}, "subject", "no subject"),
         ("upper-hex", {**good, "subject": [{"name": "m", "digest": {"sha256": "AB" * 32}}]}, "hex", "uppercase hex"),
         ("other-predicate", {**good, "predicateType": "https://example.com/p"}, "predicateType", "not SLSA v1"),
+        ("no-predicate-type", {k: v for k, v in good.items() if k != "predicateType"}, "predicateType", "no default"),
         (
             "no-build-definition",
             {**good, "predicate": {"runDetails": good["predicate"]["runDetails"]}},

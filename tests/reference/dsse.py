@@ -43,6 +43,8 @@ def check_statement(payload: bytes) -> dict[str, Any]:
         jsonschema.validate(doc, SLSA_SCHEMA)
     except jsonschema.ValidationError:
         raise bad_input("statement") from None
+    if doc["predicateType"] != SLSA:  # required, no default
+        raise bad_input("statement", "predicateType")
     for s in doc["subject"]:
         if not all(isinstance(v, str) and HEX.match(v) for v in s["digest"].values()):
             raise bad_input("statement", "subject digest not lowercase hex")
