@@ -76,3 +76,16 @@ def test_reference_never_imports_attest() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n == "attest" or n.startswith("attest.") for n in names), source
+
+
+def test_reference_reproduces_the_worked_example(tmp_path: Path) -> None:
+    """SPEC.md 1.8, the example tests/test_spec_example.py started, through the full reference."""
+    from tests.test_spec_example import build_example, expected_values
+
+    build_example(tmp_path / "m")
+    want = expected_values()
+    assert roots(tmp_path / "m", "sha256") == {
+        "weights_root": want["weights root"],
+        "files_root": want["files root"],
+        "model_root": want["model root"],
+    }
