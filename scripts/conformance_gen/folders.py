@@ -269,6 +269,12 @@ INVALID_FOLDERS: list[tuple[str, Files, str, str]] = [
     ("index-not-object", _with_index(None, raw=b"[]"), "index-no-weight-map", "no weight_map"),
     ("index-no-weight-map", _with_index(None, raw=b'{"metadata": {}}'), "index-no-weight-map", "no weight_map"),
     ("index-empty-weight-map", _with_index({}), "index-empty", "weight_map is empty"),
+    (
+        "index-empty-pickle-folder",
+        {**pickle_only(), "model.safetensors.index.json": b'{"weight_map": {}}'},
+        "index-empty",
+        "weight_map is empty",
+    ),
     ("index-unknown-key", _with_index(SHARD_MAP, {"extra": 1}), "index-unknown-key", "unexpected key 'extra'"),
     ("index-metadata-not-object", _with_index(SHARD_MAP, {"metadata": []}), "index-metadata", "metadata is not"),
     ("index-not-json", _with_index(None, raw=b'{"weight_map": '), "index-not-json", "not valid JSON"),
