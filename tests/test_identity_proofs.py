@@ -272,3 +272,12 @@ def test_trusted_tree_size_must_match(minilm_proofs: dict) -> None:
     done = run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "104")
     assert done.returncode == 0 and "at index" in done.stdout, done.stderr
     assert run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "103").returncode == 1
+
+
+def test_repeated_key_in_a_proof_is_refused(minilm_proofs: dict, tmp_path: Path) -> None:
+    """A repeated key must not resolve to its last value (two readers would see two proofs)."""
+    m, text = minilm_proofs["manifest"], minilm_proofs["proof"].read_text()
+    dup = tmp_path / "dup.json"
+    dup.write_text(text.rstrip().removesuffix("}") + ', "index": 0}')
+    done = run_attest("check-proof", str(dup), "--root", m.model_root)
+    assert done.returncode == 2 and "duplicate key 'index'" in done.stderr

@@ -209,4 +209,19 @@ def proof_vectors(out: Path, roots: dict[str, dict[str, Roots]]) -> list[Vector]
         ("wrong-type", lambda d: d.update(type="https://attest.dev/tensor-proof/v2"), "another proof type"),
     ]:
         add(vid, edited(edit), m_root, reject(2, "proof-schema", "InputError", "not a valid TensorProof"), description)
+    dup = json.dumps(base, indent=2)[:-2] + ',\n  "index": 5\n}'
+    vectors_dup = reject(2, "proof-schema", "InputError", "duplicate key 'index'")
+    rel = "proofs/invalid/duplicate-key.json"
+    write(out, rel, (dup + "\n").encode())
+    vectors.append(
+        Vector(
+            id="proof-duplicate-key",
+            kind="proof",
+            path=rel,
+            spec=["1.7"],
+            root=m_root,
+            description="a repeated key (the last one would change the index)",
+            expect=vectors_dup,
+        )
+    )
     return vectors
