@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,8 @@ def test_spec_links_every_vector() -> None:
     refs = spec_vector_refs((REPO / "SPEC.md").read_text())
     assert dangling(MANIFEST, refs) == [], "SPEC.md names vectors that do not exist"
     assert unreferenced(MANIFEST, refs) == [], "vectors no SPEC.md rule names"
+
+
+def test_every_vector_names_sections_that_exist() -> None:
+    headings = set(re.findall(r"^#+ (\d+(?:\.\d+)*)[. ]", (REPO / "SPEC.md").read_text(), re.M))
+    assert {s for v in VECTORS for s in v.spec} <= headings
