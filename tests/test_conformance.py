@@ -16,7 +16,7 @@ from attest.conformance import Roots, Vector
 from attest.errors import AttestError
 from attest.identity import check_proof, hash_model
 from attest.identity.proofs import TensorProof
-from attest.lineage.store import parse_bundle
+from attest.lineage.store import merge_envelopes, parse_bundle
 from attest.policy.trust import load_policy
 from attest.signing.dsse import Envelope
 from attest.signing.keys import load_public_key
@@ -69,7 +69,7 @@ def run_library(v: Vector) -> Outcome:
             return Outcome(
                 "accept", 0, key_names=[k.name for k in policy.keys], trusted_roots=list(policy.root_names())
             )
-        parse_bundle(path.read_bytes(), path)
+        merge_envelopes(parse_bundle(path.read_bytes(), path), path)  # the bounds apply after merging
         return Outcome("accept", 0)
     except AttestError as exc:
         return refused(exc)

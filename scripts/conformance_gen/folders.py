@@ -189,6 +189,14 @@ INVALID_FOLDERS: list[tuple[str, Files, str, str]] = [
     ("st-header-not-object", _st_header(b"[]", b""), "st-header-not-object", "not a JSON object"),
     ("st-header-not-json", _st_header(b'{"a": ', b""), "st-header-not-json", "not valid JSON"),
     (
+        "st-header-1e400",
+        _st_header(
+            b'{"__metadata__": {"k": "v"}, "a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2], "x": 1e400}}'
+        ),
+        "st-header-not-json",
+        "out of range",
+    ),
+    (
         "st-header-duplicate-key",
         _st_header(b'{"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}, "a": {}}'),
         "st-header-duplicate-key",
@@ -277,6 +285,30 @@ INVALID_FOLDERS: list[tuple[str, Files, str, str]] = [
     ),
     ("index-unknown-key", _with_index(SHARD_MAP, {"extra": 1}), "index-unknown-key", "unexpected key 'extra'"),
     ("index-metadata-not-object", _with_index(SHARD_MAP, {"metadata": []}), "index-metadata", "metadata is not"),
+    (
+        "index-metadata-dtype",
+        _with_index(SHARD_MAP, {"metadata": {"total_size": 42, "dtype": "float16"}}),
+        "index-metadata-key",
+        "metadata has key 'dtype'",
+    ),
+    (
+        "index-metadata-total-size-string",
+        _with_index(SHARD_MAP, {"metadata": {"total_size": "42"}}),
+        "index-metadata-value",
+        "'total_size' is not a non-negative integer",
+    ),
+    (
+        "index-metadata-version-number",
+        _with_index(SHARD_MAP, {"metadata": {"mergekit_version": 1}}),
+        "index-metadata-value",
+        "'mergekit_version' is not a string",
+    ),
+    (
+        "index-1e400",
+        _with_index(None, raw=b'{"metadata": {"total_size": 1e400}, "weight_map": {}}'),
+        "index-not-json",
+        "out of range",
+    ),
     ("index-not-json", _with_index(None, raw=b'{"weight_map": '), "index-not-json", "not valid JSON"),
     (
         "index-duplicate-key",

@@ -18,6 +18,7 @@ from scripts.conformance_gen.common import (
     public,
     reject,
     statement,
+    stream,
     write,
 )
 
@@ -265,6 +266,7 @@ def statement_vectors(out: Path, subject_root: str) -> list[Vector]:
         ("nan", compact(good).replace(b"0.0001", b"NaN"), "not JSON", "NaN"),
         ("infinity", compact(good).replace(b"0.0001", b"-Infinity"), "not JSON", "-Infinity"),
         ("truncated", compact(good)[:-1], "not valid JSON", "cut short"),
+        ("1e400", compact(good).replace(b"0.0001", b"1e400"), "out of range", "a number that overflows a double"),
     ]:
         add(vid, data, reject(2, "statement-json", bad, message), description)
     return vectors
@@ -289,6 +291,34 @@ def bundle_vectors(out: Path, signer: Signer, subject_root: str) -> list[Vector]
     add("empty-line", one + b"\n\n" + two + b"\n", reject(2, "bundle-empty-line", err, "empty line"), "a blank line")
     add("crlf", one + b"\r\n", accept(), "a CR before the LF is JSON whitespace: the line is still one envelope")
     add("not-an-envelope", one + b"\n" + b'{"a": 1}\n', reject(2, "bundle-line", err, "line 2"), "a JSON line")
+    add("same-payload-twice", one + b"\n" + one + b"\n", accept(), "two lines over one payload merge into one")
+
+    def junk(payload: bytes, n: int, seed: str) -> bytes:
+        """An envelope with n distinct (unverified) signatures: bundles bound signatures before checking any."""
+        sigs = [{"keyid": "", "sig": base64.b64encode(stream(f"{seed}:{i}", 64)).decode()} for i in range(n)]
+        return compact({"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE, "signatures": sigs})
+
+    p0 = compact(statement(subject_root))
+    add(
+        "65-signatures-merged",
+        junk(p0, 33, "a") + b"\n" + junk(p0, 32, "b") + b"\n",
+        reject(2, "bundle-signatures-per-statement", err, "more than 64 distinct signatures"),
+        "two lines over one payload whose signatures together exceed 64",
+    )
+    many = b"".join(junk(compact(statement(f"{i:064x}")), 61, f"s{i}") + b"\n" for i in range(17))
+    add(
+        "1037-signatures",
+        many,
+        reject(2, "bundle-signatures-total", err, "more than the 1024 allowed"),
+        "17 statements about different roots with 61 signatures each",
+    )
+    crowd = b"".join(junk(compact(statement(subject_root, note=str(i))), 1, f"c{i}") + b"\n" for i in range(17))
+    add(
+        "17-statements-one-subject",
+        crowd,
+        reject(2, "bundle-statements-per-subject", err, "more than 16 statements"),
+        "17 distinct statements naming one model root",
+    )
     return vectors
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tests.reference import SCHEMAS, Refusal, bad_input, rejected
-from tests.reference.identity import _Duplicate, _no_duplicates
+from tests.reference.identity import _Duplicate, _no_duplicates, finite
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 SLSA = "https://slsa.dev/provenance/v1"
@@ -27,7 +27,9 @@ def strict_json(data: bytes, reason: str) -> Any:
     if len(data) > 64 * 1024 * 1024:
         raise bad_input(reason, "too large")
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(
+            data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=finite
+        )
     except (UnicodeDecodeError, _Duplicate, ValueError):
         raise bad_input(reason) from None
 
@@ -132,11 +134,40 @@ def check_bundle(data: bytes) -> int:
     lines = data[:-1].split(b"\n")
     if len(lines) > 100000:
         raise bad_input("bundle-too-long")
+    merged: dict[tuple[str, bytes], list[bytes]] = {}
     for line in lines:
         if not line.strip():
             raise bad_input("bundle-empty-line")
         try:
-            parse_envelope(line)
+            payload_type, payload, sigs = parse_envelope(line)
         except Refusal:
             raise bad_input("bundle-line") from None
-    return len(lines)
+        union = merged.setdefault((payload_type, payload), [])
+        union.extend(s for s in sigs if s not in union)
+        if len(union) > 64:
+            raise bad_input("bundle-signatures-per-statement")
+    if sum(len(sigs) for sigs in merged.values()) > 1024:
+        raise bad_input("bundle-signatures-total")
+    per_subject: dict[str, int] = {}
+    for _, payload in merged:
+        for digest in dict.fromkeys(_subject_digests(payload)):
+            per_subject[digest] = per_subject.get(digest, 0) + 1
+            if per_subject[digest] > 16:
+                raise bad_input("bundle-statements-per-subject")
+    return len(merged)
+
+
+def _subject_digests(payload: bytes) -> list[str]:
+    """sha256 subject digests of a payload that is an in-toto statement; none for anything else."""
+    try:
+        doc = strict_json(payload, "statement-json")
+    except Refusal:
+        return []
+    subjects = doc.get("subject") if isinstance(doc, dict) else None
+    if not isinstance(subjects, list):
+        return []
+    return [
+        s["digest"]["sha256"]
+        for s in subjects
+        if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get("sha256"), str)
+    ]

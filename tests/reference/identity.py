@@ -29,6 +29,7 @@ BITS = {
     **dict.fromkeys(["I64", "U64", "F64", "C64"], 64),
 }
 EXCLUDED = {".git", ".hg", ".svn", ".attest", "model.sig", ".cache/huggingface"}
+INERT: dict[str, type] = {"total_size": int, "total_parameters": int, "mergekit_version": str}
 PICKLES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
 
@@ -84,6 +85,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def finite(text: str) -> float:
+    """A number literal that overflows a double (1e400) is refused, not read as Infinity (SPEC.md 2.1)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("out of range")
+    return value
+
+
+def strict(raw: bytes | str) -> Any:
+    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_float=finite, parse_constant=_constant)
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -112,7 +129,7 @@ def parse_safetensors(raw: bytes) -> list[tuple[str, str, list[int], bytes]]:
     if not text.startswith("{"):
         raise bad_input("st-header-not-object")
     try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
+        header = strict(text)
     except _Duplicate:
         raise bad_input("st-header-duplicate-key") from None
     except ValueError:
@@ -205,7 +222,7 @@ def check_index(raw: bytes, shards: dict[str, list[str]], others: set[str]) -> N
     if len(raw) > MAX_INDEX:
         raise bad_input("index-too-large")
     try:
-        doc = json.loads(raw, object_pairs_hook=_no_duplicates)
+        doc = strict(raw)
     except ValueError:
         raise bad_input("index-not-json") from None
     wm = doc.get("weight_map") if isinstance(doc, dict) else None
@@ -215,8 +232,16 @@ def check_index(raw: bytes, shards: dict[str, list[str]], others: set[str]) -> N
         raise bad_input("index-empty")
     if set(doc) - {"weight_map", "metadata"}:
         raise bad_input("index-unknown-key")
-    if not isinstance(doc.get("metadata", {}), dict):
+    metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict):
         raise bad_input("index-metadata")
+    for key, value in metadata.items():  # only keys no loader reads to decide how weights load
+        if key not in INERT:
+            raise bad_input("index-metadata-key")
+        if (INERT[key] is int and not (_is_int(value) and value >= 0)) or (
+            INERT[key] is str and not isinstance(value, str)
+        ):
+            raise bad_input("index-metadata-value")
     by_shard: dict[str, set[str]] = {}
     for tensor, shard in wm.items():
         if not isinstance(shard, str) or not shard:
