@@ -17,6 +17,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 def registry() -> dict[str, type[BaseModel]]:
     """File name in schemas/ -> the model it describes. Capabilities add their formats here."""
+    from attest.conformance import VectorManifest
     from attest.forensics.report import DetectReport
     from attest.identity.diff import ManifestDiff
     from attest.identity.manifest import IdentityManifest
@@ -42,6 +43,7 @@ def registry() -> dict[str, type[BaseModel]]:
         "slsa-provenance-statement.schema.json": ProvenanceStatement,
         "dsse-envelope.schema.json": Envelope,
         "audit-report.schema.json": AuditReport,
+        "conformance-vectors.schema.json": VectorManifest,
     }
 
 

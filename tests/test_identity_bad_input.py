@@ -310,6 +310,15 @@ def main_ok(folder: Path) -> bool:
     return len(hash_model(folder).tensors) > 0
 
 
+def index_empty_weight_map(tmp: Path) -> tuple[Path, str, str]:
+    # A pickle-only folder has no safetensors file an empty map could fail to cover: it must still be refused.
+    m = tmp / "m"
+    m.mkdir()
+    (m / "pytorch_model.bin").write_bytes(b"not unpickled")
+    _index(m, {})
+    return m, "model.safetensors.index.json", "weight_map is empty"
+
+
 def symlink_out(tmp: Path) -> tuple[Path, str, str]:
     (tmp / "secret.txt").write_text("outside")
     m = model(tmp / "m")
@@ -455,6 +464,7 @@ MORE_CASES: list[Case] = [
     index_no_weight_map,
     index_metadata_dtype,
     index_metadata_total_size_not_int,
+    index_empty_weight_map,
     symlink_weights_out,
     symlink_dotdot,
     symlinked_folder_out,

@@ -243,3 +243,41 @@ def test_rfc9162_audit_paths(size: int) -> None:
                 root_from_path("sha256", leaves[i], i, size, path[:-1])
     with pytest.raises(ValueError):
         root_from_path("sha256", leaves[0], size, size, [])
+
+
+def test_a_path_fits_other_sizes_unless_the_trusted_count_is_given() -> None:
+    """SPEC.md 1.7: a root does not commit to its leaf count; with an authenticated count, index and size are exact."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(51)]
+    r = root("sha256", leaves)
+    for index in (0, 20, 48, 50):
+        path = audit_path("sha256", leaves, index)
+        fits = {(i, n) for n in range(1, 130) for i in range(n) if _fits(leaves[index], i, n, path, r)}
+        assert (index, 51) in fits and len(fits) > 1  # the ambiguity the spec documents
+        assert [i for i, n in fits if n == 51] == [index]  # a fixed size pins the index
+
+
+def _fits(leaf: bytes, index: int, size: int, path: list[bytes], want: bytes) -> bool:
+    try:
+        return root_from_path("sha256", leaf, index, size, path) == want
+    except ValueError:
+        return False
+
+
+def test_trusted_tree_size_must_match(minilm_proofs: dict) -> None:
+    m, path = minilm_proofs["manifest"], minilm_proofs["proof"]
+    proof = TensorProof.model_validate_json(path.read_text())
+    assert check_proof(proof, m.model_root, 104) == "model_root"
+    with pytest.raises(VerificationError, match="trusted count is 105"):
+        check_proof(proof, m.model_root, 105)
+    done = run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "104")
+    assert done.returncode == 0 and "at index" in done.stdout, done.stderr
+    assert run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "103").returncode == 1
+
+
+def test_repeated_key_in_a_proof_is_refused(minilm_proofs: dict, tmp_path: Path) -> None:
+    """A repeated key must not resolve to its last value (two readers would see two proofs)."""
+    m, text = minilm_proofs["manifest"], minilm_proofs["proof"].read_text()
+    dup = tmp_path / "dup.json"
+    dup.write_text(text.rstrip().removesuffix("}") + ', "index": 0}')
+    done = run_attest("check-proof", str(dup), "--root", m.model_root)
+    assert done.returncode == 2 and "duplicate key 'index'" in done.stderr

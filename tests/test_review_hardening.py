@@ -175,7 +175,7 @@ def test_many_copies_of_one_statement_are_linear_and_bounded(signed_chain: dict[
     [
         ({"weight_map": {"a": "model.safetensors"}, "evil": "x"}, "unexpected key"),
         ({"weight_map": {"a": "model.safetensors"}, "metadata": []}, "metadata"),
-        ({"weight_map": {}}, "does not cover"),
+        ({"weight_map": {}}, "weight_map is empty"),
     ],
 )
 def test_shard_index_says_nothing_outside_the_roots(tmp_path: Path, index: dict, needle: str) -> None:

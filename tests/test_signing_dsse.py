@@ -169,6 +169,24 @@ def test_truncated_and_malformed_bundles_are_rejected(key: PrivateKey) -> None:
         Envelope.from_json('{"payload": "eA==", "signatures": []}')
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("eA= =", "not valid base64"),  # whitespace
+        ("eA\n==", "not valid base64"),
+        ("eA", "not valid base64"),  # padding required
+        ("+-8=", "mixes"),  # one alphabet per string
+        ("eB==", "canonical"),  # non-zero pad bits: a second text for the byte b"x"
+    ],
+)
+def test_base64_is_one_canonical_text(text: str, message: str) -> None:
+    with pytest.raises(EnvelopeError, match=message):
+        Envelope.from_json(json.dumps({"payload": text, "payloadType": PAYLOAD_TYPE, "signatures": []}))
+    assert Envelope.from_json(json.dumps({"payload": "-_8=", "payloadType": "t", "signatures": []})).payload_bytes == (
+        base64.b64decode("+/8=")
+    )
+
+
 def test_foreign_key_types_are_refused() -> None:
     with pytest.raises(Exception, match="unsupported"):
         PublicKey.from_crypto(ec.generate_private_key(ec.SECP521R1()).public_key())

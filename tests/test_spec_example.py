@@ -92,3 +92,23 @@ def test_spec_prints_the_same_values() -> None:
     spec = (REPO / "SPEC.md").read_text()
     for label, value in expected_values().items():
         assert re.search(rf"{re.escape(label)}\s*\|?\s*`{value}`", spec), f"SPEC.md 1.8 lacks {label} = {value}"
+
+
+def _utf8_jcs(obj: object) -> bytes:
+    # SPEC.md 1.8: for these records, RFC 8785 is sorted keys, no whitespace and UTF-8 characters, never \u escapes.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def test_non_ascii_example_needs_utf8_not_escapes(tmp_path: Path) -> None:
+    data = _h(b"\x00", b"\x01").hex()
+    record = {"name": "é", "dtype": "U8", "shape": [1], "nbytes": 1, "data": data}
+    jcs_digest, escaped_digest = _h(b"\x02", _utf8_jcs(record)).hex(), _h(b"\x02", _jcs(record)).hex()
+    assert jcs_digest != escaped_digest and b"\xc3\xa9" in _utf8_jcs(record)
+    raw = json.dumps({"é": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x01")
+    m = attest.hash_model(tmp_path / "m")
+    assert m.tensors[0].data_root == data and m.tensors[0].digest == jcs_digest
+    spec = (REPO / "SPEC.md").read_text()
+    assert f"`{data}`" in spec and f"tensor digest of é (JCS) | `{jcs_digest}`" in spec
+    assert f"`{escaped_digest}`" in spec

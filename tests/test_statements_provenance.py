@@ -167,6 +167,8 @@ def test_unknown_fields_are_kept(statement: ProvenanceStatement) -> None:
     ("mutate", "message"),
     [
         (lambda d: d.update(_type="https://in-toto.io/Statement/v0.1"), "_type"),
+        (lambda d: d.pop("_type"), "_type"),  # required on parse, not defaulted (SPEC.md 2.2)
+        (lambda d: d.pop("predicateType"), "predicateType"),
         (lambda d: d.update(subject=[]), "subject"),
         (lambda d: d["subject"][0]["digest"].update(sha256="ABC"), "hex"),
         (lambda d: d.update(predicateType="https://example.com/other"), "predicateType"),

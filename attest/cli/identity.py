@@ -113,16 +113,22 @@ def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path 
 @click.command("check-proof")
 @click.argument("proof_file", type=click.Path(path_type=Path))
 @click.option("--root", "root_hex", required=True, help="The trusted model root or weights root (hex).")
-def check_proof_command(proof_file: Path, root_hex: str) -> None:
+@click.option(
+    "--tree-size",
+    type=click.IntRange(min=1),
+    help="The trusted tensor count: the proof must be for exactly this many tensors (then its index is exact).",
+)
+def check_proof_command(proof_file: Path, root_hex: str, tree_size: int | None) -> None:
     """Check a tensor inclusion proof against a trusted root, without the other tensors."""
     if len(root_hex) != 64 or any(c not in "0123456789abcdefABCDEF" for c in root_hex):
         raise InputError(None, f"--root {root_hex!r} is not a root: 64 hex digits expected")
     proof = load_json_model(proof_file, TensorProof)
-    which = check_proof(proof, root_hex)
+    which = check_proof(proof, root_hex, tree_size)
     t = proof.tensor
+    where = f" at index {proof.index} of {tree_size}" if tree_size is not None else ""
     stdout.print(
-        f"OK: tensor {shown(t.name)} ({shown(t.dtype)} {list(t.shape)}) is included in {which.replace('_', ' ')}"
-        f" {shown(root_hex)}"
+        f"OK: tensor {shown(t.name)} ({shown(t.dtype)} {list(t.shape)}) is included{where} in"
+        f" {which.replace('_', ' ')} {shown(root_hex)}"
     )
 
 

@@ -213,6 +213,9 @@ def _check_index(scan: FolderScan, index: str) -> None:
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict):
         raise InputError(path, "shard index has no weight_map object")
+    if not weight_map:
+        # An index outside the roots that covers nothing would say nothing the weights root fixes.
+        raise InputError(path, "shard index weight_map is empty (it must cover the folder's weight files)")
     # The index is left out of the roots (re-sharding must not change them), so it may say nothing a loader reads
     # beyond what the weights root already fixes: only weight_map (checked below to match the shards exactly) and
     # an informative metadata object.

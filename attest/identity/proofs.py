@@ -61,11 +61,17 @@ def make_proof(manifest: IdentityManifest, name: str) -> TensorProof:
     )
 
 
-def check_proof(proof: TensorProof, root_hex: str) -> str:
+def check_proof(proof: TensorProof, root_hex: str, tree_size: int | None = None) -> str:
     """Check a proof against a trusted root (model root or weights root). Returns which root matched.
-    Raises VerificationError when the proof does not lead to that root."""
+    Raises VerificationError when the proof does not lead to that root.
+
+    A root does not commit to its leaf count, and an RFC 9162 path fits trees of neighbouring sizes (and other
+    indices), so on its own a proof shows only that the record is a leaf of the trusted tree (SPEC.md 1.7). Given the
+    tensor count from a trusted source (`tree_size`), the proof's size must equal it, and then its index is exact."""
     if proof.chunk_size != CHUNK_SIZE:
         raise VerificationError(f"proof uses chunk size {proof.chunk_size}, identity v1 fixes {CHUNK_SIZE}")
+    if tree_size is not None and proof.tree_size != tree_size:
+        raise VerificationError(f"proof is for a tree of {proof.tree_size} tensors, the trusted count is {tree_size}")
     t = proof.tensor
     leaf = tensor_leaf(proof.algorithm, tensor_record(t.name, t.dtype, t.shape, t.nbytes, t.data_root))
     try:

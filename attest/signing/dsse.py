@@ -38,13 +38,19 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 def b64decode(value: str, what: str) -> bytes:
-    """Standard or URL-safe base64 (DSSE allows both), padding required, nothing else tolerated."""
+    """Standard or URL-safe base64 (DSSE allows both, one alphabet per string), padding required, and the canonical
+    encoding of the bytes (zero pad bits): one text per byte string, nothing else tolerated (SPEC.md 3.1)."""
+    urlsafe = "-" in value or "_" in value
+    if urlsafe and ("+" in value or "/" in value):
+        raise EnvelopeError(f"{what} mixes the standard and URL-safe base64 alphabets")
     try:
-        if "-" in value or "_" in value:
-            return base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
-        return base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value.replace("-", "+").replace("_", "/") if urlsafe else value, validate=True)
     except (binascii.Error, ValueError):
         raise EnvelopeError(f"{what} is not valid base64") from None
+    canonical = base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
+    if canonical.decode("ascii") != value:
+        raise EnvelopeError(f"{what} is not the canonical base64 of its bytes (non-zero pad bits)")
+    return raw
 
 
 class Signature(BaseModel):

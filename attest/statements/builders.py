@@ -21,6 +21,8 @@ from attest.identity.manifest import IDENTITY_FORMAT
 from attest.statements.models import (
     BUILD_TYPES,
     DEFAULT_BUILDER_ID,
+    SLSA_PROVENANCE_V1,
+    STATEMENT_TYPE,
     BuildDefinition,
     Builder,
     BuildMetadata,
@@ -160,7 +162,9 @@ def provenance_statement(
     from attest import __version__
 
     return ProvenanceStatement(
+        type_=STATEMENT_TYPE,
         subject=[subject],
+        predicateType=SLSA_PROVENANCE_V1,
         predicate=Provenance(
             buildDefinition=BuildDefinition(
                 buildType=BUILD_TYPES[kind],

@@ -83,7 +83,8 @@ class Subject(_Open):
 class Statement(_Open):
     """in-toto Statement v1 with any predicate (used for statements attest did not write)."""
 
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field("https://in-toto.io/Statement/v1", alias="_type")
+    # Required on parse (SPEC.md 2.2: a payload without `_type` is not a Statement v1); writers pass it explicitly.
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
     subject: list[Subject] = Field(min_length=1)
     predicateType: str
     predicate: dict[str, Any] | None = None
@@ -136,7 +137,8 @@ class Provenance(_Open):
 class ProvenanceStatement(Statement):
     """A Statement whose predicate is SLSA Provenance v1: what `attest record` signs."""
 
-    predicateType: Literal["https://slsa.dev/provenance/v1"] = SLSA_PROVENANCE_V1  # type: ignore[assignment]
+    # Required on parse, like `_type` (SPEC.md 2.2); writers pass it explicitly.
+    predicateType: Literal["https://slsa.dev/provenance/v1"]
     predicate: Provenance  # type: ignore[assignment]
 
     def step_kind(self) -> StepKind | None:
