@@ -28,6 +28,8 @@ def registry() -> dict[str, type[BaseModel]]:
     from attest.signing.dsse import Envelope
     from attest.signing.model_sig import ModelSigVerification
     from attest.statements.models import ProvenanceStatement, Statement
+    from attest.training.replay import TrainingReplayReport
+    from attest.training.transcript import TrainingHyperparameters, TrainingTranscript
     from attest.verify.report import VerifyReport
 
     return {
@@ -44,6 +46,9 @@ def registry() -> dict[str, type[BaseModel]]:
         "dsse-envelope.schema.json": Envelope,
         "audit-report.schema.json": AuditReport,
         "conformance-vectors.schema.json": VectorManifest,
+        "training-transcript.schema.json": TrainingTranscript,
+        "training-hyperparameters.schema.json": TrainingHyperparameters,
+        "training-replay-report.schema.json": TrainingReplayReport,
     }
 
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from attest import __version__
-from attest.cli import detect, identity, merge, model_signing, publish, record, verify
+from attest.cli import detect, identity, merge, model_signing, publish, record, train, verify
 from attest.errors import EXIT_INTERNAL, EXIT_USAGE, AttestError, printable
 
 
@@ -21,7 +21,7 @@ def cli() -> None:
     """
 
 
-for _module in (identity, verify, merge, model_signing, record, detect, publish):
+for _module in (identity, verify, merge, model_signing, record, detect, publish, train):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -116,6 +116,14 @@ def trust_options(f: click.decorators.FC) -> click.decorators.FC:
     show_default=True,
     help="Where --replay computes (cpu: bit-exact; cuda: within 1 ulp).",
 )
+@click.option(
+    "--replay-training",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Check the model's training transcript and re-execute N segments chosen from its statement's digest.",
+)
+@click.option("--checkpoints", "checkpoints_dirs", multiple=True, type=click.Path(path_type=Path), help="Checkpoints.")
+@click.option("--data", "training_data", multiple=True, type=click.Path(path_type=Path), help="Training data file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
 def verify_command(
@@ -131,6 +139,9 @@ def verify_command(
     ignore: tuple[str, ...],
     replay: bool,
     device: str,
+    replay_training: int | None,
+    checkpoints_dirs: tuple[Path, ...],
+    training_data: tuple[Path, ...],
     as_json: bool,
     quiet: bool,
 ) -> int:
@@ -152,6 +163,9 @@ def verify_command(
                 on_step=None if (quiet or as_json) else _progress,
                 replay=replay,
                 device=device,
+                replay_training=replay_training,
+                checkpoints_dirs=checkpoints_dirs,
+                training_data=training_data,
             ),
         )
     if as_json:

@@ -77,6 +77,9 @@ class VerifyOptions:
     on_step: Callable[[str], None] | None = None  # progress of the procurement rules (replay, detect)
     replay: bool = False  # recompute every recorded merge whose folder and parents are at hand
     device: str = "cpu"
+    replay_training: int | None = None  # re-execute this many segments of the model's training transcript
+    checkpoints_dirs: tuple[Path, ...] = ()  # where the transcript's checkpoints are (attest.training)
+    training_data: tuple[Path, ...] = ()  # candidate data files, bound by their recorded sha256
 
 
 class _Walk:
@@ -314,6 +317,7 @@ class StepRecord:
     statement: ProvenanceStatement
     signers: list[str]
     trusted: bool
+    payload_digest: str = ""  # sha256 of the signed payload (the training replay's challenge)
 
 
 @dataclass
@@ -328,6 +332,8 @@ class VerifiedLineage:
     (replay, detect) never hash a checkpoint twice."""
     trusted_statements: dict[str, set[str]] = field(default_factory=dict)
     """Subject digest -> payload sha256 of each statement about it that a trusted signer made."""
+    training: dict[Any, Any] = field(default_factory=dict)
+    """Training replay reports by (statement, segments, inputs), so the option and the rule replay once."""
 
 
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
@@ -416,6 +422,22 @@ def verify_lineage(
             for line in outcome.evidence:
                 report.problems.append(Problem(code="replay_mismatch", message=f"replay: {line}"))
             report.verified = False
+    if options.replay_training is not None:
+        from attest.training.verify import replay_training_option
+
+        passed, lines = replay_training_option(
+            result,
+            options.replay_training,
+            list(options.checkpoints_dirs),
+            list(options.training_data),
+            list(options.parents_dirs),
+            options.device,
+        )
+        if passed:
+            report.notes.extend(f"training replay: {line}" for line in lines)
+        else:
+            report.problems += [Problem(code="training_mismatch", message=f"training replay: {x}") for x in lines]
+            report.verified = False
     if options.evaluate_policy and trust.policy is not None and trust.policy.rules is not None:
         from attest.policy.procurement import evaluate_rules
 
@@ -436,9 +458,9 @@ def _step_records(entries: list[Entry]) -> dict[str, StepRecord]:
         for digest in prov.subject_digests("sha256"):
             cur = out.get(digest)
             if cur is None or (e.trusted and not cur.trusted):
-                out[digest] = StepRecord(digest, prov, list(e.signers), e.trusted)
+                out[digest] = StepRecord(digest, prov, list(e.signers), e.trusted, e.payload_digest)
             elif e.trusted and cur.trusted and cur.statement == prov:
-                out[digest] = StepRecord(digest, prov, sorted({*cur.signers, *e.signers}), True)
+                out[digest] = StepRecord(digest, prov, sorted({*cur.signers, *e.signers}), True, e.payload_digest)
     return out
 
 

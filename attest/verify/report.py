@@ -21,6 +21,7 @@ ProblemCode = Literal[
     "model_signing",  # an OpenSSF model-signing signature that does not verify
     "replay_mismatch",  # a replayed merge that does not reproduce the published tensors
     "recipe_parents",  # a merge statement whose recorded parents are not the models its own recorded recipe names
+    "training_mismatch",  # a training transcript whose chain or replayed segments do not check out
 ]
 
 

@@ -1,0 +1,85 @@
+"""Training replay inside `attest verify`: which statements of a verified lineage to check, the `--replay-training`
+option's notes and problems, and the `training_replayed` procurement rule's verdict. Results are kept on the
+lineage so the option and the rule never replay the same segments twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from attest.training.replay import TrainingInputs, TrainingReplayReport, verify_training
+
+if TYPE_CHECKING:
+    from attest.verify.engine import StepRecord, VerifiedLineage
+
+TRAINING_STEPS = ("finetune", "distill")
+
+
+def _in_scope(lineage: VerifiedLineage, scope: str) -> tuple[list[StepRecord], list[str]]:
+    """Trusted training statements to check, and why the scope cannot be met (fails closed)."""
+    from attest.policy.procurement import nodes
+
+    report = lineage.report
+    own = lineage.steps.get(report.model_root)
+    if scope == "model":
+        if own is None or not own.trusted:
+            return [], ["the model has no trusted statement"]
+        if own.statement.step_kind() not in TRAINING_STEPS:
+            return [], [f"the model's own step is {own.statement.step_kind()}, not a finetune or distill"]
+        return [own], []
+    out = []
+    for n in nodes(report.lineage) if report.lineage is not None else []:
+        rec = lineage.steps.get(n.digest)
+        if rec is not None and rec.trusted and rec.statement.step_kind() in TRAINING_STEPS:
+            out.append(rec)
+    return out, []
+
+
+def replay_lineage_training(
+    lineage: VerifiedLineage, segments: int, inputs: TrainingInputs, scope: str = "model"
+) -> tuple[list[TrainingReplayReport], list[str]]:
+    """Check each in-scope statement's transcript, replaying `segments` segments of each."""
+    records, why = _in_scope(lineage, scope)
+    out = []
+    for rec in records:
+        key = (rec.payload_digest, segments, repr(inputs))
+        cached = lineage.training.get(key)
+        if cached is None:
+            own = rec.digest == lineage.report.model_root
+            weights = (
+                lineage.report.weights_root
+                if own
+                else (rec.statement.subject[0].annotations or {}).get("weights_root", "")
+            )
+            tokenizer = lineage.folder / "tokenizer.json" if own else None
+            cached = verify_training(rec.statement, rec.payload_digest, weights, segments, inputs, tokenizer)
+            lineage.training[key] = cached
+        out.append(cached)
+    return out, why
+
+
+def evidence(reports: list[TrainingReplayReport], why: list[str], segments: int) -> tuple[bool, list[str]]:
+    lines = list(why)
+    for r in reports:
+        lines += r.summary()
+        if r.passed and len(r.selected) < min(segments, r.segments_total):
+            lines.append(f"{r.model}: fewer segments replayed than required")
+    passed = not why and all(r.passed and len(r.selected) >= min(segments, r.segments_total) for r in reports)
+    if not reports and not why:
+        lines.append("no trusted finetune or distill step in the lineage")
+    return passed, lines
+
+
+def replay_training_option(
+    lineage: VerifiedLineage,
+    segments: int,
+    checkpoints_dirs: list[Path],
+    data_files: list[Path],
+    parents_dirs: list[Path],
+    device: str,
+) -> tuple[bool, list[str]]:
+    """`attest verify --replay-training N`: the model's own training statement."""
+    inputs = TrainingInputs(checkpoints_dirs, data_files, parents_dirs, device)
+    reports, why = replay_lineage_training(lineage, segments, inputs, "model")
+    return evidence(reports, why, segments)
