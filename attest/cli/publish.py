@@ -236,12 +236,14 @@ def report_command(
 @click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True)
 @click.option("-o", "--output", type=PathType, help="Write the BOM here (default: stdout).")
 @click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@click.option("--with-rules", is_flag=True, help="Evaluate the policy's rules (the training replay is recorded).")
 @trust_options
 def bom_command(
     folder: Path,
     fmt: str,
     output: Path | None,
     parents_dirs: tuple[Path, ...],
+    with_rules: bool,
     keys: tuple[Path, ...],
     identity: str | None,
     issuer: str | None,
@@ -254,7 +256,7 @@ def bom_command(
     from attest.publish.bom import build_bom
 
     trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
-    lineage = _verify(folder, trust, parents_dirs, quiet=output is None, policy_rules=False)
+    lineage = _verify(folder, trust, parents_dirs, quiet=output is None, policy_rules=with_rules)
     text = json.dumps(build_bom(lineage), indent=2) + "\n"
     if output is None:
         click.echo(text, nl=False)

@@ -19,6 +19,7 @@ from attest.policy.trust import (
     FullDisclosure,
     ReplayMerges,
     RequiredSigners,
+    TrainingReplayed,
 )
 from attest.verify.report import LineageNode, PolicyResult, RuleResult
 
@@ -435,6 +436,25 @@ def replay_lineage(
     return _replay_merges(_Context(lineage, trust, options, dict(lineage.hashed)), rule)
 
 
+def _training_replayed(ctx: _Context, rule: TrainingReplayed) -> RuleResult:
+    """Each training transcript's chain checked and `segments` segments re-executed (attest.training); the command
+    line's --checkpoints, --data and --parents-dir are searched after the policy's folders."""
+    from attest.training.replay import TrainingInputs
+    from attest.training.verify import evidence, replay_lineage_training
+
+    o = ctx.options
+    inputs = TrainingInputs(
+        [ctx.path(p) for p in rule.checkpoints_dirs] + list(o.checkpoints_dirs),
+        [ctx.path(p) for p in rule.data] + list(o.training_data),
+        [ctx.path(p) for p in rule.parents_dirs] + list(o.parents_dirs),
+    )
+    ctx.say(f"training replay: {rule.segments} segment(s) per transcript")
+    reports, why = replay_lineage_training(ctx.lineage, rule.segments, inputs, rule.scope)
+    passed, lines = evidence(reports, why, rule.segments)
+    title = f"training transcripts checked, {rule.segments} segment(s) each replayed bit for bit"
+    return RuleResult(rule="training_replayed", title=title, passed=passed, evidence=lines)
+
+
 def evaluate_rules(lineage: VerifiedLineage, trust: TrustSet, options: VerifyOptions) -> PolicyResult:
     """Evaluate the policy's rules in a fixed order; the policy passes when every rule does."""
     assert trust.policy is not None and trust.policy.rules is not None
@@ -456,5 +476,7 @@ def evaluate_rules(lineage: VerifiedLineage, trust: TrustSet, options: VerifyOpt
             out.append(licenses_rule(ctx.lineage.folder, rules.licenses))
         if rules.claims_consistent is not None:
             out.append(_claims_consistent(ctx, rules.claims_consistent, rules.full_disclosure))
+        if rules.training_replayed is not None:
+            out.append(_training_replayed(ctx, rules.training_replayed))
     where = str(trust.policy_path) if trust.policy_path else "policy"
     return PolicyResult(policy=where, name=trust.policy.name, passed=all(r.passed for r in out), rules=out)

@@ -104,6 +104,18 @@ class ClaimsConsistent(_Strict):
     card: bool = Field(default=True, description="Also check the model card against the statements")
 
 
+class TrainingReplayed(_Strict):
+    segments: int = Field(default=1, ge=1, description="Segments of each training transcript to re-execute")
+    scope: Literal["model", "every_step"] = Field(
+        default="model", description="model: the model's own step; every_step: every finetune/distill step"
+    )
+    checkpoints_dirs: list[str] = Field(
+        default_factory=list, description="Folders holding the transcripts' checkpoints (relative to the policy file)"
+    )
+    data: list[str] = Field(default_factory=list, description="Training data files, bound by their recorded sha256")
+    parents_dirs: list[str] = Field(default_factory=list, description="Folders holding teachers by name")
+
+
 class ProcurementRules(_Strict):
     """Procurement rules (SPEC.md section 7.1); each present rule is evaluated and must pass."""
 
@@ -113,6 +125,7 @@ class ProcurementRules(_Strict):
     replay_merges: Annotated[ReplayMerges | None, _on_off(ReplayMerges, has_defaults=True)] = None
     licenses: Annotated[Licenses | None, _on_off(Licenses, has_defaults=False)] = None
     claims_consistent: Annotated[ClaimsConsistent | None, _on_off(ClaimsConsistent, has_defaults=True)] = None
+    training_replayed: Annotated[TrainingReplayed | None, _on_off(TrainingReplayed, has_defaults=True)] = None
 
 
 class TrustPolicy(_Strict):

@@ -195,6 +195,9 @@ def build_bom(lineage: VerifiedLineage) -> dict[str, Any]:
         dependencies.append({"ref": ref, "dependsOn": []})
     model = _component(root, lineage, with_ref=True)
     model["properties"].append(_prop("verified", report.verified))
+    for rule in report.policy.rules if report.policy is not None else []:
+        if rule.rule == "training_replayed":  # which segments of the training transcript were re-executed
+            model["properties"].append(_prop("training_replayed", {"passed": rule.passed, "evidence": rule.evidence}))
     bom: dict[str, Any] = {
         "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
         "bomFormat": "CycloneDX",
