@@ -279,3 +279,32 @@ def test_cli_train_refuses_bad_data(world: dict[str, Any], tmp_path: Path, capsy
 
 def test_torch_settings_restored_after_training(world: dict[str, Any]) -> None:
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def _tiny_bert(path: Path, seed: int) -> Path:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_encoder_hidden_state_distillation_replays(world: dict[str, Any], tmp_path: Path) -> None:
+    from attest.record.recorder import Signing
+    from attest.training.train import TrainJob, train
+
+    student, teacher = _tiny_bert(tmp_path / "student", 1), _tiny_bert(tmp_path / "teacher", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("---\nlicense: mit\n---\n\n# A distilled encoder\n")
+    job = TrainJob("distill_hidden_mse", student, world["data"], out, tmp_path / "ckpt", 3, 2, 1e-3, 0, 2, teacher)
+    train(job, Signing([world["key"]]))
+    assert (out / "README.md").read_text().startswith("---\nlicense: mit")  # the card written beforehand is signed
+    assert "README.md" in [f.path for f in hash_model(out).files]
+    policy = write_policy(tmp_path / "p.yaml", world["pubkey"], [student, teacher])
+    report = verify(out, policy, tmp_path / "ckpt", world["data"])
+    assert report.verified, report.problems
+    assert "\n".join(report.notes).count(": reproduced") == 2

@@ -21,7 +21,14 @@ PathType = click.Path(path_type=Path)
 @click.option("--steps", required=True, type=click.IntRange(1), help="Optimizer steps.")
 @click.option("--batch-size", required=True, type=click.IntRange(1), help="Samples per step.")
 @click.option("--lr", required=True, type=click.FloatRange(min=0, min_open=True), help="AdamW learning rate.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Distillation temperature.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Distillation temperature (kl).")
+@click.option(
+    "--loss",
+    type=click.Choice(["kl", "hidden-mse"]),
+    default="kl",
+    show_default=True,
+    help="distill: KL to the teacher's logits (causal LMs), or MSE to its last hidden states (encoders).",
+)
 @click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0), help="AdamW decay.")
 @click.option("--seed", required=True, type=int, help="Seed of the data order and the RNG.")
 @click.option("--checkpoint-every", required=True, type=click.IntRange(1), help="K: a checkpoint every K steps.")
@@ -38,6 +45,7 @@ def train_command(
     batch_size: int,
     lr: float,
     temperature: float | None,
+    loss: str,
     weight_decay: float,
     seed: int,
     checkpoint_every: int,
@@ -52,12 +60,12 @@ def train_command(
     from attest.errors import InputError
     from attest.training.train import TrainJob, train
 
-    if objective == "distill" and (teacher is None or temperature is None):
-        raise InputError(None, "distill needs --teacher and --temperature")
+    if objective == "distill" and (teacher is None or (loss == "kl") != (temperature is not None)):
+        raise InputError(None, "distill needs --teacher, and --temperature exactly with --loss kl")
     if objective == "sft" and (teacher is not None or temperature is not None):
         raise InputError(None, "sft takes no --teacher or --temperature")
     job = TrainJob(
-        objective="distill_kl" if objective == "distill" else "causal_lm",
+        objective=("distill_kl" if loss == "kl" else "distill_hidden_mse") if objective == "distill" else "causal_lm",
         model=model,
         data=data,
         output=output,

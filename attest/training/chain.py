@@ -14,6 +14,7 @@ from attest.statements.models import ProvenanceStatement
 from attest.training.checkpoint import checkpoint_record
 from attest.training.data import DataFile, batch_root, checkpoint_root
 from attest.training.transcript import (
+    DISTILL_OBJECTIVES,
     CheckpointRecord,
     ModelPin,
     TrainingHyperparameters,
@@ -23,7 +24,7 @@ from attest.training.transcript import (
     checkpoint_steps,
 )
 
-OBJECTIVE_OF_KIND = {"finetune": "causal_lm", "distill": "distill_kl"}
+OBJECTIVES_OF_KIND = {"finetune": ("causal_lm",), "distill": DISTILL_OBJECTIVES}
 START_ROLE = {"finetune": "base", "distill": "student-init"}
 
 
@@ -47,7 +48,7 @@ def check_statement(
     """The statement's own fields against its transcript, and the transcript's internal consistency."""
     out: list[str] = []
     kind = statement.step_kind()
-    if kind not in OBJECTIVE_OF_KIND or OBJECTIVE_OF_KIND[kind] != hyper.objective:
+    if kind not in OBJECTIVES_OF_KIND or hyper.objective not in OBJECTIVES_OF_KIND[kind]:
         out.append(f"a {kind} statement cannot carry a {hyper.objective} transcript")
         return out
     for role, pin in ((START_ROLE[kind], transcript.start), ("teacher", transcript.teacher)):
@@ -60,7 +61,7 @@ def check_statement(
             (deps[0].digest or {}).get("sha256"), (deps[0].annotations or {}).get("weights_root"), pin
         ):
             out.append(f"the transcript's {role} model is not the statement's {role} dependency")
-    if (hyper.objective == "distill_kl") != (transcript.teacher is not None):
+    if (hyper.objective in DISTILL_OBJECTIVES) != (transcript.teacher is not None):
         out.append("a distillation transcript needs a teacher (and only distillation has one)")
     if not any((d.digest or {}).get("sha256") == transcript.dataset.sha256 for d in statement.dependencies("dataset")):
         out.append("the transcript's data file is not a dataset dependency of the statement")

@@ -23,6 +23,7 @@ from attest.identity import hash_model
 from attest.training.data import checkpoint_root
 from attest.training.transcript import STATE_FORMAT, CheckpointRecord, TrainingHyperparameters
 
+MODEL_FILES = ("config.json", "generation_config.json")
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
 RNG_TENSOR = "rng.torch_cpu"
@@ -36,14 +37,15 @@ def _quiet() -> None:
     logging.disable_progress_bar()
 
 
-def load_model(folder: Path, dtype: torch.dtype | str) -> Any:
-    """A causal LM from config.json + safetensors only: no remote code, no pickles, no network."""
-    from transformers import AutoModelForCausalLM
+def load_model(folder: Path, dtype: torch.dtype | str, causal: bool = True) -> Any:
+    """A causal LM (else the bare model, for hidden-state distillation) from config.json + safetensors only: no
+    remote code, no pickles, no network."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     _quiet()
-
+    cls = AutoModelForCausalLM if causal else AutoModel
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return cls.from_pretrained(
             folder,
             dtype=dtype,
             trust_remote_code=False,
@@ -53,7 +55,8 @@ def load_model(folder: Path, dtype: torch.dtype | str) -> Any:
         )
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(folder, f"cannot load as a causal LM from config.json + safetensors ({first})") from None
+        what = "a causal LM" if causal else "a model"
+        raise InputError(folder, f"cannot load as {what} from config.json + safetensors ({first})") from None
 
 
 def make_optimizer(model: Any, hyper: TrainingHyperparameters) -> torch.optim.Optimizer:
@@ -96,16 +99,28 @@ def state_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[st
 
 
 def write_checkpoint(
-    target: Path, model: Any, optimizer: torch.optim.Optimizer, names: list[str], step: int
+    target: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    names: list[str],
+    step: int,
+    copy_from: Path | None = None,
 ) -> CheckpointRecord:
-    """Write model/ and state/ into a temporary sibling, hash both, then rename into place (atomic)."""
+    """Write model/ and state/ into a temporary sibling, hash both, then rename into place (atomic). With
+    `copy_from` (checkpoint 0), model/ is a copy of that folder's config files and weight files, byte for byte."""
     from safetensors.torch import save_file
 
     _quiet()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
+        if copy_from is None:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+        else:
+            (tmp / "model").mkdir()
+            for f in sorted(copy_from.iterdir()):
+                if f.name in MODEL_FILES or f.name.endswith((".safetensors", ".safetensors.index.json")):
+                    shutil.copyfile(f, tmp / "model" / f.name)
         (tmp / "state").mkdir()
         save_file(state_tensors(optimizer, names), str(tmp / "state" / STATE_FILE))
         (tmp / "state" / STATE_JSON).write_bytes(rfc8785.dumps(state_document(optimizer, names, step)))

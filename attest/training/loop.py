@@ -53,6 +53,12 @@ def distill_loss(
     return (kl * weights).sum() / weights.sum() * (t * t)
 
 
+def hidden_mse_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens and hidden units of (student - teacher)^2 on the last hidden states."""
+    weights = mask.to(student.dtype).unsqueeze(-1)
+    return (((student - teacher.to(student.dtype)) ** 2) * weights).sum() / (weights.sum() * student.shape[-1])
+
+
 def train_step(
     model: Any,
     optimizer: torch.optim.Optimizer,
@@ -64,13 +70,20 @@ def train_step(
     ids, mask, labels = collate(samples, hyper.pad_token_id)
     if hyper.objective == "causal_lm":
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    else:
+    elif hyper.objective == "distill_kl":
         if teacher is None or hyper.temperature is None:
             raise ValueError("distillation needs a teacher and a temperature")
         with torch.no_grad():
             teacher_logits = teacher(input_ids=ids, attention_mask=mask).logits
         logits = model(input_ids=ids, attention_mask=mask).logits
         loss = distill_loss(logits, teacher_logits, mask, hyper.temperature)
+    else:
+        if teacher is None:
+            raise ValueError("distillation needs a teacher")
+        with torch.no_grad():
+            teacher_hidden = teacher(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        loss = hidden_mse_loss(hidden, teacher_hidden, mask)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

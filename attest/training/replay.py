@@ -31,6 +31,7 @@ from attest.training.checkpoint import (
 from attest.training.loop import deterministic, train_step
 from attest.training.select import challenge_seed, escape_probability, select_segments
 from attest.training.transcript import (
+    CAUSAL_OBJECTIVES,
     TrainingHyperparameters,
     TrainingTranscript,
     TranscriptError,
@@ -136,7 +137,8 @@ def replay_segment(
     assert chain.data is not None and chain.vocab_size is not None
     start, end = chain.folders[a.step], chain.folders[b.step]
     with deterministic(transcript.determinism):
-        model = load_model(start / "model", "float32").train()
+        causal = hyper.objective in CAUSAL_OBJECTIVES
+        model = load_model(start / "model", "float32", causal).train()
         names = [n for n, _ in model.named_parameters()]
         doc = read_state_document(start)
         optimizer = make_optimizer(model, hyper)
@@ -151,8 +153,10 @@ def replay_segment(
         with tempfile.TemporaryDirectory(prefix="attest-replay-") as tmp:
             target = Path(tmp) / checkpoint_dir_name(b.step)
             got = write_checkpoint(target, model, optimizer, names, b.step)
-            if got.root == b.root:
+            if (got.weights_root, got.state_root) == (b.weights_root, b.state_root):
                 result.verdict = "reproduced"
+                if got.model_root != b.model_root:
+                    result.detail.append("weights and state identical; the config files differ")
             else:
                 result.verdict = "mismatch"
                 result.detail = _mismatch_detail(target, end)
@@ -214,7 +218,7 @@ def verify_training(
         if transcript.teacher is not None:
             folder = _teacher_folder(statement, transcript, inputs.parents_dirs)
             with deterministic(transcript.determinism):
-                teacher = load_model(folder, "float32").eval()
+                teacher = load_model(folder, "float32", hyper.objective in CAUSAL_OBJECTIVES).eval()
     except (LookupError, AttestError) as exc:
         report.chain_problems.append(f"teacher: {exc}")
         return report

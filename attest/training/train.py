@@ -25,6 +25,8 @@ from attest.training.checkpoint import load_model, make_optimizer, write_checkpo
 from attest.training.data import DataFile, batch_root
 from attest.training.loop import data_order, deterministic, train_step
 from attest.training.transcript import (
+    CAUSAL_OBJECTIVES,
+    DISTILL_OBJECTIVES,
     BatchCommitment,
     CheckpointRecord,
     DatasetPin,
@@ -38,6 +40,7 @@ from attest.training.transcript import (
     checkpoint_steps,
 )
 
+CARD = "README.md"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json")
 TRANSCRIPT_VERSIONS = ("python", "torch", "transformers", "safetensors", "tokenizers", "attest")
 
@@ -67,9 +70,10 @@ class TrainResult:
     losses: list[float]
 
 
-def _empty_or_absent(path: Path, what: str) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(path, f"the {what} must not exist yet (or be an empty folder)")
+def _empty_or_absent(path: Path, what: str, allow: tuple[str, ...] = ()) -> None:
+    if path.exists() and (not path.is_dir() or any(p.name not in allow for p in path.iterdir())):
+        more = f" or hold only {', '.join(allow)}" if allow else ""
+        raise InputError(path, f"the {what} must not exist yet (or be an empty folder{more})")
 
 
 def _pin(ref: ModelRef) -> ModelPin:
@@ -81,6 +85,9 @@ def _write_output(output: Path, model: object, start: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
+        if (output / CARD).is_file():  # a card written beforehand (`attest card OUT --step ...`) is signed with it
+            shutil.copyfile(output / CARD, tmp / CARD)
+            (output / CARD).unlink()
         for name in TOKENIZER_FILES:
             if (start / name).is_file():
                 shutil.copyfile(start / name, tmp / name)
@@ -96,10 +103,11 @@ def train(job: TrainJob, signing: Signing) -> TrainResult:
     """Run the job (see module docstring); returns the signed record and the transcript."""
     signing = signing.prepared()
     started = now_rfc3339()
-    _empty_or_absent(job.output, "output folder")
+    _empty_or_absent(job.output, "output folder", (CARD,))
     _empty_or_absent(job.checkpoints, "checkpoints folder")
-    if (job.objective == "distill_kl") != (job.teacher is not None):
+    if (job.objective in DISTILL_OBJECTIVES) != (job.teacher is not None):
         raise InputError(None, "distill needs --teacher (and sft takes none)")
+    causal = job.objective in CAUSAL_OBJECTIVES
     hyper = TrainingHyperparameters(
         objective=job.objective,
         learning_rate=job.learning_rate,
@@ -119,22 +127,21 @@ def train(job: TrainJob, signing: Signing) -> TrainResult:
     batches: list[BatchCommitment] = []
     losses: list[float] = []
     with deterministic(det):
-        model = load_model(job.model, "auto")
+        model = load_model(job.model, "auto", causal)
         vocab = int(model.config.vocab_size)
         for i in range(len(data)):  # every record is checked before the first step, not when its batch comes
             data.input_ids(i, vocab)
         teacher = None
         if teacher_ref is not None and job.teacher is not None:
-            teacher = load_model(job.teacher, torch.float32).eval()
+            teacher = load_model(job.teacher, torch.float32, causal).eval()
             if int(teacher.config.vocab_size) != vocab:
                 raise InputError(job.teacher, f"teacher vocabulary {teacher.config.vocab_size} != student's {vocab}")
         names = [n for n, _ in model.named_parameters()]
         torch.manual_seed(job.seed)
-        first = write_checkpoint(
-            job.checkpoints / checkpoint_dir_name(0), model, make_optimizer(model, hyper), names, 0
-        )
+        opt0 = make_optimizer(model, hyper)
+        first = write_checkpoint(job.checkpoints / checkpoint_dir_name(0), model, opt0, names, 0, job.model)
         if first.weights_root != start_ref.weights_root:
-            raise InputError(job.model, "loading and saving the start model changed its weights: cannot pin it")
+            raise InputError(job.model, "the start model changed while it was read")
         checkpoints.append(first)
         model.to(torch.float32).train()
         optimizer = make_optimizer(model, hyper)
@@ -169,7 +176,7 @@ def train(job: TrainJob, signing: Signing) -> TrainResult:
         checkpoints=checkpoints,
         batches=batches,
     )
-    kind: StepKind = "distill" if job.objective == "distill_kl" else "finetune"
+    kind: StepKind = "distill" if job.objective in DISTILL_OBJECTIVES else "finetune"
     inputs = [("student-init" if kind == "distill" else "base", start_ref)]
     if teacher_ref is not None:
         inputs.append(("teacher", teacher_ref))

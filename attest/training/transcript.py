@@ -23,7 +23,9 @@ MAX_STEPS = 1_000_000
 MAX_BATCH = 65_536
 
 Hex = str
-Objective = Literal["causal_lm", "distill_kl"]
+Objective = Literal["causal_lm", "distill_kl", "distill_hidden_mse"]
+CAUSAL_OBJECTIVES = ("causal_lm", "distill_kl")
+DISTILL_OBJECTIVES = ("distill_kl", "distill_hidden_mse")
 
 
 class _Strict(BaseModel):
