@@ -449,7 +449,7 @@ def _training_replayed(ctx: _Context, rule: TrainingReplayed) -> RuleResult:
         [ctx.path(p) for p in rule.parents_dirs] + list(o.parents_dirs),
     )
     ctx.say(f"training replay: {rule.segments} segment(s) per transcript")
-    reports, why = replay_lineage_training(ctx.lineage, rule.segments, inputs, rule.scope)
+    reports, why = replay_lineage_training(ctx.lineage, rule.segments, inputs, rule.scope, tuple(rule.kinds))
     passed, lines = evidence(reports, why, rule.segments)
     title = f"training transcripts checked, {rule.segments} segment(s) each replayed bit for bit"
     return RuleResult(rule="training_replayed", title=title, passed=passed, evidence=lines)

@@ -104,10 +104,17 @@ class ClaimsConsistent(_Strict):
     card: bool = Field(default=True, description="Also check the model card against the statements")
 
 
+TrainingKind = Literal["finetune", "distill"]
+TRAINING_KINDS: tuple[TrainingKind, ...] = ("finetune", "distill")
+
+
 class TrainingReplayed(_Strict):
     segments: int = Field(default=1, ge=1, description="Segments of each training transcript to re-execute")
     scope: Literal["model", "every_step"] = Field(
-        default="model", description="model: the model's own step; every_step: every finetune/distill step"
+        default="model", description="model: the model's own step; every_step: every step of the kinds below"
+    )
+    kinds: list[TrainingKind] = Field(
+        default_factory=lambda: list(TRAINING_KINDS), min_length=1, description="Step kinds the rule covers"
     )
     checkpoints_dirs: list[str] = Field(
         default_factory=list, description="Folders holding the transcripts' checkpoints (relative to the policy file)"

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 TRAINING_STEPS = ("finetune", "distill")
 
 
-def _in_scope(lineage: VerifiedLineage, scope: str) -> tuple[list[StepRecord], list[str]]:
+def _in_scope(
+    lineage: VerifiedLineage, scope: str, kinds: tuple[str, ...] = TRAINING_STEPS
+) -> tuple[list[StepRecord], list[str]]:
     """Trusted training statements to check, and why the scope cannot be met (fails closed)."""
     from attest.policy.procurement import nodes
 
@@ -25,22 +27,26 @@ def _in_scope(lineage: VerifiedLineage, scope: str) -> tuple[list[StepRecord], l
     if scope == "model":
         if own is None or not own.trusted:
             return [], ["the model has no trusted statement"]
-        if own.statement.step_kind() not in TRAINING_STEPS:
-            return [], [f"the model's own step is {own.statement.step_kind()}, not a finetune or distill"]
+        if own.statement.step_kind() not in kinds:
+            return [], [f"the model's own step is {own.statement.step_kind()}, not one of {', '.join(kinds)}"]
         return [own], []
     out = []
     for n in nodes(report.lineage) if report.lineage is not None else []:
         rec = lineage.steps.get(n.digest)
-        if rec is not None and rec.trusted and rec.statement.step_kind() in TRAINING_STEPS:
+        if rec is not None and rec.trusted and rec.statement.step_kind() in kinds:
             out.append(rec)
     return out, []
 
 
 def replay_lineage_training(
-    lineage: VerifiedLineage, segments: int, inputs: TrainingInputs, scope: str = "model"
+    lineage: VerifiedLineage,
+    segments: int,
+    inputs: TrainingInputs,
+    scope: str = "model",
+    kinds: tuple[str, ...] = TRAINING_STEPS,
 ) -> tuple[list[TrainingReplayReport], list[str]]:
     """Check each in-scope statement's transcript, replaying `segments` segments of each."""
-    records, why = _in_scope(lineage, scope)
+    records, why = _in_scope(lineage, scope, kinds)
     out = []
     for rec in records:
         key = (rec.payload_digest, segments, repr(inputs))
@@ -67,7 +73,7 @@ def evidence(reports: list[TrainingReplayReport], why: list[str], segments: int)
             lines.append(f"{r.model}: fewer segments replayed than required")
     passed = not why and all(r.passed and len(r.selected) >= min(segments, r.segments_total) for r in reports)
     if not reports and not why:
-        lines.append("no trusted finetune or distill step in the lineage")
+        lines.append("no trusted training step of the covered kinds in the lineage")
     return passed, lines
 
 
