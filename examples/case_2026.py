@@ -5,7 +5,10 @@ with weights 1.0 : 0.75 by a "vendor", who publishes the merge as its own work: 
 signed statement claiming a fine-tune of all-MiniLM-L6-v2 alone. The same vendor also publishes the honest version:
 the same merge, carded and recorded with `attest record merge`. A government buyer checks both against
 examples/policies/government.yaml: the first fails with its reasons (and `attest detect` recovers the recipe), the
-second passes.
+second passes. Version 3 is what the publisher said the real model was: the merge *followed by a distillation*
+(teacher: the lab's fine-tune), run with `attest train distill`, which records a transcript (checkpoints with weights,
+optimizer and RNG state; a commitment to every batch); the buyer replays segments chosen from the signed statement
+bit for bit and the policy passes; a forged transcript (interpolated intermediate checkpoints) fails.
 
 Part 1 is the identity demo (examples/minilm_demo.py). Everything is written under ./out/ (run from the repository
 root); the packaged model is copied, never written to. A few minutes on a laptop CPU.
@@ -132,6 +135,51 @@ def finetune(src: Path, dst: Path, data: Path, steps: int, lr: float, seed: int)
     for name, t in load_file(src / "model.safetensors").items():
         tensors.setdefault(name, t)
     save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+
+
+def forge_interpolated(real: Path, real_ckpts: Path, forged: Path, forged_ckpts: Path, key: Path) -> None:
+    """The classic proof-of-learning spoof: keep the real start and end, replace every intermediate checkpoint by a
+    linear interpolation between them (no training needed), rewrite the transcript to match and sign it again."""
+    from safetensors.torch import load_file
+
+    from attest.identity import hash_model
+    from attest.lineage.store import load_bundle, write_bundle
+    from attest.signing.dsse import sign_envelope
+    from attest.signing.keys import load_private_key
+    from attest.statements.parse import parse_provenance
+    from attest.training.checkpoint import load_model, load_state, make_optimizer, write_checkpoint
+    from attest.training.transcript import checkpoint_byproduct, transcript_of
+
+    shutil.copytree(real, forged)
+    shutil.copytree(real_ckpts, forged_ckpts)
+    envelopes = load_bundle(forged)
+    own = envelopes[0]
+    doc = json.loads(own.payload_bytes)
+    transcript, hyper = transcript_of(parse_provenance(own.payload_bytes))
+    first, last = transcript.checkpoints[0], transcript.checkpoints[-1]
+    w0 = load_file(forged_ckpts / f"step-{first.step:08d}" / "model" / "model.safetensors")
+    end = forged_ckpts / f"step-{last.step:08d}"
+    w1 = load_file(end / "model" / "model.safetensors")
+    records = doc["predicate"]["buildDefinition"]["externalParameters"]["training_transcript"]["checkpoints"]
+    for i, rec in enumerate(transcript.checkpoints[1:-1], start=1):
+        t = rec.step / last.step
+        model = load_model(end / "model", "float32", causal=False)
+        names = [n for n, _ in model.named_parameters()]
+        model.load_state_dict({k: (1 - t) * w0[k].float() + t * v for k, v in w1.items() if k in w0}, strict=False)
+        opt = make_optimizer(model, hyper)
+        load_state(end, opt, names)
+        target = forged_ckpts / f"step-{rec.step:08d}"
+        shutil.rmtree(target)
+        new = write_checkpoint(target, model, opt, names, rec.step)
+        records[i] = new.model_dump(mode="json")
+        doc["predicate"]["runDetails"]["byproducts"][i] = checkpoint_byproduct(new).model_dump(
+            mode="json", exclude_none=True
+        )
+    doc["subject"][0]["name"] = forged.name
+    assert doc["subject"][0]["digest"]["sha256"] == hash_model(forged).model_root
+    payload = json.dumps(doc, separators=(",", ":")).encode()
+    write_bundle(forged, [sign_envelope(payload, [load_private_key(key)]), *envelopes[1:]], {})
+    print(f"  forged {len(records) - 2} intermediate checkpoints as interpolations; statement re-signed", flush=True)
 
 
 def merge(config: Path, out: Path) -> None:
@@ -276,10 +324,38 @@ def main() -> None:
     attest("verify", honest, "--policy", POLICY)
     attest("card", honest, "--check", "--policy", POLICY)
 
+    step("Version 3: the merge, then a real distillation toward the lab's fine-tune, recorded with a transcript")
+    distilled, ckpts = vendor / "sovereign-embed-distilled", OUT / "checkpoints" / "sovereign-embed-distilled"
+    ddata = OUT / "data" / "distill.jsonl"
+    texts = [t for pair in training_pairs(64, seed=11) for t in pair]
+    ddata.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    distilled.mkdir()
+    (distilled / "README.md").write_text(
+        "---\nlicense: apache-2.0\ntags: [sentence-transformers, feature-extraction]\n---\n\n# SovereignEmbed "
+        "(distilled)\n\nThe linear merge SovereignEmbed, then distilled toward minilm-paraphrase-ft.\n"
+    )
+    hyper = ["--param", "objective=distill_hidden_mse", "--param", "learning_rate=2e-05", "--param", "steps=12"]
+    attest(
+        "card", distilled, "--step", "distill", "--parent", f"student-init={honest}", "--parent", f"teacher={ft}",
+        "--dataset", ddata, *hyper, "--policy", POLICY,
+    )  # fmt: skip
+    attest(
+        "train", "distill", "--loss", "hidden-mse", "--model", honest, "--teacher", ft, "--data", ddata,
+        "--steps", 12, "--batch-size", 8, "--lr", "2e-5", "--seed", 11, "--checkpoint-every", 4,
+        "--checkpoints", ckpts, "--threads", 2, "--output", distilled, "--key", keys / "vendor.key",
+    )  # fmt: skip
+    step("The buyer verifies version 3: the transcript's chain, 2 of its 3 segments replayed bit for bit, the policy")
+    attest("verify", distilled, "--policy", POLICY)
+    step("A forged version 3: the intermediate checkpoints interpolated between start and end, re-signed: FAILS")
+    forged = vendor / "sovereign-embed-distilled-forged"
+    forge_interpolated(distilled, ckpts, forged, OUT / "checkpoints" / forged.name, keys / "vendor.key")
+    attest("verify", forged, "--policy", POLICY, expect=1)
+
     step("Audit reports (self-contained HTML + JSON) and the CycloneDX 1.6 ML-BOM of version 2")
     attest("report", dishonest, "--policy", POLICY, "--html", OUT / "report-sovereign-embed.html", expect=1)
     attest("report", honest, "--policy", POLICY, "--html", OUT / "report-sovereign-embed-honest.html")
     attest("bom", honest, "--format", "cyclonedx", "--policy", POLICY, "-o", OUT / "sovereign-embed-honest.cdx.json")
+    attest("report", distilled, "--policy", POLICY, "--html", OUT / "report-sovereign-embed-distilled.html")
 
     step("Tampering: editing the honest card after signing fails verification")
     tampered = vendor / "sovereign-embed-tampered"
