@@ -199,6 +199,16 @@ def test_final_model_not_produced_by_transcript_is_caught(world: dict[str, Any],
     assert any("the transcript did not produce this model" in p for p in training_problems(report))
 
 
+def test_published_config_not_the_trained_one_is_caught(world: dict[str, Any], tmp_path: Path) -> None:
+    out, ckpt, _ = run(tmp_path, world["base"], world["data"], world["key"])
+    config = json.loads((out / "config.json").read_text())
+    config["rope_theta"] = 1.0  # the same weights, published under another architecture setting
+    (out / "config.json").write_text(json.dumps(config))
+    resign(out, world["key"], lambda doc: None)
+    report = verify(out, world["policy"], ckpt, world["data"])
+    assert any("config.json is not the one its last checkpoint" in p for p in training_problems(report))
+
+
 def test_start_checkpoint_not_the_claimed_parent_is_caught(world: dict[str, Any], tmp_path: Path) -> None:
     other = make_tiny_model(tmp_path / "other", seed=11)
     out, ckpt, _ = run(tmp_path, other, world["data"], world["key"])

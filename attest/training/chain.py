@@ -24,6 +24,8 @@ from attest.training.transcript import (
     checkpoint_steps,
 )
 
+CONFIG = "config.json"
+MAX_CONFIG_BYTES = 16 * 1024**2
 OBJECTIVES_OF_KIND = {"finetune": ("causal_lm",), "distill": DISTILL_OBJECTIVES}
 START_ROLE = {"finetune": "base", "distill": "student-init"}
 
@@ -122,14 +124,40 @@ def _vocab_size(folder: Path) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
+def _config_bytes(folder: Path) -> bytes | None:
+    try:
+        with (folder / CONFIG).open("rb") as fh:
+            return fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError:
+        return None
+
+
+def check_configs(transcript: TrainingTranscript, folders: dict[int, Path], model: Path | None) -> list[str]:
+    """Every checkpoint after the first, and the model itself, carries the config the last checkpoint was saved
+    with: a segment is replayed with its start checkpoint's config, so none may change between segments, and the
+    published config must be the one the weights were trained under."""
+    last = folders.get(transcript.checkpoints[-1].step)
+    want = _config_bytes(last / "model") if last is not None else None
+    out = []
+    for rec in transcript.checkpoints[1:-1]:
+        folder = folders.get(rec.step)
+        if folder is not None and _config_bytes(folder / "model") != want:
+            out.append(f"checkpoint {rec.step}: its config.json differs from the last checkpoint's")
+    if model is not None and _config_bytes(model) != want:
+        out.append("the model's config.json is not the one its last checkpoint was trained under")
+    return out
+
+
 def check_files(
     transcript: TrainingTranscript,
     checkpoints_dirs: list[Path],
     data_files: list[Path],
     model_name: str,
     tokenizer: Path | None,
+    model: Path | None = None,
 ) -> Chain:
-    """Re-hash every checkpoint folder, find the data file by its sha256, recompute every batch commitment."""
+    """Re-hash every checkpoint folder, compare configs, find the data file by its sha256, recompute every batch
+    commitment. `model` is the verified model folder (None for an ancestor that is not at hand)."""
     chain = Chain()
     for rec in transcript.checkpoints:
         folder, why = locate_checkpoint(rec, checkpoints_dirs, model_name)
@@ -137,6 +165,9 @@ def check_files(
             chain.problems.append(f"checkpoint {rec.step}: {why}")
         else:
             chain.folders[rec.step] = folder
+    if chain.problems:
+        return chain
+    chain.problems += check_configs(transcript, chain.folders, model)
     pin = transcript.dataset
     for path in data_files:
         try:

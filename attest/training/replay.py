@@ -169,9 +169,11 @@ def verify_training(
     weights_root: str,
     segments: int,
     inputs: TrainingInputs,
-    tokenizer: Path | None = None,
+    model: Path | None = None,
 ) -> TrainingReplayReport:
-    """Check one statement's transcript against the files and replay `segments` segments (all when more)."""
+    """Check one statement's transcript against the files and replay `segments` segments (all when more). `model` is
+    the verified model folder (its config.json and, for text data, its tokenizer.json are checked and used)."""
+    tokenizer = model / "tokenizer.json" if model is not None else None
     subject = statement.subject[0]
     seed = challenge_seed(payload_digest, inputs.nonce)
     report = TrainingReplayReport(
@@ -198,7 +200,7 @@ def verify_training(
         )
     if report.chain_problems:
         return report
-    chain = check_files(transcript, inputs.checkpoints_dirs, inputs.data_files, subject.name, tokenizer)
+    chain = check_files(transcript, inputs.checkpoints_dirs, inputs.data_files, subject.name, tokenizer, model)
     report.chain_problems += chain.problems
     if report.chain_problems:
         return report

@@ -58,8 +58,8 @@ def replay_lineage_training(
                 if own
                 else (rec.statement.subject[0].annotations or {}).get("weights_root", "")
             )
-            tokenizer = lineage.folder / "tokenizer.json" if own else None
-            cached = verify_training(rec.statement, rec.payload_digest, weights, segments, inputs, tokenizer)
+            folder = lineage.folder if own else None
+            cached = verify_training(rec.statement, rec.payload_digest, weights, segments, inputs, folder)
             lineage.training[key] = cached
         out.append(cached)
     return out, why
