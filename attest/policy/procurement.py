@@ -440,7 +440,7 @@ def _training_replayed(ctx: _Context, rule: TrainingReplayed) -> RuleResult:
     """Each training transcript's chain checked and `segments` segments re-executed (attest.training); the command
     line's --checkpoints, --data and --parents-dir are searched after the policy's folders."""
     from attest.training.replay import TrainingInputs
-    from attest.training.verify import evidence, replay_lineage_training
+    from attest.verify.training_replay import evidence, replay_lineage_training
 
     o = ctx.options
     inputs = TrainingInputs(

@@ -423,7 +423,7 @@ def verify_lineage(
                 report.problems.append(Problem(code="replay_mismatch", message=f"replay: {line}"))
             report.verified = False
     if options.replay_training is not None:
-        from attest.training.verify import replay_training_option
+        from attest.verify.training_replay import replay_training_option
 
         passed, lines = replay_training_option(
             result,

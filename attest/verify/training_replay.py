@@ -20,8 +20,6 @@ def _in_scope(
     lineage: VerifiedLineage, scope: str, kinds: tuple[str, ...] = TRAINING_STEPS
 ) -> tuple[list[StepRecord], list[str]]:
     """Trusted training statements to check, and why the scope cannot be met (fails closed)."""
-    from attest.policy.procurement import nodes
-
     report = lineage.report
     own = lineage.steps.get(report.model_root)
     if scope == "model":
@@ -30,9 +28,14 @@ def _in_scope(
         if own.statement.step_kind() not in kinds:
             return [], [f"the model's own step is {own.statement.step_kind()}, not one of {', '.join(kinds)}"]
         return [own], []
-    out = []
-    for n in nodes(report.lineage) if report.lineage is not None else []:
-        rec = lineage.steps.get(n.digest)
+    out, seen, todo = [], set(), [report.lineage] if report.lineage is not None else []
+    while todo:  # the verified tree, each digest once
+        node = todo.pop()
+        if node.digest in seen:
+            continue
+        seen.add(node.digest)
+        todo += node.parents
+        rec = lineage.steps.get(node.digest)
         if rec is not None and rec.trusted and rec.statement.step_kind() in kinds:
             out.append(rec)
     return out, []
