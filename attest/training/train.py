@@ -118,8 +118,8 @@ def train(job: TrainJob, signing: Signing) -> TrainResult:
         weight_decay=job.weight_decay,
         temperature=job.temperature if job.objective == "distill_kl" else None,
     )
-    start_ref = resolve_model(job.model, rehash=True)
-    teacher_ref = resolve_model(job.teacher, rehash=True) if job.teacher is not None else None
+    start_ref = resolve_model(job.model)
+    teacher_ref = resolve_model(job.teacher) if job.teacher is not None else None
     tokenizer = job.model / "tokenizer.json"
     data = DataFile(job.data, tokenizer if tokenizer.is_file() else None)
     det = Determinism(num_threads=job.threads)
