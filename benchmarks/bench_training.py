@@ -3,7 +3,7 @@
 Builds a tiny Qwen2 (bf16, random init; --hidden, --layers) and a JSON-lines token file, then, each in its own
 subprocess so that peak RSS is per run:
 
-  train     attest.training.train: S segments of K steps, checkpoints (weights + optimizer + RNG) every K steps
+  train     attest.record.training: S segments of K steps, checkpoints (weights + optimizer + RNG) every K steps
   verify-N  attest.verify.verify_lineage with replay_training=N: chain checks (every checkpoint and batch re-hashed)
             plus N segments re-executed and compared bit for bit
 
@@ -68,16 +68,13 @@ def _child(kind: str, cfg: dict[str, object]) -> None:
     import transformers  # imports are a fixed cost of either side: leave them out of the timing
     from transformers import AutoModelForCausalLM  # noqa: F401
 
-    import attest.training.replay
-    import attest.training.train  # noqa: F401
-
     transformers.utils.logging.disable_progress_bar()
     start_mb = _status_mb("VmRSS")
     t0 = time.perf_counter()
     if kind == "train":
         from attest.record.recorder import Signing
+        from attest.record.training import TrainJob, train
         from attest.signing.keys import load_private_key
-        from attest.training.train import TrainJob, train
 
         steps = int(str(cfg["segments"])) * int(str(cfg["every"]))
         job = TrainJob(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import attest.training.train as train_module
+import attest.record.training as train_module
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle
 from attest.signing.keys import generate_private_key, write_key_pair
@@ -304,7 +304,7 @@ def _tiny_bert(path: Path, seed: int) -> Path:
 
 def test_encoder_hidden_state_distillation_replays(world: dict[str, Any], tmp_path: Path) -> None:
     from attest.record.recorder import Signing
-    from attest.training.train import TrainJob, train
+    from attest.record.training import TrainJob, train
 
     student, teacher = _tiny_bert(tmp_path / "student", 1), _tiny_bert(tmp_path / "teacher", 2)
     out = tmp_path / "out"

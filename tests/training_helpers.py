@@ -13,9 +13,9 @@ import yaml
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle, write_bundle
 from attest.record.recorder import Signing
+from attest.record.training import TrainJob, TrainResult, train
 from attest.signing.dsse import sign_envelope
 from attest.signing.keys import PrivateKey
-from attest.training.train import TrainJob, TrainResult, train
 from attest.verify.engine import VerifyOptions, verify_lineage
 from attest.verify.report import VerifyReport
 from attest.verify.trust import build_trust

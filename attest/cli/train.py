@@ -58,7 +58,7 @@ def train_command(
     and RNG state) every K steps, and sign a finetune (sft) or distill statement carrying the transcript that
     `attest verify --replay-training N` checks."""
     from attest.errors import InputError
-    from attest.training.train import TrainJob, train
+    from attest.record.training import TrainJob, train
 
     if objective == "distill" and (teacher is None or (loss == "kl") != (temperature is not None)):
         raise InputError(None, "distill needs --teacher, and --temperature exactly with --loss kl")
