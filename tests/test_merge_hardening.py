@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from attest.checkpoint.reader import Checkpoint
 from attest.cli import main
 from attest.errors import InputError
 from attest.merge import parse_recipe, replay_options, resolve_parents, run_merge
-from attest.merge.checkpoint import Checkpoint
 from attest.merge.parameters import ParameterSpec, Scope, evaluate_setting
 from attest.replay import TensorStatus, Verdict, replay
 from tests.merge_recipes import recipes

@@ -6,15 +6,16 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.errors import InputError
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread, weighted_estimate
 from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
+from attest.forensics.pairing import layer_of, pair
 from attest.forensics.report import (
     Coefficient,
     Concentration,
@@ -29,7 +30,6 @@ from attest.forensics.report import (
     TensorRow,
     UlpBin,
 )
-from attest.forensics.streaming import Source, layer_of, open_source, pair
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
 
 Progress = Callable[[int], None]
@@ -49,15 +49,15 @@ def detect(
     labels = [str(c) for c in candidates]
     if len(set(labels)) != len(labels):
         raise InputError(labels[0], "the same candidate is given twice")
-    opened: list[Source] = []
+    opened: list[Checkpoint] = []
     try:
-        msrc = open_source(Path(model), str(model))
+        msrc = Checkpoint(model, with_config=False)
         opened.append(msrc)
         csrc = []
         for c in candidates:
-            csrc.append(open_source(Path(c), str(c)))
+            csrc.append(Checkpoint(c, with_config=False))
             opened.append(csrc[-1])
-        bsrc = open_source(Path(base), "base") if base is not None else None
+        bsrc = Checkpoint(base, label="base", with_config=False) if base is not None else None
         if bsrc is not None:
             opened.append(bsrc)
         with single_threaded_ops():
@@ -68,7 +68,11 @@ def detect(
 
 
 def _run(
-    msrc: Source, csrc: list[Source], bsrc: Source | None, on_total: Progress | None, on_bytes: Progress | None
+    msrc: Checkpoint,
+    csrc: list[Checkpoint],
+    bsrc: Checkpoint | None,
+    on_total: Progress | None,
+    on_bytes: Progress | None,
 ) -> DetectReport:
     pairing = pair(msrc, csrc, bsrc)
     all_sources = [msrc, *csrc, *([bsrc] if bsrc else [])]
@@ -89,9 +93,9 @@ def _run(
 
     non_finite: list[NonFinite] = []
     for name in pairing.fitted:
-        m = msrc.tensor(name)
-        ps = [c.tensor(name) for c in csrc]
-        b = bsrc.tensor(name) if bsrc is not None else None
+        m = msrc.flat(name)
+        ps = [c.flat(name) for c in csrc]
+        b = bsrc.flat(name) if bsrc is not None else None
         bad = _non_finite(name, [msrc, *csrc, *([bsrc] if bsrc else [])], [m, *ps, *([b] if b is not None else [])])
         if bad:  # NaN/Inf says nothing about mixing weights and would poison every sum: a fact, not a fit
             non_finite.extend(bad)
@@ -134,7 +138,7 @@ def _run(
     return report
 
 
-def _non_finite(name: str, sources: list[Source], tensors: list[torch.Tensor]) -> list[NonFinite]:
+def _non_finite(name: str, sources: list[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:
     out = []
     for src, t in zip(sources, tensors, strict=True):
         count = int(t.numel() - torch.isfinite(t).sum().item())
@@ -144,9 +148,9 @@ def _non_finite(name: str, sources: list[Source], tensors: list[torch.Tensor]) -
 
 
 def _report(
-    msrc: Source,
-    csrc: list[Source],
-    bsrc: Source | None,
+    msrc: Checkpoint,
+    csrc: list[Checkpoint],
+    bsrc: Checkpoint | None,
     fits: list[TensorFit],
     mdig: dict[str, bytes],
     cdig: list[dict[str, bytes]],
@@ -310,7 +314,7 @@ def _report(
     return DetectReport(
         model=msrc.label,
         candidates=labels,
-        base=str(bsrc.root) if bsrc is not None else None,
+        base=str(bsrc.folder) if bsrc is not None else None,
         verdict=verdict,
         reason=reason,
         derived_from=derived_from,
@@ -373,7 +377,7 @@ def _linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
 
 
 def _passthrough_coefficients(
-    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: Source
+    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: Checkpoint
 ) -> list[Coefficient]:
     """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
     size: dict[int, int] = defaultdict(int)

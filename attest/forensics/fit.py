@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from attest.forensics.streaming import MIN_EXPONENT, PRECISION_BITS
+from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
 
 CHUNK_ELEMENTS = 1 << 18
 """float64 working set per input: 8 MiB."""

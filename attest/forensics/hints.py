@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 
 from attest.forensics.fit import TensorFit
-from attest.forensics.streaming import LayerKey, layer_of
+from attest.forensics.pairing import LayerKey, layer_of
 
 SPARSE_EXCESS = 0.05
 """Share of elements with a non-zero candidate delta that are exactly B in M but not in the rounded linear recipe,

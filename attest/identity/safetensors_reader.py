@@ -203,11 +203,17 @@ def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: in
 class SafetensorsFile:
     """A validated safetensors file, mapped read-only. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.header = read_header(path)
-        self.path = self.header.path
-        self._fh = open(self.path, "rb")
+    def __init__(self, path: str | os.PathLike[str], header: SafetensorsHeader | None = None) -> None:
+        """`header`: the one a folder scan already validated for this file (it is not parsed twice)."""
+        self.header = header if header is not None else read_header(path)
+        self.path = Path(path)
+        try:
+            self._fh = open(self.path, "rb")
+        except OSError as exc:
+            raise InputError(self.path, f"cannot read: {exc.strerror or exc}") from None
         st = os.fstat(self._fh.fileno())
+        self.stat = st
+        """What the opened file is (a caller that scanned the folder checks it is the file it scanned)."""
         if st.st_size != self.header.file_size:
             self._fh.close()
             raise InputError(self.path, "file changed size while being opened")
@@ -244,14 +250,19 @@ class SafetensorsFile:
 
     def view(self, name: str) -> memoryview:
         """Zero-copy bytes of one tensor."""
-        t = self.info(name)
+        return self.view_of(self.info(name))
+
+    def view_of(self, t: TensorInfo) -> memoryview:
+        """Zero-copy bytes of a range of this file's data buffer (a tensor of its header, or a slice of one)."""
         if self._map is None or t.nbytes == 0:
             return memoryview(b"")
         return memoryview(self._map)[t.begin : t.end]
 
     def release(self, name: str) -> None:
+        self.release_of(self.info(name))
+
+    def release_of(self, t: TensorInfo) -> None:
         """Tell the kernel we are done with a tensor's pages, so resident memory tracks the tensor in hand."""
-        t = self.info(name)
         if self._map is None or t.nbytes == 0:
             return
         page = mmap.PAGESIZE

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
-from attest.merge.checkpoint import Checkpoint
 from attest.merge.hf_config import mergekit_config_json
 from attest.merge.masks import KeyedMasks, MaskSource, MergekitGlobalMasks, check_seed
 from attest.merge.methods import TensorGroup

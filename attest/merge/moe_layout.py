@@ -22,7 +22,7 @@ import torch
 
 from attest.errors import InputError
 from attest.identity.safetensors_reader import TensorInfo
-from attest.merge.checkpoint import Checkpoint
+from attest.checkpoint.reader import Checkpoint
 
 LAYOUTS = ("mergekit", "per-expert")
 """mergekit: the fused layout mergekit 0.1.5 writes under transformers 5; per-expert: the tensors as stored."""

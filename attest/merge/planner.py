@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
-from attest.merge.checkpoint import Checkpoint
 from attest.merge.methods import MergeMethod, get_method
 from attest.merge.parameters import Scope, Settings, resolve
 from attest.merge.recipe import InputSlice, MergeRecipe, OutputSlice

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 
 import torch
 
+from attest.checkpoint.reader import SAFETENSORS_TAGS, Checkpoint
 from attest.errors import InputError
-from attest.merge.checkpoint import SAFETENSORS_TAGS, Checkpoint
 from attest.merge.engine import (
     check_device,
     check_tie_order,

@@ -1,0 +1,159 @@
+"""The one reader of a model folder's tensors, for merge, replay and forensics, on top of the identity reader.
+
+The folder is scanned and every header validated once, by `attest.identity.folder.scan_folder` (the same rules
+and bounds as the identity root); each weight file is then mapped read-only by `SafetensorsFile` with the header
+the scan validated, after checking that the opened file is the one that was scanned. Tensors are zero-copy views
+of the mapping and each tensor's pages can be released once used, so resident memory follows the tensor in hand.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import blake3
+import torch
+
+from attest.errors import InputError
+from attest.identity.folder import file_key, scan_folder
+from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
+from attest.strict_json import strict_loads
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+SAFETENSORS_TAGS = {v: k for k, v in TORCH_DTYPES.items()}
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def torch_dtype(tag: str, where: Path) -> torch.dtype:
+    try:
+        return TORCH_DTYPES[tag]
+    except KeyError:
+        raise InputError(where, f"tensors of dtype {tag} cannot be merged") from None
+
+
+class TensorTable:
+    """Tensors by name, each a range of bytes in a mapped file: the stored tensors of a folder, or a view of them."""
+
+    def __init__(self, folder: Path, label: str, where: dict[str, tuple[SafetensorsFile, TensorInfo]]) -> None:
+        self.folder = folder
+        self.label = label
+        self.where = where
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def info(self, name: str) -> TensorInfo:
+        entry = self.where.get(name)
+        if entry is None:
+            raise InputError(self.folder, f"no tensor named {name!r}")
+        return entry[1]
+
+    def dtype(self, name: str) -> torch.dtype:
+        return torch_dtype(self.info(name).dtype, self.folder)
+
+    def flat(self, name: str) -> torch.Tensor:
+        """A flat, read-only tensor over the mapped bytes (no copy). Callers must not write into it."""
+        fh, info = self.where[name]
+        dtype = torch_dtype(info.dtype, self.folder)
+        view = fh.view_of(info)
+        if len(view) == 0:
+            return torch.empty(0, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the mapping is read-only by design
+            return torch.frombuffer(view, dtype=dtype)
+
+    def load(self, name: str) -> torch.Tensor:
+        """The tensor in its shape, read-only over the mapped bytes (no copy)."""
+        info = self.info(name)
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=torch_dtype(info.dtype, self.folder))
+        return self.flat(name).reshape(info.shape)
+
+    def raw_digest(self, name: str) -> bytes:
+        """blake3 of dtype, shape and bytes: equality of whole tensors (passthrough layers, copied experts)."""
+        fh, info = self.where[name]
+        h = blake3.blake3(f"{info.dtype}|{list(info.shape)}|".encode())
+        h.update(fh.view_of(info))
+        return h.digest()
+
+    def release(self, name: str) -> None:
+        """Drop this tensor's pages from our resident memory once it has been used."""
+        fh, info = self.where[name]
+        fh.release_of(info)
+
+
+class Checkpoint(TensorTable):
+    """A model folder: its stored tensors by name and (unless `with_config=False`) its config.json."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, label: str | None = None, with_config: bool = True) -> None:
+        root = Path(folder)
+        super().__init__(root, label if label is not None else str(folder), {})
+        scan = scan_folder(root)
+        if not scan.weight_files:
+            raise InputError(root, "no safetensors weight files (PyTorch pickles are never unpickled)")
+        self.pickle_files: list[str] = list(scan.pickle_files)  # relative POSIX paths; never loaded
+        self.other_files: list[str] = list(scan.other_files)
+        self.files: list[SafetensorsFile] = []
+        try:
+            for rel_path in scan.weight_files:
+                rel = rel_path.as_posix()
+                f = SafetensorsFile(scan.real_paths[rel], scan.headers[rel])
+                self.files.append(f)
+                if file_key(f.stat) != scan.stats[rel]:
+                    raise InputError(root / rel, "file changed after the folder was scanned")
+                for t in f.tensors:
+                    self.where[t.name] = (f, t)
+            self.config: dict[str, Any] = self._read_config() if with_config else {}
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def has_config(self) -> bool:
+        return (self.folder / "config.json").is_file()
+
+    def _read_config(self) -> dict[str, Any]:
+        path = self.folder / "config.json"
+        if not path.is_file():
+            return {}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(path, f"larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            data = strict_loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(path, "not valid JSON (nested too deeply)") from None
+        if not isinstance(data, dict):
+            raise InputError(path, "config.json is not a JSON object")
+        return data
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        self.files = []
