@@ -151,6 +151,14 @@ def diff_command(expected: Path, actual: Path, algorithm: Algorithm, as_json: bo
     if a.algorithm != b.algorithm:
         raise InputError(actual, f"uses {b.algorithm}, {expected} uses {a.algorithm}")
     d = diff_manifests(a, b)
+    # Imported here: the canonical view reads tensors with torch, which most commands never load.
+    from attest.checkpoint.compare import canonical_diff, needs_canonical
+
+    if not d.same_weights and needs_canonical(d):
+        if expected.is_dir() and actual.is_dir():
+            d = canonical_diff(expected, actual, d)
+        else:
+            d.notes.append("routed experts differ as stored; give both folders to compare them per expert")
     if as_json:
         click.echo(json.dumps(d.model_dump(), indent=2))
     else:

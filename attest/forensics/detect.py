@@ -10,15 +10,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.errors import InputError
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread, weighted_estimate
+from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
-from attest.forensics.pairing import layer_of, pair
+from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
     Coefficient,
     Concentration,
+    Coverage,
     DetectReport,
     Hint,
     LayerMap,
@@ -60,17 +63,20 @@ def detect(
         bsrc = Checkpoint(base, label="base", with_config=False) if base is not None else None
         if bsrc is not None:
             opened.append(bsrc)
+        views = [CanonicalView(s) for s in opened]
+        mview, cviews = views[0], views[1 : 1 + len(csrc)]
+        bview = views[-1] if bsrc is not None else None
         with single_threaded_ops():
-            return _run(msrc, csrc, bsrc, on_total, on_bytes)
+            return _run(mview, cviews, bview, on_total, on_bytes)
     finally:
         for s in opened:
             s.close()
 
 
 def _run(
-    msrc: Checkpoint,
-    csrc: list[Checkpoint],
-    bsrc: Checkpoint | None,
+    msrc: CanonicalView,
+    csrc: list[CanonicalView],
+    bsrc: CanonicalView | None,
     on_total: Progress | None,
     on_bytes: Progress | None,
 ) -> DetectReport:
@@ -133,6 +139,8 @@ def _run(
             f"{len(pairing.unpaired_model)} model tensors are missing from some input and were not fitted "
             f"(e.g. {pairing.unpaired_model[0]})"
         )
+    for v in all_sources:
+        notes.extend(f"{v.label}: {n}" for n in v.notes)
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
     return report
@@ -147,10 +155,22 @@ def _non_finite(name: str, sources: list[TensorTable], tensors: list[torch.Tenso
     return out
 
 
+def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: list[TensorFit]) -> Coverage:
+    total = sum(math.prod(info.shape) for _, info in msrc.where.values() if info.dtype in FLOAT_DTYPES)
+    compared = sum(f.numel for f in fits)
+    layouts = [
+        f"{v.label}: {len(v.relayouts)} fused expert tensors read as "
+        f"{sum(len(r.canonical) for r in v.relayouts)} per-expert tensors"
+        for v in views
+        if v.fused
+    ]
+    return Coverage(elements=total, compared=compared, fraction=compared / total if total else 1.0, layouts=layouts)
+
+
 def _report(
-    msrc: Checkpoint,
-    csrc: list[Checkpoint],
-    bsrc: Checkpoint | None,
+    msrc: CanonicalView,
+    csrc: list[CanonicalView],
+    bsrc: CanonicalView | None,
     fits: list[TensorFit],
     mdig: dict[str, bytes],
     cdig: list[dict[str, bytes]],
@@ -280,6 +300,19 @@ def _report(
             text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
             notes.append(f"{len(mapping)} of {n_layers} layers are bit-identical copies of candidate layers: {text}")
 
+    coverage = _coverage(msrc, [msrc, *csrc, *([bsrc] if bsrc else [])], fits)
+    if coverage.fraction < 1:
+        notes.append(
+            f"the fit compared {coverage.compared} of {coverage.elements} weight elements ({coverage.fraction:.2%})"
+        )
+    emap = expert_map(mdig, cdig, labels, fits)
+    if emap:
+        sources = sorted({m.candidate for m in emap})
+        copied = sum(1 for m in emap if m.identical)
+        notes.append(
+            f"routed experts come from different candidates ({', '.join(sources)}): {copied} of {len(emap)} mapped "
+            "experts are bit-identical copies (see expert_map)"
+        )
     where = ", ".join(f"{c.name} {c.fraction:.1%}" for c in conc[:4]) or "nowhere in particular"
     ev = Evidence(
         participants=participants,
@@ -292,6 +325,7 @@ def _report(
         nearest=given[nearest_j],
         max_correlation=corr_vals[best_corr_j] if corr_vals else 0.0,
         most_correlated=given[best_corr_j] if given else "",
+        coverage=coverage.fraction,
     )
     verdict, reason, derived_from = decide(ev)
     if verdict in ("pure_merge", "merge_plus_training") and not hint_list:
@@ -332,6 +366,9 @@ def _report(
             for m in mapping
         ],
         tensors=rows,
+        coverage=coverage,
+        experts=expert_rows(fits, {f.name: _participants(f, with_base) for f in inf}),
+        expert_map=emap,
         notes=notes,
     )
 
@@ -377,7 +414,7 @@ def _linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
 
 
 def _passthrough_coefficients(
-    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: Checkpoint
+    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: TensorTable
 ) -> list[Coefficient]:
     """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
     size: dict[int, int] = defaultdict(int)

@@ -31,7 +31,7 @@ PRECISION_BITS: dict[str, int] = {"BF16": 8, "F16": 11, "F32": 24, "F64": 53}
 MIN_EXPONENT: dict[str, int] = {"BF16": -126, "F16": -14, "F32": -126, "F64": -1022}
 """Smallest normal exponent: below it the ulp stops shrinking (subnormals)."""
 
-_LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<index>\d+)\.(?P<suffix>.+)$")
+_LAYER = re.compile(r"^(?P<prefix>(?:.*?\.)?)(?P<index>\d+)\.(?P<suffix>.+)$")
 
 
 @dataclass(frozen=True)

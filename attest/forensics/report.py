@@ -99,6 +99,36 @@ class TensorRow(_Model):
     unexplained: int
 
 
+class Coverage(_Model):
+    """How much of the model the fit compared (SPEC.md §6.1): under 99% the verdict is never pure_merge."""
+
+    elements: int = Field(description="floating-point weight elements of the model, over its canonical tensors")
+    compared: int = Field(description="elements of the tensors paired with every input and fitted")
+    fraction: float = Field(description="compared / elements (1 when the model has no floating-point weights)")
+    layouts: list[str] = Field(description="inputs whose stored tensors were read through the canonical view")
+
+
+class ExpertRow(_Model):
+    """One routed expert's size-weighted coefficients over its gate, up and down projections (canonical names)."""
+
+    expert: str = Field(description="canonical expert prefix, e.g. model.layers.3.mlp.experts.5")
+    layer: int | None = None
+    index: int
+    numel: int
+    coefficients: list[float | None] = Field(description="in the order of `coefficients`")
+    unexplained: int
+
+
+class ExpertMatch(_Model):
+    """Where one model expert comes from, when experts come from different parents (frankenMoE)."""
+
+    expert: str
+    candidate: str
+    candidate_expert: str = Field(description="the candidate's expert (or dense MLP) it equals or is nearest to")
+    identical: bool = Field(description="bit-identical gate, up and down projections")
+    distance: float = Field(description="relative distance |M_e - C_e| / |M_e| (0 when identical)")
+
+
 class ClaimCheck(_Model):
     """One claimed post-merge step (from the model's own statements) held against the weights (`--claim`)."""
 
@@ -136,6 +166,11 @@ class DetectReport(_Model):
     hints: list[Hint]
     layer_mapping: list[LayerMap]
     tensors: list[TensorRow]
+    coverage: Coverage | None = Field(default=None, description="always written by this version")
+    experts: list[ExpertRow] = Field(default_factory=list, description="per routed expert (MoE models)")
+    expert_map: list[ExpertMatch] = Field(
+        default_factory=list, description="each expert's source, when experts come from different candidates"
+    )
     notes: list[str]
     non_finite: list[NonFinite] = Field(
         default_factory=list, description="tensors with NaN/Inf elements in some input, left out of the fit"

@@ -15,6 +15,10 @@ UNEXPLAINED_FLOOR = 1e-4
 order leaves 0 unexplained elements by construction; the floor absorbs stray elements (e.g. candidates stored in a
 wider dtype than the merge was computed in). Short training flips whole percents of elements."""
 
+MIN_COVERAGE = 0.99
+"""Share of the model's weight elements the fit must compare for a pure_merge verdict: what was not compared counts
+as unexplained (a merge whose routed experts were left out would otherwise hide any change to them)."""
+
 RELATED_CORRELATION = 0.5
 """Weights correlated at least this much with a given model share its initialisation (independent inits: ~0)."""
 
@@ -31,10 +35,23 @@ class Evidence:
     nearest: str  # the given model with the smallest |M - X|
     max_correlation: float
     most_correlated: str
+    coverage: float = 1.0  # compared / all floating-point weight elements of the model
 
 
 def decide(ev: Evidence) -> tuple[str, str, str | None]:
-    """(verdict, reason, derived_from)."""
+    """(verdict, reason, derived_from); a pure merge over less than MIN_COVERAGE of the weights is not called pure."""
+    verdict, reason, derived_from = _decide(ev)
+    if verdict == "pure_merge" and ev.coverage < MIN_COVERAGE:
+        return (
+            "merge_plus_training",
+            f"{reason}; but only {ev.coverage:.2%} of the weight elements were compared (under {MIN_COVERAGE:.0%}), "
+            "and the rest count as unexplained",
+            None,
+        )
+    return verdict, reason, derived_from
+
+
+def _decide(ev: Evidence) -> tuple[str, str, str | None]:
     if ev.identical_to is not None:
         return "derived_not_merge", f"bit-identical to {ev.identical_to}", ev.identical_to
     if ev.passthrough:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from attest.identity.manifest import IdentityManifest
 
@@ -16,23 +16,38 @@ class ManifestDiff(BaseModel):
     changed_files: list[str]
     missing_files: list[str]
     added_files: list[str]
+    canonical_same_weights: bool | None = Field(
+        default=None,
+        description="same weights through the layout-canonical view (SPEC.md §1.10); null when not compared",
+    )
+    canonical_changed_tensors: list[str] = Field(
+        default_factory=list, description="canonical tensors that differ, or exist on one side only"
+    )
+    changed_experts: list[str] = Field(default_factory=list, description="routed experts whose weights differ")
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def identical(self) -> bool:
-        return self.same_model and self.same_weights
+        """Same model, or the same weights stored in another layout with every other file the same."""
+        if self.same_model and self.same_weights:
+            return True
+        files_same = not (self.changed_files or self.missing_files or self.added_files)
+        return bool(self.canonical_same_weights) and files_same
 
     def lines(self) -> list[str]:
         out: list[str] = []
+        stored = self.canonical_same_weights is None  # else the stored-layout lists are read through the view
         for label, names in (
-            ("tensor changed", self.changed_tensors),
-            ("tensor missing", self.missing_tensors),
-            ("tensor added", self.added_tensors),
+            ("tensor changed", self.changed_tensors if stored else self.canonical_changed_tensors),
+            ("tensor missing", self.missing_tensors if stored else []),
+            ("tensor added", self.added_tensors if stored else []),
+            ("expert changed", self.changed_experts),
             ("file changed", self.changed_files),
             ("file missing", self.missing_files),
             ("file added", self.added_files),
         ):
             out.extend(f"{label}: {n}" for n in names)
-        return out
+        return [*out, *(f"note: {n}" for n in self.notes)]
 
 
 def diff_manifests(expected: IdentityManifest, actual: IdentityManifest) -> ManifestDiff:

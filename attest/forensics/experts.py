@@ -1,0 +1,128 @@
+"""Routed experts in detect (SPEC.md §6.9): per-expert coefficients, and which parent each expert comes from.
+
+A plain merge gives every expert the same coefficients. A frankenMoE (mergekit-moe style, or experts swapped in from
+other models) copies whole experts: each model expert then equals, bit for bit, an expert (or the dense MLP) of one
+candidate, maybe at another index, or after training sits much nearer one candidate's same-index expert than any
+other. The expert map says which, for every expert, once any expert shows that pattern.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from attest.checkpoint.canonical import PER_EXPERT, expert_of
+from attest.forensics.fit import TensorFit
+from attest.forensics.pairing import layer_of
+from attest.forensics.report import ExpertMatch, ExpertRow
+
+PROJS = ("gate_proj", "up_proj", "down_proj")
+NEAR_RATIO = 0.5
+"""An expert is nearest one candidate when its distance to it is at most this share of the distance to the next."""
+
+
+def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]]) -> list[ExpertRow]:
+    """Size-weighted coefficients of each routed expert over its gate, up and down projections."""
+    groups: dict[str, list[TensorFit]] = defaultdict(list)
+    for f in fits:
+        key = expert_of(f.name)
+        if key is not None:
+            groups[key.expert_name].append(f)
+    rows = []
+    for name, fs in groups.items():
+        key = expert_of(fs[0].name)
+        assert key is not None
+        coefs: list[float | None] = []
+        cols = [per_tensor[f.name] for f in fs if f.name in per_tensor]
+        if cols:
+            arr = np.array(cols, dtype=float)
+            w = np.array([f.numel for f in fs if f.name in per_tensor], dtype=float)
+            for j in range(arr.shape[1]):
+                ok = np.isfinite(arr[:, j])
+                coefs.append(float(np.average(arr[ok, j], weights=w[ok])) if ok.any() else None)
+        lk = layer_of(name + ".x")
+        rows.append(
+            ExpertRow(
+                expert=name,
+                layer=lk.index if lk is not None else None,
+                index=key.expert,
+                numel=sum(f.numel for f in fs),
+                coefficients=coefs,
+                unexplained=sum(f.unexplained for f in fs),
+            )
+        )
+    return sorted(rows, key=lambda r: _order(r.expert))
+
+
+def _expert_digests(digests: dict[str, bytes]) -> dict[str, tuple[bytes, ...]]:
+    """expert name -> (gate, up, down) digests, for experts with all three projections."""
+    parts: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for name, dig in digests.items():
+        key = expert_of(name)
+        if key is not None:
+            parts[key.expert_name][key.proj] = dig
+    return {e: tuple(p[x] for x in PROJS) for e, p in parts.items() if set(p) == set(PROJS)}
+
+
+def _dense_mlps(digests: dict[str, bytes]) -> dict[str, tuple[bytes, ...]]:
+    """`P.mlp` -> digests of a dense MLP's (gate, up, down) (a candidate whose MLP became an expert)."""
+    out: dict[str, tuple[bytes, ...]] = {}
+    for name in digests:
+        if name.endswith(".mlp.gate_proj.weight") and not PER_EXPERT.match(name):
+            prefix = name[: -len(".gate_proj.weight")]
+            names = [f"{prefix}.{p}.weight" for p in PROJS]
+            if all(n in digests for n in names):
+                out[prefix] = tuple(digests[n] for n in names)
+    return out
+
+
+def _order(expert: str) -> tuple[int, str, int]:
+    prefix, index = expert.rsplit(".", 1)
+    layer = _layer(expert)
+    return (layer if layer is not None else -1, prefix, int(index))
+
+
+def _layer(name: str) -> int | None:
+    key = layer_of(name + ".x")
+    return key.index if key is not None else None
+
+
+def expert_map(
+    mdig: dict[str, bytes], cdig: list[dict[str, bytes]], labels: list[str], fits: list[TensorFit]
+) -> list[ExpertMatch]:
+    """Each model expert's source, when the experts come from different places; [] for a uniform merge."""
+    model_experts = _expert_digests(mdig)
+    if not model_experts:
+        return []
+    pool: dict[tuple[int | None, tuple[bytes, ...]], tuple[int, str]] = {}
+    for ci, d in enumerate(cdig):
+        for name, dig in [*_expert_digests(d).items(), *_dense_mlps(d).items()]:
+            pool.setdefault((_layer(name), dig), (ci, name))
+    identical = {e: pool[(_layer(e), dig)] for e, dig in model_experts.items() if (_layer(e), dig) in pool}
+    dist2: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(labels)))
+    norm2: dict[str, float] = defaultdict(float)
+    for f in fits:
+        key = expert_of(f.name)
+        if key is not None:
+            dist2[key.expert_name] += f.dist2[: len(labels)]
+            norm2[key.expert_name] += float(f.raw_gram[0, 0])
+    nearest: dict[str, tuple[int, float]] = {}
+    for e, d2 in dist2.items():
+        order = np.argsort(d2)
+        near = len(labels) == 1 or d2[order[0]] <= NEAR_RATIO**2 * d2[order[1]]
+        if near and norm2[e] > 0:
+            nearest[e] = (int(order[0]), math.sqrt(float(d2[order[0]]) / norm2[e]))
+    sources = {c for c, _ in identical.values()} | {c for c, _ in nearest.values()}
+    if not identical and len(sources) < 2:
+        return []
+    out = []
+    for e in sorted(model_experts, key=_order):
+        if e in identical:
+            ci, src = identical[e]
+            out.append(ExpertMatch(expert=e, candidate=labels[ci], candidate_expert=src, identical=True, distance=0.0))
+        elif e in nearest:
+            ci, dist = nearest[e]
+            out.append(ExpertMatch(expert=e, candidate=labels[ci], candidate_expert=e, identical=False, distance=dist))
+    return out
