@@ -372,3 +372,24 @@ def test_roots_do_not_depend_on_how_work_is_cut(
     monkeypatch.setattr(chunked, "UNIT_BYTES", unit_mib << 20)
     m = attest.hash_model(minilm_dir, workers=workers)
     assert m == minilm_manifest
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.layers.0.mlp.experts.511.down_proj.weight",
+        'quote"back\\slash',
+        "controls\x00\x01\x08\x09\x0a\x0b\x0c\x0d\x1f\x7f",
+        "unicode é ß 漢字 \u2028\u2029 \U0001f600 \ufeff",
+        "",
+    ],
+)
+def test_fast_tensor_leaf_is_rfc8785(name: str) -> None:
+    """The hashing hot path writes the tensor record's canonical JSON itself; it must be byte-identical to RFC 8785."""
+    from attest.identity.manifest import tensor_leaf, tensor_leaf_of, tensor_record
+
+    for shape in ([], [0], [3, 4], [2**53 - 1, 1]):
+        for algorithm in ("sha256", "blake3"):
+            rec = tensor_record(name, "BF16", shape, 2**40 + 7, "ab" * 32)
+            fast = tensor_leaf_of(algorithm, name, "BF16", shape, 2**40 + 7, "ab" * 32)
+            assert fast == tensor_leaf(algorithm, rec)

@@ -196,23 +196,30 @@ def _solve(g: np.ndarray, bv: np.ndarray, yy: float, n: int) -> tuple[np.ndarray
     if not np.all(np.isfinite(g)) or not np.all(np.isfinite(bv)):
         nan = np.full(k, np.nan)
         return nan, np.full((k, k), np.nan), np.full((k, k), np.nan), math.inf, math.nan
-    active = np.flatnonzero(np.diag(g) > 0)
+    act = np.diag(g) > 0
+    n_active = int(act.sum())
     coef = np.zeros(k)
     ginv = np.full((k, k), np.inf)
     cond = math.inf
-    if len(active):
-        sub = g[np.ix_(active, active)]
-        eig = np.linalg.eigvalsh(sub)
-        cond = float(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
-        sub_inv = np.linalg.pinv(sub, rcond=1e-13, hermitian=True)
-        coef[active] = sub_inv @ bv[active]
+    if n_active:
+        full = n_active == k  # the common case: no index gymnastics
+        sub = g if full else g[np.ix_(act, act)]
+        # One eigendecomposition gives both the condition number and the pseudo-inverse (what eigvalsh and
+        # pinv(rcond=1e-13, hermitian=True) computed separately): eigenvalues below 1e-13 of the largest dropped.
+        w, v = np.linalg.eigh(sub)
+        cond = float(w[-1] / w[0]) if w[0] > 0 else math.inf
+        keep = np.abs(w) > 1e-13 * float(np.abs(w).max())
+        sub_inv = (v * np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)) @ v.T
+        coef[act] = sub_inv @ bv[act]
         if cond <= MAX_COND:
-            ginv[np.ix_(active, active)] = sub_inv
-            inactive = np.setdiff1d(np.arange(k), active)
-            ginv[np.ix_(active, inactive)] = 0.0
-            ginv[np.ix_(inactive, active)] = 0.0
+            if full:
+                ginv = sub_inv
+            else:
+                ginv[np.ix_(act, act)] = sub_inv
+                ginv[np.ix_(act, ~act)] = 0.0
+                ginv[np.ix_(~act, act)] = 0.0
     rss = float(yy - coef @ bv)
-    sigma2 = max(rss, 0.0) / max(n - len(active), 1)
+    sigma2 = max(rss, 0.0) / max(n - n_active, 1)
     cov = sigma2 * np.where(np.isfinite(ginv), ginv, 0.0)
     # Undetermined directions: infinite variance on the diagonal (the residual test then ignores them, since their
     # regressor is zero there; the aggregate leaves such tensors out).

@@ -18,8 +18,7 @@ from attest.identity.manifest import (
     file_leaf,
     file_record,
     model_root_of,
-    tensor_leaf,
-    tensor_record,
+    tensor_leaf_of,
 )
 from attest.identity.merkle import ALGORITHMS, Algorithm, root
 
@@ -70,15 +69,15 @@ def hash_scan(
     rel_of = {real: rel for rel, real in scan.real_paths.items()}
     tensors: list[TensorEntry] = []
     for (name, dtype, shape, span), data_hex in zip(tensor_jobs, roots_hex, strict=False):
-        rec = tensor_record(name, dtype, shape, span.length, data_hex)
+        # Built from validated header values: construct without re-validating 10^5 entries one by one.
         tensors.append(
-            TensorEntry(
+            TensorEntry.model_construct(
                 name=name,
                 dtype=dtype,
                 shape=shape,
                 nbytes=span.length,
                 data_root=data_hex,
-                digest=tensor_leaf(algorithm, rec).hex(),
+                digest=tensor_leaf_of(algorithm, name, dtype, shape, span.length, data_hex).hex(),
                 file=rel_of.get(span.path, span.path.name),
             )
         )

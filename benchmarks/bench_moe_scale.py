@@ -1,0 +1,229 @@
+"""hash / verify / merge / replay / detect on a Qwen3.5-397B-A17B-shaped checkpoint, from 10^3 to 10^5 tensors.
+
+The checkpoint (benchmarks/moe397b.py) has the release's names, layer pattern and sharding with every size divided by
+32; the tensor count is set by the routed experts per layer (2, 50, 512: about 1.3k, 9.4k and 93k tensors). For each
+scale, each measurement runs in its own interpreter (peak RSS = that child's VmHWM; time = the call only, imports
+excluded) on a warm page cache, next to the baselines of the same run:
+
+  sha256sum   coreutils sha256sum of parent A's shard bytes (one process, one core)
+  hash        attest.hash_model(A, "sha256")
+  verify      attest verify A (a signed `convert` statement, its parent an allow-listed tiny root)
+  merge       attest merge of linear A 1.0 : B 0.75 (bf16)          vs  mergekit-yaml of the same recipe (--mergekit)
+  replay      attest replay of that recipe against attest's output
+  detect      attest detect of attest's output against A and B
+
+Per-tensor overhead = (seconds - sha256sum seconds of the bytes the step reads) / tensors: what the step costs beyond
+hashing its input once. The load average is printed with every row: the machine may be shared.
+
+Usage: python benchmarks/bench_moe_scale.py [--experts 2 50 512] [--dir /tmp/attest-moe] [--mergekit-max 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RECIPE = (
+    "merge_method: linear\ndtype: bfloat16\nmodels:\n  - model: {a}\n    parameters: {{weight: 1.0}}\n"
+    "  - model: {b}\n    parameters: {{weight: 0.75}}\n"
+)
+STEPS = ["hash", "verify", "merge", "replay", "detect"]
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _child(step: str, root: Path) -> dict[str, object]:
+    a, b, merged = root / "parent_a", root / "parent_b", root / "attest_merge"
+    if step == "generate":
+        import moe397b
+
+        experts = int(root.name.lstrip("e"))
+        _, _, n = moe397b.generate(root, experts)
+        (root / "linear.yml").write_text(RECIPE.format(a=a, b=b))
+        _prepare_verify(root, a)
+        return {"tensors": n}
+    recipe_text = (root / "linear.yml").read_text()
+    t0, c0 = time.perf_counter(), _cpu()
+    extra: dict[str, object] = {}
+    if step == "hash":
+        from attest.identity import hash_model
+
+        hash_model(a, "sha256")
+    elif step == "verify":
+        from attest.verify import build_trust, verify_model
+
+        report = verify_model(a, build_trust(root / "policy.yaml", (root / "bench.key.pub",)))
+        assert report.verified, report.problems
+    elif step == "merge":
+        from attest.merge import parse_recipe, run_merge
+
+        run_merge(parse_recipe(recipe_text), recipe_text, {str(a): a, str(b): b}, merged)
+    elif step == "replay":
+        from attest.merge import parse_recipe
+        from attest.replay import replay
+
+        r = replay(parse_recipe(recipe_text), {str(a): a, str(b): b}, merged)
+        extra["verdict"] = str(r.verdict)
+    elif step == "detect":
+        from attest.forensics import detect
+
+        d = detect(merged, [a, b])
+        extra.update(
+            verdict=d.verdict, alpha=d.coefficients[0].value, coverage=d.coverage.fraction if d.coverage else None
+        )
+    else:
+        raise SystemExit(f"unknown step {step}")
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "rss_mb": peak_rss_mb(), **extra}
+
+
+def _run_child(step: str, root: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", step, "--dir", str(root)], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise SystemExit(f"{step} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _timed(cmd: list[str]) -> dict[str, object]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-3000:] if proc.stderr else ''}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"seconds": time.perf_counter() - t0, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def _shards(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.safetensors"))
+
+
+def _warm(*folders: Path) -> None:
+    for f in folders:
+        for p in f.glob("*.safetensors"):
+            with open(p, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def _prepare_verify(root: Path, a: Path) -> None:
+    import moe397b
+
+    from attest.identity import hash_model
+    from attest.record import Signing, record_step, resolve_model
+    from attest.signing import generate_key, load_private_key
+
+    if (root / "policy.yaml").is_file():
+        return
+    parent = root / "tiny_parent"
+    tensors, cfg = moe397b.layout(1)
+    moe397b.write_model(parent, tensors[:4], cfg, 3)
+    key = root / "bench.key"
+    generate_key(key)
+    record_step(
+        "convert",
+        a,
+        [("parent", resolve_model(parent))],
+        Signing([load_private_key(key)]),
+        external={"benchmark": True},
+        internal={},
+        allow_unchanged=True,
+    )
+    (root / "policy.yaml").write_text(
+        f"version: 1\ntrusted_roots:\n  - name: parent\n    digest: {hash_model(parent).model_root}\n"
+    )
+
+
+def scale(root: Path, experts: int, mergekit_max: int, steps: list[str]) -> dict[str, object]:
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    n = int(_run_child("generate", root)["tensors"])  # type: ignore[call-overload]
+    a, b = root / "parent_a", root / "parent_b"
+    nbytes = sum(Path(p).stat().st_size for p in _shards(a))
+    print(
+        f"# experts/layer {experts}: {n} tensors, {len(_shards(a))} shards, {nbytes / 1e6:.1f} MB per model "
+        f"(generated in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+    rows: dict[str, dict[str, object]] = {}
+    merged = root / "attest_merge"
+    if merged.exists():
+        import shutil
+
+        shutil.rmtree(merged)
+    _warm(a, b)
+    rows["sha256sum"] = {**_timed(["sha256sum", *_shards(a)]), "load": load()}
+    for step in steps:
+        rows[step] = {**_run_child(step, root), "load": load()}
+        if step == "merge":
+            _warm(merged)
+    if experts <= mergekit_max and "merge" in steps:
+        out = root / "mergekit_merge"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        exe = str(Path(sys.executable).with_name("mergekit-yaml"))
+        rows["mergekit"] = {
+            **_timed([exe, str(root / "linear.yml"), str(out), "--no-copy-tokenizer", "--no-cuda", "--lazy-unpickle"]),
+            "load": load(),
+        }
+    sha = float(rows["sha256sum"]["seconds"])  # type: ignore[arg-type]
+    reads = {"hash": 1, "verify": 1, "merge": 2, "replay": 3, "detect": 3, "mergekit": 2}
+    for step, r in rows.items():
+        if step in reads:
+            r["per_tensor_ms"] = (float(r["seconds"]) - reads[step] * sha) / n * 1e3  # type: ignore[arg-type]
+        r_s = float(r["seconds"])  # type: ignore[arg-type]
+        extra = {k: v for k, v in r.items() if k not in ("seconds", "rss_mb", "load", "per_tensor_ms")}
+        pt = f"{r['per_tensor_ms']:7.3f} ms/tensor over sha256" if "per_tensor_ms" in r else " " * 30
+        print(
+            f"{step:10s} {r_s:8.2f} s  x{r_s / sha:6.2f} sha256sum  {pt}  peak RSS {float(r['rss_mb']):7.0f} MB  "  # type: ignore[arg-type]
+            f"load {r['load']}  {extra if extra else ''}",
+            flush=True,
+        )
+    return {"experts": experts, "tensors": n, "bytes": nbytes, "shards": len(_shards(a)), "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experts", type=int, nargs="*", default=[2, 50, 512])
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/attest-moe"))
+    ap.add_argument("--mergekit-max", type=int, default=50, help="run mergekit only up to this many experts/layer")
+    ap.add_argument("--steps", nargs="*", choices=STEPS, default=STEPS)
+    ap.add_argument("--child", choices=[*STEPS, "generate"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.dir)))
+        return
+    print(f"cpus: {os.cpu_count()}  python {sys.version.split()[0]}  load {load()}")
+    results = [scale(args.dir / f"e{e}", e, args.mergekit_max, args.steps) for e in args.experts]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
