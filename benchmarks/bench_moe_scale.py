@@ -194,16 +194,20 @@ def scale(root: Path, experts: int, mergekit_max: int, steps: list[str]) -> dict
             "load": load(),
         }
     sha = float(rows["sha256sum"]["seconds"])  # type: ignore[arg-type]
+    sha_cpu = float(rows["sha256sum"]["cpu"])  # type: ignore[arg-type]
     reads = {"hash": 1, "verify": 1, "merge": 2, "replay": 3, "detect": 3, "mergekit": 2}
+    skip = ("seconds", "cpu", "rss_mb", "load", "per_tensor_ms", "per_tensor_cpu_ms")
     for step, r in rows.items():
+        r_s, r_c = float(r["seconds"]), float(r["cpu"])  # type: ignore[arg-type]
+        pt = " " * 44
         if step in reads:
-            r["per_tensor_ms"] = (float(r["seconds"]) - reads[step] * sha) / n * 1e3  # type: ignore[arg-type]
-        r_s = float(r["seconds"])  # type: ignore[arg-type]
-        extra = {k: v for k, v in r.items() if k not in ("seconds", "rss_mb", "load", "per_tensor_ms")}
-        pt = f"{r['per_tensor_ms']:7.3f} ms/tensor over sha256" if "per_tensor_ms" in r else " " * 30
+            r["per_tensor_ms"] = (r_s - reads[step] * sha) / n * 1e3
+            r["per_tensor_cpu_ms"] = (r_c - reads[step] * sha_cpu) / n * 1e3
+            pt = f"{r['per_tensor_ms']:7.3f} ms wall {r['per_tensor_cpu_ms']:7.3f} ms cpu /tensor"
+        extra = {k: v for k, v in r.items() if k not in skip}
         print(
-            f"{step:10s} {r_s:8.2f} s  x{r_s / sha:6.2f} sha256sum  {pt}  peak RSS {float(r['rss_mb']):7.0f} MB  "  # type: ignore[arg-type]
-            f"load {r['load']}  {extra if extra else ''}",
+            f"{step:10s} {r_s:8.2f} s (x{r_s / sha:6.2f})  cpu {r_c:7.2f} s (x{r_c / sha_cpu:6.2f})  {pt}  "
+            f"peak RSS {float(r['rss_mb']):6.0f} MB  load {r['load']}  {extra if extra else ''}",  # type: ignore[arg-type]
             flush=True,
         )
     return {"experts": experts, "tensors": n, "bytes": nbytes, "shards": len(_shards(a)), "rows": rows}
