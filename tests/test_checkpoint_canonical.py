@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,28 @@ def test_layer_of_takes_the_first_number_not_the_expert_index() -> None:
     assert key is not None and key.index == 1 and key.suffix == "mlp.experts.0.gate_proj.weight"
     ek = expert_of("model.layers.1.mlp.experts.0.gate_proj.weight")
     assert ek is not None and ek.expert == 0 and ek.expert_name == "model.layers.1.mlp.experts.0"
+
+
+def _mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_released_small_tensors_do_not_stay_resident(tmp_path: Path) -> None:
+    """Regression: touching a small tensor maps its whole fault-around block, already released neighbours included;
+    read one by one, a model of 4 KiB tensors stayed almost entirely resident (memory grew with the model)."""
+    tensors = {f"t.{i:05d}": torch.full((1024,), float(i)) for i in range(2048)}  # 2048 x 4 KiB = 8 MiB
+    folder = _folder(tmp_path / "small", tensors)
+    with Checkpoint(folder, with_config=False) as ck:
+        for name in sorted(ck.names, key=lambda n: ck.info(n).begin):
+            assert float(ck.flat(name).sum()) == 1024 * float(int(name[2:]))
+            ck.release(name)
+        resident = _mapped_kb(folder / "model.safetensors")
+        assert resident < 1024, resident
