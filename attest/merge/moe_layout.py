@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
 from attest.identity.safetensors_reader import TensorInfo
-from attest.checkpoint.reader import Checkpoint
 
 LAYOUTS = ("mergekit", "per-expert")
 """mergekit: the fused layout mergekit 0.1.5 writes under transformers 5; per-expert: the tensors as stored."""
@@ -153,7 +153,8 @@ class FusedExpertView(Checkpoint):
         self.config = inner.config
         self.pickle_files = inner.pickle_files
         self.other_files = inner.other_files
-        self._files = []
+        self.label = inner.label
+        self.files = []  # the wrapped checkpoint owns the files
         self._plan = _plan(inner, arch)
 
     @property
