@@ -8,7 +8,7 @@ excluded) on a warm page cache, next to the baselines of the same run:
   sha256sum   coreutils sha256sum of parent A's shard bytes (one process, one core)
   hash        attest.hash_model(A, "sha256")
   verify      attest verify A (a signed `convert` statement, its parent an allow-listed tiny root)
-  merge       attest merge of linear A 1.0 : B 0.75 (bf16)          vs  mergekit-yaml of the same recipe (--mergekit)
+  merge       attest merge of linear A 1.0 : B 0.75 (bf16), mergekit's fused layout  vs  mergekit-yaml of the recipe
   replay      attest replay of that recipe against attest's output
   detect      attest detect of attest's output against A and B
 
@@ -80,7 +80,7 @@ def _child(step: str, root: Path) -> dict[str, object]:
     elif step == "merge":
         from attest.merge import parse_recipe, run_merge
 
-        run_merge(parse_recipe(recipe_text), recipe_text, {str(a): a, str(b): b}, merged)
+        run_merge(parse_recipe(recipe_text), {str(a): a, str(b): b}, merged)  # mergekit's (fused) layout
     elif step == "replay":
         from attest.merge import parse_recipe
         from attest.replay import replay

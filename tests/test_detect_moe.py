@@ -1,15 +1,14 @@
 """`attest detect` and `attest diff` on real tiny Qwen3.5-MoE checkpoints, through the layout-canonical view.
 
-The parents are real fine-tunes (AdamW steps) of a tiny `Qwen3_5MoeForCausalLM`, stored per expert as transformers
-saves them; the fused layout is what the real `mergekit-yaml` 0.1.5 writes under transformers 5; the per-expert
-merge is attest's own.
+The parents are real fine-tunes (AdamW steps) of a tiny `Qwen3_5MoeForCausalLM` (tests/moe_builders.py), stored per
+expert as transformers saves them; the fused layout is what mergekit 0.1.5 itself writes under transformers 5; the
+per-expert merge is attest's own (`--layout per-expert`).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,39 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from attest.cli import cli
 from attest.forensics import DetectReport, detect
-from tests.builders import copy_model, finetune, token_batches
+from tests.builders import copy_model, token_batches
 
 FOUR_SEVENTHS = 4 / 7
 EXPERTS = 8
-MOE_INTER = 24  # 2I = 48 differs from hidden 64: a transposed reading of gate_up_proj could not pass
+MOE_INTER = 32  # tests.moe_builders: hidden 64, moe_intermediate_size 32
 CHANGED_LAYER = 2
-
-
-def make_tiny_moe(out: Path, seed: int = 0) -> Path:
-    """A tiny Qwen3.5-MoE: 4 layers (3 linear attention, 1 full), 8 routed experts, a shared expert; random init."""
-    from transformers.models.qwen3_5_moe import Qwen3_5MoeForCausalLM, Qwen3_5MoeTextConfig
-
-    cfg = Qwen3_5MoeTextConfig(
-        vocab_size=256,
-        hidden_size=64,
-        num_hidden_layers=4,
-        num_experts=EXPERTS,
-        num_experts_per_tok=2,
-        moe_intermediate_size=MOE_INTER,
-        shared_expert_intermediate_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    Qwen3_5MoeForCausalLM(cfg).save_pretrained(out)
-    return out
 
 
 def train_layer_experts(src: Path, out: Path, layer: int, steps: int = 2) -> Path:
@@ -76,25 +48,6 @@ def train_layer_experts(src: Path, out: Path, layer: int, steps: int = 2) -> Pat
     return out
 
 
-def mergekit_yaml(parents: list[Path], weights: list[float], out: Path) -> Path:
-    exe = Path(sys.executable).with_name("mergekit-yaml")
-    if not exe.exists():
-        pytest.skip("mergekit-yaml is not installed (a test dependency)")
-    cfg = out.parent / f"{out.name}.yml"
-    cfg.write_text(_linear_recipe(parents, weights))
-    subprocess.run(
-        [str(exe), str(cfg), str(out), "--no-copy-tokenizer", "--no-cuda"], check=True, capture_output=True, timeout=600
-    )
-    return out
-
-
-def _linear_recipe(parents: list[Path], weights: list[float]) -> str:
-    lines = ["merge_method: linear", "dtype: bfloat16", "models:"]
-    for p, w in zip(parents, weights, strict=True):
-        lines += [f"  - model: {p}", "    parameters:", f"      weight: {w}"]
-    return "\n".join(lines) + "\n"
-
-
 def _stored(folder: Path) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for f in sorted(folder.glob("*.safetensors")):
@@ -113,17 +66,20 @@ def _rewrite(src: Path, dst: Path, tensors: dict[str, torch.Tensor]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("moe")
-    base = make_tiny_moe(root / "base")
-    ft_a = finetune(base, root / "ft_a", seed=1, steps=3)
-    ft_b = finetune(base, root / "ft_b", seed=2, steps=3)
-    fused = mergekit_yaml([ft_a, ft_b], [1.0, 0.75], root / "mergekit")
-    recipe = root / "attest.yml"
-    recipe.write_text(_linear_recipe([ft_a, ft_b], [1.0, 0.75]))
-    res = CliRunner().invoke(cli, ["merge", str(recipe), str(root / "attest_merge")])
+def moe(
+    moe_models: Callable[[str], dict[str, Path]],
+    mergekit_moe: Callable[[str, str], tuple[str, Path]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
+    """The shared Qwen3.5-MoE family, mergekit 0.1.5's linear 1.0 : 0.75 merge of it (fused), attest's (per expert)."""
+    fam = moe_models("qwen3_5_moe")
+    text, fused = mergekit_moe("qwen3_5_moe", "linear")
+    root = tmp_path_factory.mktemp("moe_detect")
+    recipe = root / "linear.yml"
+    recipe.write_text(text)
+    res = CliRunner().invoke(cli, ["merge", str(recipe), str(root / "attest_merge"), "--layout", "per-expert"])
     assert res.exit_code == 0, res.output
-    return {"base": base, "ft_a": ft_a, "ft_b": ft_b, "fused": fused, "per_expert": root / "attest_merge"}
+    return {**fam, "fused": fused, "per_expert": root / "attest_merge"}
 
 
 def _detect(model: Path, moe: dict[str, Path]) -> DetectReport:
