@@ -9,6 +9,9 @@ fi
 stamp=.venv/.attest-lock-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+  # the distribution is attest-weights; drop an older `attest` (ours before the rename, or the unrelated PyPI one,
+  # which would shadow the import package)
+  .venv/bin/python -m pip uninstall -q -y attest >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.attest-lock-*
   touch "$stamp"

@@ -34,7 +34,7 @@ from attest.statements.models import (
     Subject,
 )
 
-VERSIONED_PACKAGES = ("torch", "transformers", "mergekit", "safetensors", "accelerate", "peft", "attest")
+VERSIONED_PACKAGES = ("torch", "transformers", "mergekit", "safetensors", "accelerate", "peft")
 
 
 def now_rfc3339() -> str:
@@ -128,7 +128,9 @@ def code_dependency(path: Path) -> ResourceDescriptor:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that can change a step's numbers (read from metadata: nothing is imported)."""
-    out = {"python": platform.python_version()}
+    from attest import __version__  # the distribution is attest-weights; the version is the package's own
+
+    out = {"python": platform.python_version(), "attest": __version__}
     for name in VERSIONED_PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
