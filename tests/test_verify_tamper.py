@@ -484,3 +484,31 @@ def test_junk_signatures_and_statements_are_bounded(
     code, err = _cli_exit(dst, signed_chain)
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "provenance.intoto.jsonl" in err and needle in err
+
+
+def test_unattested_root_names_the_flag_that_trusts_it(signed_chain: dict[str, Path]) -> None:
+    """Keys alone: the base is not allow-listed, so verification fails closed and the problem line gives the exact
+    --trusted-root flag (and policy entry); passing that flag makes the same lineage verify."""
+    pub = signed_chain["root"] / "builder.key.pub"
+    code, out, _ = run_inprocess(["verify", signed_chain["merged"], "--key", pub])
+    base_root = hash_model(signed_chain["base"]).model_root
+    flag = f"--trusted-root base=sha256:{base_root}"
+    assert code == 1 and "unattested_parent" in out and flag in out and "`trusted_roots:` entry" in out, out
+    code, out, err = run_inprocess(["verify", signed_chain["merged"], "--key", pub, *flag.split(" ")])
+    assert code == 0 and "VERIFIED" in out, out + err
+    assert "signed by builder.key.pub" in out  # the signer is named by the public key file given, not 'builder.key'
+
+
+@pytest.mark.parametrize("spec", ["base", "=sha256:" + "0" * 64, "base=sha256:abc", "base=md5:" + "0" * 64])
+def test_malformed_trusted_root_is_bad_input(signed_chain: dict[str, Path], spec: str) -> None:
+    code, _, err = run_inprocess(["verify", signed_chain["merged"], "--trusted-root", spec])
+    assert code == 2 and "--trusted-root" in err, err
+
+
+def test_trusted_root_from_the_command_line_equals_the_policy_entry(signed_chain: dict[str, Path]) -> None:
+    base_root = hash_model(signed_chain["base"]).model_root
+    trust = build_trust(
+        None, (signed_chain["root"] / "builder.key.pub",), roots=(f"org/tiny=base@v1=sha256:{base_root}",)
+    )
+    assert trust.roots == {base_root: "org/tiny=base@v1"}  # the digest is after the last '='
+    assert verify_model(signed_chain["merged"], trust).verified

@@ -11,12 +11,12 @@ from rich.markup import escape
 
 from attest.atomic import atomic_write_text
 from attest.cli.output import ByteProgress, print_json, stderr, stdout
-from attest.cli.verify import trust_options
+from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
 from attest.publish.card import StepView
 from attest.statements.models import STEP_KINDS, StepKind
 from attest.verify.engine import VerifiedLineage, VerifyOptions, verify_lineage
-from attest.verify.trust import TrustSet, build_trust
+from attest.verify.trust import TrustSet
 
 PathType = click.Path(path_type=Path)
 
@@ -39,13 +39,13 @@ def _verify(
         )
 
 
-def verify_command_line(folder: Path, policy: Path | None, keys: tuple[Path, ...]) -> str:
+def verify_command_line(folder: Path, trust: TrustSet) -> str:
     """The command a reader of the card runs to check it (the policy or keys the card was generated with)."""
     cmd = f"attest verify ./{folder.resolve().name}"
-    if policy is not None:
-        return f"{cmd} --policy {policy.name}"
-    if keys:
-        return cmd + "".join(f" --key {k.name}" for k in keys)
+    if trust.policy_path is not None:
+        return f"{cmd} --policy {trust.policy_path.name}"
+    if trust.keys:
+        return cmd + "".join(f" --key {k.name}" for k in trust.keys)
     return f"{cmd} --key PUBLISHER.pub  # or --policy trust-policy.yaml"
 
 
@@ -72,12 +72,7 @@ def card_command(
     params: tuple[str, ...],
     title: str | None,
     parents_dirs: tuple[Path, ...],
-    keys: tuple[Path, ...],
-    identity: str | None,
-    issuer: str | None,
-    trust_root: Path | None,
-    staging: bool,
-    policy: Path | None,
+    trust: TrustSet,
 ) -> int:
     """Write FOLDER/README.md's front matter and lineage section from the signed statements, or --check it.
 
@@ -93,7 +88,6 @@ def card_command(
         step_views,
     )
 
-    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
     if check:
         lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
         rec, current = head_step(lineage.steps, lineage.report.model_root)
@@ -110,7 +104,7 @@ def card_command(
         if not findings:
             stdout.print("[green]the card agrees with the statements[/]")
         return EXIT_VERIFICATION_FAILED if findings else EXIT_OK
-    verify_cmd = verify_command_line(folder, policy, keys)
+    verify_cmd = verify_command_line(folder, trust)
     existing = read_card(folder)
     if kind is None:
         lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
@@ -206,12 +200,7 @@ def report_command(
     html_path: Path | None,
     as_json: bool,
     parents_dirs: tuple[Path, ...],
-    keys: tuple[Path, ...],
-    identity: str | None,
-    issuer: str | None,
-    trust_root: Path | None,
-    staging: bool,
-    policy: Path | None,
+    trust: TrustSet,
 ) -> int:
     """Verify FOLDER (and the --policy rules) and write an audit report: lineage graph, verdicts, evidence, roots,
     signers. Exit 0 verified, 1 not verified (the report is written either way), 2 bad input."""
@@ -219,7 +208,6 @@ def report_command(
 
     if html_path is None and not as_json:
         raise InputError(None, "give --html FILE and/or --json")
-    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json)
     report = build_report(lineage)
     if html_path is not None:
@@ -244,18 +232,12 @@ def bom_command(
     output: Path | None,
     parents_dirs: tuple[Path, ...],
     with_rules: bool,
-    keys: tuple[Path, ...],
-    identity: str | None,
-    issuer: str | None,
-    trust_root: Path | None,
-    staging: bool,
-    policy: Path | None,
+    trust: TrustSet,
 ) -> None:
     """A CycloneDX 1.6 ML-BOM of FOLDER: the model and its ancestors as machine-learning-model components, their
     attest roots, pedigree and each step's formulation. Statements are included only as verified under the trust."""
     from attest.publish.bom import build_bom
 
-    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
     lineage = _verify(folder, trust, parents_dirs, quiet=output is None, policy_rules=with_rules)
     text = json.dumps(build_bom(lineage), indent=2) + "\n"
     if output is None:

@@ -8,10 +8,11 @@ import click
 from rich.tree import Tree
 
 from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
+from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
 from attest.verify.engine import VerifyOptions, verify_model
 from attest.verify.report import LineageNode, VerifyReport
-from attest.verify.trust import build_trust
+from attest.verify.trust import TrustSet
 
 _VERDICT_STYLE = {
     "verified": "[green]verified[/]",
@@ -75,21 +76,6 @@ def _progress(message: str) -> None:
     stderr.print(f"[dim]{shown(message)}[/]")
 
 
-def trust_options(f: click.decorators.FC) -> click.decorators.FC:
-    for opt in reversed(
-        [
-            click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public key."),
-            click.option("--identity", help="Trusted Sigstore identity (certificate SAN)."),
-            click.option("--issuer", help="OIDC issuer of --identity."),
-            click.option("--trust-root", type=click.Path(path_type=Path), help="Sigstore trusted_root.json."),
-            click.option("--staging", is_flag=True, help="Use the Sigstore staging instance's trust root."),
-            click.option("--policy", type=click.Path(path_type=Path), help="Trust policy file (YAML, schemas/)."),
-        ]
-    ):
-        f = opt(f)
-    return f
-
-
 @click.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path))
 @trust_options
@@ -128,12 +114,7 @@ def trust_options(f: click.decorators.FC) -> click.decorators.FC:
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
 def verify_command(
     folder: Path,
-    keys: tuple[Path, ...],
-    identity: str | None,
-    issuer: str | None,
-    trust_root: Path | None,
-    staging: bool,
-    policy: Path | None,
+    trust: TrustSet,
     attestations: tuple[Path, ...],
     parents_dirs: tuple[Path, ...],
     ignore: tuple[str, ...],
@@ -148,7 +129,6 @@ def verify_command(
     """Re-hash FOLDER, check its statements' signatures against the trusted keys and identities, and walk its
     lineage to trusted roots; with a --policy that has `rules`, evaluate each procurement rule too.
     Exit 0 verified (and every rule passed), 1 not verified, 2 bad input."""
-    trust = build_trust(policy, keys, identity, issuer, trust_root, staging)
     bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or as_json))
     with bar.running():
         report = verify_model(

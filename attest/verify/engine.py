@@ -9,6 +9,7 @@ policy allow-lists.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,10 @@ class _Walk:
             elif role is not None:
                 self.problem(
                     "unattested_parent",
-                    f"parent {name} ({role}, {digest[:16]}) has no statement and is not a trusted root",
+                    f"parent {name} ({role}, {digest[:16]}) has no statement and is not a trusted root; "
+                    "if it is an official release, allow-list it: --trusted-root "
+                    f"{shlex.quote(f'{name}=sha256:{digest}')} or a policy `trusted_roots:` entry "
+                    f"(name: {name}, digest: sha256:{digest})",
                     digest,
                 )
             return node

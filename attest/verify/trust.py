@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from attest.errors import InputError
-from attest.policy.trust import TrustPolicy, load_policy
+from attest.policy.trust import TrustedRoot, TrustPolicy, load_policy
 from attest.signing.keys import PublicKey, load_public_key
 
 
@@ -63,6 +65,17 @@ def _load_key(text_or_path: str, base: Path | None, name: str) -> NamedKey:
     return NamedKey(name, load_public_key(path))
 
 
+def parse_trusted_root(spec: str) -> TrustedRoot:
+    """`NAME=sha256:HEX` (or `NAME=HEX`): the name may itself contain '=', the digest is after the last one."""
+    name, sep, digest = spec.rpartition("=")
+    if not sep or not name:
+        raise InputError(None, f"--trusted-root {spec!r}: expected NAME=sha256:HEX")
+    try:
+        return TrustedRoot(name=name, digest=digest)
+    except ValidationError:
+        raise InputError(None, f"--trusted-root {spec!r}: the digest must be sha256:<64 hex digits>") from None
+
+
 def build_trust(
     policy_path: Path | None = None,
     keys: tuple[Path, ...] = (),
@@ -70,7 +83,10 @@ def build_trust(
     issuer: str | None = None,
     trust_root: Path | None = None,
     staging: bool = False,
+    *,
+    roots: tuple[str, ...] = (),
 ) -> TrustSet:
+    """`roots`: allow-listed model roots from the command line, each `NAME=sha256:HEX` (`--trusted-root`)."""
     trust = TrustSet(staging=staging, sigstore_trust_root=trust_root)
     if policy_path is not None:
         policy, base = load_policy(policy_path)
@@ -86,8 +102,11 @@ def build_trust(
         elif root_setting not in (None, "production") and trust.sigstore_trust_root is None:
             p = Path(root_setting)
             trust.sigstore_trust_root = p if p.is_absolute() else base / p
-    for path in keys:
-        trust.keys.append(NamedKey(path.name.removesuffix(".pub").removesuffix(".pem"), load_public_key(path)))
+    for path in keys:  # named by the file the user gave (`p256.key.pub`), never by a private key's name
+        trust.keys.append(NamedKey(path.name, load_public_key(path)))
+    for spec in roots:
+        root = parse_trusted_root(spec)
+        trust.roots[root.digest] = root.name
     if (identity is None) != (issuer is None):
         raise InputError(None, "--identity and --issuer go together")
     if identity is not None and issuer is not None:
