@@ -17,6 +17,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 def registry() -> dict[str, type[BaseModel]]:
     """File name in schemas/ -> the model it describes. Capabilities add their formats here."""
+    from attest.cli import json_outputs as cli
     from attest.conformance import VectorManifest
     from attest.forensics.report import DetectReport
     from attest.identity.diff import ManifestDiff
@@ -49,6 +50,13 @@ def registry() -> dict[str, type[BaseModel]]:
         "training-transcript.schema.json": TrainingTranscript,
         "training-hyperparameters.schema.json": TrainingHyperparameters,
         "training-replay-report.schema.json": TrainingReplayReport,
+        "record-output.schema.json": cli.RecordOutput,
+        "countersign-output.schema.json": cli.CountersignOutput,
+        "keygen-output.schema.json": cli.KeygenOutput,
+        "sign-output.schema.json": cli.SignOutput,
+        "check-proof-output.schema.json": cli.ProofCheckOutput,
+        "card-check-output.schema.json": cli.CardCheckOutput,
+        "merge-output.schema.json": cli.MergeOutput,
     }
 
 

@@ -281,3 +281,16 @@ def test_repeated_key_in_a_proof_is_refused(minilm_proofs: dict, tmp_path: Path)
     dup.write_text(text.rstrip().removesuffix("}") + ', "index": 0}')
     done = run_attest("check-proof", str(dup), "--root", m.model_root)
     assert done.returncode == 2 and "duplicate key 'index'" in done.stderr
+
+
+def test_cli_check_proof_json(minilm_proofs: dict) -> None:
+    from tests.json_output import parse_output
+
+    m, proof = minilm_proofs["manifest"], minilm_proofs["proof"]
+    done = run_attest("check-proof", str(proof), "--root", m.weights_root, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = parse_output(done.stdout, "check-proof-output.schema.json")
+    assert doc["ok"] and doc["matched"] == "weights_root" and doc["tensor"] == "encoder.layer.2.output.dense.weight"
+    done = run_attest("check-proof", str(proof), "--root", m.files_root, "--json")
+    doc = parse_output(done.stdout, "check-proof-output.schema.json")
+    assert done.returncode == 1 and not doc["ok"] and "matched" not in doc and doc["problem"]

@@ -158,3 +158,24 @@ def test_engine_parameters_round_trip_to_replay_options(merge_models: dict[str, 
         "layout": replay_options({})["layout"],  # unknown without versions: refused for MoE parents only
         "transformers_version": None,
     }
+
+
+def test_merge_cli_json(merge_models: dict[str, Path], tmp_path: Path) -> None:
+    from attest.signing import generate_key
+    from tests.chain import run_inprocess
+    from tests.json_output import parse_output
+
+    config = tmp_path / "merge.yml"
+    config.write_text(recipes(merge_models)["linear"])
+    generate_key(tmp_path / "k.key")
+    code, out, err = run_inprocess(["merge", config, tmp_path / "m", "--key", tmp_path / "k.key", "--json"])
+    assert code == 0, err
+    doc = parse_output(out, "merge-output.schema.json")
+    assert doc["output"] == str(tmp_path / "m") and doc["method"] == "linear" and doc["tensors"] > 0
+    assert set(doc["parents"]) == set(parse_recipe(config.read_text()).referenced_models())
+    from attest.lineage.store import bundle_path, load_bundle
+
+    assert doc["bundle_path"] == str(bundle_path(tmp_path / "m"))
+    import hashlib
+
+    assert doc["statement_sha256"] == hashlib.sha256(load_bundle(tmp_path / "m")[0].payload_bytes).hexdigest()

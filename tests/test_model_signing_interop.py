@@ -202,3 +202,19 @@ def test_model_signing_over_a_folder_with_attestations_verifies_in_both(
         peer_verify(minilm_copy, pub)
     code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
     assert code == 1 and ".attest/identity.json" in out and "changed" in out
+
+
+def test_attest_sign_json_and_default_format(
+    minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format defaults to model-signing (the only format); --json says what was written."""
+    from tests.json_output import parse_output
+
+    priv, pub = write_key(tmp_path, ec.SECP256R1())
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--key", str(priv), "--json")
+    assert code == 0, out
+    doc = parse_output(out, "sign-output.schema.json")
+    assert doc["signature"] == str(minilm_copy / "model.sig") and doc["method"] == "key"
+    peer_verify(minilm_copy, pub)
+    checked = json.loads(run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")[1])
+    assert (checked["subject_digest"], checked["files_checked"]) == (doc["subject_sha256"], doc["files"])

@@ -214,3 +214,25 @@ def test_front_matter_the_hub_would_read_ambiguously_is_refused(tmp_path: Path, 
         raise AssertionError("a duplicate front-matter key was read")
     code, _, err = run_attest(["card", folder, "--check"])
     assert code == 2 and "given twice" in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_with_no_statements_says_nothing_to_check_and_exits_1(published: dict[str, Path], tmp_path: Path) -> None:
+    """A carded folder never recorded: there is nothing to check the card against, which is not agreement."""
+    folder = tmp_path / "unrecorded"
+    shutil.copytree(published["honest"], folder, ignore=shutil.ignore_patterns(".attest"))
+    code, out, _ = run_attest(["card", folder, "--check", "--policy", published["policy"]])
+    assert code == 1 and "nothing to check the card against" in out and "agrees" not in out, out
+
+
+def test_check_json(published: dict[str, Path], tmp_path: Path) -> None:
+    from tests.json_output import parse_output
+
+    code, out, _ = run_attest(["card", published["honest"], "--check", "--policy", published["policy"], "--json"])
+    doc = parse_output(out, "card-check-output.schema.json")
+    assert code == 0 and doc["checked"] and doc["agrees"] and doc["contradictions"] == []
+    folder = tmp_path / "unrecorded"
+    shutil.copytree(published["honest"], folder, ignore=shutil.ignore_patterns(".attest"))
+    code, out, _ = run_attest(["card", folder, "--check", "--policy", published["policy"], "--json"])
+    doc = parse_output(out, "card-check-output.schema.json")
+    assert code == 1 and not doc["checked"] and not doc["agrees"]
+    assert any("nothing to check" in n for n in doc["notes"])

@@ -402,3 +402,85 @@ def test_record_merge_parents_must_be_the_recipes(
     assert code == 2, out
     assert err.count("\n") == 1 and config.name in err and "does not match the recipe" in err, err
     assert _snapshot(output) == before
+
+
+def test_keygen_json_and_passphrase_from_env_or_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attest.signing import load_private_key
+    from tests.json_output import parse_output
+
+    monkeypatch.delenv("ATTEST_KEY_PASSPHRASE", raising=False)
+    monkeypatch.setenv("MY_PW", "from-env")
+    code, out, err = run_cli(["keygen", tmp_path / "a", "--passphrase-env", "MY_PW", "--json"], capsys)
+    assert code == 0, err
+    doc = parse_output(out, "keygen-output.schema.json")
+    assert doc["encrypted"] and doc["public_key"] == f"{tmp_path / 'a'}.pub"
+    assert doc["keyid"] == load_public_key(tmp_path / "a.pub").keyid
+    assert load_private_key(tmp_path / "a", b"from-env").public.keyid == doc["keyid"]
+    (tmp_path / "pw").write_text("from-file\n")
+    code, out, err = run_cli(
+        ["keygen", tmp_path / "b", "--type", "ecdsa-p256", "--passphrase-file", tmp_path / "pw"], capsys
+    )
+    assert code == 0, err
+    assert load_private_key(tmp_path / "b", b"from-file").key_type == "ecdsa-p256"  # one trailing newline dropped
+    code, out, err = run_cli(["keygen", tmp_path / "c", "--json"], capsys)
+    assert not parse_output(out, "keygen-output.schema.json")["encrypted"]
+
+
+@pytest.mark.parametrize("case", ["no tty", "unset env", "empty file", "both"])
+def test_keygen_passphrase_without_a_terminal_is_bad_input(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pipeline (stdin not a TTY) --passphrase says how to give the passphrase instead of 'aborted'."""
+    monkeypatch.delenv("ATTEST_KEY_PASSPHRASE", raising=False)
+    monkeypatch.delenv("UNSET_PW", raising=False)
+    (tmp_path / "empty").write_text("\n")
+    args = {
+        "no tty": ["--passphrase"],
+        "unset env": ["--passphrase-env", "UNSET_PW"],
+        "empty file": ["--passphrase-file", tmp_path / "empty"],
+        "both": ["--passphrase-env", "X", "--passphrase-file", tmp_path / "empty"],
+    }[case]
+    code, _, err = run_cli(["keygen", tmp_path / "k", *args], capsys)
+    assert code == 2 and err.count("\n") == 1 and "passphrase" in err and "aborted" not in err, err
+    assert not (tmp_path / "k").exists()
+
+
+def test_record_and_countersign_json(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    from tests.json_output import parse_output
+
+    out = copy_model(tiny_models["ft_a"], tmp_path / "ft")
+    args = ["record", "finetune", "--parent", tiny_models["base"], "--output", out, "--key", keys["builder"]]
+    code, stdout, err = run_cli([*args, "--json"], capsys)
+    assert code == 0, err
+    doc = parse_output(stdout, "record-output.schema.json")
+    manifest = hash_model(out)
+    (env,) = load_bundle(out)
+    assert doc["model_root"] == manifest.model_root and doc["weights_root"] == manifest.weights_root
+    assert doc["statement_sha256"] == hashlib.sha256(env.payload_bytes).hexdigest()
+    assert doc["bundle_path"] == str(bundle_path(out)) and doc["envelopes"] == 1 and doc["kind"] == "finetune"
+    assert doc["keyids"] == [load_public_key(str(keys["builder"]) + ".pub").keyid]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nkeys:\n  - name: builder\n    public_key: {keys['builder']}.pub\n"
+        f"trusted_roots:\n  - name: base\n    digest: sha256:{hash_model(tiny_models['base']).model_root}\n"
+    )
+    code, stdout, err = run_cli(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"], capsys)
+    assert code == 0, err
+    doc = parse_output(stdout, "countersign-output.schema.json")
+    auditor = load_public_key(str(keys["auditor"]) + ".pub").keyid
+    assert doc == {
+        "model_root": manifest.model_root,
+        "statements": 1,
+        "keyids": [auditor],
+        "bundle_path": str(bundle_path(out)),
+    }
+    assert [s.keyid for s in load_bundle(out)[0].signatures][-1] == auditor
+    code, stdout, err = run_cli(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"], capsys)
+    doc = parse_output(stdout, "countersign-output.schema.json")
+    assert code == 0 and doc["keyids"] == [] and "bundle_path" not in doc  # already signed: nothing added

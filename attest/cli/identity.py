@@ -10,8 +10,8 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
-from attest.errors import InputError
+from attest.cli.output import ByteProgress, json_option, print_json, shown, stderr, stdout, wants_json
+from attest.errors import InputError, VerificationError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
 from attest.identity.merkle import ALGORITHMS, Algorithm
 from attest.identity.proofs import TensorProof
@@ -118,13 +118,25 @@ def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path 
     type=click.IntRange(min=1),
     help="The trusted tensor count: the proof must be for exactly this many tensors (then its index is exact).",
 )
+@json_option
 def check_proof_command(proof_file: Path, root_hex: str, tree_size: int | None) -> None:
     """Check a tensor inclusion proof against a trusted root, without the other tensors."""
     if len(root_hex) != 64 or any(c not in "0123456789abcdefABCDEF" for c in root_hex):
         raise InputError(None, f"--root {root_hex!r} is not a root: 64 hex digits expected")
     proof = load_json_model(proof_file, TensorProof)
-    which = check_proof(proof, root_hex, tree_size)
     t = proof.tensor
+    if wants_json():
+        from attest.cli.json_outputs import ProofCheckOutput
+
+        facts = {"root": root_hex, "tensor": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+        try:
+            which = check_proof(proof, root_hex, tree_size)
+        except VerificationError as exc:
+            print_json(ProofCheckOutput(ok=False, problem=str(exc), **facts))
+            raise SystemExit(1) from None
+        print_json(ProofCheckOutput(ok=True, matched=which, **facts))
+        return
+    which = check_proof(proof, root_hex, tree_size)
     where = f" at index {proof.index} of {tree_size}" if tree_size is not None else ""
     stdout.print(
         f"OK: tensor {shown(t.name)} ({shown(t.dtype)} {list(t.shape)}) is included{where} in"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from attest.cli.output import print_json, stderr, stdout
+from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
 
 if TYPE_CHECKING:
     from attest.merge import MergeRecipe, MergeResult
@@ -66,6 +66,7 @@ parents_option = click.option(
 @click.option(
     "--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Sign a merge statement with this key."
 )
+@json_option
 def merge_command(
     config: Path,
     out: Path,
@@ -92,15 +93,34 @@ def merge_command(
         stderr.print(f"note: {note}")
     seed_text = f", seed {result.seed}" if result.seed is not None else ""
     seed_text += f", experts {result.layout}" if result.layout is not None else ""
-    stdout.print(
-        f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
-        f"into {result.output}"
-    )
-    if signing is not None:
-        _record(result, recipe, config, signing)
+    if not wants_json():
+        stdout.print(
+            f"merged {result.tensor_count} tensors ({result.method}, {result.num_layers} layers{seed_text}) "
+            f"into {result.output}"
+        )
+    recorded = _record(result, recipe, config, signing) if signing is not None else None
+    if wants_json():
+        from attest.cli.json_outputs import MergeOutput
+
+        print_json(
+            MergeOutput(
+                output=str(result.output),
+                method=result.method,
+                tensors=result.tensor_count,
+                layers=result.num_layers,
+                seed=result.seed,
+                device=result.device,
+                tie_order=result.tie_order,
+                layout=result.layout,
+                parents={ref: str(path) for ref, path in result.parents.items()},
+                notes=result.notes,
+                statement_sha256=recorded[0] if recorded else None,
+                bundle_path=str(recorded[1]) if recorded else None,
+            )
+        )
 
 
-def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Signing) -> None:
+def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Signing) -> tuple[str, Path]:
     from attest.record import internal_parameters, record_step, resolve_model
     from attest.record.refs import check_merge_parents
 
@@ -117,7 +137,9 @@ def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Sig
         internal=internal_parameters(extra=dict(result.engine_parameters())),
     )
     digest = hashlib.sha256(recorded.payload).hexdigest()
-    stdout.print(f"signed merge statement {digest[:16]} into {recorded.bundle_path}")
+    if not wants_json():
+        stdout.print(f"signed merge statement {digest[:16]} into {recorded.bundle_path}")
+    return digest, recorded.bundle_path
 
 
 def _print_report(report: ReplayReport) -> None:

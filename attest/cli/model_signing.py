@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from attest.cli.output import ByteProgress, print_json, shown, stdout
+from attest.cli.output import ByteProgress, json_option, print_json, shown, stdout, wants_json
 from attest.errors import InputError, VerificationError, printable
 from attest.signing.keys import (
     PASSPHRASE_ENV,
@@ -70,7 +70,8 @@ def _load_key(key: Path, env_var: str | None) -> PrivateKey:
     "--format",
     "fmt",
     type=click.Choice(["model-signing"]),
-    required=True,
+    default="model-signing",
+    show_default=True,
     help="model-signing: an OpenSSF model-signing model.sig (Sigstore bundle, DSSE, key-signed).",
 )
 @path_option("--key", "key_path", required=True, help="EC P-256 or P-384 private key (PKCS#8 PEM).")
@@ -81,14 +82,29 @@ def _load_key(key: Path, env_var: str | None) -> PrivateKey:
 )
 @ignore_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@json_option
 def sign_command(
     folder: Path, fmt: str, key_path: Path, passphrase_env: str | None, ignore: tuple[str, ...], quiet: bool
 ) -> None:
     """Sign a model FOLDER: writes FOLDER/model.sig, verifiable by the model-signing library and `verify-model-sig`."""
     key = _load_key(key_path, passphrase_env)
-    bar = ByteProgress(f"hashing {folder.name}", enabled=not quiet)
+    bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or wants_json()))
     with bar.running():
         signed = sign_model_sig(folder, key, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
+    if wants_json():
+        from attest.cli.json_outputs import SignOutput
+
+        print_json(
+            SignOutput(
+                format="model-signing",
+                method="key",
+                signature=signed.signature,
+                files=signed.resources,
+                subject_sha256=signed.subject_digest,
+                ignore_paths=signed.ignore_paths,
+            )
+        )
+        return
     stdout.print(f"signed {signed.resources} files of {shown(folder)}: {shown(signed.signature)}")
     stdout.print(f"subject sha256: [bold]{signed.subject_digest}[/]")
 

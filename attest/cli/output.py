@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
+import click
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
@@ -24,6 +25,27 @@ def shown(text: object) -> str:
     markup made inert and control characters (newlines, ANSI escapes) escaped, so a hostile name can neither crash
     the output nor fake a line of it."""
     return escape(printable(str(text)))
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["attest.json"] = value
+    return value
+
+
+# `--json` for commands whose result is a few facts: read with wants_json() where the result is printed, so the
+# command's own signature does not change.
+json_option = click.option(
+    "--json",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember_json,
+    help="Print the result as one JSON object (schemas/*-output.schema.json).",
+)
+
+
+def wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("attest.json"))
 
 
 def print_json(model: BaseModel) -> None:

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from attest.atomic import atomic_write_text
-from attest.cli.output import ByteProgress, print_json, stderr, stdout
+from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
 from attest.publish.card import StepView
@@ -61,6 +61,7 @@ def verify_command_line(folder: Path, trust: TrustSet) -> str:
 @click.option("--title", help="Heading of a new card (default: the folder name).")
 @click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
 @trust_options
+@json_option
 def card_command(
     folder: Path,
     check: bool,
@@ -80,30 +81,13 @@ def card_command(
     --parent/--config/--dataset/--param as the record command that follows. --check exits 1 when the card
     contradicts the statements."""
     from attest.publish.card import (
-        check_card,
         generate_card,
-        head_step,
         read_card,
-        step_from_statement,
         step_views,
     )
 
     if check:
-        lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
-        rec, current = head_step(lineage.steps, lineage.report.model_root)
-        if rec is not None and not current:
-            stdout.print(
-                "[yellow]note[/]: no statement names this folder as it is (it changed after signing: "
-                "`attest verify` fails); checking the card against the folder's own statement"
-            )
-        if rec is not None and not rec.trusted:
-            stdout.print("[yellow]note[/]: the statement about this model is not signed by a trusted signer")
-        findings = check_card(read_card(folder), step_from_statement(rec) if rec else None)
-        for f in findings:
-            stdout.print(f"[red]contradiction[/]: {escape(f)}")
-        if not findings:
-            stdout.print("[green]the card agrees with the statements[/]")
-        return EXIT_VERIFICATION_FAILED if findings else EXIT_OK
+        return _check_card(folder, trust, parents_dirs)
     verify_cmd = verify_command_line(folder, trust)
     existing = read_card(folder)
     if kind is None:
@@ -134,6 +118,48 @@ def card_command(
     stdout.print(f"card written: {path} ({kind} of {', '.join(p.display for p in step.parents)})")
     stdout.print("now sign the folder, card included: attest record " + kind + " ... --output " + str(folder))
     return EXIT_OK
+
+
+def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -> int:
+    """`card --check`: exit 1 on a contradiction, and also when no statement names the folder (nothing to check
+    the card against is not agreement)."""
+    from attest.cli.json_outputs import CardCheckOutput
+    from attest.publish.card import check_card, head_step, read_card, step_from_statement
+
+    as_json = wants_json()
+    lineage = _verify(folder, trust, parents_dirs, quiet=as_json, policy_rules=False)
+    rec, current = head_step(lineage.steps, lineage.report.model_root)
+    notes = []
+    if rec is not None and not current:
+        notes.append(
+            "no statement names this folder as it is (it changed after signing: `attest verify` fails); "
+            "checking the card against the folder's own statement"
+        )
+    if rec is not None and not rec.trusted:
+        notes.append("the statement about this model is not signed by a trusted signer")
+    findings = check_card(read_card(folder), step_from_statement(rec) if rec is not None else None)
+    if rec is None:
+        notes.append(
+            "nothing to check the card against: no statement names this folder (record it with `attest record`, "
+            "then check)"
+        )
+    result = CardCheckOutput(
+        card=str(folder / "README.md"),
+        checked=rec is not None,
+        agrees=rec is not None and not findings,
+        contradictions=findings,
+        notes=notes,
+    )
+    if as_json:
+        print_json(result)
+    else:
+        for note in notes:
+            stdout.print(f"[yellow]note[/]: {escape(note)}")
+        for f in findings:
+            stdout.print(f"[red]contradiction[/]: {escape(f)}")
+        if result.agrees:
+            stdout.print("[green]the card agrees with the statements[/]")
+    return EXIT_OK if result.agrees else EXIT_VERIFICATION_FAILED
 
 
 def _pending_step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -10,7 +11,7 @@ from typing import Any, cast
 import click
 from rich.markup import escape
 
-from attest.cli.output import stdout
+from attest.cli.output import json_option, print_json, stdout, wants_json
 from attest.errors import InputError
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle
@@ -102,6 +103,7 @@ def common_options(f: Any) -> Any:
             click.option("--seed", type=int, help="Random seed the step used."),
             click.option("--device", help="Device the step ran on (cpu, cuda, ...)."),
             click.option("--dtype", help="Compute dtype of the step."),
+            json_option,
         ]
     ):
         f = option(f)
@@ -114,6 +116,23 @@ def _signing(keys: tuple[Path, ...], sigstore: bool, staging: bool, token: str |
 
 def _report(kind: str, result: RecordResult) -> None:
     n = len(load_bundle(result.bundle_path.parent.parent))
+    if wants_json():
+        from attest.cli.json_outputs import RecordOutput
+
+        print_json(
+            RecordOutput(
+                kind=kind,
+                model=result.statement.subject[0].name,
+                model_root=result.manifest.model_root,
+                weights_root=result.manifest.weights_root,
+                statement_sha256=_digest(result.payload),
+                keyids=[s.keyid for s in result.envelope.signatures] if result.envelope else [],
+                sigstore_bundle=result.sigstore_bundle,
+                bundle_path=str(result.bundle_path),
+                envelopes=n,
+            )
+        )
+        return
     signers = ", ".join(s.keyid[:16] for s in result.envelope.signatures) if result.envelope else "none"
     stdout.print(f"recorded {kind}: {result.statement.subject[0].name} model root {result.manifest.model_root}")
     stdout.print(f"statement sha256 {_digest(result.payload)}; key signatures: {signers}")
@@ -132,14 +151,68 @@ def _digest(data: bytes) -> str:
 @click.argument("path", type=PathType)
 @click.option("--type", "key_type", type=click.Choice(KEY_TYPES), default="ed25519", show_default=True)
 @click.option("--passphrase", "ask", is_flag=True, help=f"Encrypt the key (prompted; or set ${PASSPHRASE_ENV}).")
+@click.option(
+    "--passphrase-env", metavar="VAR", help="Encrypt the key with the passphrase in this environment variable."
+)
+@click.option("--passphrase-file", type=PathType, help="Encrypt the key with the passphrase in this file (first line).")
 @click.option("--force", is_flag=True, help="Replace an existing key.")
-def keygen_command(path: Path, key_type: str, ask: bool, force: bool) -> None:
+@json_option
+def keygen_command(
+    path: Path, key_type: str, ask: bool, passphrase_env: str | None, passphrase_file: Path | None, force: bool
+) -> None:
     """Write a new private key to PATH (PKCS#8 PEM, mode 0600) and its public key to PATH.pub."""
+    passphrase = _new_passphrase(ask, passphrase_env, passphrase_file)
+    public = generate_key(path, cast(KeyType, key_type), passphrase, overwrite=force)
+    if wants_json():
+        from attest.cli.json_outputs import KeygenOutput
+
+        print_json(
+            KeygenOutput(
+                key_type=key_type,
+                private_key=str(path),
+                public_key=f"{path}.pub",
+                keyid=public.keyid,
+                encrypted=passphrase is not None,
+            )
+        )
+        return
+    stdout.print(f"{key_type} key written to {path} (public key: {path}.pub, keyid {public.keyid})")
+
+
+MAX_PASSPHRASE_FILE = 4096
+
+
+def _new_passphrase(ask: bool, env_var: str | None, file: Path | None) -> bytes | None:
+    """--passphrase-env VAR, --passphrase-file F, $ATTEST_KEY_PASSPHRASE, or (--passphrase) a prompt on a terminal:
+    never a prompt without one (a pipeline would read an empty passphrase or hang)."""
+    if env_var and file:
+        raise InputError(None, "give --passphrase-env or --passphrase-file, not both")
+    if env_var:
+        value = os.environ.get(env_var)
+        if not value:
+            raise InputError(None, f"--passphrase-env {env_var}: the variable is not set or empty")
+        return value.encode("utf-8")
+    if file is not None:
+        try:
+            with file.open("rb") as fh:
+                data = fh.read(MAX_PASSPHRASE_FILE + 1)
+        except OSError as exc:
+            raise InputError(file, f"cannot read: {exc.strerror or exc}") from None
+        if len(data) > MAX_PASSPHRASE_FILE:
+            raise InputError(file, f"a passphrase file is at most {MAX_PASSPHRASE_FILE} bytes")
+        line = data.splitlines()[0] if data.strip(b"\r\n") else b""
+        if not line:
+            raise InputError(file, "the passphrase file is empty")
+        return line
     passphrase = env_passphrase()
     if ask and passphrase is None:
+        if not sys.stdin.isatty():
+            raise InputError(
+                None,
+                f"--passphrase needs a terminal; use --passphrase-env VAR, --passphrase-file F or ${PASSPHRASE_ENV}",
+            )
         passphrase = str(click.prompt("passphrase", hide_input=True, confirmation_prompt=True)).encode("utf-8")
-    public = generate_key(path, cast(KeyType, key_type), passphrase, overwrite=force)
-    stdout.print(f"{key_type} key written to {path} (public key: {path}.pub, keyid {public.keyid})")
+    return passphrase
 
 
 @click.group("record")
@@ -272,6 +345,7 @@ for _kind in _TRAINING_KINDS:
 @click.option("--key", "keys", multiple=True, required=True, type=PathType, help="Private key to add (repeatable).")
 @click.option("--policy", type=PathType, help="Trust policy the folder must verify under before it is signed.")
 @click.option("--trusted-key", "trusted", multiple=True, type=PathType, help="Trusted public key (repeatable).")
+@json_option
 def countersign_command(folder: Path, keys: tuple[Path, ...], policy: Path | None, trusted: tuple[Path, ...]) -> None:
     """Verify FOLDER under --policy / --trusted-key, then add signatures (an auditor's) to its own trusted
     statements. A folder that does not verify is refused (exit 2)."""
@@ -280,6 +354,17 @@ def countersign_command(folder: Path, keys: tuple[Path, ...], policy: Path | Non
 
     loaded = [load_cli_key(k) for k in keys]
     result = countersign(folder, loaded, build_trust(policy, trusted))
+    if wants_json():
+        from attest.cli.json_outputs import CountersignOutput
+
+        added = [k.public.keyid for k in loaded if result.added[k.public.keyid]]
+        bundle = str(result.bundle) if result.bundle is not None else None
+        print_json(
+            CountersignOutput(
+                model_root=result.model_root, statements=result.statements, keyids=added, bundle_path=bundle
+            )
+        )
+        return
     stdout.print(f"verified {escape(str(folder))} (model root {result.model_root}) under the given trust")
     for key in loaded:
         n = result.added[key.public.keyid]
