@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -26,7 +29,7 @@ from attest.signing import (
     verify_envelope,
     verify_signatures,
 )
-from attest.signing.keys import PrivateKey, generate_private_key
+from attest.signing.keys import PrivateKey, generate_key, generate_private_key, load_private_key
 from attest.statements import PAYLOAD_TYPE, StatementError
 
 SUBJECT = "ab" * 32
@@ -191,3 +194,27 @@ def test_foreign_key_types_are_refused() -> None:
     with pytest.raises(Exception, match="unsupported"):
         PublicKey.from_crypto(ec.generate_private_key(ec.SECP521R1()).public_key())
     assert PublicKey.from_crypto(ed25519.Ed25519PrivateKey.generate().public_key()).key_type == "ed25519"
+
+
+def _spec_example(marker: str) -> str:
+    spec = (Path(__file__).resolve().parent.parent / "SPEC.md").read_text()
+    after = spec[spec.index(f"<!-- spec-example: {marker} -->") :]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_spec_securesystemslib_example_runs_verbatim(key_type: str, tmp_path: Path) -> None:
+    """SPEC.md 3.1's third-party example, run as written on a folder attest signed: it verifies with attest's keyid
+    (sha256 of the SPKI DER) and fails with securesystemslib's default keyid."""
+    key = generate_key(tmp_path / "builder.key", key_type)  # type: ignore[arg-type]
+    bundle = tmp_path / "merged" / ".attest" / "provenance.intoto.jsonl"
+    bundle.parent.mkdir(parents=True)
+    bundle.write_text(sign_envelope(PAYLOAD, [load_private_key(tmp_path / "builder.key")]).to_json() + "\n")
+    code = _spec_example("dsse-securesystemslib")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"verified by {key.keyid} {SUBJECT}\n"
+    default_keyid = code.replace(", keyid=hashlib.sha256(spki_der).hexdigest())", ")")
+    assert default_keyid != code
+    done = subprocess.run([sys.executable, "-c", default_keyid], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0 and "VerificationError" in done.stderr
