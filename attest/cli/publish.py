@@ -235,7 +235,7 @@ def report_command(
     if html_path is None and not as_json:
         raise InputError(None, "give --html FILE and/or --json")
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json)
-    report = build_report(lineage)
+    report = build_report(lineage, trust.roots)
     if html_path is not None:
         atomic_write_text(html_path, render_html(report))
         if not as_json:

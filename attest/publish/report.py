@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attest.statements.models import ResourceDescriptor
 from attest.verify.engine import VerifiedLineage
 from attest.verify.report import LineageNode, PolicyResult, Problem
 
@@ -31,6 +32,15 @@ class ReportDataset(_Model):
     sha256: str | None = None
 
 
+class ReportCode(_Model):
+    """The code a step ran, as recorded (`attest record --code DIR`): git commit and whether the tree was dirty."""
+
+    name: str
+    uri: str | None = None
+    commit: str | None = Field(default=None, description="digest.gitCommit of the code dependency")
+    dirty: bool | None = Field(default=None, description="Uncommitted changes when the step ran (unknown: null)")
+
+
 class ReportStep(_Model):
     """One attested step of the lineage (a statement signed by a trusted signer)."""
 
@@ -42,6 +52,9 @@ class ReportStep(_Model):
     datasets: list[ReportDataset] = Field(default_factory=list)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     recipe: str | None = Field(default=None, description="mergekit YAML of a merge, as recorded")
+    code: list[ReportCode] = Field(default_factory=list)
+    seed: int | None = Field(default=None, description="internalParameters.seed")
+    device: str | None = Field(default=None, description="internalParameters.device")
 
 
 class ReportRoot(_Model):
@@ -61,25 +74,36 @@ class AuditReport(_Model):
     signers: list[str] = Field(description="Everyone whose trusted signature the lineage carries")
     roots: list[ReportRoot] = Field(description="Where the lineage ends: allow-listed roots or unattested models")
     lineage: LineageNode | None
+    claimed_lineage: LineageNode | None = Field(
+        default=None,
+        description="When no statement names the folder as it is: the lineage its own signed statement claims "
+        "(the head marked failed), drawn beside the verdict",
+    )
     steps: list[ReportStep]
     policy: PolicyResult | None = None
     problems: list[Problem] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
 
-def build_report(lineage: VerifiedLineage) -> AuditReport:
+def build_report(lineage: VerifiedLineage, roots: dict[str, str] | None = None) -> AuditReport:
+    """`roots`: the allow-listed model roots (digest -> name) the claimed lineage of a changed folder ends at."""
     from attest import __version__
     from attest.policy.procurement import MODEL_ROLES, nodes
     from attest.publish.card import step_from_statement
 
     r = lineage.report
     all_nodes = list(nodes(r.lineage)) if r.lineage else []
+    claimed = claimed_lineage(lineage, roots or {})
     steps = []
-    for n in all_nodes:
+    seen = set()
+    for n in [*all_nodes, *(nodes(claimed) if claimed else [])]:
         rec = lineage.steps.get(n.digest)
-        if rec is None or not rec.trusted or n.step is None:
+        if rec is None or not rec.trusted or n.step is None or n.digest in seen:
             continue
+        seen.add(n.digest)
         view = step_from_statement(rec)
+        internal = rec.statement.predicate.buildDefinition.internalParameters or {}
+        seed, device = internal.get("seed"), internal.get("device")
         steps.append(
             ReportStep(
                 name=n.name,
@@ -94,6 +118,9 @@ def build_report(lineage: VerifiedLineage) -> AuditReport:
                 datasets=[ReportDataset(name=name, sha256=digest or None) for name, digest in view.datasets],
                 hyperparameters=view.hyperparameters,
                 recipe=view.recipe_yaml,
+                code=[_code(d) for d in rec.statement.dependencies("code")],
+                seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                device=device if isinstance(device, str) else None,
             )
         )
     return AuditReport(
@@ -106,11 +133,55 @@ def build_report(lineage: VerifiedLineage) -> AuditReport:
         signers=sorted({s for n in all_nodes for s in n.signers}),
         roots=[ReportRoot(name=n.name, digest=n.digest, verdict=n.verdict) for n in all_nodes if not n.parents],
         lineage=r.lineage,
+        claimed_lineage=claimed,
         steps=steps,
         policy=r.policy,
         problems=r.problems,
         notes=r.notes,
     )
+
+
+def _code(d: ResourceDescriptor) -> ReportCode:
+    dirty = (d.annotations or {}).get("dirty")
+    return ReportCode(
+        name=d.name or d.uri or "code",
+        uri=d.uri,
+        commit=(d.digest or {}).get("gitCommit"),
+        dirty=dirty if isinstance(dirty, bool) else None,
+    )
+
+
+def claimed_lineage(lineage: VerifiedLineage, roots: dict[str, str]) -> LineageNode | None:
+    """The lineage a changed folder's own statement claims, rebuilt from the signed statements alone (nothing is
+    re-hashed): the head is `failed` (the folder is not what it claims), an ancestor is `verified` when its
+    statement carries a trusted signature, `trusted_root` when allow-listed, else `unattested`. None when a statement
+    names the folder as it is."""
+    from attest.policy.procurement import MODEL_ROLES
+    from attest.publish.card import head_step, step_from_statement
+
+    head, current = head_step(lineage.steps, lineage.report.model_root)
+    if head is None or current:
+        return None
+
+    def build(digest: str, name: str, role: str | None, path: tuple[str, ...]) -> LineageNode:
+        rec = lineage.steps.get(digest)
+        node = LineageNode(name=name, digest=digest, role=role, verdict="unattested")
+        if (rec is None or not rec.trusted) and digest in roots:
+            node.name, node.verdict = roots[digest], "trusted_root"
+            return node
+        if rec is None or digest in path or len(path) > 64:
+            return node
+        view = step_from_statement(rec)
+        node.step, node.signers = view.kind, rec.signers if rec.trusted else []
+        node.verdict = "verified" if rec.trusted else "unattested"
+        node.parents = [
+            build(p.digest, p.display, p.role, (*path, digest)) for p in view.parents if p.role in MODEL_ROLES
+        ]
+        return node
+
+    root = build(head.digest, head.statement.subject[0].name, None, ())
+    root.verdict = "failed"
+    return root
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------------
@@ -174,7 +245,7 @@ def _layout(root: LineageNode) -> tuple[dict[str, tuple[int, int]], dict[str, Li
     return pos, by_digest, edges
 
 
-def lineage_svg(root: LineageNode | None) -> str:
+def lineage_svg(root: LineageNode | None, marker: str = "arrow") -> str:
     """The lineage graph as inline SVG: the model on top, its parents below, edges labelled with the role."""
     if root is None:
         return "<p>No lineage.</p>"
@@ -184,7 +255,7 @@ def lineage_svg(root: LineageNode | None) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
         'aria-label="lineage graph">',
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        f'<defs><marker id="{marker}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#5b6472"/></marker></defs>',
     ]
     for child, parent, role in edges:
@@ -201,7 +272,7 @@ def lineage_svg(root: LineageNode | None) -> str:
             bend = max(px, cx) + _BOX_W + 60
             out.append(
                 f'<path d="M{x1},{y1} C{bend},{y1} {bend},{y2} {x2 + 2},{y2}" fill="none" stroke="#5b6472" '
-                'stroke-width="1.5" marker-end="url(#arrow)"/>'
+                f'stroke-width="1.5" marker-end="url(#{marker})"/>'
             )
             lx, ly = bend - 10, (y1 + y2) / 2
         else:
@@ -255,6 +326,12 @@ def render_html(r: AuditReport) -> str:
             f"<p>Policy <b>{_e(r.policy.name or r.policy.policy)}</b>: {passed} of {len(r.policy.rules)} "
             "rules passed.</p>"
         )
+    if r.claimed_lineage is not None:
+        parts.append(
+            '<div id="claimed-lineage"><p><b>What the folder claims to be</b> (its own signed statements; the folder '
+            "does not match them, so none of this is verified):</p>"
+            f"{lineage_svg(r.claimed_lineage, marker='arrow-claimed')}</div>"
+        )
     parts.append("</div>")
     parts += [
         "<h2>Identity</h2>",
@@ -305,6 +382,14 @@ def render_html(r: AuditReport) -> str:
             for p in s.parents
         ]
         parts += [f'<li>dataset: {_e(d.name)} <span class="mono">{_e(d.sha256 or "")}</span></li>' for d in s.datasets]
+        for c in s.code:
+            dirty = {True: "dirty: uncommitted changes", False: "clean", None: "dirty flag not recorded"}[c.dirty]
+            parts.append(
+                f'<li>code: {_e(c.name)} <span class="mono">{_e(c.commit or "no commit recorded")}</span> '
+                f"({dirty}){f' <span class=mono>{_e(c.uri)}</span>' if c.uri else ''}</li>"
+            )
+        run = [f"seed {s.seed}" if s.seed is not None else "seed not recorded", f"device {s.device or 'not recorded'}"]
+        parts.append(f"<li>run: {_e(', '.join(run))}</li>")
         if s.hyperparameters:
             shown = ", ".join(f"{k}={v}" for k, v in sorted(s.hyperparameters.items()))
             parts.append(f"<li>hyperparameters: {_e(shown)}</li>")
