@@ -124,3 +124,24 @@ def distill(
 def copy_model(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def make_hf_cache(src: Path, cache: Path, repo_id: str, commit: str = "c0ffee" + "0" * 34) -> Path:
+    """`src` laid out as huggingface_hub lays out a download in the cache HF_HUB_CACHE=`cache`: content-addressed
+    blobs, `snapshots/COMMIT/<file>` symlinks to `../../blobs/<sha256>`, and `refs/main`. Returns the snapshot."""
+    import hashlib
+    import os
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / f.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

@@ -236,3 +236,23 @@ def test_check_json(published: dict[str, Path], tmp_path: Path) -> None:
     doc = parse_output(out, "card-check-output.schema.json")
     assert code == 1 and not doc["checked"] and not doc["agrees"]
     assert any("nothing to check" in n for n in doc["notes"])
+
+
+def test_card_names_parents_by_hub_id_and_lists_hub_datasets(published: dict[str, Path], tmp_path: Path) -> None:
+    """`--parent DIR@org/name` puts a real repo id in base_model (not the folder name); `--dataset F@org/data` fills
+    the card's `datasets:` key; the recorded statement says the same, so --check agrees."""
+    folder = tmp_path / "ft"
+    shutil.copytree(published["ft_a"], folder, ignore=shutil.ignore_patterns(".attest"))
+    parent = f"base={published['base']}@acme/tiny-base"
+    dataset = f"{published['root'] / 'sentences.txt'}@acme/sentences"
+    key = published["root"] / "lab.key"
+    same = ["--parent", parent, "--dataset", dataset]
+    code, _, err = run_attest(["card", folder, "--step", "finetune", *same, "--key", f"{key}.pub"])
+    assert code == 0, err
+    card = read_card(folder)
+    assert card is not None
+    assert card.front["base_model"] == "acme/tiny-base" and card.front["datasets"] == ["acme/sentences"]
+    code, _, err = run_attest(["record", "finetune", *same, "--output", folder, "--key", key])
+    assert code == 0, err
+    code, out, _ = run_attest(["card", folder, "--check", "--key", f"{key}.pub"])
+    assert code == 0 and "agrees" in out, out

@@ -484,3 +484,82 @@ def test_record_and_countersign_json(
     code, stdout, err = run_cli(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"], capsys)
     doc = parse_output(stdout, "countersign-output.schema.json")
     assert code == 0 and doc["keyids"] == [] and "bundle_path" not in doc  # already signed: nothing added
+
+
+def _attest_with_cache(args: list[object], cache: Path) -> tuple[int, str, str]:
+    """`attest ARGS` in a fresh process whose Hugging Face cache is `cache` (huggingface_hub reads HF_HUB_CACHE at
+    import), offline."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(cache.parent / "hf")}
+    done = subprocess.run(
+        [sys.executable, "-m", "attest", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_hf_addresses_resolve_from_the_local_cache(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """verify and record take `hf://org/name[@rev]` from a real cache layout (symlinks into blobs/), offline."""
+    from tests.builders import make_hf_cache
+
+    cache = tmp_path / "hub"
+    snapshot = make_hf_cache(tiny_models["base"], cache, "org/tiny")
+    before = _snapshot(cache)
+    root = hash_model(tiny_models["base"]).model_root
+    trusted = f"org/tiny=sha256:{root}"
+    code, out, err = _attest_with_cache(["verify", "hf://org/tiny@main", "--trusted-root", trusted], cache)
+    assert code == 0 and "VERIFIED" in out, out + err
+    code, out, err = _attest_with_cache(["verify", f"hf://org/tiny@{snapshot.name}", "--json"], cache)
+    assert code == 1 and json.loads(out)["model_root"] == root, err  # found and hashed; nothing trusted
+    ft = copy_model(tiny_models["ft_a"], tmp_path / "ft")
+    args = ["record", "finetune", "--parent", "base=hf://org/tiny", "--output", ft, "--key", keys["builder"], "--json"]
+    code, out, err = _attest_with_cache(args, cache)
+    assert code == 0, err
+    (env,) = load_bundle(ft)
+    (dep,) = json.loads(env.payload_bytes)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert dep["uri"] == f"hf://org/tiny@{snapshot.name}" and dep["digest"]["sha256"] == root
+    pub = f"{keys['builder']}.pub"
+    code, out, err = _attest_with_cache(["verify", ft, "--key", pub, "--trusted-root", trusted], cache)
+    assert code == 0, out + err
+    assert _snapshot(cache) == before  # nothing written into the cache
+    code, _, err = _attest_with_cache(["verify", "hf://org/absent"], cache)
+    assert code == 2 and "not in the local Hugging Face cache" in err and err.count("\n") == 1, err
+    code, _, err = _attest_with_cache(["verify", "hf://not a repo"], cache)
+    assert code == 2 and "hf://org/name" in err, err
+
+
+def test_hf_snapshot_link_outside_its_blobs_is_still_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import os
+
+    from attest.errors import InputError
+    from tests.builders import make_hf_cache
+
+    snapshot = make_hf_cache(tiny_models["base"], tmp_path / "hub", "org/tiny")
+    assert hash_model(snapshot).model_root == hash_model(tiny_models["base"]).model_root
+    (tmp_path / "secret.txt").write_text("not part of the repo\n")
+    os.symlink(tmp_path / "secret.txt", snapshot / "extra.txt")
+    with pytest.raises(InputError, match="symlink leads outside"):
+        hash_model(snapshot)
+
+
+def test_parent_hub_id_names_the_parent(
+    tiny_models: dict[str, Path], keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--parent base=DIR@org/name`: a local parent published on the Hub is recorded as hf://org/name, and a
+    dataset given as FILE@org/data as hf://datasets/org/data."""
+    ft = copy_model(tiny_models["ft_a"], tmp_path / "ft")
+    data = tmp_path / "train.txt"
+    data.write_text("1 2 3\n")
+    args = ["record", "finetune", "--parent", f"base={tiny_models['base']}@Org/Tiny-Base", "--output", ft]
+    code, _, err = run_cli([*args, "--dataset", f"{data}@org/tokens", "--key", keys["builder"]], capsys)
+    assert code == 0, err
+    deps = json.loads(load_bundle(ft)[0].payload_bytes)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [(d["annotations"]["role"], d["uri"]) for d in deps] == [
+        ("base", "hf://Org/Tiny-Base"),
+        ("dataset", "hf://datasets/org/tokens"),
+    ]
+    assert deps[0]["digest"]["sha256"] == hash_model(tiny_models["base"]).model_root

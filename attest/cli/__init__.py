@@ -19,7 +19,7 @@ from attest.errors import EXIT_INTERNAL, EXIT_USAGE, AttestError, printable
 DISTRIBUTION = "attest-weights"  # the PyPI name; the command and the import package are `attest`
 # What `pip install attest-weights[ml]` adds (pyproject.toml): a command that imports one of these without the extra
 # exits 2 and says what to install.
-ML_MODULES = frozenset({"torch", "numpy", "safetensors", "matplotlib"})
+ML_MODULES = frozenset({"torch", "numpy", "safetensors", "matplotlib", "huggingface_hub"})
 
 # command name -> (module under attest.cli, summary shown by `attest --help`)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 
 from attest.atomic import atomic_write_text
+from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
@@ -173,15 +174,15 @@ def _pending_step(
     trust: TrustSet,
 ) -> tuple[StepView, dict[str, StepView]]:
     """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
-    from attest.cli.record import parse_param, split_role
+    from attest.cli.record import dataset_input, parse_param, split_parent, split_role
     from attest.merge.recipe import load_recipe
-    from attest.publish.card import ParentView, hf_name, step_views
+    from attest.publish.card import ParentView, hf_dataset, hf_name, step_views
     from attest.record.refs import resolve_model
     from attest.record.session import DEFAULT_PARENT_ROLE
-    from attest.statements.builders import dataset_dependency
 
     if not parents:
         raise InputError(None, "no --parent given")
+    dataset_deps = [dataset_input(d) for d in datasets]
     recipe_text = None
     base = None
     if kind == "merge":
@@ -190,15 +191,15 @@ def _pending_step(
         recipe = load_recipe(config, recording=True)
         recipe_text = recipe.text
         base = recipe.parsed.get("base_model")
-    specs = [split_role(s, DEFAULT_PARENT_ROLE[kind]) for s in parents] + [("teacher", t) for t in teachers]
+    specs = [split_parent(s, DEFAULT_PARENT_ROLE[kind]) for s in parents] + [("teacher", t, None) for t in teachers]
     explicit = {split_role(s, "")[0] for s in parents}
     views = {}
     parent_views = []
-    for role, path in specs:
+    for role, path, hub in specs:
         ref = resolve_model(path)
         if isinstance(base, str) and "base" not in explicit and Path(base).exists():
             role = "base" if ref.path.resolve() == Path(base).resolve() else role
-        shown = trust.roots.get(ref.model_root) or hf_name(ref.uri)
+        shown = hub or trust.roots.get(ref.model_root) or hf_name(ref.uri)  # a Hub id given with @org/name wins
         parent_views.append(ParentView(ref.name, ref.model_root, role, shown))
         if ref.envelopes:
             lineage = verify_lineage(path, trust, VerifyOptions(evaluate_policy=False))
@@ -210,13 +211,14 @@ def _pending_step(
         parents=parent_views,
         recipe_yaml=recipe_text,
         hyperparameters=dict(parse_param(p) for p in params),
-        datasets=[(d.name, (dataset_dependency(d).digest or {})["sha256"]) for d in datasets],
+        datasets=[(dep.name or "dataset", (dep.digest or {})["sha256"]) for dep in dataset_deps],
+        hub_datasets=[hub for dep in dataset_deps if (hub := hf_dataset(dep.uri))],
     )
     return step, views
 
 
 @click.command("report")
-@click.argument("folder", type=PathType)
+@click.argument("folder", type=MODEL_FOLDER)
 @click.option("--html", "html_path", type=PathType, help="Write one self-contained HTML page here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the same content as JSON (schemas/audit-report).")
 @click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
@@ -246,7 +248,7 @@ def report_command(
 
 
 @click.command("bom")
-@click.argument("folder", type=PathType)
+@click.argument("folder", type=MODEL_FOLDER)
 @click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True)
 @click.option("-o", "--output", type=PathType, help="Write the BOM here (default: stdout).")
 @click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,6 +32,9 @@ from attest.statements.builders import checkpoint_byproduct, code_dependency, da
 from attest.statements.models import DEFAULT_BUILDER_ID, ROLES, ResourceDescriptor, StepKind
 
 PathType = click.Path(path_type=Path)
+PARENT_METAVAR = "[ROLE=]DIR[@org/name]"
+PARENT_HELP = "An input model (repeatable): a folder, with its Hub repo id after '@', or hf://org/name[@rev] (cache)."
+DATASET_HELP = "A dataset file (repeatable), with its Hub dataset id after '@' (FILE@org/name)."
 
 
 def _passphrase_for(path: Path) -> bytes | None:
@@ -59,6 +63,37 @@ def split_role(spec: str, default: str) -> tuple[str, Path]:
     if sep and "/" not in role and not Path(spec).exists():
         raise InputError(spec, f"unknown role {role!r} (choose from {', '.join(ROLES)})")
     return default, Path(spec)
+
+
+def split_parent(spec: str, default: str) -> tuple[str, Path, str | None]:
+    """`[ROLE=]DIR[@org/name]` or `[ROLE=]hf://org/name[@rev]`: (role, folder, Hub repo id given for a local DIR).
+    An hf:// address is resolved from the local Hugging Face cache, offline."""
+    from attest.record.hub import HF_SCHEME, model_path, split_hub_id
+
+    role, sep, rest = spec.partition("=")
+    if not (sep and role in ROLES):
+        if sep and "/" not in role and not spec.startswith(HF_SCHEME) and not Path(spec).exists():
+            raise InputError(spec, f"unknown role {role!r} (choose from {', '.join(ROLES)})")
+        role, rest = default, spec
+    where, hub = split_hub_id(rest)
+    return role, model_path(where), hub
+
+
+def parent_input(spec: str, default: str) -> tuple[str, ModelRef]:
+    """A --parent as a statement names it: a Hub repo id given with `@org/name` becomes its `hf://org/name` URI
+    (what the card's base_model shows)."""
+    role, path, hub = split_parent(spec, default)
+    ref = resolve_model(path)
+    return role, dataclasses.replace(ref, uri=f"hf://{hub}") if hub else ref
+
+
+def dataset_input(path: Path) -> ResourceDescriptor:
+    """--dataset FILE[@org/name]: a Hub dataset id is recorded as the URI `hf://datasets/org/name`."""
+    from attest.record.hub import split_hub_id
+
+    where, hub = split_hub_id(str(path))
+    dep = dataset_dependency(Path(where))
+    return dep.model_copy(update={"uri": f"hf://datasets/{hub}"}) if hub else dep
 
 
 def parse_param(spec: str) -> tuple[str, Any]:
@@ -223,12 +258,12 @@ def record_group() -> None:
 def _model_inputs(specs: tuple[str, ...], default_role: str) -> list[tuple[str, ModelRef]]:
     if not specs:
         raise InputError(None, "no --parent given")
-    return [(role, resolve_model(p)) for role, p in (split_role(s, default_role) for s in specs)]
+    return [parent_input(s, default_role) for s in specs]
 
 
 @record_group.command("merge")
 @click.option("--config", "config", required=True, type=PathType, help="The mergekit YAML that was run.")
-@click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+@click.option("--parent", "parents", multiple=True, metavar=PARENT_METAVAR, help=PARENT_HELP)
 @common_options
 @signing_options
 def record_merge(
@@ -275,9 +310,9 @@ def _str_or_none(v: Any) -> str | None:
 
 
 def _training_command(kind: StepKind) -> click.Command:
-    @click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+    @click.option("--parent", "parents", multiple=True, metavar=PARENT_METAVAR, help=PARENT_HELP)
     @click.option("--teacher", "teachers", multiple=True, type=PathType, help="A teacher model (distill).")
-    @click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file (repeatable).")
+    @click.option("--dataset", "datasets", multiple=True, type=PathType, help=DATASET_HELP)
     @click.option("--code", type=PathType, help="The training code's git work tree (commit + dirty flag).")
     @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A hyperparameter (repeatable).")
     @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[STEP=]DIR", help="Intermediate checkpoint.")
@@ -309,7 +344,7 @@ def _training_command(kind: StepKind) -> click.Command:
         inputs += [("teacher", resolve_model(t)) for t in teachers]
         if kind == "distill" and not teachers:
             raise InputError(None, "a distill step needs --teacher DIR")
-        deps: list[ResourceDescriptor] = [dataset_dependency(d) for d in datasets]
+        deps: list[ResourceDescriptor] = [dataset_input(d) for d in datasets]
         if code is not None:
             deps.append(code_dependency(code))
         byproducts = []

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.tree import Tree
 
+from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
@@ -77,7 +78,7 @@ def _progress(message: str) -> None:
 
 
 @click.command("verify")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=MODEL_FOLDER)
 @trust_options
 @click.option(
     "--attestations",

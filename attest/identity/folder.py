@@ -166,9 +166,21 @@ def _check_link(full: Path, real_root: Path, rel: str) -> Path:
         target = full.resolve(strict=True)
     except (OSError, RuntimeError):
         raise InputError(full, "broken or looping symlink") from None
-    if target != real_root and real_root not in target.parents:
+    if target != real_root and real_root not in target.parents and not _is_hf_blob(target, real_root):
         raise InputError(full, f"symlink leads outside the model folder (to {target})")
     return target
+
+
+def _is_hf_blob(target: Path, real_root: Path) -> bool:
+    """A Hugging Face cache snapshot (`models--org--name/snapshots/REV/`) links each file to `../../blobs/HASH` of
+    the same repo: that target, and only that one, belongs to the folder."""
+    repo = real_root.parent.parent
+    return (
+        real_root.parent.name == "snapshots"
+        and repo.name.startswith("models--")
+        and target.parent == repo / "blobs"
+        and target.is_file()
+    )
 
 
 def _check_duplicates(scan: FolderScan) -> None:

@@ -70,6 +70,8 @@ class StepView:
     recipe_yaml: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     datasets: list[tuple[str, str]] = field(default_factory=list)
+    hub_datasets: list[str] = field(default_factory=list)
+    """Hub dataset ids (recorded as hf://datasets/org/name): what the card's `datasets:` key lists."""
     signers: list[str] = field(default_factory=list)
     trusted: bool = False
 
@@ -80,6 +82,12 @@ def hf_name(uri: str | None) -> str | None:
     return None
 
 
+def hf_dataset(uri: str | None) -> str | None:
+    if uri and uri.startswith("hf://datasets/"):
+        return uri.removeprefix("hf://datasets/").split("@", 1)[0]
+    return None
+
+
 def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) -> StepView:
     """A signed statement as a card step; `names` (digest -> published name, e.g. the policy's allow-listed roots)
     overrides how a parent is named on the hub."""
@@ -87,7 +95,7 @@ def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) ->
 
     st = rec.statement
     build = st.predicate.buildDefinition
-    parents, datasets = [], []
+    parents, datasets, hub_datasets = [], [], []
     for dep in build.resolvedDependencies or []:
         role = str((dep.annotations or {}).get("role"))
         digest = (dep.digest or {}).get("sha256")
@@ -96,6 +104,8 @@ def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) ->
             parents.append(ParentView(dep.name or dep.uri or digest[:16], digest, role, shown))
         elif role == "dataset":
             datasets.append((dep.name or dep.uri or "dataset", (dep.digest or {}).get("sha256", "")))
+            if hub := hf_dataset(dep.uri):
+                hub_datasets.append(hub)
     ext = build.externalParameters
     recipe = ext.get("mergekit_config", {}).get("yaml") if isinstance(ext.get("mergekit_config"), dict) else None
     hyper = ext.get("hyperparameters") if isinstance(ext.get("hyperparameters"), dict) else {}
@@ -107,6 +117,7 @@ def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) ->
         recipe_yaml=recipe if isinstance(recipe, str) else None,
         hyperparameters=dict(hyper or {}),
         datasets=datasets,
+        hub_datasets=hub_datasets,
         signers=list(rec.signers),
         trusted=rec.trusted,
     )
@@ -184,6 +195,8 @@ def front_matter(step: StepView, existing: dict[str, Any]) -> dict[str, Any]:
         front["base_model_relation"] = relation
     else:
         front.pop("base_model_relation", None)
+    if step.hub_datasets:
+        front["datasets"] = list(dict.fromkeys(step.hub_datasets))
     tags = [str(t) for t in front.get("tags") or []] if isinstance(front.get("tags"), list) else []
     wanted = ["attest", *(["merge"] if step.kind == "merge" else [])]
     if step.kind != "merge":
