@@ -55,9 +55,11 @@ def verify_command_line(folder: Path, trust: TrustSet) -> str:
 @click.option("--check", is_flag=True, help="Only report where the existing card contradicts the statements.")
 @click.option("--step", "kind", type=click.Choice(STEP_KINDS), help="The step about to be recorded (card first).")
 @click.option("--config", type=PathType, help="The mergekit YAML of a merge step.")
-@click.option("--parent", "parents", multiple=True, metavar="[ROLE=]DIR", help="An input model (repeatable).")
+@click.option(
+    "--parent", "parents", multiple=True, metavar="[ROLE=]DIR[@org/name]", help="An input model; @org/name: its Hub id."
+)
 @click.option("--teacher", "teachers", multiple=True, type=PathType, help="A teacher model (distill).")
-@click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file (repeatable).")
+@click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file; FILE@org/name: its Hub id.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A hyperparameter (repeatable).")
 @click.option("--title", help="Heading of a new card (default: the folder name).")
 @click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
