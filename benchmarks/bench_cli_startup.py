@@ -46,7 +46,7 @@ def main() -> None:
     rounds = ap.parse_args().rounds
     times: dict[str, list[float]] = {k: [] for k in CASES}
     rss: dict[str, int] = {}
-    for name, cmd in CASES.items():  # warm the page cache and .pyc files
+    for cmd in CASES.values():  # warm the page cache and .pyc files
         _run(cmd)
     for _ in range(rounds):
         for name, cmd in CASES.items():
