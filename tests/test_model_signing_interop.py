@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -218,3 +219,145 @@ def test_attest_sign_json_and_default_format(
     peer_verify(minilm_copy, pub)
     checked = json.loads(run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")[1])
     assert (checked["subject_digest"], checked["files_checked"]) == (doc["subject_sha256"], doc["files"])
+
+
+def _ca_and_leaf(tmp_path: Path, *, leaf_can_sign: bool = True) -> tuple[Path, Path, Path, Path]:
+    """A real two-level PKI: a CA certificate, and a leaf certificate for a fresh P-256 key issued by it.
+    Returns (leaf key PEM, leaf certificate PEM, CA certificate PEM, a second unrelated key PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("attest test CA"))
+        .issuer_name(name("attest test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )  # keyCertSign, cRLSign
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name("model publisher"))
+        .issuer_name(ca.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if leaf_can_sign:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, True, False, False, False, False, False, False), critical=True
+        )  # keyEncipherment only
+    leaf = builder.sign(ca_key, hashes.SHA256())
+    pem = serialization.Encoding.PEM
+    paths = (tmp_path / "leaf.key", tmp_path / "leaf.pem", tmp_path / "ca.pem", tmp_path / "other.key")
+    paths[0].write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    paths[1].write_bytes(leaf.public_bytes(pem))
+    paths[2].write_bytes(ca.public_bytes(pem))
+    other = ec.generate_private_key(ec.SECP256R1())
+    paths[3].write_bytes(other.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+def test_attest_sign_certificate_mode_verified_by_model_signing(
+    minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`attest sign --signing-certificate LEAF --certificate-chain CA` writes what `model_signing sign certificate`
+    writes: model-signing's own certificate verifier and `attest verify-model-sig --certificate-chain` accept it."""
+    from tests.json_output import parse_output
+
+    key, leaf, ca, _ = _ca_and_leaf(tmp_path)
+    args = ["sign", str(minilm_copy), "--key", str(key), "--signing-certificate", str(leaf)]
+    code, out = run_cli(capsys, *args, "--certificate-chain", str(ca), "--json")
+    assert code == 0, out
+    assert parse_output(out, "sign-output.schema.json")["method"] == "certificate"
+    model_signing.verifying.Config().use_certificate_verifier(certificate_chain=[ca]).verify(
+        minilm_copy, minilm_copy / "model.sig"
+    )
+    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--certificate-chain", str(ca), "--json")
+    assert code == 0 and json.loads(out)["kind"] == "certificate", out
+
+
+@pytest.mark.parametrize("case", ["other key", "cannot sign", "not a certificate"])
+def test_attest_sign_certificate_mode_refuses_before_hashing(
+    case: str, minilm_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, leaf, ca, other = _ca_and_leaf(tmp_path, leaf_can_sign=case != "cannot sign")
+    if case == "other key":
+        key = other
+    if case == "not a certificate":
+        leaf = ca.with_name("junk.pem")
+        leaf.write_text("not a certificate\n")
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--key", str(key), "--signing-certificate", str(leaf))
+    assert code == 2 and not (minilm_copy / "model.sig").exists(), out
+    assert {"other key": "not the signing key", "cannot sign": "does not allow signing", "not a certificate": "PEM"}[
+        case
+    ] in out
+
+
+def test_attest_sign_sigstore_without_a_token_refuses_cleanly(
+    minilm_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, no OIDC token, no terminal: one line, exit 2, nothing written (the token is sought before hashing)."""
+    monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--staging")
+    assert code == 2 and "OIDC identity token" in out, out
+    assert not (minilm_copy / "model.sig").exists()
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--key", str(minilm_copy / "x.key"))
+    assert code == 2 and "--sigstore" in out, out
+
+
+def test_attest_sign_sigstore_builds_the_keyless_signer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyless path hands the exact statement bytes to sigstore-python with the token it was given."""
+    import attest.signing.sigstore as sigstore_mod
+    from attest.signing.model_sig.signers import sigstore_signer
+
+    seen: dict[str, object] = {}
+
+    def fake_sign(payload: bytes, *, staging: bool = False, token: str | None = None) -> str:
+        seen.update(payload=payload, staging=staging, token=token)
+        return '{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'
+
+    monkeypatch.setattr(sigstore_mod, "sign_sigstore", fake_sign)
+    make = sigstore_signer(staging=True, token="tok")
+    assert make(b"statement") == b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'
+    assert seen == {"payload": b"statement", "staging": True, "token": "tok"}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SIGSTORE_ID_TOKEN"),
+    reason="Sigstore keyless signing needs the network (Fulcio, Rekor) and an OIDC token in $SIGSTORE_ID_TOKEN",
+)
+def test_attest_sign_sigstore_online_verified_by_model_signing(
+    minilm_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sigstore.oidc import IdentityToken
+
+    token = IdentityToken(os.environ["SIGSTORE_ID_TOKEN"])
+    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--staging", "--json")
+    assert code == 0, out
+    model_signing.verifying.Config().use_sigstore_verifier(
+        identity=token.identity, oidc_issuer=token.federated_issuer or token.issuer, use_staging=True
+    ).verify(minilm_copy, minilm_copy / "model.sig")

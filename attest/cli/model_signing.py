@@ -72,9 +72,21 @@ def _load_key(key: Path, env_var: str | None) -> PrivateKey:
     type=click.Choice(["model-signing"]),
     default="model-signing",
     show_default=True,
-    help="model-signing: an OpenSSF model-signing model.sig (Sigstore bundle, DSSE, key-signed).",
+    help="model-signing: an OpenSSF model-signing model.sig (Sigstore bundle, DSSE).",
 )
-@path_option("--key", "key_path", required=True, help="EC P-256 or P-384 private key (PKCS#8 PEM).")
+@path_option("--key", "key_path", help="EC P-256, P-384 or P-521 private key (PKCS#8 PEM): key or certificate mode.")
+@path_option(
+    "--signing-certificate", help="Certificate mode: the X.509 certificate (PEM) of --key, shipped in the signature."
+)
+@path_option(
+    "--certificate-chain",
+    "chain",
+    multiple=True,
+    help="Certificate mode: certificates (PEM) from the signing certificate's issuer up to a root; repeatable.",
+)
+@click.option("--sigstore", is_flag=True, help="Sigstore keyless mode (network + an OIDC identity token).")
+@click.option("--staging", is_flag=True, help="With --sigstore: Sigstore's staging instance.")
+@click.option("--identity-token", envvar="SIGSTORE_ID_TOKEN", help="With --sigstore: the OIDC token to sign with.")
 @click.option(
     "--passphrase-env",
     metavar="VAR",
@@ -84,20 +96,52 @@ def _load_key(key: Path, env_var: str | None) -> PrivateKey:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
 def sign_command(
-    folder: Path, fmt: str, key_path: Path, passphrase_env: str | None, ignore: tuple[str, ...], quiet: bool
+    folder: Path,
+    fmt: str,
+    key_path: Path | None,
+    signing_certificate: Path | None,
+    chain: tuple[Path, ...],
+    sigstore: bool,
+    staging: bool,
+    identity_token: str | None,
+    passphrase_env: str | None,
+    ignore: tuple[str, ...],
+    quiet: bool,
 ) -> None:
-    """Sign a model FOLDER: writes FOLDER/model.sig, verifiable by the model-signing library and `verify-model-sig`."""
-    key = _load_key(key_path, passphrase_env)
+    """Sign a model FOLDER: writes FOLDER/model.sig, verifiable by the model-signing library and `verify-model-sig`.
+
+    Like `model_signing sign key|certificate|sigstore`: --key KEY; --key KEY --signing-certificate CERT
+    [--certificate-chain CA ...]; or --sigstore (keyless)."""
+    from attest.signing.model_sig.signers import certificate_signer, key_signer, sigstore_signer
+
+    if sigstore and (key_path or signing_certificate or chain):
+        raise click.UsageError("--sigstore signs keyless: leave out --key, --signing-certificate, --certificate-chain")
+    if not sigstore and key_path is None:
+        raise click.UsageError("give --key KEY (with --signing-certificate for certificate mode), or --sigstore")
+    if chain and signing_certificate is None:
+        raise click.UsageError("--certificate-chain goes with --signing-certificate")
+    if staging and not sigstore:
+        raise click.UsageError("--staging applies to --sigstore")
+    # every refusal (key, certificate, token) comes before the folder is hashed
+    if sigstore:
+        method, make = "sigstore", sigstore_signer(staging=staging, token=identity_token)
+    else:
+        assert key_path is not None
+        key = _load_key(key_path, passphrase_env)
+        if signing_certificate is None:
+            method, make = "key", key_signer(key)
+        else:
+            method, make = "certificate", certificate_signer(key, signing_certificate, chain)
     bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or wants_json()))
     with bar.running():
-        signed = sign_model_sig(folder, key, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
+        signed = sign_model_sig(folder, make_bundle=make, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
     if wants_json():
         from attest.cli.json_outputs import SignOutput
 
         print_json(
             SignOutput(
                 format="model-signing",
-                method="key",
+                method=method,
                 signature=signed.signature,
                 files=signed.resources,
                 subject_sha256=signed.subject_digest,
@@ -105,7 +149,7 @@ def sign_command(
             )
         )
         return
-    stdout.print(f"signed {signed.resources} files of {shown(folder)}: {shown(signed.signature)}")
+    stdout.print(f"signed {signed.resources} files of {shown(folder)} ({method} mode): {shown(signed.signature)}")
     stdout.print(f"subject sha256: [bold]{signed.subject_digest}[/]")
 
 

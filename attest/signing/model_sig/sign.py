@@ -1,9 +1,11 @@
-"""Write a key-signed `model.sig` that model-signing 1.x verifies: files serialization, SHA-256, symlinks refused."""
+"""Write a `model.sig` that model-signing 1.x verifies (key, certificate or Sigstore signed): files serialization,
+SHA-256, symlinks refused."""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,14 +21,16 @@ from attest.signing.model_sig.statement import ModelSigResource, files_statement
 
 def sign_model_sig(
     model_path: str | os.PathLike[str],
-    private_key: PrivateKey | ec.EllipticCurvePrivateKey,
+    private_key: PrivateKey | ec.EllipticCurvePrivateKey | None = None,
     *,
+    make_bundle: Callable[[bytes], bytes] | None = None,
     ignore: Sequence[str] = (),
     signature_path: str | os.PathLike[str] | None = None,
     on_total: BytesCallback | None = None,
     on_bytes: BytesCallback | None = None,
 ) -> ModelSigSigned:
-    """Sign a model folder with an EC key (P-256, P-384 or P-521).
+    """Sign a model folder with an EC key (P-256, P-384 or P-521), or with `make_bundle` (statement bytes -> bundle
+    bytes: certificate or Sigstore mode, attest.signing.model_sig.signers).
 
     The ignore paths (git files, `.attest`, `model.sig`, and `ignore`) are recorded in the predicate so that a
     verifier leaves out the same files. The signature file is written atomically.
@@ -34,12 +38,16 @@ def sign_model_sig(
     model = Path(model_path)
     if not model.is_dir():
         raise InputError(model, "no such folder" if not model.exists() else "not a folder")
-    key = (
-        private_key
-        if isinstance(private_key, PrivateKey)
-        else PrivateKey.from_crypto(private_key, key_types=READABLE_KEY_TYPES)
-    )
-    check_key_type(key)
+    if (private_key is None) == (make_bundle is None):
+        raise ValueError("sign_model_sig needs exactly one of private_key and make_bundle")
+    if private_key is not None:
+        key = (
+            private_key
+            if isinstance(private_key, PrivateKey)
+            else PrivateKey.from_crypto(private_key, key_types=READABLE_KEY_TYPES)
+        )
+        check_key_type(key)
+        make_bundle = functools.partial(_key_bundle, key=key)
     sig_path = Path(signature_path) if signature_path is not None else model / SIGNATURE_NAME
     scan, rules = scan_for_signing(model, sig_path, ignore)
     names = sorted(scan.files, key=lambda rel: PurePosixPath(rel).parts)
@@ -54,7 +62,8 @@ def sign_model_sig(
         resources.append(ModelSigResource(name=rel, algorithm="sha256", digest=got))
     ignore_paths = ["/".join(r) for r in rules]
     model_name = model.resolve().name
-    atomic_write_bytes(sig_path, make_key_bundle(files_statement(model_name, resources, ignore_paths), key))
+    assert make_bundle is not None
+    atomic_write_bytes(sig_path, make_bundle(files_statement(model_name, resources, ignore_paths)))
     return ModelSigSigned(
         signature=str(sig_path),
         model_name=model_name,
@@ -62,3 +71,7 @@ def sign_model_sig(
         resources=len(resources),
         ignore_paths=ignore_paths,
     )
+
+
+def _key_bundle(payload: bytes, key: PrivateKey) -> bytes:
+    return make_key_bundle(payload, key)
