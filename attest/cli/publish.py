@@ -16,7 +16,8 @@ from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
 from attest.publish.card import StepView
 from attest.statements.models import STEP_KINDS, StepKind
-from attest.verify.engine import VerifiedLineage, VerifyOptions, verify_lineage
+from attest.verify.engine import VerifyOptions, verify_lineage
+from attest.verify.lineage import VerifiedLineage, head_step
 from attest.verify.trust import TrustSet
 
 PathType = click.Path(path_type=Path)
@@ -127,7 +128,7 @@ def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -
     """`card --check`: exit 1 on a contradiction, and also when no statement names the folder (nothing to check
     the card against is not agreement)."""
     from attest.cli.json_outputs import CardCheckOutput
-    from attest.publish.card import check_card, head_step, read_card, step_from_statement
+    from attest.publish.card import check_card, read_card, step_from_statement
 
     as_json = wants_json()
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json, policy_rules=False)

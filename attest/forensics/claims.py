@@ -102,7 +102,7 @@ def check_claims(model: str | os.PathLike[str], report: DetectReport) -> tuple[l
 def _parent(st: ProvenanceStatement) -> str | None:
     for role in PARENT_ROLES:
         for dep in st.dependencies(role):
-            digest = (dep.digest or {}).get("sha256")
+            digest = dep.sha256
             if isinstance(digest, str):
                 return digest
     return None

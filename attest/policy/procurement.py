@@ -6,7 +6,6 @@ a candidate folder missing, detect refusing its input), the rule fails and says 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,28 +20,16 @@ from attest.policy.trust import (
     RequiredSigners,
     TrainingReplayed,
 )
+from attest.statements.models import ROLES
+from attest.verify.lineage import StepRecord, VerifiedLineage, nodes
 from attest.verify.report import LineageNode, PolicyResult, RuleResult
 
 if TYPE_CHECKING:
     from attest.forensics import DetectReport
-    from attest.verify.engine import StepRecord, VerifiedLineage, VerifyOptions
+    from attest.verify.engine import VerifyOptions
     from attest.verify.trust import TrustSet
 
-MODEL_ROLES = ("base", "parent", "student-init", "teacher")
 WEIGHT_CHANGING_STEPS = ("finetune", "distill", "quantize", "merge")
-
-
-def nodes(root: LineageNode) -> Iterator[LineageNode]:
-    """Every node of the tree once per digest, root first (depth first)."""
-    seen: set[str] = set()
-    todo = [root]
-    while todo:
-        n = todo.pop(0)
-        if n.digest in seen:
-            continue
-        seen.add(n.digest)
-        yield n
-        todo[0:0] = n.parents
 
 
 @dataclass
@@ -296,8 +283,8 @@ def _uri_index(ctx: _Context) -> dict[str, tuple[str, str | None]]:
         if not rec.trusted:  # only what a trusted signer said may steer which folders are hashed
             continue
         for dep in rec.statement.dependencies():
-            d = (dep.digest or {}).get("sha256")
-            if d and (dep.annotations or {}).get("role") in MODEL_ROLES:
+            d = dep.sha256
+            if d and dep.role in ROLES:
                 out.setdefault(d, (dep.name or d[:16], dep.uri))
     return out
 
@@ -328,8 +315,8 @@ def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
         candidate = _locate(ctx, n.digest, name, uri, extra)
         local: dict[str, Path] = {}
         for d in rec.statement.dependencies():
-            digest = (d.digest or {}).get("sha256")
-            if digest and (d.annotations or {}).get("role") in MODEL_ROLES:
+            digest = d.sha256
+            if digest and d.role in ROLES:
                 found = _locate(ctx, digest, d.name or digest[:16], d.uri, extra)
                 if found is not None:
                     local[digest] = found
@@ -373,7 +360,7 @@ def _claims_consistent(ctx: _Context, rule: ClaimsConsistent, disclosure: FullDi
         same = [
             d.name or "?"
             for d in rec.statement.dependencies()
-            if (d.annotations or {}).get("role") in MODEL_ROLES and (d.annotations or {}).get("weights_root") == own
+            if d.role in ROLES and (d.annotations or {}).get("weights_root") == own
         ]
         if own is None:
             result.passed = False
@@ -403,7 +390,8 @@ def _claims_consistent(ctx: _Context, rule: ClaimsConsistent, disclosure: FullDi
             result.passed = False
             result.evidence.append(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
     if rule.card:
-        from attest.publish.card import check_card, head_step, read_card, step_from_statement
+        from attest.publish.card import check_card, read_card, step_from_statement
+        from attest.verify.lineage import head_step
 
         try:
             card = read_card(ctx.lineage.folder)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attest.verify.engine import StepRecord, VerifiedLineage
+from attest.verify.lineage import StepRecord, VerifiedLineage, nodes
 from attest.verify.report import LineageNode
 
 SPEC_VERSION = "1.6"
@@ -88,7 +88,7 @@ def _model_card(node: LineageNode, rec: StepRecord | None, architecture: str | N
         hyper = ext.get("hyperparameters")
         for k, v in sorted(hyper.items() if isinstance(hyper, dict) else []):
             props.append(_prop(f"hyperparameter:{k}", v))
-        datasets = [d for d in build.resolvedDependencies or [] if (d.annotations or {}).get("role") == "dataset"]
+        datasets = [d for d in build.resolvedDependencies or [] if d.role == "dataset"]
         if datasets:
             params["datasets"] = [{"ref": _data_ref(d.digest or {}, d.name)} for d in datasets]
         if node.step in ("finetune", "distill"):
@@ -146,7 +146,6 @@ def build_bom(lineage: VerifiedLineage) -> dict[str, Any]:
     """The BOM as a JSON-ready dict: the model as metadata.component, every ancestor and dataset as a component,
     the lineage as dependencies, each attested step as a formula."""
     from attest import __version__
-    from attest.policy.procurement import nodes
 
     report = lineage.report
     root = report.lineage or LineageNode(name=Path(report.model).name, digest=report.model_root, verdict="unattested")
@@ -165,7 +164,7 @@ def build_bom(lineage: VerifiedLineage) -> dict[str, Any]:
         if rec is not None and rec.trusted and n.step is not None:
             build = rec.statement.predicate.buildDefinition
             for d in build.resolvedDependencies or []:
-                if (d.annotations or {}).get("role") != "dataset":
+                if d.role != "dataset":
                     continue
                 ref = _data_ref(d.digest or {}, d.name)
                 depends.append(ref)
@@ -175,9 +174,7 @@ def build_bom(lineage: VerifiedLineage) -> dict[str, Any]:
                         "type": "data",
                         "bom-ref": ref,
                         "name": d.name or "dataset",
-                        "hashes": [{"alg": "SHA-256", "content": (d.digest or {})["sha256"]}]
-                        if (d.digest or {}).get("sha256")
-                        else [],
+                        "hashes": [{"alg": "SHA-256", "content": d.sha256}] if d.sha256 else [],
                         "data": [{"type": "dataset", "name": d.name or "dataset"}],
                     },
                 )

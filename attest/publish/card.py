@@ -20,14 +20,14 @@ from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from attest.atomic import atomic_write_text
 from attest.errors import InputError
 from attest.publish.plain_text import plain_text
+from attest.statements.models import ROLES, STEP_OF_BUILD_TYPE
 from attest.strict_yaml import load_yaml
-from attest.verify.engine import StepRecord
+from attest.verify.lineage import StepRecord
 
 CARD_FILE = "README.md"
 MAX_CARD_BYTES = 4 * 1024 * 1024
 LINEAGE_START = "<!-- attest:lineage:start -->"
 LINEAGE_END = "<!-- attest:lineage:end -->"
-MODEL_ROLES = ("base", "parent", "student-init", "teacher")
 RELATION = {"merge": "merge", "finetune": "finetune", "distill": "finetune", "quantize": "quantized"}
 """Hugging Face `base_model_relation` per step kind; a convert step has none (same model, other format)."""
 
@@ -91,15 +91,13 @@ def hf_dataset(uri: str | None) -> str | None:
 def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) -> StepView:
     """A signed statement as a card step; `names` (digest -> published name, e.g. the policy's allow-listed roots)
     overrides how a parent is named on the hub."""
-    from attest.verify.engine import STEP_OF_BUILD_TYPE
-
     st = rec.statement
     build = st.predicate.buildDefinition
     parents, datasets, hub_datasets = [], [], []
     for dep in build.resolvedDependencies or []:
-        role = str((dep.annotations or {}).get("role"))
-        digest = (dep.digest or {}).get("sha256")
-        if role in MODEL_ROLES and digest:
+        role = str(dep.role)
+        digest = dep.sha256
+        if role in ROLES and digest:
             shown = (names or {}).get(digest) or hf_name(dep.uri)
             parents.append(ParentView(dep.name or dep.uri or digest[:16], digest, role, shown))
         elif role == "dataset":
@@ -368,15 +366,3 @@ def check_card(card: Card | None, step: StepView | None) -> list[str]:
 def step_views(steps: dict[str, StepRecord], names: dict[str, str] | None = None) -> dict[str, StepView]:
     """Every statement of a verified lineage as a card step, keyed by subject digest."""
     return {d: step_from_statement(rec, names) for d, rec in steps.items()}
-
-
-def head_step(steps: dict[str, StepRecord], model_root: str) -> tuple[StepRecord | None, bool]:
-    """The statement a card is checked against: the one naming the folder's root, else (the folder changed after
-    signing) the single statement no other one depends on. Returns (record, names the current root)."""
-    if model_root in steps:
-        return steps[model_root], True
-    depended = {
-        (d.digest or {}).get("sha256") for rec in steps.values() for d in rec.statement.dependencies() if d.digest
-    }
-    heads = [rec for d, rec in steps.items() if d not in depended]
-    return (heads[0], False) if len(heads) == 1 else (None, False)

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attest.statements.models import ResourceDescriptor
-from attest.verify.engine import VerifiedLineage
+from attest.statements.models import ROLES, ResourceDescriptor
+from attest.verify.lineage import VerifiedLineage, head_step, nodes
 from attest.verify.report import LineageNode, PolicyResult, Problem
 
 REPORT_FORMAT = "https://attest.dev/audit-report/v1"
@@ -88,7 +88,6 @@ class AuditReport(_Model):
 def build_report(lineage: VerifiedLineage, roots: dict[str, str] | None = None) -> AuditReport:
     """`roots`: the allow-listed model roots (digest -> name) the claimed lineage of a changed folder ends at."""
     from attest import __version__
-    from attest.policy.procurement import MODEL_ROLES, nodes
     from attest.publish.card import step_from_statement
 
     r = lineage.report
@@ -111,9 +110,7 @@ def build_report(lineage: VerifiedLineage, roots: dict[str, str] | None = None) 
                 kind=n.step,
                 signers=n.signers,
                 parents=[
-                    ReportParent(name=p.display, digest=p.digest, role=p.role)
-                    for p in view.parents
-                    if p.role in MODEL_ROLES
+                    ReportParent(name=p.display, digest=p.digest, role=p.role) for p in view.parents if p.role in ROLES
                 ],
                 datasets=[ReportDataset(name=name, sha256=digest or None) for name, digest in view.datasets],
                 hyperparameters=view.hyperparameters,
@@ -156,8 +153,7 @@ def claimed_lineage(lineage: VerifiedLineage, roots: dict[str, str]) -> LineageN
     re-hashed): the head is `failed` (the folder is not what it claims), an ancestor is `verified` when its
     statement carries a trusted signature, `trusted_root` when allow-listed, else `unattested`. None when a statement
     names the folder as it is."""
-    from attest.policy.procurement import MODEL_ROLES
-    from attest.publish.card import head_step, step_from_statement
+    from attest.publish.card import step_from_statement
 
     head, current = head_step(lineage.steps, lineage.report.model_root)
     if head is None or current:
@@ -175,7 +171,7 @@ def claimed_lineage(lineage: VerifiedLineage, roots: dict[str, str]) -> LineageN
         node.step, node.signers = view.kind, rec.signers if rec.trusted else []
         node.verdict = "verified" if rec.trusted else "unattested"
         node.parents = [
-            build(p.digest, p.display, p.role, (*path, digest)) for p in view.parents if p.role in MODEL_ROLES
+            build(p.digest, p.display, p.role, (*path, digest)) for p in view.parents if p.role in ROLES
         ]
         return node
 

@@ -20,6 +20,8 @@ StepKind = Literal["merge", "finetune", "distill", "quantize", "convert"]
 STEP_KINDS: tuple[StepKind, ...] = ("merge", "finetune", "distill", "quantize", "convert")
 BUILD_TYPES: dict[StepKind, str] = {k: f"{BUILD_TYPE_PREFIX}{k}/v1" for k in STEP_KINDS}
 """One buildType URI per step kind; the version suffix changes when externalParameters change meaning."""
+STEP_OF_BUILD_TYPE: dict[str, StepKind] = {uri: kind for kind, uri in BUILD_TYPES.items()}
+"""The step kind a buildType URI records (the inverse of BUILD_TYPES)."""
 
 DEFAULT_BUILDER_ID = "https://attest.dev/builders/attest-record/v1"
 
@@ -47,6 +49,16 @@ class ResourceDescriptor(_Open):
     downloadLocation: str | None = None
     mediaType: str | None = None
     annotations: dict[str, Any] | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        """The sha256 entry of the digest set (a model root for a model dependency), None when there is none."""
+        return (self.digest or {}).get("sha256")
+
+    @property
+    def role(self) -> Any:
+        """`annotations.role` as recorded (a model role, `dataset`, `code`), None when there is none."""
+        return (self.annotations or {}).get("role")
 
     @field_validator("digest")
     @classmethod
@@ -152,4 +164,4 @@ class ProvenanceStatement(Statement):
         deps = self.predicate.buildDefinition.resolvedDependencies or []
         if role is None:
             return list(deps)
-        return [d for d in deps if (d.annotations or {}).get("role") == role]
+        return [d for d in deps if d.role == role]

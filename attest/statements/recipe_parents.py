@@ -18,7 +18,7 @@ from attest.statements.models import ROLES, ResourceDescriptor
 
 def model_dependencies(deps: list[ResourceDescriptor] | None) -> list[ResourceDescriptor]:
     """The dependencies that are models (a role of ROLES and a sha256 digest)."""
-    return [d for d in deps or [] if (d.annotations or {}).get("role") in ROLES and (d.digest or {}).get("sha256")]
+    return [d for d in deps or [] if d.role in ROLES and d.sha256]
 
 
 def _dep_keys(dep: ResourceDescriptor) -> tuple[set[str], set[str]]:

@@ -1,6 +1,7 @@
 """Verification: re-derive every hash, check signatures against trust, walk the lineage to trusted roots."""
 
-from attest.verify.engine import StepRecord, VerifiedLineage, VerifyOptions, verify_lineage, verify_model
+from attest.verify.engine import VerifyOptions, verify_lineage, verify_model
+from attest.verify.lineage import StepRecord, VerifiedLineage, head_step, nodes
 from attest.verify.report import LineageNode, PolicyResult, Problem, RuleResult, VerifyReport
 from attest.verify.trust import TrustSet, build_trust
 
@@ -15,6 +16,8 @@ __all__ = [
     "VerifyOptions",
     "VerifyReport",
     "build_trust",
+    "head_step",
+    "nodes",
     "verify_lineage",
     "verify_model",
 ]

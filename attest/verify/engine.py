@@ -29,19 +29,18 @@ from attest.lineage.store import (
 )
 from attest.signing.dsse import Envelope, SignatureError, verify_signatures
 from attest.statements.models import (
-    BUILD_TYPES,
     PAYLOAD_TYPE,
     ROLES,
     SLSA_PROVENANCE_V1,
-    ProvenanceStatement,
+    STEP_OF_BUILD_TYPE,
     Statement,
 )
 from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.verify.lineage import StepRecord, VerifiedLineage
 from attest.verify.replay_step import recipe_parent_problems
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
 from attest.verify.trust import TrustSet
 
-STEP_OF_BUILD_TYPE = {uri: kind for kind, uri in BUILD_TYPES.items()}
 MAX_ATTESTATION_FILES = 1000
 
 Callback = Callable[[int], None]
@@ -176,7 +175,7 @@ class _Walk:
             dep_role = annotations.get("role")
             if dep_role not in ROLES:
                 continue
-            dep_digest = (dep.digest or {}).get("sha256")
+            dep_digest = dep.sha256
             dep_name = dep.name or dep.uri or "(unnamed parent)"
             if not dep_digest:
                 self.problem("malformed_envelope", f"{name}: parent {dep_name} has no sha256 digest", digest)
@@ -311,33 +310,6 @@ def _extra_envelopes(path: Path) -> list[tuple[str, list[Envelope]]]:
             raise InputError(f, f"cannot read: {exc.strerror or exc}") from None
         out.append((str(f), parse_bundle(data, f)))
     return out
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """The statement about one model of the lineage as the verifier found it (for policies, cards, BOMs)."""
-
-    digest: str
-    statement: ProvenanceStatement
-    signers: list[str]
-    trusted: bool
-    payload_digest: str = ""  # sha256 of the signed payload (the training replay's challenge)
-
-
-@dataclass
-class VerifiedLineage:
-    """A verify report plus the statements it rests on, keyed by subject digest (trusted ones win)."""
-
-    report: VerifyReport
-    steps: dict[str, StepRecord]
-    folder: Path
-    hashed: dict[Path, str] = field(default_factory=dict)
-    """Model roots of every folder this verification hashed (resolved path -> root), so that later rules
-    (replay, detect) never hash a checkpoint twice."""
-    trusted_statements: dict[str, set[str]] = field(default_factory=dict)
-    """Subject digest -> payload sha256 of each statement about it that a trusted signer made."""
-    training: dict[Any, Any] = field(default_factory=dict)
-    """Training replay reports by (statement, segments, inputs), so the option and the rule replay once."""
 
 
 def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
