@@ -23,7 +23,6 @@ def registry() -> dict[str, type[BaseModel]]:
     from attest.identity.diff import ManifestDiff
     from attest.identity.manifest import IdentityManifest
     from attest.identity.proofs import TensorProof
-    from attest.policy.trust import TrustPolicy
     from attest.publish.report import AuditReport
     from attest.replay.report import ReplayReport
     from attest.signing.dsse import Envelope
@@ -31,6 +30,7 @@ def registry() -> dict[str, type[BaseModel]]:
     from attest.statements.models import ProvenanceStatement, Statement
     from attest.training.replay import TrainingReplayReport
     from attest.training.transcript import TrainingHyperparameters, TrainingTranscript
+    from attest.trust.policy_file import TrustPolicy
     from attest.verify.report import VerifyReport
 
     return {

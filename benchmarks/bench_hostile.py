@@ -117,7 +117,8 @@ def _child(kind: str, folder: Path, policy: Path | None) -> None:
         import io
 
         from attest.cli.output import print_json
-        from attest.verify import build_trust, verify_model
+        from attest.policy import verify_model
+        from attest.verify import build_trust
 
         report = verify_model(folder, build_trust(policy))
         buf = io.StringIO()

@@ -4,7 +4,7 @@ Builds a tiny Qwen2 (bf16, random init; --hidden, --layers) and a JSON-lines tok
 subprocess so that peak RSS is per run:
 
   train     attest.record.training: S segments of K steps, checkpoints (weights + optimizer + RNG) every K steps
-  verify-N  attest.verify.verify_lineage with replay_training=N: chain checks (every checkpoint and batch re-hashed)
+  verify-N  attest.policy.verify_with_policy with replay_training=N: chain checks (every checkpoint and batch re-hashed)
             plus N segments re-executed and compared bit for bit
 
 Expected: verify time ~ N/S of the training time plus hashing of all checkpoints.
@@ -84,14 +84,15 @@ def _child(kind: str, cfg: dict[str, object]) -> None:
         train(job, Signing([load_private_key(root / "k.key")]))
         extra: dict[str, object] = {}
     else:
-        from attest.verify.engine import VerifyOptions, verify_lineage
-        from attest.verify.trust import build_trust
+        from attest.policy import verify_with_policy
+        from attest.trust.trust_set import build_trust
+        from attest.verify.engine import VerifyOptions
 
         n = int(kind.split("-")[1])
         options = VerifyOptions(
             replay_training=n, checkpoints_dirs=(root / "ckpt",), training_data=(root / "data.jsonl",)
         )
-        report = verify_lineage(root / "out", build_trust(root / "policy.yaml"), options).report
+        report = verify_with_policy(root / "out", build_trust(root / "policy.yaml"), options).report
         extra = {"verified": report.verified}
     wall = time.perf_counter() - t0
     print(json.dumps({"kind": kind, "wall_s": wall, "peak_rss_mb": _status_mb("VmHWM"), "start_mb": start_mb, **extra}))

@@ -23,7 +23,8 @@ from bench_hash import generate, peak_rss_mb, warm
 
 def _child(kind: str, folder: Path, key_pub: Path, policy: Path) -> None:
     from attest.identity import hash_model
-    from attest.verify import build_trust, verify_model
+    from attest.policy import verify_model
+    from attest.verify import build_trust
 
     t = time.perf_counter()
     if kind == "hash":

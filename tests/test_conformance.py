@@ -17,11 +17,11 @@ from attest.errors import AttestError
 from attest.identity import check_proof, hash_model
 from attest.identity.proofs import TensorProof
 from attest.lineage.store import merge_envelopes, parse_bundle
-from attest.policy.trust import load_policy
 from attest.signing.dsse import Envelope
 from attest.signing.keys import load_public_key
 from attest.signing.verify import verify_envelope
 from attest.statements import parse_provenance
+from attest.trust.policy_file import load_policy
 from tests.conformance_runner import (
     CONFORMANCE,
     REPO,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attest.policy.trust import TrustPolicy, load_policy
+from attest.trust.policy_file import TrustPolicy, load_policy
 from tests.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, cli_exit, fuzz_settings, mutated_yaml, values
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "trust-policy.schema.json").read_text())

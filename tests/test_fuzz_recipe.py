@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attest.merge.recipe import MergeRecipe, load_recipe, parse_recipe
+from attest.statements.recipe import MergeRecipe, load_recipe, parse_recipe
 from attest.strict_yaml import load_yaml
 from tests.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, fuzz_settings, mutated_yaml, values
 

@@ -8,7 +8,7 @@ import pytest
 
 from attest.errors import InputError
 from attest.merge.parameters import ParameterSpec, Scope, evaluate_setting, resolve
-from attest.merge.recipe import parse_recipe
+from attest.statements.recipe import parse_recipe
 
 FLOAT = ParameterSpec("t", float, Scope.SHARED).validate
 
@@ -73,7 +73,7 @@ def test_first_matching_filter_wins_and_precedence_is_source_slice_global() -> N
 def test_one_recipe_carries_text_digest_and_parsed_form(tmp_path: Path) -> None:
     import hashlib
 
-    from attest.merge.recipe import load_recipe
+    from attest.statements.recipe import load_recipe
 
     raw = b"merge_method: linear\r\nmodels:\r\n  - model: a\r\n    parameters: {weight: 1.0}\r\n  - model: b\r\n"
     path = tmp_path / "r.yml"

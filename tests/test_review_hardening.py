@@ -15,8 +15,9 @@ import pytest
 from attest.identity import hash_model
 from attest.lineage.recorded_identity import IDENTITY_FILE
 from attest.lineage.store import attest_dir, bundle_path, load_bundle, write_bundle
+from attest.policy import verify_model
 from attest.signing import generate_key, load_private_key, sign_envelope
-from attest.verify import VerifyOptions, build_trust, verify_model
+from attest.verify import VerifyOptions, build_trust
 
 
 def _attest(*args: object) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from attest.lineage.store import bundle_path
-from attest.verify import build_trust, verify_model
+from attest.policy import verify_model
+from attest.verify import build_trust
 from attest.verify.engine import VerifyOptions
 
 IBM = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")

@@ -12,8 +12,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from attest.lineage.store import load_bundle, write_bundle
+from attest.policy import verify_model
 from attest.signing import load_private_key, sign_envelope
-from attest.verify import VerifyOptions, build_trust, verify_model
+from attest.verify import VerifyOptions, build_trust
 from tests.chain import build_chain, run_inprocess
 
 

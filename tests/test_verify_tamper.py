@@ -18,11 +18,12 @@ import pytest
 
 from attest.identity import hash_model
 from attest.lineage.store import bundle_path, load_bundle, write_bundle
+from attest.policy import verify_model
 from attest.signing import load_private_key, sign_envelope
 from attest.statements.builders import model_dependency, provenance_statement
 from attest.statements.models import Subject
 from attest.statements.parse import statement_bytes
-from attest.verify import VerifyOptions, build_trust, verify_model
+from attest.verify import VerifyOptions, build_trust
 from examples.reshard import reshard
 from tests.chain import run_inprocess
 

@@ -12,13 +12,14 @@ import yaml
 
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle, write_bundle
+from attest.policy import verify_with_policy
 from attest.record.recorder import Signing
 from attest.record.training import TrainJob, TrainResult, train
 from attest.signing.dsse import sign_envelope
 from attest.signing.keys import PrivateKey
-from attest.verify.engine import VerifyOptions, verify_lineage
+from attest.trust.trust_set import build_trust
+from attest.verify.engine import VerifyOptions
 from attest.verify.report import VerifyReport
-from attest.verify.trust import build_trust
 from tests.builders import token_batches
 
 STEPS, BATCH, EVERY = 6, 4, 2
@@ -97,7 +98,7 @@ def verify(
     options = VerifyOptions(
         replay_training=segments, checkpoints_dirs=(ckpt,), training_data=(data,), parents_dirs=parents
     )
-    return verify_lineage(out, build_trust(policy), options).report
+    return verify_with_policy(out, build_trust(policy), options).report
 
 
 def training_problems(report: VerifyReport) -> list[str]:

@@ -14,11 +14,12 @@ from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
+from attest.policy.pipeline import verify_with_policy
 from attest.publish.card import StepView
 from attest.statements.models import STEP_KINDS, StepKind
+from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions, verify_lineage
 from attest.verify.lineage import VerifiedLineage, head_step
-from attest.verify.trust import TrustSet
 
 PathType = click.Path(path_type=Path)
 
@@ -28,7 +29,7 @@ def _verify(
 ) -> VerifiedLineage:
     bar = ByteProgress(f"hashing {folder.name}", enabled=not quiet)
     with bar.running():
-        return verify_lineage(
+        return verify_with_policy(
             folder,
             trust,
             VerifyOptions(
@@ -178,10 +179,10 @@ def _pending_step(
 ) -> tuple[StepView, dict[str, StepView]]:
     """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
     from attest.cli.record import dataset_input, parse_param, split_parent, split_role
-    from attest.merge.recipe import load_recipe
     from attest.publish.card import ParentView, hf_dataset, hf_name, step_views
     from attest.record.refs import resolve_model
     from attest.record.session import DEFAULT_PARENT_ROLE
+    from attest.statements.recipe import load_recipe
 
     if not parents:
         raise InputError(None, "no --parent given")

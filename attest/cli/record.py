@@ -282,7 +282,7 @@ def record_merge(
     """Record a mergekit merge: the YAML verbatim, its sha256 and parsed form, and each parent's roots."""
     started = now_rfc3339()
     signing = _signing(keys, sigstore, staging, identity_token)
-    from attest.merge.recipe import load_recipe  # lazy: the attest.merge package loads torch
+    from attest.statements.recipe import load_recipe  # lazy: the attest.merge package loads torch
 
     recipe = load_recipe(config, recording=True)
     inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"])
@@ -385,7 +385,7 @@ def countersign_command(folder: Path, keys: tuple[Path, ...], policy: Path | Non
     """Verify FOLDER under --policy / --trusted-key, then add signatures (an auditor's) to its own trusted
     statements. A folder that does not verify is refused (exit 2)."""
     from attest.record.countersign import countersign
-    from attest.verify.trust import build_trust
+    from attest.trust.trust_set import build_trust
 
     loaded = [load_cli_key(k) for k in keys]
     result = countersign(folder, loaded, build_trust(policy, trusted))

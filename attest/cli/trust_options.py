@@ -44,7 +44,7 @@ def trust_options(f: Callable[..., Any]) -> Callable[..., Any]:
         trusted_roots: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
-        from attest.verify.trust import build_trust
+        from attest.trust.trust_set import build_trust
 
         kwargs["trust"] = build_trust(policy, keys, identity, issuer, trust_root, staging, roots=trusted_roots)
         return f(*args, **kwargs)

@@ -11,9 +11,10 @@ from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
-from attest.verify.engine import VerifyOptions, verify_model
+from attest.policy.pipeline import verify_model
+from attest.trust.trust_set import TrustSet
+from attest.verify.engine import VerifyOptions
 from attest.verify.report import LineageNode, VerifyReport
-from attest.verify.trust import TrustSet
 
 _VERDICT_STYLE = {
     "verified": "[green]verified[/]",

@@ -9,7 +9,7 @@ from attest.merge.engine import (
     run_merge,
 )
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
-from attest.merge.recipe import MergeRecipe, load_recipe, parse_recipe
+from attest.statements.recipe import MergeRecipe, load_recipe, parse_recipe
 
 __all__ = [
     "MergePlan",

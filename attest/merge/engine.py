@@ -25,8 +25,8 @@ from attest.merge.methods import TensorGroup
 from attest.merge.methods.sparsify import TIE_ORDERS
 from attest.merge.moe_layout import LAYOUTS, fused_views, is_moe, recorded_layout
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
-from attest.merge.recipe import MergeRecipe
 from attest.merge.writer import OutputTensor, ShardedWriter
+from attest.statements.recipe import MergeRecipe
 
 TOKENIZER_FILES = (
     "tokenizer_config.json",

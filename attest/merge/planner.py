@@ -20,7 +20,7 @@ from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
 from attest.merge.methods import MergeMethod, get_method
 from attest.merge.parameters import Scope, Settings, resolve
-from attest.merge.recipe import InputSlice, MergeRecipe, OutputSlice
+from attest.statements.recipe import InputSlice, MergeRecipe, OutputSlice
 
 LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|layer|h|blocks))\.(?P<index>\d+)\.(?P<rest>.+)$")
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")

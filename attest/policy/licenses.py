@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from attest.errors import AttestError
-from attest.policy.trust import LICENSE_ID, Licenses
 from attest.strict_json import reject_duplicate_keys
+from attest.trust.policy_file import LICENSE_ID, Licenses
 from attest.verify.report import RuleResult
 
 MAX_LICENSES = 16

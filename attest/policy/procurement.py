@@ -13,21 +13,21 @@ from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError
 from attest.policy.licenses import licenses_rule
-from attest.policy.trust import (
+from attest.statements.models import ROLES
+from attest.trust.policy_file import (
     ClaimsConsistent,
     FullDisclosure,
     ReplayMerges,
     RequiredSigners,
     TrainingReplayed,
 )
-from attest.statements.models import ROLES
 from attest.verify.lineage import StepRecord, VerifiedLineage, nodes
 from attest.verify.report import LineageNode, PolicyResult, RuleResult
 
 if TYPE_CHECKING:
     from attest.forensics import DetectReport
+    from attest.trust.trust_set import TrustSet
     from attest.verify.engine import VerifyOptions
-    from attest.verify.trust import TrustSet
 
 WEIGHT_CHANGING_STEPS = ("finetune", "distill", "quantize", "merge")
 
@@ -290,7 +290,7 @@ def _uri_index(ctx: _Context) -> dict[str, tuple[str, str | None]]:
 
 
 def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
-    """Each merge is replayed by attest.verify.replay_step (recipe from the trusted statement, parents bound by digest
+    """Each merge is replayed by attest.replay.step (recipe from the trusted statement, parents bound by digest
     to local folders that re-hash to it); anything it cannot do is a failure with its reason."""
     result = RuleResult(rule="replay_merges", title="every merge replayed and reproduced", passed=True)
     merges = [n for n in nodes(ctx.root) if n.step == "merge"]
@@ -298,7 +298,7 @@ def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
         result.evidence.append("no merge step in the lineage")
         return result
     try:
-        from attest.verify.replay_step import replay_statement
+        from attest.replay.step import replay_statement
     except ImportError as exc:
         result.passed = False
         result.evidence.append(f"replay unavailable ({exc}): fails closed")
@@ -427,8 +427,8 @@ def replay_lineage(
 def _training_replayed(ctx: _Context, rule: TrainingReplayed) -> RuleResult:
     """Each training transcript's chain checked and `segments` segments re-executed (attest.training); the command
     line's --checkpoints, --data and --parents-dir are searched after the policy's folders."""
+    from attest.policy.training_replay import evidence, replay_lineage_training
     from attest.training.replay import TrainingInputs
-    from attest.verify.training_replay import evidence, replay_lineage_training
 
     o = ctx.options
     inputs = TrainingInputs(

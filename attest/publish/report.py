@@ -170,9 +170,7 @@ def claimed_lineage(lineage: VerifiedLineage, roots: dict[str, str]) -> LineageN
         view = step_from_statement(rec)
         node.step, node.signers = view.kind, rec.signers if rec.trusted else []
         node.verdict = "verified" if rec.trusted else "unattested"
-        node.parents = [
-            build(p.digest, p.display, p.role, (*path, digest)) for p in view.parents if p.role in ROLES
-        ]
+        node.parents = [build(p.digest, p.display, p.role, (*path, digest)) for p in view.parents if p.role in ROLES]
         return node
 
     root = build(head.digest, head.statement.subject[0].name, None, ())

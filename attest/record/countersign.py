@@ -16,8 +16,8 @@ from attest.errors import InputError
 from attest.lineage.store import bundle_path, load_bundle, write_bundle
 from attest.signing.dsse import add_signature
 from attest.signing.keys import PrivateKey
+from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions, verify_lineage
-from attest.verify.trust import TrustSet
 
 
 @dataclass

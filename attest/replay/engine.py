@@ -27,9 +27,9 @@ from attest.merge.engine import (
 )
 from attest.merge.hf_config import installed_transformers
 from attest.merge.planner import plan_merge
-from attest.merge.recipe import MergeRecipe
 from attest.replay.compare import byte_equal, difference
 from attest.replay.report import ReplayCounts, ReplayReport, TensorComparison, TensorStatus, Verdict
+from attest.statements.recipe import MergeRecipe
 
 DEFAULT_TOLERANCE_ULPS = {"cpu": 0, "cuda": 1}
 SORTING_METHODS = ("ties", "breadcrumbs", "breadcrumbs_ties")

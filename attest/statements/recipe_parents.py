@@ -10,10 +10,13 @@ names, are reported, never guessed.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from attest.statements.models import ROLES, ResourceDescriptor
+from attest.errors import AttestError
+from attest.statements.models import ROLES, ProvenanceStatement, ResourceDescriptor
+from attest.statements.recipe import parse_recipe
 
 
 def model_dependencies(deps: list[ResourceDescriptor] | None) -> list[ResourceDescriptor]:
@@ -78,3 +81,20 @@ def match_recipe_parents(refs: list[str], deps: list[ResourceDescriptor]) -> tup
                 f"parent {d.name or d.uri or digest[:16]!r} ({digest[:16]}) is not a model the recipe names"
             )
     return bound, problems
+
+
+def recipe_parent_problems(statement: ProvenanceStatement) -> list[str]:
+    """Why a merge statement's recorded parents are not exactly the models its own recorded recipe names ([] when
+    they are). Checked on every trusted merge statement, with or without --replay (SPEC.md section 4, step 5)."""
+    build = statement.predicate.buildDefinition
+    config = (build.externalParameters or {}).get("mergekit_config")
+    if not isinstance(config, dict) or not isinstance(config.get("yaml"), str):
+        return ["the merge statement records no mergekit recipe, so its parents cannot be checked against one"]
+    text: str = config["yaml"]
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != config.get("sha256"):
+        return ["the recorded recipe does not match its recorded sha256"]
+    try:
+        refs = parse_recipe(text, "recorded recipe").referenced_models()
+    except AttestError as exc:
+        return [str(exc)]
+    return match_recipe_parents(refs, build.resolvedDependencies or [])[1]

@@ -1,9 +1,9 @@
 """Verification: re-derive every hash, check signatures against trust, walk the lineage to trusted roots."""
 
-from attest.verify.engine import VerifyOptions, verify_lineage, verify_model
+from attest.trust.trust_set import TrustSet, build_trust
+from attest.verify.engine import VerifyOptions, verify_lineage
 from attest.verify.lineage import StepRecord, VerifiedLineage, head_step, nodes
 from attest.verify.report import LineageNode, PolicyResult, Problem, RuleResult, VerifyReport
-from attest.verify.trust import TrustSet, build_trust
 
 __all__ = [
     "LineageNode",
@@ -19,5 +19,4 @@ __all__ = [
     "head_step",
     "nodes",
     "verify_lineage",
-    "verify_model",
 ]

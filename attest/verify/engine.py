@@ -36,10 +36,10 @@ from attest.statements.models import (
     Statement,
 )
 from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.statements.recipe_parents import recipe_parent_problems
+from attest.trust.trust_set import TrustSet
 from attest.verify.lineage import StepRecord, VerifiedLineage
-from attest.verify.replay_step import recipe_parent_problems
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
-from attest.verify.trust import TrustSet
 
 MAX_ATTESTATION_FILES = 1000
 
@@ -73,6 +73,7 @@ class VerifyOptions:
     ignore: tuple[str, ...] = ()
     on_total: Callback | None = None
     on_bytes: Callback | None = None
+    # What the caller runs on top of the verified lineage (attest.policy.verify_with_policy), not verify itself:
     evaluate_policy: bool = True
     on_step: Callable[[str], None] | None = None  # progress of the procurement rules (replay, detect)
     replay: bool = False  # recompute every recorded merge whose folder and parents are at hand
@@ -312,15 +313,12 @@ def _extra_envelopes(path: Path) -> list[tuple[str, list[Envelope]]]:
     return out
 
 
-def verify_model(folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None) -> VerifyReport:
-    """Verify a model folder and its lineage. Raises InputError for unreadable or malformed input."""
-    return verify_lineage(folder, trust, options).report
-
-
 def verify_lineage(
     folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None
 ) -> VerifiedLineage:
-    """verify_model, keeping the statements; then the policy's procurement rules, when it has any."""
+    """Verify a model folder and its lineage, keeping the statements it rests on. Raises InputError for unreadable
+    or malformed input. Stops at the verified lineage: replay and the policy's rules run on top of it
+    (attest.policy.verify_with_policy)."""
     options = options or VerifyOptions()
     folder = Path(folder)
     manifest = hash_model(
@@ -388,37 +386,6 @@ def verify_lineage(
             for d in e.subjects():
                 trusted_statements.setdefault(d, set()).add(e.payload_digest)
     result = VerifiedLineage(report, _step_records(entries), folder, hashed, trusted_statements)
-    if options.replay and lineage.verdict == "verified":
-        from attest.policy.procurement import replay_lineage
-
-        outcome = replay_lineage(result, trust, options, list(options.parents_dirs), options.device)
-        if outcome.passed:
-            report.notes.extend(f"replay: {line}" for line in outcome.evidence)
-        else:
-            for line in outcome.evidence:
-                report.problems.append(Problem(code="replay_mismatch", message=f"replay: {line}"))
-            report.verified = False
-    if options.replay_training is not None:
-        from attest.verify.training_replay import replay_training_option
-
-        passed, lines = replay_training_option(
-            result,
-            options.replay_training,
-            list(options.checkpoints_dirs),
-            list(options.training_data),
-            list(options.parents_dirs),
-            options.device,
-        )
-        if passed:
-            report.notes.extend(f"training replay: {line}" for line in lines)
-        else:
-            report.problems += [Problem(code="training_mismatch", message=f"training replay: {x}") for x in lines]
-            report.verified = False
-    if options.evaluate_policy and trust.policy is not None and trust.policy.rules is not None:
-        from attest.policy.procurement import evaluate_rules
-
-        report.policy = evaluate_rules(result, trust, options)
-        report.verified = report.verified and report.policy.passed
     return result
 
 

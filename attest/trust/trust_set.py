@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from attest.errors import InputError
-from attest.policy.trust import TrustedRoot, TrustPolicy, load_policy
 from attest.signing.keys import PublicKey, load_public_key
+from attest.trust.policy_file import TrustedRoot, TrustPolicy, load_policy
 
 
 @dataclass(frozen=True)

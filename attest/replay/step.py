@@ -1,4 +1,4 @@
-"""Replay a recorded merge during verification: the recipe comes from the signed statement, each parent folder must
+"""Replay a recorded merge after verification: the recipe comes from the signed statement, each parent folder must
 already have been re-hashed to the digest the statement names, and the candidate is the verified folder itself.
 
 Recipe references are bound to recorded parents by attest.statements.recipe_parents (the rule `record merge` and
@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attest.errors import AttestError
+from attest.merge.engine import replay_options
+from attest.replay.engine import replay
+from attest.replay.report import Verdict
 from attest.statements.models import ProvenanceStatement
+from attest.statements.recipe import parse_recipe
 from attest.statements.recipe_parents import match_recipe_parents
 
 
@@ -39,25 +43,6 @@ def bind_references(
     return bound, problems
 
 
-def recipe_parent_problems(statement: ProvenanceStatement) -> list[str]:
-    """Why a merge statement's recorded parents are not exactly the models its own recorded recipe names ([] when
-    they are). Checked on every trusted merge statement, with or without --replay (SPEC.md section 4, step 5)."""
-    build = statement.predicate.buildDefinition
-    config = (build.externalParameters or {}).get("mergekit_config")
-    if not isinstance(config, dict) or not isinstance(config.get("yaml"), str):
-        return ["the merge statement records no mergekit recipe, so its parents cannot be checked against one"]
-    text: str = config["yaml"]
-    if hashlib.sha256(text.encode("utf-8")).hexdigest() != config.get("sha256"):
-        return ["the recorded recipe does not match its recorded sha256"]
-    from attest.merge.recipe import parse_recipe
-
-    try:
-        refs = parse_recipe(text, "recorded recipe").referenced_models()
-    except AttestError as exc:
-        return [str(exc)]
-    return match_recipe_parents(refs, build.resolvedDependencies or [])[1]
-
-
 def replay_statement(
     candidate: Path, statement: ProvenanceStatement, local_dirs: dict[str, Path], device: str = "cpu"
 ) -> ReplayOutcome:
@@ -69,9 +54,6 @@ def replay_statement(
     text: str = config["yaml"]
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != config.get("sha256"):
         return ReplayOutcome(False, "cannot_replay", "the recorded recipe does not match its recorded sha256", [])
-    from attest.merge import parse_recipe, replay_options
-    from attest.replay import Verdict, replay
-
     try:
         recipe = parse_recipe(text, "recorded recipe")
         parents, problems = bind_references(recipe.referenced_models(), statement, local_dirs)

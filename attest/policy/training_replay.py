@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from attest.training.replay import TrainingInputs, TrainingReplayReport, verify_training
 
 if TYPE_CHECKING:
-    from attest.verify.engine import StepRecord, VerifiedLineage
+    from attest.verify.lineage import StepRecord, VerifiedLineage
 
 TRAINING_STEPS = ("finetune", "distill")
 
