@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attest.policy.licenses import declared_licenses
-from attest.publish.card import CARD_FILE, ParentView, StepView, check_card, read_card
-from attest.publish.plain_text import plain_text
+from attest.policy.model_card import CARD_FILE, ParentView, StepView, check_card, read_card
+from attest.policy.plain_text import plain_text
 from tests.fuzz import HOSTILE_TEXT, clean_or_input_error, fuzz_settings, mutated_yaml, values
 
 MERGE = StepView(name="m", kind="merge", digest="0" * 64, parents=[ParentView("ft_a", "a" * 64, "parent")])

@@ -9,7 +9,7 @@ import pytest
 
 from attest.errors import InputError
 from attest.policy import verify_model
-from attest.publish.card import ParentView, StepView, check_card, parse_card, read_card
+from attest.policy.model_card import ParentView, StepView, check_card, parse_card, read_card
 from attest.verify import VerifyOptions, build_trust
 from tests.publish_fixtures import run_attest
 

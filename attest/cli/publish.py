@@ -14,8 +14,8 @@ from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
+from attest.policy.model_card import StepView
 from attest.policy.pipeline import verify_with_policy
-from attest.publish.card import StepView
 from attest.statements.models import STEP_KINDS, StepKind
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions, verify_lineage
@@ -85,11 +85,8 @@ def card_command(
     The card is covered by the model root, so write it BEFORE `attest record` signs: pass --step KIND and the same
     --parent/--config/--dataset/--param as the record command that follows. --check exits 1 when the card
     contradicts the statements."""
-    from attest.publish.card import (
-        generate_card,
-        read_card,
-        step_views,
-    )
+    from attest.policy.model_card import read_card, step_views
+    from attest.publish.card import generate_card
 
     if check:
         return _check_card(folder, trust, parents_dirs)
@@ -129,7 +126,7 @@ def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -
     """`card --check`: exit 1 on a contradiction, and also when no statement names the folder (nothing to check
     the card against is not agreement)."""
     from attest.cli.json_outputs import CardCheckOutput
-    from attest.publish.card import check_card, read_card, step_from_statement
+    from attest.policy.model_card import check_card, read_card, step_from_statement
 
     as_json = wants_json()
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json, policy_rules=False)
@@ -179,7 +176,7 @@ def _pending_step(
 ) -> tuple[StepView, dict[str, StepView]]:
     """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
     from attest.cli.record import dataset_input, parse_param, split_parent, split_role
-    from attest.publish.card import ParentView, hf_dataset, hf_name, step_views
+    from attest.policy.model_card import ParentView, hf_dataset, hf_name, step_views
     from attest.record.refs import resolve_model
     from attest.record.session import DEFAULT_PARENT_ROLE
     from attest.statements.recipe import load_recipe

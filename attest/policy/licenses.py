@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.errors import AttestError
+from attest.policy.model_card import read_card
 from attest.strict_json import reject_duplicate_keys
 from attest.trust.policy_file import LICENSE_ID, Licenses
 from attest.verify.report import RuleResult
@@ -52,8 +53,6 @@ def _values(value: Any, where: str, out: DeclaredLicenses) -> None:
 
 def declared_licenses(folder: Path) -> DeclaredLicenses:
     """Every license the card's front matter (`license`) and config.json (`license`) declare."""
-    from attest.publish.card import read_card
-
     out = DeclaredLicenses()
     try:
         card = read_card(folder)

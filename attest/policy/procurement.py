@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError
 from attest.policy.licenses import licenses_rule
+from attest.policy.model_card import check_card, read_card, step_from_statement
 from attest.statements.models import ROLES
 from attest.trust.policy_file import (
     ClaimsConsistent,
@@ -21,7 +22,7 @@ from attest.trust.policy_file import (
     RequiredSigners,
     TrainingReplayed,
 )
-from attest.verify.lineage import StepRecord, VerifiedLineage, nodes
+from attest.verify.lineage import StepRecord, VerifiedLineage, head_step, nodes
 from attest.verify.report import LineageNode, PolicyResult, RuleResult
 
 if TYPE_CHECKING:
@@ -390,9 +391,6 @@ def _claims_consistent(ctx: _Context, rule: ClaimsConsistent, disclosure: FullDi
             result.passed = False
             result.evidence.append(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
     if rule.card:
-        from attest.publish.card import check_card, read_card, step_from_statement
-        from attest.verify.lineage import head_step
-
         try:
             card = read_card(ctx.lineage.folder)
         except AttestError as exc:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attest.policy.model_card import step_from_statement
 from attest.statements.models import ROLES, ResourceDescriptor
 from attest.verify.lineage import VerifiedLineage, head_step, nodes
 from attest.verify.report import LineageNode, PolicyResult, Problem
@@ -88,7 +89,6 @@ class AuditReport(_Model):
 def build_report(lineage: VerifiedLineage, roots: dict[str, str] | None = None) -> AuditReport:
     """`roots`: the allow-listed model roots (digest -> name) the claimed lineage of a changed folder ends at."""
     from attest import __version__
-    from attest.publish.card import step_from_statement
 
     r = lineage.report
     all_nodes = list(nodes(r.lineage)) if r.lineage else []
@@ -153,8 +153,6 @@ def claimed_lineage(lineage: VerifiedLineage, roots: dict[str, str]) -> LineageN
     re-hashed): the head is `failed` (the folder is not what it claims), an ancestor is `verified` when its
     statement carries a trusted signature, `trusted_root` when allow-listed, else `unattested`. None when a statement
     names the folder as it is."""
-    from attest.publish.card import step_from_statement
-
     head, current = head_step(lineage.steps, lineage.report.model_root)
     if head is None or current:
         return None
