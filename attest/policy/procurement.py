@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError
+from attest.identity import hash_model
 from attest.policy.licenses import licenses_rule
 from attest.policy.model_card import check_card, read_card, step_from_statement
 from attest.statements.models import ROLES
@@ -62,8 +63,6 @@ class _Context:
         """Model root of a local folder (hashed once, never from a cache); None when it is not a model folder."""
         key = folder.resolve()
         if key not in self.hashed:
-            from attest.identity import hash_model
-
             try:
                 self.hashed[key] = hash_model(folder, "sha256", use_cache=False).model_root
             except AttestError:
@@ -164,7 +163,7 @@ def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, l
     report = None
     if not problems:
         try:
-            from attest.forensics import detect
+            from attest.forensics import detect  # lazy: forensics loads torch and numpy
         except ImportError as exc:  # torch or the forensics package missing
             problems.append(f"requires attest detect, which is unavailable here ({exc}): fails closed")
         else:
@@ -299,7 +298,7 @@ def _replay_merges(ctx: _Context, rule: ReplayMerges) -> RuleResult:
         result.evidence.append("no merge step in the lineage")
         return result
     try:
-        from attest.replay.step import replay_statement
+        from attest.replay.step import replay_statement  # lazy: the replay wing loads torch
     except ImportError as exc:
         result.passed = False
         result.evidence.append(f"replay unavailable ({exc}): fails closed")

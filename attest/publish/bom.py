@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attest import __version__
+from attest.policy.licenses import declared_licenses
 from attest.verify.lineage import StepRecord, VerifiedLineage, nodes
 from attest.verify.report import LineageNode
 
@@ -48,8 +50,6 @@ def _prop(name: str, value: object) -> dict[str, str]:
 
 
 def _licenses(folder: Path) -> list[dict[str, Any]]:
-    from attest.policy.licenses import declared_licenses
-
     out = []
     for lic, _ in declared_licenses(folder).found:
         spdx = SPDX_IDS.get(lic.lower())
@@ -145,8 +145,6 @@ def _component(node: LineageNode, lineage: VerifiedLineage, *, with_ref: bool, d
 def build_bom(lineage: VerifiedLineage) -> dict[str, Any]:
     """The BOM as a JSON-ready dict: the model as metadata.component, every ancestor and dataset as a component,
     the lineage as dependencies, each attested step as a formula."""
-    from attest import __version__
-
     report = lineage.report
     root = report.lineage or LineageNode(name=Path(report.model).name, digest=report.model_root, verdict="unattested")
     all_nodes = list(nodes(root))

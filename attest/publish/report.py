@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from attest import __version__
 from attest.policy.model_card import step_from_statement
 from attest.statements.models import ROLES, ResourceDescriptor
 from attest.verify.lineage import VerifiedLineage, head_step, nodes
@@ -88,8 +89,6 @@ class AuditReport(_Model):
 
 def build_report(lineage: VerifiedLineage, roots: dict[str, str] | None = None) -> AuditReport:
     """`roots`: the allow-listed model roots (digest -> name) the claimed lineage of a changed folder ends at."""
-    from attest import __version__
-
     r = lineage.report
     all_nodes = list(nodes(r.lineage)) if r.lineage else []
     claimed = claimed_lineage(lineage, roots or {})

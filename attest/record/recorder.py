@@ -6,6 +6,7 @@ the first byte is written, so a refused or killed `record` leaves the output fol
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from attest.lineage.store import load_bundle, load_sigstore_bundles, sigstore_fi
 from attest.record.refs import ModelRef
 from attest.signing.dsse import Envelope, sign_envelope
 from attest.signing.keys import PrivateKey
+from attest.signing.sigstore import identity_token, sign_sigstore
 from attest.statements.builders import (
     model_dependency,
     model_subject,
@@ -48,8 +50,6 @@ class Signing:
         self.check()
         if not self.sigstore or self.token:
             return self
-        from attest.signing.sigstore import identity_token
-
         return Signing(self.keys, self.sigstore, self.staging, identity_token(None, staging=self.staging))
 
 
@@ -135,8 +135,6 @@ def record_step(
     envelope = sign_envelope(payload, signing.keys) if signing.keys else None
     sigstore_json: str | None = None
     if signing.sigstore:
-        from attest.signing.sigstore import sign_sigstore
-
         sigstore_json = sign_sigstore(payload, staging=signing.staging, token=signing.token)
 
     envelopes = ([envelope] if envelope else []) + existing
@@ -153,6 +151,4 @@ def record_step(
 
 
 def _digest(payload: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(payload).hexdigest()

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from attest.atomic import atomic_write_bytes
 from attest.errors import InputError
 
 KeyType = Literal["ed25519", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
@@ -144,8 +145,6 @@ def write_key_pair(
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
     pem = key.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    from attest.atomic import atomic_write_bytes
-
     atomic_write_bytes(target, pem, mode=0o600)
     try:
         atomic_write_bytes(pub, key.public.pem.encode("ascii"), mode=0o644)

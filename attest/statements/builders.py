@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attest import __version__
 from attest.errors import InputError
 from attest.identity import IdentityManifest
 from attest.identity.manifest import IDENTITY_FORMAT
@@ -161,8 +162,6 @@ def provenance_statement(
     byproducts: list[ResourceDescriptor] | None = None,
 ) -> ProvenanceStatement:
     """Assemble the statement; the builder version is attest's own."""
-    from attest import __version__
-
     return ProvenanceStatement(
         type_=STATEMENT_TYPE,
         subject=[subject],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
 from attest.errors import InputError
@@ -53,8 +54,6 @@ class TrustSet:
 
 def _load_key(text_or_path: str, base: Path | None, name: str) -> NamedKey:
     if "-----BEGIN" in text_or_path:
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
         try:
             return NamedKey(name, PublicKey.from_crypto(load_pem_public_key(text_or_path.encode())))  # type: ignore[arg-type]
         except ValueError as exc:

@@ -8,6 +8,8 @@ policy allow-lists.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 from collections.abc import Callable
@@ -28,6 +30,8 @@ from attest.lineage.store import (
     parse_bundle,
 )
 from attest.signing.dsse import Envelope, SignatureError, verify_signatures
+from attest.signing.model_sig import Trust, verify_with_any
+from attest.signing.sigstore import SigstoreError, SigstoreTrust, verify_sigstore_bundle
 from attest.statements.models import (
     PAYLOAD_TYPE,
     ROLES,
@@ -217,8 +221,6 @@ class _Walk:
 
 
 def _canonical(doc: Any) -> str:
-    import json
-
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
@@ -257,8 +259,6 @@ def _entries_from_envelopes(
 
 
 def _entries_from_sigstore(bundles: dict[str, bytes], trust: TrustSet) -> list[Entry]:
-    from attest.signing.sigstore import SigstoreError, verify_sigstore_bundle
-
     out = []
     for name, data in bundles.items():
         entry: Entry | None = None
@@ -275,8 +275,6 @@ def _entries_from_sigstore(bundles: dict[str, bytes], trust: TrustSet) -> list[E
             except SigstoreError as exc:
                 problems.append(str(exc))
                 continue
-            import hashlib
-
             try:
                 statement: Statement | None = parse_statement(payload)
             except StatementError:
@@ -475,8 +473,6 @@ def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOp
         return None, "model.sig is a symlink (refused: it could hide the file it points to from the check)"
     if not sig.is_file():
         return None, None
-    from attest.signing.model_sig import Trust, verify_with_any
-    from attest.signing.sigstore import SigstoreTrust
 
     trusts: list[tuple[str, Trust]] = [(k.name, k.key) for k in trust.keys]
     trusts += [(i.name, SigstoreTrust(i.identity, i.issuer, trust.sigstore_trust_root)) for i in trust.identities]
