@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from attest.policy.procurement import evaluate_rules, replay_lineage
+from attest.policy.rules import evaluate_rules, replay_lineage
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions, verify_lineage
 from attest.verify.lineage import VerifiedLineage
