@@ -1,4 +1,4 @@
-"""Fuzz: mergekit recipes as the merge engine and `record merge` (recording mode) read them (attest/merge/recipe.py)."""
+"""Fuzz: mergekit recipes as the merge engine and `record merge` (recording mode) read them (statements/recipe.py)."""
 
 from __future__ import annotations
 
