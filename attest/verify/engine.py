@@ -8,66 +8,45 @@ policy allow-lists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from attest.errors import InputError
 from attest.identity import IdentityManifest, diff_manifests, hash_model
 from attest.lineage.recorded_identity import load_recorded_manifest
 from attest.lineage.store import (
-    attest_dir,
     bundle_path,
     load_bundle,
     load_sigstore_bundles,
-    merge_envelopes,
-    parse_bundle,
 )
-from attest.signing.dsse import Envelope, SignatureError, verify_signatures
 from attest.signing.model_sig import Trust, verify_with_any
-from attest.signing.sigstore import SigstoreError, SigstoreTrust, verify_sigstore_bundle
+from attest.signing.sigstore import SigstoreTrust
 from attest.statements.models import (
-    PAYLOAD_TYPE,
     ROLES,
     SLSA_PROVENANCE_V1,
     STEP_OF_BUILD_TYPE,
-    Statement,
 )
-from attest.statements.parse import StatementError, parse_provenance, parse_statement
+from attest.statements.parse import StatementError, parse_provenance
 from attest.statements.recipe_parents import recipe_parent_problems
 from attest.trust.trust_set import TrustSet
+from attest.verify.entries import (
+    Entry,
+    dependency_digests,
+    entries_from_envelopes,
+    entries_from_sigstore,
+    extra_envelopes,
+    index_by_subject,
+    reachable,
+)
 from attest.verify.lineage import StepRecord, VerifiedLineage
 from attest.verify.report import LineageNode, Problem, ProblemCode, VerifyReport
 
-MAX_ATTESTATION_FILES = 1000
-
 Callback = Callable[[int], None]
-
-
-@dataclass
-class Entry:
-    """One statement found somewhere (folder bundle, --attestations, a Sigstore bundle)."""
-
-    origin: str
-    payload_type: str
-    payload: bytes
-    payload_digest: str
-    statement: Statement | None
-    signers: list[str] = field(default_factory=list)
-    signature_problem: str | None = None
-
-    @property
-    def trusted(self) -> bool:
-        return bool(self.signers)
-
-    def subjects(self) -> list[str]:
-        return self.statement.subject_digests("sha256") if self.statement else []
 
 
 @dataclass
@@ -95,7 +74,7 @@ class _Walk:
         self.notes: list[str] = []
         self.visited: set[str] = set()
         self.rehashed: dict[Path, str] = {}
-        self.by_subject = _index_by_subject(entries)
+        self.by_subject = index_by_subject(entries)
         self.done: dict[str, LineageNode] = {}  # a shared ancestor is walked once, however many paths reach it
 
     def problem(self, code: ProblemCode, message: str, subject: str | None = None) -> None:
@@ -224,93 +203,6 @@ def _canonical(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _entries_from_envelopes(
-    sources: list[tuple[str, list[Envelope]]], trust: TrustSet, where: str
-) -> tuple[list[Entry], list[str]]:
-    """Every envelope read, merged over all sources at once so the bounds of SPEC.md 3.3 hold for all of them
-    together (checking is signatures x trusted keys of public-key work); then each one's signatures checked."""
-    origin_of: dict[tuple[str, str], str] = {}
-    everything: list[Envelope] = []
-    for origin, envs in sources:
-        for n, env in enumerate(envs, 1):
-            origin_of.setdefault((env.payloadType, env.payload), f"{origin} envelope {n}")
-        everything += envs
-    entries, malformed = [], []
-    for env in merge_envelopes(everything, where):
-        where_env = origin_of.get((env.payloadType, env.payload), "an envelope")
-        try:
-            statement: Statement | None = parse_statement(env.payload_bytes)
-        except StatementError as exc:
-            malformed.append(f"{where_env}: {exc.problem}")
-            statement = None
-        entry = Entry(where_env, env.payloadType, env.payload_bytes, env.payload_digest, statement)
-        if env.payloadType != PAYLOAD_TYPE:
-            entry.signature_problem = f"payloadType {env.payloadType!r} is not an in-toto statement"
-        else:
-            try:
-                entry.signers = [trust.key_name(k) for k in verify_signatures(env, [k.key for k in trust.keys])]
-            except SignatureError as exc:
-                hinted = {s.keyid for s in env.signatures} & {k.key.keyid for k in trust.keys}
-                entry.signature_problem = (
-                    "a signature names a trusted key but does not verify (tampered?)" if hinted else str(exc)
-                )
-        entries.append(entry)
-    return entries, malformed
-
-
-def _entries_from_sigstore(bundles: dict[str, bytes], trust: TrustSet) -> list[Entry]:
-    out = []
-    for name, data in bundles.items():
-        entry: Entry | None = None
-        problems = []
-        for ident in trust.identities:
-            try:
-                ptype, payload = verify_sigstore_bundle(
-                    data,
-                    identity=ident.identity,
-                    issuer=ident.issuer,
-                    trusted_root=trust.sigstore_trust_root,
-                    staging=trust.staging,
-                )
-            except SigstoreError as exc:
-                problems.append(str(exc))
-                continue
-            try:
-                statement: Statement | None = parse_statement(payload)
-            except StatementError:
-                statement = None
-            entry = Entry(name, ptype, payload, hashlib.sha256(payload).hexdigest(), statement, [ident.name])
-            if ptype != PAYLOAD_TYPE:
-                entry.signers, entry.signature_problem = [], f"payloadType {ptype!r} is not an in-toto statement"
-            break
-        if entry is None:
-            reason = problems[0] if problems else "no trusted Sigstore identity given"
-            out.append(Entry(name, "", b"", "", None, [], reason))
-        else:
-            out.append(entry)
-    return out
-
-
-def _extra_envelopes(path: Path) -> list[tuple[str, list[Envelope]]]:
-    """--attestations: a folder of *.intoto.jsonl files (or a model folder's .attest/), or one such file."""
-    files: list[Path]
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        inner = attest_dir(path) if attest_dir(path).is_dir() else path
-        files = sorted(p for p in inner.iterdir() if p.name.endswith(".jsonl") and p.is_file())[:MAX_ATTESTATION_FILES]
-    else:
-        raise InputError(path, "no such attestations file or folder")
-    out = []
-    for f in files:
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise InputError(f, f"cannot read: {exc.strerror or exc}") from None
-        out.append((str(f), parse_bundle(data, f)))
-    return out
-
-
 def verify_lineage(
     folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None
 ) -> VerifiedLineage:
@@ -329,10 +221,10 @@ def verify_lineage(
         on_bytes=options.on_bytes,
     )
     sources = [("folder bundle", load_bundle(folder))]
-    sources += [x for d in options.attestation_dirs for x in _extra_envelopes(d)]
+    sources += [x for d in options.attestation_dirs for x in extra_envelopes(d)]
     where = str(bundle_path(folder)) + (" and --attestations" if options.attestation_dirs else "")
-    entries, malformed = _entries_from_envelopes(sources, trust, where)
-    entries += _entries_from_sigstore(load_sigstore_bundles(folder), trust)
+    entries, malformed = entries_from_envelopes(sources, trust, where)
+    entries += entries_from_sigstore(load_sigstore_bundles(folder), trust)
 
     walk = _Walk(trust, entries, options)
     for m in malformed:
@@ -355,7 +247,7 @@ def verify_lineage(
             walk.notes.append(f"model.sig present but not verified under the trusted signers ({file_failure})")
         else:
             walk.problem("model_signing", f"model.sig does not verify: {file_failure}")
-    related = _reachable(root_digest, walk.by_subject) | walk.visited
+    related = reachable(root_digest, walk.by_subject) | walk.visited
     for e in entries:
         subjects = e.subjects()
         if subjects and not set(subjects) & related:
@@ -409,7 +301,7 @@ def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entr
     """No statement names the folder as it is: if the folder's own statements name another root, the content changed
     after signing. Name what changed from the recorded manifest, when it is authentic."""
     own = [e for e in entries if e.origin.startswith("folder bundle") and e.trusted and e.statement and e.subjects()]
-    depended = {d for e in own for d in _dependency_digests(e)}
+    depended = {d for e in own for d in dependency_digests(e)}
     heads = [e for e in own if not set(e.subjects()) & depended]
     if not heads:
         return
@@ -431,38 +323,6 @@ def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entr
         f"folder content (model root {manifest.model_root[:16]}) is not what was signed ({signed[:16]}): {shown}",
         manifest.model_root,
     )
-
-
-def _index_by_subject(entries: list[Entry]) -> dict[str, list[Entry]]:
-    out: dict[str, list[Entry]] = {}
-    for e in entries:
-        for d in dict.fromkeys(e.subjects()):
-            out.setdefault(d, []).append(e)
-    return out
-
-
-def _reachable(start: str, by_subject: dict[str, list[Entry]]) -> set[str]:
-    """Digests reachable from start through any statement, trusted or not: what is not reachable is unrelated."""
-    seen, todo = {start}, [start]
-    while todo:
-        for e in by_subject.get(todo.pop(), []):
-            for d in _dependency_digests(e):
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-    return seen
-
-
-def _dependency_digests(e: Entry) -> list[str]:
-    pred = e.statement.predicate if e.statement else None
-    build = pred.get("buildDefinition") if isinstance(pred, dict) else None
-    deps = build.get("resolvedDependencies") if isinstance(build, dict) else None
-    out = []
-    for d in deps if isinstance(deps, list) else []:
-        digest = d.get("digest") if isinstance(d, dict) else None
-        if isinstance(digest, dict) and isinstance(digest.get("sha256"), str):
-            out.append(digest["sha256"])
-    return out
 
 
 def _model_signing(walk: _Walk, folder: Path, trust: TrustSet, options: VerifyOptions) -> tuple[str | None, str | None]:
