@@ -73,7 +73,8 @@ def _child(step: str, root: Path) -> dict[str, object]:
 
         hash_model(a, "sha256")
     elif step == "verify":
-        from attest.verify import build_trust, verify_model
+        from attest.policy import verify_model
+        from attest.verify import build_trust
 
         report = verify_model(a, build_trust(root / "policy.yaml", (root / "bench.key.pub",)))
         assert report.verified, report.problems
