@@ -321,3 +321,13 @@ def test_verify_with_any_names_the_trust_that_verified(
     name, failures = verify_with_any(model, [("ed", ed), ("other", other)])
     assert name is None and len(failures) == 1 and "signature does not verify" in failures[0]
     assert verify_with_any(model, [("ed", ed)]) == (None, [])
+
+
+def test_bundle_json_number_overflowing_to_infinity_is_refused(tmp_path: Path) -> None:
+    """A model.sig is hostile JSON: `1e400` must not be read as Infinity (regression: duplicate keys were refused but
+    overflowing numbers were not)."""
+    from attest.errors import InputError
+    from attest.signing.model_sig.bundle import parse_json
+
+    with pytest.raises(InputError, match=r"model\.sig"):
+        parse_json(tmp_path / "model.sig", b'{"mediaType": 1e400}', "model.sig")

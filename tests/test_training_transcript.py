@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,18 @@ def test_encoder_hidden_state_distillation_replays(world: dict[str, Any], tmp_pa
     report = verify(out, policy, tmp_path / "ckpt", world["data"])
     assert report.verified, report.problems
     assert "\n".join(report.notes).count(": reproduced") == 2
+
+
+@pytest.mark.parametrize(
+    "text", ['{"format": "x", "format": "y"}', '{"format": 1e400}', '{"format": NaN}', "[" * 100_000]
+)
+def test_hostile_state_json_is_one_clean_error(tmp_path: Path, text: str) -> None:
+    """state.json is read from a hostile checkpoint folder: duplicate keys, overflowing numbers and absurd nesting
+    are refused with the file named (regression: it was read with plain json.loads)."""
+    from attest.errors import InputError
+    from attest.training.checkpoint import STATE_JSON, read_state_document
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / STATE_JSON).write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape(STATE_JSON)):
+        read_state_document(tmp_path)

@@ -8,7 +8,6 @@ covers weights, optimizer state and RNG state at once.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import torch
 
 from attest.errors import InputError
 from attest.identity import hash_model
+from attest.strict_json import strict_loads
 from attest.training.data import checkpoint_root
 from attest.training.transcript import STATE_FORMAT, CheckpointRecord, TrainingHyperparameters
 
@@ -150,10 +150,10 @@ def read_state_document(folder: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_STATE_JSON:
             raise InputError(path, f"larger than {MAX_STATE_JSON} bytes")
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = strict_loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(path, f"not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise InputError(path, f"not an {STATE_FORMAT} document")

@@ -20,7 +20,7 @@ from attest.signing.dsse import pae
 from attest.signing.keys import READABLE_KEY_TYPES, PrivateKey, PublicKey
 from attest.signing.model_sig.results import SignatureKind
 from attest.statements.models import PAYLOAD_TYPE
-from attest.strict_json import reject_duplicate_keys
+from attest.strict_json import strict_loads
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_NAME = "model.sig"
@@ -135,9 +135,10 @@ def read_small(path: Path, limit: int) -> bytes:
 
 
 def parse_json(path: Path, data: bytes, what: str) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys (two parsers must never see two different documents)."""
+    """Strict JSON: UTF-8, no duplicate keys (two parsers must never see two different documents), no number that
+    overflows to Infinity."""
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
+        return strict_loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(path, f"{what} is not valid JSON ({exc})") from None
 
