@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import torch
 
+from attest.atomic import atomic_folder
 from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
 from attest.merge.hf_config import mergekit_config_json
@@ -234,9 +234,7 @@ def run_merge(
         raise InputError(target, "output folder exists and is not empty")
     dev = check_device(device)
     check_tie_order(tie_order)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         with open_parents(recipe, parents, layout) as ckpts:
             plan = plan_merge(recipe, ckpts)
             written_layout = merge_layout(ckpts, layout)
@@ -257,12 +255,6 @@ def run_merge(
             for name in TOKENIZER_FILES:
                 if (donor / name).is_file():
                     shutil.copyfile(donor / name, tmp / name)
-        if target.exists():
-            target.rmdir()
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return MergeResult(
         output=target,
         recipe=recipe,

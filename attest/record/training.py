@@ -7,14 +7,13 @@ output folder and each checkpoint are written to a temporary sibling and renamed
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from attest.atomic import atomic_folder
 from attest.errors import InputError
 from attest.identity import hash_model
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
@@ -81,9 +80,7 @@ def _pin(ref: ModelRef) -> ModelPin:
 
 
 def _write_output(output: Path, model: object, start: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(output) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
         if (output / CARD).is_file():  # a card written beforehand (`attest card OUT --step ...`) is signed with it
             shutil.copyfile(output / CARD, tmp / CARD)
@@ -91,12 +88,6 @@ def _write_output(output: Path, model: object, start: Path) -> None:
         for name in TOKENIZER_FILES:
             if (start / name).is_file():
                 shutil.copyfile(start / name, tmp / name)
-        if output.exists():
-            output.rmdir()
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def train(job: TrainJob, signing: Signing) -> TrainResult:
