@@ -1,7 +1,7 @@
 """The conformance vector manifest (`conformance/vectors.json`): every vector of the suite with its expected outcome.
 
 A second implementation of SPEC.md runs itself against each vector and compares with `expect`; attest and the
-independent reference verifier in tests/reference/ both do (tests/test_conformance.py).
+independent reference verifier in tests/conformance/reference/ both do (tests/conformance/test_conformance.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.publish_fixtures import published  # noqa: F401 (session fixture of the publish/policy tests)
+from tests.support.publish_fixtures import published  # noqa: F401 (session fixture of the publish/policy tests)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -39,7 +39,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny Qwen2 base (bf16, random init) and two real fine-tunes of it (AdamW steps on synthetic tokens)."""
-    from tests.builders import finetune, make_tiny_model
+    from tests.support.builders import finetune, make_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     base = make_tiny_model(root / "base", seed=0)
@@ -51,7 +51,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def merge_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tiny_models plus a 4-layer base and a fine-tune of it (for passthrough layer-slicing frankenmerges)."""
-    from tests.builders import finetune, make_tiny_model
+    from tests.support.builders import finetune, make_tiny_model
 
     root = tmp_path_factory.mktemp("tiny4")
     base4 = make_tiny_model(root / "base4", seed=3, layers=4)
@@ -61,11 +61,11 @@ def merge_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="session")
 def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """name -> the folder mergekit 0.1.5 itself wrote for tests.merge_recipes.recipes()[name] (made once, on the CPU;
-    randomized recipes with --random-seed 42)."""
+    """name -> the folder mergekit 0.1.5 itself wrote for tests.support.merge_recipes.recipes()[name] (made once, on
+    the CPU; randomized recipes with --random-seed 42)."""
     pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
-    from tests.merge_recipes import recipes
-    from tests.mergekit_peer import run_mergekit
+    from tests.support.merge_recipes import recipes
+    from tests.support.mergekit_peer import run_mergekit
 
     root = tmp_path_factory.mktemp("mergekit")
     done: dict[str, Path] = {}
@@ -82,7 +82,7 @@ def mergekit_merged(merge_models: dict[str, Path], tmp_path_factory: pytest.Temp
 def signed_chain(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real signed lineage: base (allow-listed in policy.yaml) -> two recorded fine-tunes -> a recorded real
     mergekit linear merge (1.0 : 0.75), signed by builder.key; stranger.key is a second, untrusted key."""
-    from tests.chain import build_chain
+    from tests.support.chain import build_chain
 
     return build_chain(tiny_models, tmp_path_factory.mktemp("chain"))
 
@@ -97,8 +97,9 @@ def pytest_report_header() -> list[str]:
 
 @pytest.fixture(scope="session")
 def moe_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Path]]:
-    """arch (tests.moe_builders.MOE_ARCHS) -> a tiny random-init MoE base and two real fine-tunes, built once."""
-    from tests.moe_builders import moe_family
+    """arch (tests.support.moe_builders.MOE_ARCHS) -> a tiny random-init MoE base and two real fine-tunes, built
+    once."""
+    from tests.support.moe_builders import moe_family
 
     root = tmp_path_factory.mktemp("moe")
     done: dict[str, dict[str, Path]] = {}
@@ -117,8 +118,8 @@ def mergekit_moe(
 ) -> Callable[[str, str], tuple[str, Path]]:
     """(arch, method) -> (recipe text, the folder mergekit 0.1.5 itself wrote for it), merged once on the CPU."""
     pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
-    from tests.merge_recipes import moe_recipe
-    from tests.mergekit_peer import run_mergekit
+    from tests.support.merge_recipes import moe_recipe
+    from tests.support.mergekit_peer import run_mergekit
 
     root = tmp_path_factory.mktemp("mergekit-moe")
     done: dict[tuple[str, str], tuple[str, Path]] = {}

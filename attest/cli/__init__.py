@@ -1,7 +1,7 @@
 """The `attest` command: a thin click face over the library. Each capability adds its commands from its own module.
 
 Command modules load only when their command runs (`attest --help` imports click and nothing heavy): COMMANDS below
-names each command's module and one-line summary; tests/test_cli_lazy.py checks it against the modules' COMMANDS.
+names each command's module and one-line summary; tests/cli/test_cli_entry.py checks it against the modules' COMMANDS.
 """
 
 from __future__ import annotations

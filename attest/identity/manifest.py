@@ -95,7 +95,7 @@ def tensor_leaf_of(algorithm: Algorithm, name: str, dtype: str, shape: list[int]
     below 2^53 in plain decimal (the reader refuses larger dimensions), strings escaped as ECMAScript's JSON.stringify
     does (quote, backslash, the five short control escapes, other controls as lowercase u00xx escapes, everything
     else literal UTF-8), which is what `json.dumps(ensure_ascii=False)` writes; lone surrogates never reach here (the
-    reader refuses them). tests/test_identity_roots.py holds it equal to rfc8785 on hostile names."""
+    reader refuses them). tests/identity/test_identity_roots.py holds it equal to rfc8785 on hostile names."""
     dims = ",".join(str(int(d)) for d in shape)
     text = (
         f'{{"data":{json.dumps(data_root, ensure_ascii=False)},"dtype":{json.dumps(dtype, ensure_ascii=False)},'
