@@ -38,7 +38,7 @@ def _build(root: Path, hidden: int, layers: int, records: int) -> tuple[Path, Pa
     from transformers import AutoModelForCausalLM
 
     from attest.signing.keys import generate_private_key, write_key_pair
-    from tests.builders import tiny_config, token_batches
+    from tests.support.builders import tiny_config, token_batches
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
