@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
+from attest.lineage.locator import Locator
 
 if TYPE_CHECKING:
     from attest.merge import MergeRecipe, MergeResult
@@ -79,10 +80,10 @@ def merge_command(
 ) -> None:
     """Merge the models of a mergekit CONFIG (YAML) into the folder OUT, tensor by tensor; with --key, also sign
     the merge statement (recipe, parents' roots, seed, engine) into OUT/.attest/ in the same step."""
-    from attest.merge import load_recipe, resolve_parents, run_merge  # torch loads only for the commands that use it
+    from attest.merge import load_recipe, run_merge  # torch loads only for the commands that use it
 
     recipe = load_recipe(config)
-    parents = resolve_parents(recipe, list(parents_dirs))
+    parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())
     signing = None
     if keys:  # load keys (and ask for passphrases) before the merge, not after
         from attest.record import Signing, load_keys
@@ -196,11 +197,11 @@ def replay_command(
     """Recompute the merge CONFIG from its parents and compare it with the CANDIDATE folder, tensor by tensor.
 
     Exit 0 when the candidate is what the recipe produces (exactly or within the tolerance), 1 when not."""
-    from attest.merge import load_recipe, resolve_parents
+    from attest.merge import load_recipe
     from attest.replay import Verdict, replay
 
     recipe = load_recipe(config)
-    parents = resolve_parents(recipe, list(parents_dirs))
+    parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())
     report = replay(
         recipe,
         parents,

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from attest.lineage.locator import model_path
+
 
 class ModelFolder(click.ParamType):
     name = "DIR|hf://org/name[@rev]"
@@ -14,8 +16,6 @@ class ModelFolder(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         if isinstance(value, Path):
             return value
-        from attest.record.hub import model_path
-
         return model_path(str(value))
 
 

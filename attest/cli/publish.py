@@ -176,7 +176,8 @@ def _pending_step(
 ) -> tuple[StepView, dict[str, StepView]]:
     """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
     from attest.cli.record import dataset_input, parse_param, split_parent, split_role
-    from attest.policy.model_card import ParentView, hf_dataset, hf_name, step_views
+    from attest.lineage.locator import hub_dataset_id, hub_model_id
+    from attest.policy.model_card import ParentView, step_views
     from attest.record.refs import resolve_model
     from attest.record.session import DEFAULT_PARENT_ROLE
     from attest.statements.recipe import load_recipe
@@ -200,7 +201,7 @@ def _pending_step(
         ref = resolve_model(path)
         if isinstance(base, str) and "base" not in explicit and Path(base).exists():
             role = "base" if ref.path.resolve() == Path(base).resolve() else role
-        shown = hub or trust.roots.get(ref.model_root) or hf_name(ref.uri)  # a Hub id given with @org/name wins
+        shown = hub or trust.roots.get(ref.model_root) or hub_model_id(ref.uri)  # a Hub id given with @org/name wins
         parent_views.append(ParentView(ref.name, ref.model_root, role, shown))
         if ref.envelopes:
             lineage = verify_lineage(path, trust, VerifyOptions(evaluate_policy=False))
@@ -213,7 +214,7 @@ def _pending_step(
         recipe_yaml=recipe_text,
         hyperparameters=dict(parse_param(p) for p in params),
         datasets=[(dep.name or "dataset", (dep.digest or {})["sha256"]) for dep in dataset_deps],
-        hub_datasets=[hub for dep in dataset_deps if (hub := hf_dataset(dep.uri))],
+        hub_datasets=[hub for dep in dataset_deps if (hub := hub_dataset_id(dep.uri))],
     )
     return step, views
 

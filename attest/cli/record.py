@@ -68,7 +68,7 @@ def split_role(spec: str, default: str) -> tuple[str, Path]:
 def split_parent(spec: str, default: str) -> tuple[str, Path, str | None]:
     """`[ROLE=]DIR[@org/name]` or `[ROLE=]hf://org/name[@rev]`: (role, folder, Hub repo id given for a local DIR).
     An hf:// address is resolved from the local Hugging Face cache, offline."""
-    from attest.record.hub import HF_SCHEME, model_path, split_hub_id
+    from attest.lineage.locator import HF_SCHEME, model_path, split_hub_id
 
     role, sep, rest = spec.partition("=")
     if not (sep and role in ROLES):
@@ -89,7 +89,7 @@ def parent_input(spec: str, default: str) -> tuple[str, ModelRef]:
 
 def dataset_input(path: Path) -> ResourceDescriptor:
     """--dataset FILE[@org/name]: a Hub dataset id is recorded as the URI `hf://datasets/org/name`."""
-    from attest.record.hub import split_hub_id
+    from attest.lineage.locator import split_hub_id
 
     where, hub = split_hub_id(str(path))
     dep = dataset_dependency(Path(where))

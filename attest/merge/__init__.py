@@ -5,7 +5,6 @@ from attest.merge.engine import (
     compute_tensors,
     open_parents,
     replay_options,
-    resolve_parents,
     run_merge,
 )
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
@@ -22,6 +21,5 @@ __all__ = [
     "parse_recipe",
     "plan_merge",
     "replay_options",
-    "resolve_parents",
     "run_merge",
 ]

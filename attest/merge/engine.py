@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
@@ -268,30 +268,3 @@ def run_merge(
         notes=plan.notes,
         layout=written_layout,
     )
-
-
-def resolve_parents(recipe: MergeRecipe, search_dirs: list[Path]) -> dict[str, Path]:
-    """Find each model reference as a folder. Without `search_dirs`: the path as written. With them: only under
-    them, as a folder of that name, of its last component, or `org--name`; references that are absolute or have
-    `..` parts are refused there (they would leave the folders the user pointed at)."""
-    found: dict[str, Path] = {}
-    for ref in recipe.referenced_models():
-        if not search_dirs:
-            candidates = [Path(ref)]
-        else:
-            parts = PurePosixPath(ref).parts
-            if not parts or PurePosixPath(ref).is_absolute() or Path(ref).is_absolute() or ".." in parts:
-                raise InputError(
-                    None,
-                    f"model {ref!r}: with --parents-dir, a model reference must be a relative name without '..' "
-                    "(it is looked up only under the --parents-dir folders)",
-                )
-            candidates = []
-            for d in search_dirs:
-                candidates += [d / ref, d / PurePosixPath(ref).name, d / ref.replace("/", "--")]
-        hit = next((c for c in candidates if c.is_dir()), None)
-        if hit is None:
-            where = f"looked in {', '.join(str(d) for d in search_dirs)}" if search_dirs else "no such folder"
-            raise InputError(None, f"cannot find a folder for model {ref!r} ({where})")
-        found[ref] = hit
-    return found

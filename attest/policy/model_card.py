@@ -14,6 +14,7 @@ from typing import Any
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from attest.errors import InputError
+from attest.lineage.locator import hub_dataset_id, hub_model_id
 from attest.policy.plain_text import plain_text
 from attest.statements.models import ROLES, STEP_OF_BUILD_TYPE
 from attest.strict_yaml import load_yaml
@@ -71,18 +72,6 @@ class StepView:
     trusted: bool = False
 
 
-def hf_name(uri: str | None) -> str | None:
-    if uri and uri.startswith("hf://"):
-        return uri.removeprefix("hf://").split("@", 1)[0]
-    return None
-
-
-def hf_dataset(uri: str | None) -> str | None:
-    if uri and uri.startswith("hf://datasets/"):
-        return uri.removeprefix("hf://datasets/").split("@", 1)[0]
-    return None
-
-
 def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) -> StepView:
     """A signed statement as a card step; `names` (digest -> published name, e.g. the policy's allow-listed roots)
     overrides how a parent is named on the hub."""
@@ -93,11 +82,11 @@ def step_from_statement(rec: StepRecord, names: dict[str, str] | None = None) ->
         role = str(dep.role)
         digest = dep.sha256
         if role in ROLES and digest:
-            shown = (names or {}).get(digest) or hf_name(dep.uri)
+            shown = (names or {}).get(digest) or hub_model_id(dep.uri)
             parents.append(ParentView(dep.name or dep.uri or digest[:16], digest, role, shown))
         elif role == "dataset":
             datasets.append((dep.name or dep.uri or "dataset", (dep.digest or {}).get("sha256", "")))
-            if hub := hf_dataset(dep.uri):
+            if hub := hub_dataset_id(dep.uri):
                 hub_datasets.append(hub)
     ext = build.externalParameters
     recipe = ext.get("mergekit_config", {}).get("yaml") if isinstance(ext.get("mergekit_config"), dict) else None

@@ -89,6 +89,6 @@ def replay_training_option(
     device: str,
 ) -> tuple[bool, list[str]]:
     """`attest verify --replay-training N`: the model's own training statement."""
-    inputs = TrainingInputs(checkpoints_dirs, data_files, parents_dirs, device)
+    inputs = TrainingInputs(checkpoints_dirs, data_files, parents_dirs, device, locator=lineage.locator)
     reports, why = replay_lineage_training(lineage, segments, inputs, "model")
     return evidence(reports, why, segments)

@@ -10,19 +10,16 @@ the bundle is another model's.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from attest.errors import InputError
-from attest.identity import hash_model
+from attest.lineage.locator import Locator, model_uri
 from attest.lineage.store import bundle_path, head_envelopes, load_bundle, load_sigstore_bundles, statements_about
 from attest.signing.dsse import Envelope
 from attest.statements.builders import model_dependency
 from attest.statements.parse import parse_statement
 from attest.statements.recipe_parents import match_recipe_parents
-
-_HF_CACHE = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>[^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -40,40 +37,28 @@ class ModelRef:
     sigstore: dict[str, bytes] = field(default_factory=dict)
 
 
-def model_uri(path: Path) -> str:
-    """`hf://org/name@revision` for a Hugging Face cache snapshot folder, else the folder's file:// URI."""
-    real = path.resolve()
-    parts = real.parts
-    for i in range(len(parts) - 3, -1, -1):
-        m = _HF_CACHE.match(parts[i])
-        if m and parts[i + 1] == "snapshots":
-            return f"hf://{m['org']}/{m['name']}@{parts[i + 2]}"
-    return real.as_uri()
-
-
-def resolve_model(path: str | os.PathLike[str]) -> ModelRef:
+def resolve_model(path: str | os.PathLike[str], locator: Locator | None = None) -> ModelRef:
     """Name a model folder for a statement (see module docstring). Raises InputError for a non-model folder, or for
-    one whose own bundle has no statement about the root its bytes hash to."""
+    one whose own bundle has no statement about the root its bytes hash to. The locator hashes each folder once."""
     p = Path(path)
-    manifest = hash_model(p)  # never believe the folder's own claim: its .attest/ is unsigned as far as we know
+    # never believe the folder's own claim: its .attest/ is unsigned as far as we know
+    model_root, weights_root = (locator or Locator()).roots(p)
     envelopes = load_bundle(p)
     sigstore = load_sigstore_bundles(p)
     uri = model_uri(p)
     name = p.resolve().name
     if not envelopes:
-        return ModelRef(p, name, uri, manifest.model_root, manifest.weights_root, None, envelopes, sigstore)
-    own = statements_about(envelopes, manifest.model_root)
+        return ModelRef(p, name, uri, model_root, weights_root, None, envelopes, sigstore)
+    own = statements_about(envelopes, model_root)
     if not own:
         claimed = _claimed_roots(head_envelopes(envelopes))
         raise InputError(
             bundle_path(p),
-            f"no statement in it is about this folder (its bytes hash to model root {manifest.model_root}"
+            f"no statement in it is about this folder (its bytes hash to model root {model_root}"
             + (f"; the bundle claims {', '.join(r[:16] for r in claimed)}" if claimed else "")
             + "): the folder changed after it was attested, or the bundle belongs to another model",
         )
-    return ModelRef(
-        p, name, uri, manifest.model_root, manifest.weights_root, own[0].payload_digest, envelopes, sigstore
-    )
+    return ModelRef(p, name, uri, model_root, weights_root, own[0].payload_digest, envelopes, sigstore)
 
 
 def _claimed_roots(heads: list[Envelope]) -> list[str]:

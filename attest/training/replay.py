@@ -12,12 +12,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attest.errors import AttestError
 from attest.identity import diff_manifests, hash_model
+from attest.lineage.locator import Locator
 from attest.statements.models import ProvenanceStatement
 from attest.training.chain import Chain, check_files, check_statement
 from attest.training.checkpoint import (
@@ -93,21 +93,16 @@ class TrainingInputs:
     parents_dirs: list[Path] = field(default_factory=list)
     device: str = "cpu"
     nonce: bytes = b""
+    locator: Locator = field(default_factory=Locator, repr=False, compare=False)
+    """Finds the teacher (and hashes each folder once): the verified lineage's, when run inside `attest verify`."""
 
 
-def _teacher_folder(statement: ProvenanceStatement, transcript: TrainingTranscript, parents: list[Path]) -> Path:
+def _teacher_folder(statement: ProvenanceStatement, transcript: TrainingTranscript, inputs: TrainingInputs) -> Path:
     assert transcript.teacher is not None
     dep = statement.dependencies("teacher")[0]
-    candidates = [p / dep.name for p in parents if dep.name]
-    if dep.uri and dep.uri.startswith("file://"):
-        candidates.append(Path(unquote(urlparse(dep.uri).path)))
-    for folder in candidates:
-        if folder.is_dir():
-            try:
-                if hash_model(folder, "sha256", use_cache=False).model_root == transcript.teacher.model_root:
-                    return folder
-            except AttestError:
-                continue
+    found = inputs.locator.find(transcript.teacher.model_root, dep.name, dep.uri, inputs.parents_dirs)
+    if found is not None:
+        return found
     raise LookupError(f"no teacher folder re-hashes to {transcript.teacher.model_root[:16]}… (give --parents-dir)")
 
 
@@ -218,7 +213,7 @@ def verify_training(
     teacher = None
     try:
         if transcript.teacher is not None:
-            folder = _teacher_folder(statement, transcript, inputs.parents_dirs)
+            folder = _teacher_folder(statement, transcript, inputs)
             with deterministic(transcript.determinism):
                 teacher = load_model(folder, "float32", hyper.objective in CAUSAL_OBJECTIVES).eval()
     except (LookupError, AttestError) as exc:

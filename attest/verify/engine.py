@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from attest.identity import IdentityManifest, diff_manifests, hash_model
+from attest.identity import IdentityManifest, diff_manifests
+from attest.lineage.locator import Locator
 from attest.lineage.recorded_identity import load_recorded_manifest
 from attest.lineage.store import (
     bundle_path,
@@ -67,13 +67,12 @@ class VerifyOptions:
 
 
 class _Walk:
-    def __init__(self, trust: TrustSet, entries: list[Entry], options: VerifyOptions) -> None:
+    def __init__(self, trust: TrustSet, entries: list[Entry], locator: Locator) -> None:
         self.trust = trust
-        self.options = options
+        self.locator = locator
         self.problems: list[Problem] = []
         self.notes: list[str] = []
         self.visited: set[str] = set()
-        self.rehashed: dict[Path, str] = {}
         self.by_subject = index_by_subject(entries)
         self.done: dict[str, LineageNode] = {}  # a shared ancestor is walked once, however many paths reach it
 
@@ -175,19 +174,10 @@ class _Walk:
         return node
 
     def _rehash_local(self, node: LineageNode, uri: str | None, name: str) -> None:
-        candidates: list[Path] = [d / name for d in self.options.parents_dirs]
-        if uri:
-            parsed = urlparse(uri)
-            if parsed.scheme == "file":
-                candidates.append(Path(unquote(parsed.path)))
-            elif parsed.scheme == "" and uri:
-                candidates.append(Path(uri))
-        for c in candidates:
+        """The first local folder the locator names for this parent must re-hash to the digest its child names."""
+        for c in self.locator.candidates(name, uri):
             if c.is_dir():
-                key = c.resolve()
-                if key not in self.rehashed:  # a shared ancestor is hashed once, however many paths reach it
-                    self.rehashed[key] = hash_model(c, "sha256", use_cache=False).model_root
-                found = self.rehashed[key]
+                found = self.locator.roots(c)[0]  # a shared ancestor is hashed once, however many paths reach it
                 node.rehashed = True
                 if found != node.digest:
                     self.problem(
@@ -204,19 +194,22 @@ def _canonical(doc: Any) -> str:
 
 
 def verify_lineage(
-    folder: str | os.PathLike[str], trust: TrustSet, options: VerifyOptions | None = None
+    folder: str | os.PathLike[str],
+    trust: TrustSet,
+    options: VerifyOptions | None = None,
+    locator: Locator | None = None,
 ) -> VerifiedLineage:
     """Verify a model folder and its lineage, keeping the statements it rests on. Raises InputError for unreadable
     or malformed input. Stops at the verified lineage: replay and the policy's rules run on top of it
-    (attest.policy.verify_with_policy)."""
+    (attest.policy.verify_with_policy). Local parents are found (and each hashed once) by the locator, by default
+    one over options.parents_dirs; the lineage keeps it for what runs on top."""
     options = options or VerifyOptions()
+    locator = locator if locator is not None else Locator(options.parents_dirs)
     folder = Path(folder)
-    manifest = hash_model(
+    manifest = locator.manifest(
         folder,
-        "sha256",
         require_weights=not (folder / "model.sig").is_file(),
-        use_cache=False,
-        ignore=list(options.ignore),
+        ignore=options.ignore,
         on_total=options.on_total,
         on_bytes=options.on_bytes,
     )
@@ -226,7 +219,7 @@ def verify_lineage(
     entries, malformed = entries_from_envelopes(sources, trust, where)
     entries += entries_from_sigstore(load_sigstore_bundles(folder), trust)
 
-    walk = _Walk(trust, entries, options)
+    walk = _Walk(trust, entries, locator)
     for m in malformed:
         walk.problem("malformed_envelope", m)
     if trust.empty:
@@ -269,13 +262,12 @@ def verify_lineage(
         lineage=lineage,
         notes=walk.notes + manifest.notes,
     )
-    hashed = {**walk.rehashed, folder.resolve(): root_digest}
     trusted_statements: dict[str, set[str]] = {}
     for e in entries:
         if e.trusted:
             for d in e.subjects():
                 trusted_statements.setdefault(d, set()).add(e.payload_digest)
-    result = VerifiedLineage(report, _step_records(entries), folder, hashed, trusted_statements)
+    result = VerifiedLineage(report, _step_records(entries), folder, locator, trusted_statements)
     return result
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attest.lineage.locator import Locator
 from attest.statements.models import ProvenanceStatement
 from attest.verify.report import LineageNode, VerifyReport
 
@@ -33,9 +34,9 @@ class VerifiedLineage:
     report: VerifyReport
     steps: dict[str, StepRecord]
     folder: Path
-    hashed: dict[Path, str] = field(default_factory=dict)
-    """Model roots of every folder this verification hashed (resolved path -> root), so that later rules
-    (replay, detect) never hash a checkpoint twice."""
+    locator: Locator = field(default_factory=Locator)
+    """Finds local parents and remembers every folder this verification hashed, so that what runs on top (replay,
+    detect, training replay) never hashes a folder twice."""
     trusted_statements: dict[str, set[str]] = field(default_factory=dict)
     """Subject digest -> payload sha256 of each statement about it that a trusted signer made."""
     training: dict[Any, Any] = field(default_factory=dict)

@@ -58,6 +58,11 @@ class RuleResult(BaseModel):
     passed: bool
     evidence: list[str] = Field(default_factory=list, description="One line per fact the verdict rests on")
 
+    def fail(self, line: str) -> None:
+        """The rule fails, for the reason `line` gives."""
+        self.passed = False
+        self.evidence.append(line)
+
 
 class PolicyResult(BaseModel):
     """The procurement rules of the policy file, each evaluated (SPEC.md section 7.1)."""

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from attest.checkpoint.reader import Checkpoint
 from attest.cli import main
 from attest.errors import InputError
-from attest.merge import parse_recipe, replay_options, resolve_parents, run_merge
+from attest.lineage.locator import Locator
+from attest.merge import parse_recipe, replay_options, run_merge
 from attest.merge.parameters import ParameterSpec, Scope, evaluate_setting
 from attest.replay import TensorStatus, Verdict, replay
 from tests.support.merge_recipes import recipes
@@ -400,12 +401,16 @@ def test_parents_dir_is_the_only_place_looked(
     shutil.copytree(merge_models["ft_b"], cwd / "ft_a")  # a different model with the same name in the CWD
     monkeypatch.chdir(cwd)
     recipe = parse_recipe("merge_method: passthrough\nmodels:\n  - model: ft_a\n")
-    assert resolve_parents(recipe, [pdir]) == {"ft_a": pdir / "ft_a"}
-    assert resolve_parents(recipe, []) == {"ft_a": Path("ft_a")}  # without --parents-dir: the path as written
+    assert Locator([pdir]).recipe_models(recipe.referenced_models()) == {"ft_a": pdir / "ft_a"}
+    assert Locator([]).recipe_models(recipe.referenced_models()) == {
+        "ft_a": Path("ft_a")
+    }  # without --parents-dir: the path as written
     org = parse_recipe("merge_method: passthrough\nmodels:\n  - model: org/ft_a\n")
-    assert resolve_parents(org, [pdir]) == {"org/ft_a": pdir / "ft_a"}
+    assert Locator([pdir]).recipe_models(org.referenced_models()) == {"org/ft_a": pdir / "ft_a"}
     with pytest.raises(InputError, match="cannot find a folder"):
-        resolve_parents(parse_recipe("merge_method: passthrough\nmodels:\n  - model: ft_b\n"), [pdir])
+        Locator([pdir]).recipe_models(
+            parse_recipe("merge_method: passthrough\nmodels:\n  - model: ft_b\n").referenced_models()
+        )
 
 
 @pytest.mark.parametrize("ref", ["../ft_b", "sub/../../ft_b", "ABS"])
@@ -413,9 +418,11 @@ def test_parents_dir_refuses_escaping_references(ref: str, merge_models: dict[st
     ref = str(merge_models["ft_b"]) if ref == "ABS" else ref
     recipe = parse_recipe(f"merge_method: passthrough\nmodels:\n  - model: {ref}\n")
     with pytest.raises(InputError, match=r"relative name without '\.\.'"):
-        resolve_parents(recipe, [tmp_path])
+        Locator([tmp_path]).recipe_models(recipe.referenced_models())
     as_written = parse_recipe(f"merge_method: passthrough\nmodels:\n  - model: {merge_models['ft_b']}\n")
-    assert resolve_parents(as_written, []) == {str(merge_models["ft_b"]): merge_models["ft_b"]}
+    assert Locator([]).recipe_models(as_written.referenced_models()) == {
+        str(merge_models["ft_b"]): merge_models["ft_b"]
+    }
 
 
 def test_parents_dir_help_says_so() -> None:

@@ -78,18 +78,19 @@ def test_replay_fails_closed(published: dict[str, Path], tmp_path: Path, monkeyp
     """A merge whose parents cannot be found, or no replay engine: the rule fails and says why, never passes."""
     import sys
 
-    import attest.policy.procurement as proc
+    from attest.lineage.locator import Locator
 
     policy = _policy_variant(published, tmp_path, "  full_disclosure:\n    candidates: [base, ft_a, ft_b]\n", "")
-    real = proc._Context.root_of
+    real = Locator.root_of
+    model = published["honest"].resolve()
 
-    def only_the_model(ctx, folder):  # type: ignore[no-untyped-def]
-        return real(ctx, folder) if folder.resolve() == ctx.lineage.folder.resolve() else None
+    def only_the_model(locator, folder):  # type: ignore[no-untyped-def]
+        return real(locator, folder) if folder.resolve() == model else None
 
-    monkeypatch.setattr(proc._Context, "root_of", only_the_model)
+    monkeypatch.setattr(Locator, "root_of", only_the_model)
     ok, evidence = _rules(_verify(published["honest"], policy))["replay_merges"]
     assert not ok and "replay unavailable" in evidence and "fails closed" in evidence
-    monkeypatch.setattr(proc._Context, "root_of", real)
+    monkeypatch.setattr(Locator, "root_of", real)
     monkeypatch.setitem(sys.modules, "attest.replay", None)
     monkeypatch.setitem(sys.modules, "attest.replay.step", None)  # the replay wing, however far it was loaded
     ok, evidence = _rules(_verify(published["honest"], policy))["replay_merges"]

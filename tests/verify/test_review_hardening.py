@@ -207,16 +207,16 @@ def test_deeply_nested_folder_is_a_clean_error(tmp_path: Path) -> None:
 
 
 def test_shared_ancestor_is_hashed_once(signed_chain: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import attest.verify.engine as engine
+    import attest.lineage.locator as locator
 
     calls: list[Path] = []
-    real = engine.hash_model
+    real = locator.hash_model
 
     def counting(path, *a, **k):  # type: ignore[no-untyped-def]
         calls.append(Path(path).resolve())
         return real(path, *a, **k)
 
-    monkeypatch.setattr(engine, "hash_model", counting)
+    monkeypatch.setattr(locator, "hash_model", counting)
     report = verify_model(signed_chain["merged"], build_trust(signed_chain["policy"]), VerifyOptions())
     assert report.verified
     assert calls.count(signed_chain["base"].resolve()) == 1

@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from attest.policy.procurement import _Context, _short
-from attest.policy.rules.base import register
-from attest.trust.policy_file import AttestedToRoots, ProcurementRules
-from attest.verify.lineage import nodes
-from attest.verify.report import RuleResult
+from attest.policy.rules.base import Rule, RuleContext, RuleResult, nodes, short_digest
+from attest.trust.policy_file import AttestedToRoots
 
 
-@register("attested_to_roots")
-@dataclass(frozen=True)
-class AttestedToRootsRule:
-    config: AttestedToRoots
-
-    @classmethod
-    def from_rules(cls, rules: ProcurementRules) -> AttestedToRootsRule | None:
-        return None if rules.attested_to_roots is None else cls(rules.attested_to_roots)
-
-    def evaluate(self, ctx: _Context) -> RuleResult:
-        result = RuleResult(
-            rule="attested_to_roots", title="every ancestor attested back to an allow-listed root", passed=True
-        )
+class AttestedToRootsRule(Rule[AttestedToRoots], name="attested_to_roots"):
+    def evaluate(self, ctx: RuleContext) -> RuleResult:
+        result = self.result("every ancestor attested back to an allow-listed root")
         if not ctx.trust.roots:
-            result.passed = False
-            result.evidence.append("the policy allow-lists no root digests (trusted_roots)")
+            result.fail("the policy allow-lists no root digests (trusted_roots)")
         for n in nodes(ctx.root):
             if n.verdict == "trusted_root":
-                result.evidence.append(f"{n.name} ({_short(n.digest)}) is an allow-listed root")
+                result.evidence.append(f"{n.name} ({short_digest(n.digest)}) is an allow-listed root")
             elif n.verdict in ("unattested", "failed"):
-                result.passed = False
-                result.evidence.append(
-                    f"{n.name} ({_short(n.digest)}) is {n.verdict}: "
+                result.fail(
+                    f"{n.name} ({short_digest(n.digest)}) is {n.verdict}: "
                     "neither a trusted statement nor an allow-listed root"
                 )
             elif not n.parents:
-                result.passed = False
-                result.evidence.append(f"{n.name} ({_short(n.digest)}) names no parent and is not an allow-listed root")
+                result.fail(f"{n.name} ({short_digest(n.digest)}) names no parent and is not an allow-listed root")
             else:
                 result.evidence.append(f"{n.name} ({n.step}) attested by {', '.join(n.signers)}")
         return result

@@ -3,31 +3,19 @@ agree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from attest.errors import AttestError
 from attest.policy.model_card import check_card, read_card, step_from_statement
-from attest.policy.procurement import WEIGHT_CHANGING_STEPS, _Context, _detect, _display_names
-from attest.policy.rules.base import register
+from attest.policy.rules.base import Rule, RuleContext, RuleResult, nodes
+from attest.policy.rules.evidence import WEIGHT_CHANGING_STEPS, detect_once, display_names
 from attest.statements.models import ROLES
-from attest.trust.policy_file import ClaimsConsistent, FullDisclosure, ProcurementRules
-from attest.verify.lineage import head_step, nodes
-from attest.verify.report import RuleResult
+from attest.trust.policy_file import ClaimsConsistent
+from attest.verify.lineage import head_step
 
 
-@register("claims_consistent")
-@dataclass(frozen=True)
-class ClaimsConsistentRule:
-    config: ClaimsConsistent
-    disclosure: FullDisclosure | None = None
-
-    @classmethod
-    def from_rules(cls, rules: ProcurementRules) -> ClaimsConsistentRule | None:
-        return None if rules.claims_consistent is None else cls(rules.claims_consistent, rules.full_disclosure)
-
-    def evaluate(self, ctx: _Context) -> RuleResult:
-        rule, disclosure = self.config, self.disclosure
-        result = RuleResult(rule="claims_consistent", title="claims consistent with the evidence", passed=True)
+class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
+    def evaluate(self, ctx: RuleContext) -> RuleResult:
+        rule, disclosure = self.config, self.rules.full_disclosure if self.rules is not None else None
+        result = self.result("claims consistent with the evidence")
         report = ctx.lineage.report
         for n in nodes(ctx.root):
             rec = ctx.trusted_step(n.digest)
@@ -36,8 +24,7 @@ class ClaimsConsistentRule:
             subject = next((s for s in rec.statement.subject if s.digest.get("sha256") == n.digest), None)
             own = (subject.annotations or {}).get("weights_root") if subject else None
             if n.digest == report.model_root and own is not None and own != report.weights_root:
-                result.passed = False
-                result.evidence.append(f"{n.name}: statement's weights_root {own[:16]} is not the folder's")
+                result.fail(f"{n.name}: statement's weights_root {own[:16]} is not the folder's")
             if n.step not in WEIGHT_CHANGING_STEPS:
                 continue
             same = [
@@ -46,11 +33,9 @@ class ClaimsConsistentRule:
                 if d.role in ROLES and (d.annotations or {}).get("weights_root") == own
             ]
             if own is None:
-                result.passed = False
-                result.evidence.append(f"{n.name}: the {n.step} statement gives no weights_root to compare")
+                result.fail(f"{n.name}: the {n.step} statement gives no weights_root to compare")
             elif same:
-                result.passed = False
-                result.evidence.append(
+                result.fail(
                     f"{n.name}: claimed {n.step} left the weights unchanged (weights root equals {', '.join(same)}'s)"
                 )
             else:
@@ -59,10 +44,10 @@ class ClaimsConsistentRule:
                 )
         root_rec = ctx.trusted_step(report.model_root)
         if disclosure is not None and disclosure.candidates and root_rec is not None:
-            det, _, _ = _detect(ctx, disclosure)
+            det, _, _ = detect_once(ctx, disclosure)
             if det is not None and ctx.root.step in ("finetune", "distill") and det.verdict == "pure_merge":
                 result.passed = False
-                names = _display_names(ctx, disclosure)
+                names = display_names(ctx, disclosure)
                 coefs = ", ".join(
                     f"{names.get(c.candidate, c.candidate)} {c.value:.4f}" for c in det.coefficients if c.significant
                 )
@@ -71,18 +56,15 @@ class ClaimsConsistentRule:
                     f"but detect finds a pure merge with no training ({coefs})"
                 )
             elif det is not None and ctx.root.step == "merge" and det.verdict in ("not_derived", "derived_not_merge"):
-                result.passed = False
-                result.evidence.append(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
+                result.fail(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
         if rule.card:
             try:
                 card = read_card(ctx.lineage.folder)
             except AttestError as exc:
                 card = None
-                result.passed = False
-                result.evidence.append(f"model card unreadable: {exc}")
+                result.fail(f"model card unreadable: {exc}")
             if card is None:
-                result.passed = False  # fails closed: a card was required and there is none to check
-                result.evidence.append("no model card (README.md) to check")
+                result.fail("no model card (README.md) to check")  # fails closed: a card was required
             else:
                 trusted = {d: r for d, r in ctx.lineage.steps.items() if r.trusted}
                 head, current = head_step(trusted, report.model_root)
@@ -92,8 +74,7 @@ class ClaimsConsistentRule:
                     )
                 findings = check_card(card, step_from_statement(head) if head else None)
                 for f in findings:
-                    result.passed = False
-                    result.evidence.append(f"model card: {f}")
+                    result.fail(f"model card: {f}")
                 if not findings:
                     result.evidence.append("model card agrees with the statements")
         return result

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from attest.policy.licenses import licenses_rule
-from attest.policy.procurement import _Context
-from attest.policy.rules.base import register
-from attest.trust.policy_file import Licenses, ProcurementRules
-from attest.verify.report import RuleResult
+from attest.policy.rules.base import Rule, RuleContext, RuleResult
+from attest.trust.policy_file import Licenses
 
 
-@register("licenses")
-@dataclass(frozen=True)
-class LicensesRule:
-    config: Licenses
-
-    @classmethod
-    def from_rules(cls, rules: ProcurementRules) -> LicensesRule | None:
-        return None if rules.licenses is None else cls(rules.licenses)
-
-    def evaluate(self, ctx: _Context) -> RuleResult:
+class LicensesRule(Rule[Licenses], name="licenses"):
+    def evaluate(self, ctx: RuleContext) -> RuleResult:
         return licenses_rule(ctx.lineage.folder, self.config)

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from attest.policy.procurement import _Context, _locate, _uri_index
-from attest.policy.rules.base import register
+from attest.policy.rules.base import Rule, RuleContext, RuleResult, nodes
+from attest.policy.rules.evidence import locate, uri_index
 from attest.statements.models import ROLES
-from attest.trust.policy_file import ProcurementRules, ReplayMerges
-from attest.verify.lineage import nodes
-from attest.verify.report import RuleResult
+from attest.trust.policy_file import ReplayMerges
 
 
-@register("replay_merges")
-@dataclass(frozen=True)
-class ReplayMergesRule:
-    config: ReplayMerges
-
-    @classmethod
-    def from_rules(cls, rules: ProcurementRules) -> ReplayMergesRule | None:
-        return None if rules.replay_merges is None else cls(rules.replay_merges)
-
-    def evaluate(self, ctx: _Context) -> RuleResult:
-        rule = self.config
+class ReplayMergesRule(Rule[ReplayMerges], name="replay_merges"):
+    def evaluate(self, ctx: RuleContext) -> RuleResult:
         """Each merge is replayed by attest.replay.step (recipe from the trusted statement, parents bound by digest
         to local folders that re-hash to it); anything it cannot do is a failure with its reason."""
-        result = RuleResult(rule="replay_merges", title="every merge replayed and reproduced", passed=True)
+        rule = self.config
+        result = self.result("every merge replayed and reproduced")
         merges = [n for n in nodes(ctx.root) if n.step == "merge"]
         if not merges:
             result.evidence.append("no merge step in the lineage")
@@ -34,29 +23,26 @@ class ReplayMergesRule:
         try:
             from attest.replay.step import replay_statement  # lazy: the replay wing loads torch
         except ImportError as exc:
-            result.passed = False
-            result.evidence.append(f"replay unavailable ({exc}): fails closed")
+            result.fail(f"replay unavailable ({exc}): fails closed")
             return result
         extra = [ctx.path(d) for d in rule.parents_dirs]
-        index = _uri_index(ctx)
+        index = uri_index(ctx)
         for n in merges:
             rec = ctx.trusted_step(n.digest)
             if rec is None:
-                result.passed = False
-                result.evidence.append(f"{n.name}: no trusted statement to replay (fails closed)")
+                result.fail(f"{n.name}: no trusted statement to replay (fails closed)")
                 continue
             name, uri = index.get(n.digest, (n.name, None))
-            candidate = _locate(ctx, n.digest, name, uri, extra)
+            candidate = locate(ctx, n.digest, name, uri, extra)
             local: dict[str, Path] = {}
             for d in rec.statement.dependencies():
                 digest = d.sha256
                 if digest and d.role in ROLES:
-                    found = _locate(ctx, digest, d.name or digest[:16], d.uri, extra)
+                    found = locate(ctx, digest, d.name or digest[:16], d.uri, extra)
                     if found is not None:
                         local[digest] = found
             if candidate is None:
-                result.passed = False
-                result.evidence.append(
+                result.fail(
                     f"{n.name}: replay unavailable: "
                     "no local folder re-hashes to the merged model's digest (fails closed)"
                 )
@@ -65,8 +51,7 @@ class ReplayMergesRule:
             try:
                 outcome = replay_statement(candidate, rec.statement, local, device=rule.device)
             except Exception as exc:  # a replay engine bug must not pass, nor hide the other rules' verdicts
-                result.passed = False
-                result.evidence.append(f"{n.name}: replay unavailable ({type(exc).__name__}: {exc}): fails closed")
+                result.fail(f"{n.name}: replay unavailable ({type(exc).__name__}: {exc}): fails closed")
                 continue
             if not outcome.ok:
                 result.passed = False

@@ -1,6 +1,5 @@
-"""What the procurement rules (attest/policy/rules/, SPEC.md section 7.1) share: the context they evaluate in (the
-verified lineage, the trust set, folders hashed once) and the evidence several rules need (detect run once, local
-folders located by digest).
+"""Evidence several procurement rules (SPEC.md section 7.1) share: detect run once against the policy's candidates,
+the names a reader recognises, and local folders located by digest.
 
 Every rule fails closed: when the evidence it needs cannot be produced (a parent folder not available for replay,
 a candidate folder missing, detect refusing its input), the rule fails and says why, never passes by default.
@@ -8,81 +7,28 @@ a candidate folder missing, detect refusing its input), the rule fails and says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError
-from attest.identity import hash_model
+from attest.policy.rules.base import RuleContext
 from attest.statements.models import ROLES
-from attest.trust.policy_file import (
-    FullDisclosure,
-)
-from attest.verify.lineage import StepRecord, VerifiedLineage
-from attest.verify.report import LineageNode
+from attest.trust.policy_file import FullDisclosure
 
 if TYPE_CHECKING:
     from attest.forensics import DetectReport
-    from attest.trust.trust_set import TrustSet
-    from attest.verify.engine import VerifyOptions
 
 WEIGHT_CHANGING_STEPS = ("finetune", "distill", "quantize", "merge")
-
-
-@dataclass
-class _Context:
-    lineage: VerifiedLineage
-    trust: TrustSet
-    options: VerifyOptions
-    hashed: dict[Path, str] = field(default_factory=dict)
-    detect_result: tuple[DetectReport | None, list[str], dict[str, str]] | None = None
-
-    @property
-    def root(self) -> LineageNode:
-        assert self.lineage.report.lineage is not None
-        return self.lineage.report.lineage
-
-    @property
-    def base(self) -> Path:
-        return self.trust.policy_dir or Path(".")
-
-    def say(self, msg: str) -> None:
-        if self.options.on_step is not None:
-            self.options.on_step(msg)
-
-    def path(self, p: str) -> Path:
-        q = Path(p)
-        return q if q.is_absolute() else self.base / q
-
-    def root_of(self, folder: Path) -> str | None:
-        """Model root of a local folder (hashed once, never from a cache); None when it is not a model folder."""
-        key = folder.resolve()
-        if key not in self.hashed:
-            try:
-                self.hashed[key] = hash_model(folder, "sha256", use_cache=False).model_root
-            except AttestError:
-                self.hashed[key] = ""
-        return self.hashed[key] or None
-
-    def trusted_step(self, digest: str) -> StepRecord | None:
-        rec = self.lineage.steps.get(digest)
-        return rec if rec is not None and rec.trusted else None
-
-
-def _short(d: str) -> str:
-    return f"sha256:{d[:16]}…"
-
 
 BASE_LABEL = "base"
 """detect's label for the base's implied weight; a candidate's label is its absolute path, so never this."""
 
 
-def _candidate_folders(ctx: _Context, rule: FullDisclosure) -> list[Path]:
+def _candidate_folders(ctx: RuleContext, rule: FullDisclosure) -> list[Path]:
     return [ctx.path(c).absolute() for c in rule.candidates]
 
 
-def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, list[str], dict[str, str]]:
+def detect_once(ctx: RuleContext, rule: FullDisclosure) -> tuple[DetectReport | None, list[str], dict[str, str]]:
     """Run forensics once against the rule's candidates; (report or None, evidence if it could not run, label->root).
 
     Participants are identified by model root: each label detect reports (a candidate's absolute path, or
@@ -94,7 +40,7 @@ def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, l
     problems: list[str] = []
     folders = _candidate_folders(ctx, rule)
     for f in folders:
-        root = ctx.root_of(f) if f.is_dir() else None
+        root = ctx.locator.root_of(f) if f.is_dir() else None
         if root is None:
             problems.append(f"candidate {f} is not a readable model folder: detect cannot run (fails closed)")
         elif str(f) in labels:
@@ -103,7 +49,7 @@ def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, l
             labels[str(f)] = root
     base = ctx.path(rule.base).absolute() if rule.base else None
     if base is not None:
-        root = ctx.root_of(base) if base.is_dir() else None
+        root = ctx.locator.root_of(base) if base.is_dir() else None
         if root is None:
             problems.append(f"base {base} is not a readable model folder: detect cannot run (fails closed)")
         else:
@@ -134,7 +80,7 @@ def _detect(ctx: _Context, rule: FullDisclosure) -> tuple[DetectReport | None, l
     return ctx.detect_result
 
 
-def _display_names(ctx: _Context, rule: FullDisclosure) -> dict[str, str]:
+def display_names(ctx: RuleContext, rule: FullDisclosure) -> dict[str, str]:
     """detect's labels (absolute candidate paths, BASE_LABEL) -> the folder names a reader recognises."""
     out = {str(f): Path(c).name or c for f, c in zip(_candidate_folders(ctx, rule), rule.candidates, strict=True)}
     if rule.base:
@@ -142,24 +88,15 @@ def _display_names(ctx: _Context, rule: FullDisclosure) -> dict[str, str]:
     return out
 
 
-def _locate(ctx: _Context, digest: str, name: str, uri: str | None, extra_dirs: list[Path]) -> Path | None:
-    """A local folder whose model root is `digest`: the recorded file URI, then NAME under the parents dirs."""
+def locate(ctx: RuleContext, digest: str, name: str, uri: str | None, extra_dirs: list[Path]) -> Path | None:
+    """A local folder whose model root is `digest`: the verified folder itself, else what the locator finds (NAME
+    under the rule's and the command line's parents dirs, then the recorded file URI)."""
     if digest == ctx.lineage.report.model_root:
         return ctx.lineage.folder
-    candidates: list[Path] = []
-    if uri:
-        parsed = urlparse(uri)
-        if parsed.scheme == "file":
-            candidates.append(Path(unquote(parsed.path)))
-    for d in [*extra_dirs, *ctx.options.parents_dirs]:
-        candidates.append(d / Path(name).name)
-    for c in candidates:
-        if c.is_dir() and ctx.root_of(c) == digest:
-            return c
-    return None
+    return ctx.locator.find(digest, name, uri, extra_dirs)
 
 
-def _uri_index(ctx: _Context) -> dict[str, tuple[str, str | None]]:
+def uri_index(ctx: RuleContext) -> dict[str, tuple[str, str | None]]:
     """digest -> (name, uri) from every dependency of every statement in the lineage."""
     out: dict[str, tuple[str, str | None]] = {}
     for rec in ctx.lineage.steps.values():
