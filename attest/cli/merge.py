@@ -14,10 +14,12 @@ import click
 
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
 from attest.lineage.locator import Locator
+from attest.record.plan import ParentArg, merge_inputs, record_merge
+from attest.record.recorder import Signing, internal_parameters
+from attest.record.session import load_keys
 
 if TYPE_CHECKING:
     from attest.merge import MergeRecipe, MergeResult
-    from attest.record import Signing
     from attest.replay import ReplayReport
 
 device_option = click.option(
@@ -86,8 +88,6 @@ def merge_command(
     parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())
     signing = None
     if keys:  # load keys (and ask for passphrases) before the merge, not after
-        from attest.record import Signing, load_keys
-
         signing = Signing(load_keys(list(keys)))
     result = run_merge(recipe, parents, out, device=device, seed=seed, tie_order=tie_order, layout=layout)
     for note in result.notes:
@@ -122,21 +122,11 @@ def merge_command(
 
 
 def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Signing) -> tuple[str, Path]:
-    from attest.record import internal_parameters, record_step, resolve_model
-    from attest.record.refs import check_merge_parents
-
-    inputs = [
-        ("base" if ref == recipe.base_model else "parent", resolve_model(path)) for ref, path in result.parents.items()
-    ]
-    check_merge_parents(config, recipe.model_references(), inputs)  # what verify checks: refuse before signing
-    recorded = record_step(
-        "merge",
-        result.output,
-        inputs,
-        signing,
-        external=recipe.external_parameters(),
-        internal=internal_parameters(extra=dict(result.engine_parameters())),
-    )
+    args = [ParentArg("parent", path) for path in result.parents.values()]
+    base = result.parents.get(recipe.base_model) if recipe.base_model else None
+    inputs = merge_inputs(recipe, config, args, base)
+    internal = internal_parameters(extra=dict(result.engine_parameters()))
+    recorded = record_merge(recipe, inputs, result.output, signing, internal)
     digest = hashlib.sha256(recorded.payload).hexdigest()
     if not wants_json():
         stdout.print(f"signed merge statement {digest[:16]} into {recorded.bundle_path}")

@@ -10,15 +10,20 @@ import click
 from rich.markup import escape
 
 from attest.atomic import atomic_write_text
+from attest.cli.json_outputs import CardCheckOutput
 from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
-from attest.policy.model_card import StepView
+from attest.policy.model_card import check_card, read_card, step_from_statement, step_views
 from attest.policy.pipeline import verify_with_policy
+from attest.publish.bom import build_bom
+from attest.publish.card import generate_card, pending_step, write_card
+from attest.publish.report import build_report, render_html
+from attest.record.plan import DEFAULT_PARENT_ROLE, parse_param, parse_parent
 from attest.statements.models import STEP_KINDS, StepKind
 from attest.trust.trust_set import TrustSet
-from attest.verify.engine import VerifyOptions, verify_lineage
+from attest.verify.engine import VerifyOptions
 from attest.verify.lineage import VerifiedLineage, head_step
 
 PathType = click.Path(path_type=Path)
@@ -85,9 +90,6 @@ def card_command(
     The card is covered by the model root, so write it BEFORE `attest record` signs: pass --step KIND and the same
     --parent/--config/--dataset/--param as the record command that follows. --check exits 1 when the card
     contradicts the statements."""
-    from attest.policy.model_card import read_card, step_views
-    from attest.publish.card import generate_card
-
     if check:
         return _check_card(folder, trust, parents_dirs)
     verify_cmd = verify_command_line(folder, trust)
@@ -112,10 +114,18 @@ def card_command(
             "this folder is already recorded and its card differs: rewriting it would change the model root and "
             "break the signature; write the card before recording (attest card DIR --step KIND --parent ...)",
         )
-    step, views = _pending_step(folder, cast(StepKind, kind), config, parents, teachers, datasets, params, trust)
+    step_kind = cast(StepKind, kind)
+    step, views = pending_step(
+        folder,
+        step_kind,
+        [parse_parent(s, DEFAULT_PARENT_ROLE[step_kind]) for s in parents],
+        trust,
+        teachers=teachers,
+        config=config,
+        datasets=datasets,
+        params=dict(parse_param(p) for p in params),
+    )
     text = generate_card(existing, step, views, verify_cmd, title)
-    from attest.publish.card import write_card
-
     path = write_card(folder, text)
     stdout.print(f"card written: {path} ({kind} of {', '.join(p.display for p in step.parents)})")
     stdout.print("now sign the folder, card included: attest record " + kind + " ... --output " + str(folder))
@@ -125,9 +135,6 @@ def card_command(
 def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -> int:
     """`card --check`: exit 1 on a contradiction, and also when no statement names the folder (nothing to check
     the card against is not agreement)."""
-    from attest.cli.json_outputs import CardCheckOutput
-    from attest.policy.model_card import check_card, read_card, step_from_statement
-
     as_json = wants_json()
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json, policy_rules=False)
     rec, current = head_step(lineage.steps, lineage.report.model_root)
@@ -164,61 +171,6 @@ def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -
     return EXIT_OK if result.agrees else EXIT_VERIFICATION_FAILED
 
 
-def _pending_step(
-    folder: Path,
-    kind: StepKind,
-    config: Path | None,
-    parents: tuple[str, ...],
-    teachers: tuple[Path, ...],
-    datasets: tuple[Path, ...],
-    params: tuple[str, ...],
-    trust: TrustSet,
-) -> tuple[StepView, dict[str, StepView]]:
-    """The step `attest record` is about to sign, as a card step, plus every parent's verified lineage."""
-    from attest.cli.record import dataset_input, parse_param, split_parent, split_role
-    from attest.lineage.locator import hub_dataset_id, hub_model_id
-    from attest.policy.model_card import ParentView, step_views
-    from attest.record.refs import resolve_model
-    from attest.record.session import DEFAULT_PARENT_ROLE
-    from attest.statements.recipe import load_recipe
-
-    if not parents:
-        raise InputError(None, "no --parent given")
-    dataset_deps = [dataset_input(d) for d in datasets]
-    recipe_text = None
-    base = None
-    if kind == "merge":
-        if config is None:
-            raise InputError(None, "a merge card needs --config (the mergekit YAML)")
-        recipe = load_recipe(config, recording=True)
-        recipe_text = recipe.text
-        base = recipe.parsed.get("base_model")
-    specs = [split_parent(s, DEFAULT_PARENT_ROLE[kind]) for s in parents] + [("teacher", t, None) for t in teachers]
-    explicit = {split_role(s, "")[0] for s in parents}
-    views = {}
-    parent_views = []
-    for role, path, hub in specs:
-        ref = resolve_model(path)
-        if isinstance(base, str) and "base" not in explicit and Path(base).exists():
-            role = "base" if ref.path.resolve() == Path(base).resolve() else role
-        shown = hub or trust.roots.get(ref.model_root) or hub_model_id(ref.uri)  # a Hub id given with @org/name wins
-        parent_views.append(ParentView(ref.name, ref.model_root, role, shown))
-        if ref.envelopes:
-            lineage = verify_lineage(path, trust, VerifyOptions(evaluate_policy=False))
-            views.update(step_views(lineage.steps, trust.roots))
-    step = StepView(
-        name=folder.resolve().name,
-        kind=kind,
-        digest=None,
-        parents=parent_views,
-        recipe_yaml=recipe_text,
-        hyperparameters=dict(parse_param(p) for p in params),
-        datasets=[(dep.name or "dataset", (dep.digest or {})["sha256"]) for dep in dataset_deps],
-        hub_datasets=[hub for dep in dataset_deps if (hub := hub_dataset_id(dep.uri))],
-    )
-    return step, views
-
-
 @click.command("report")
 @click.argument("folder", type=MODEL_FOLDER)
 @click.option("--html", "html_path", type=PathType, help="Write one self-contained HTML page here.")
@@ -234,8 +186,6 @@ def report_command(
 ) -> int:
     """Verify FOLDER (and the --policy rules) and write an audit report: lineage graph, verdicts, evidence, roots,
     signers. Exit 0 verified, 1 not verified (the report is written either way), 2 bad input."""
-    from attest.publish.report import build_report, render_html
-
     if html_path is None and not as_json:
         raise InputError(None, "give --html FILE and/or --json")
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json)
@@ -266,8 +216,6 @@ def bom_command(
 ) -> None:
     """A CycloneDX 1.6 ML-BOM of FOLDER: the model and its ancestors as machine-learning-model components, their
     attest roots, pedigree and each step's formulation. Statements are included only as verified under the trust."""
-    from attest.publish.bom import build_bom
-
     lineage = _verify(folder, trust, parents_dirs, quiet=output is None, policy_rules=with_rules)
     text = json.dumps(build_bom(lineage), indent=2) + "\n"
     if output is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -14,11 +13,19 @@ from rich.markup import escape
 
 from attest.cli.output import json_option, print_json, stdout, wants_json
 from attest.errors import InputError
-from attest.identity import hash_model
 from attest.lineage.store import load_bundle
-from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
-from attest.record.refs import ModelRef, check_merge_parents, resolve_model
-from attest.record.session import DEFAULT_PARENT_ROLE
+from attest.record.plan import (
+    DEFAULT_PARENT_ROLE,
+    ParentArg,
+    merge_inputs,
+    parse_checkpoint,
+    parse_param,
+    parse_parent,
+    recipe_base_folder,
+    record_merge,
+)
+from attest.record.recorder import RecordResult, Signing, internal_parameters
+from attest.record.session import RecordingSession
 from attest.signing.keys import (
     KEY_TYPES,
     PASSPHRASE_ENV,
@@ -28,8 +35,9 @@ from attest.signing.keys import (
     generate_key,
     load_private_key,
 )
-from attest.statements.builders import checkpoint_byproduct, code_dependency, dataset_dependency, now_rfc3339
-from attest.statements.models import DEFAULT_BUILDER_ID, ROLES, ResourceDescriptor, StepKind
+from attest.statements.builders import now_rfc3339
+from attest.statements.models import DEFAULT_BUILDER_ID, StepKind
+from attest.statements.recipe import load_recipe
 
 PathType = click.Path(path_type=Path)
 PARENT_METAVAR = "[ROLE=]DIR[@org/name]"
@@ -53,68 +61,6 @@ def _passphrase_for(path: Path) -> bytes | None:
 
 def load_cli_key(path: Path) -> PrivateKey:
     return load_private_key(path, _passphrase_for(path))
-
-
-def split_role(spec: str, default: str) -> tuple[str, Path]:
-    """`[ROLE=]DIR`: a prefix before '=' is a role only when it is one of ROLES."""
-    role, sep, rest = spec.partition("=")
-    if sep and role in ROLES:
-        return role, Path(rest)
-    if sep and "/" not in role and not Path(spec).exists():
-        raise InputError(spec, f"unknown role {role!r} (choose from {', '.join(ROLES)})")
-    return default, Path(spec)
-
-
-def split_parent(spec: str, default: str) -> tuple[str, Path, str | None]:
-    """`[ROLE=]DIR[@org/name]` or `[ROLE=]hf://org/name[@rev]`: (role, folder, Hub repo id given for a local DIR).
-    An hf:// address is resolved from the local Hugging Face cache, offline."""
-    from attest.lineage.locator import HF_SCHEME, model_path, split_hub_id
-
-    role, sep, rest = spec.partition("=")
-    if not (sep and role in ROLES):
-        if sep and "/" not in role and not spec.startswith(HF_SCHEME) and not Path(spec).exists():
-            raise InputError(spec, f"unknown role {role!r} (choose from {', '.join(ROLES)})")
-        role, rest = default, spec
-    where, hub = split_hub_id(rest)
-    return role, model_path(where), hub
-
-
-def parent_input(spec: str, default: str) -> tuple[str, ModelRef]:
-    """A --parent as a statement names it: a Hub repo id given with `@org/name` becomes its `hf://org/name` URI
-    (what the card's base_model shows)."""
-    role, path, hub = split_parent(spec, default)
-    ref = resolve_model(path)
-    return role, dataclasses.replace(ref, uri=f"hf://{hub}") if hub else ref
-
-
-def dataset_input(path: Path) -> ResourceDescriptor:
-    """--dataset FILE[@org/name]: a Hub dataset id is recorded as the URI `hf://datasets/org/name`."""
-    from attest.lineage.locator import split_hub_id
-
-    where, hub = split_hub_id(str(path))
-    dep = dataset_dependency(Path(where))
-    return dep.model_copy(update={"uri": f"hf://datasets/{hub}"}) if hub else dep
-
-
-def parse_param(spec: str) -> tuple[str, Any]:
-    """`k=v`: v is read as JSON when it is a JSON number, boolean or null, else kept as a string."""
-    key, sep, value = spec.partition("=")
-    if not sep or not key:
-        raise InputError(None, f"--param {spec!r} is not KEY=VALUE")
-    try:
-        parsed = json.loads(value, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-        if isinstance(parsed, bool | int | float) or parsed is None:
-            return key, parsed
-    except ValueError:
-        pass
-    return key, value
-
-
-def parse_checkpoint(spec: str) -> tuple[int | None, Path]:
-    step, sep, rest = spec.partition("=")
-    if sep and step.isdigit():
-        return int(step), Path(rest)
-    return None, Path(spec)
 
 
 def signing_options(f: Any) -> Any:
@@ -177,8 +123,6 @@ def _report(kind: str, result: RecordResult) -> None:
 
 
 def _digest(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -255,10 +199,10 @@ def record_group() -> None:
     """Sign a statement that a step made the model in --output from its parents."""
 
 
-def _model_inputs(specs: tuple[str, ...], default_role: str) -> list[tuple[str, ModelRef]]:
+def _parents(specs: tuple[str, ...], kind: StepKind) -> list[ParentArg]:
     if not specs:
         raise InputError(None, "no --parent given")
-    return [parent_input(s, default_role) for s in specs]
+    return [parse_parent(s, DEFAULT_PARENT_ROLE[kind]) for s in specs]
 
 
 @record_group.command("merge")
@@ -266,7 +210,7 @@ def _model_inputs(specs: tuple[str, ...], default_role: str) -> list[tuple[str, 
 @click.option("--parent", "parents", multiple=True, metavar=PARENT_METAVAR, help=PARENT_HELP)
 @common_options
 @signing_options
-def record_merge(
+def record_merge_command(
     config: Path,
     parents: tuple[str, ...],
     output: Path,
@@ -282,27 +226,10 @@ def record_merge(
     """Record a mergekit merge: the YAML verbatim, its sha256 and parsed form, and each parent's roots."""
     started = now_rfc3339()
     signing = _signing(keys, sigstore, staging, identity_token)
-    from attest.statements.recipe import load_recipe  # lazy: the attest.merge package loads torch
-
     recipe = load_recipe(config, recording=True)
-    inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE["merge"])
-    check_merge_parents(config, recipe.model_references(), inputs)
-    base = recipe.parsed.get("base_model")
-    if isinstance(base, str) and Path(base).exists():
-        explicit = {split_role(s, "")[0] for s in parents}
-        if "base" not in explicit:
-            inputs = [("base" if ref.path.resolve() == Path(base).resolve() else role, ref) for role, ref in inputs]
-    result = record_step(
-        "merge",
-        output,
-        inputs,
-        signing,
-        external=recipe.external_parameters(),
-        internal=internal_parameters(seed, device, dtype or _str_or_none(recipe.parsed.get("dtype"))),
-        started_on=started,
-        builder_id=builder_id,
-    )
-    _report("merge", result)
+    inputs = merge_inputs(recipe, config, _parents(parents, "merge"), recipe_base_folder(recipe))
+    internal = internal_parameters(seed, device, dtype or _str_or_none(recipe.parsed.get("dtype")))
+    _report("merge", record_merge(recipe, inputs, output, signing, internal, started, builder_id))
 
 
 def _str_or_none(v: Any) -> str | None:
@@ -337,34 +264,30 @@ def _training_command(kind: StepKind) -> click.Command:
         identity_token: str | None,
         builder_id: str,
     ) -> None:
-        started = now_rfc3339()
-        signing = _signing(keys, sigstore, staging, identity_token)
-        hyper = dict(parse_param(p) for p in params)
-        inputs = _model_inputs(parents, DEFAULT_PARENT_ROLE[kind])
-        inputs += [("teacher", resolve_model(t)) for t in teachers]
+        inputs = [*_parents(parents, kind), *(ParentArg("teacher", t) for t in teachers)]
         if kind == "distill" and not teachers:
             raise InputError(None, "a distill step needs --teacher DIR")
-        deps: list[ResourceDescriptor] = [dataset_input(d) for d in datasets]
-        if code is not None:
-            deps.append(code_dependency(code))
-        byproducts = []
-        for spec in checkpoints:
-            step, path = parse_checkpoint(spec)
-            byproducts.append(checkpoint_byproduct(path.name, hash_model(path), step))
-        result = record_step(
+        session = RecordingSession(
             kind,
             output,
-            inputs,
-            signing,
-            external={"hyperparameters": hyper} if hyper else {},
-            internal=internal_parameters(seed, device, dtype),
-            extra_dependencies=deps,
-            byproducts=byproducts,
-            started_on=started,
+            parents=inputs,
+            datasets=datasets,
+            code=code,
+            params=dict(parse_param(p) for p in params),
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            key=[load_cli_key(k) for k in keys],
+            sigstore=sigstore,
+            staging=staging,
+            identity_token=identity_token,
             builder_id=builder_id,
             allow_unchanged=allow_unchanged,
-        )
-        _report(kind, result)
+        ).start()
+        for spec in checkpoints:
+            step, path = parse_checkpoint(spec)
+            session.checkpoint(path, step)
+        _report(kind, session.finish())
 
     command.__doc__ = f"Record a {kind} step: parents, datasets, code, hyperparameters and the output's roots."
     return click.command(kind)(command)

@@ -9,12 +9,16 @@ the card from the parents' statements plus the step about to be recorded (the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from attest.atomic import atomic_write_text
+from attest.errors import InputError
+from attest.lineage.locator import Locator, hub_dataset_id, hub_model_id
+from attest.lineage.store import load_bundle
 from attest.policy.model_card import (
     CARD_FILE,
     LINEAGE_END,
@@ -24,7 +28,13 @@ from attest.policy.model_card import (
     ParentView,
     StepView,
     base_models,
+    step_views,
 )
+from attest.record.plan import ParentArg, dataset_input, model_input, recipe_base_folder, with_base_role
+from attest.statements.models import StepKind
+from attest.statements.recipe import load_recipe
+from attest.trust.trust_set import TrustSet
+from attest.verify.engine import VerifyOptions, verify_lineage
 
 
 def render_card(card: Card) -> str:
@@ -152,3 +162,48 @@ def generate_card(
     else:
         body = body.rstrip() + "\n\n" + section + "\n"
     return render_card(Card(front_matter(step, card.front), body))
+
+
+def pending_step(
+    folder: Path,
+    kind: StepKind,
+    parents: Sequence[ParentArg],
+    trust: TrustSet,
+    *,
+    teachers: Sequence[Path] = (),
+    config: Path | None = None,
+    datasets: Sequence[Path] = (),
+    params: dict[str, Any] | None = None,
+) -> tuple[StepView, dict[str, StepView]]:
+    """The step `attest record` is about to sign, as a card step, plus every attested parent's verified lineage.
+    Parents are planned as `attest record` plans them (attest.record.plan), each folder hashed once."""
+    if not parents:
+        raise InputError(None, "no --parent given")
+    dataset_deps = [dataset_input(d) for d in datasets]
+    recipe_text, base = None, None
+    if kind == "merge":
+        if config is None:
+            raise InputError(None, "a merge card needs --config (the mergekit YAML)")
+        recipe = load_recipe(config, recording=True)
+        recipe_text, base = recipe.text, recipe_base_folder(recipe)
+    locator = Locator()
+    views: dict[str, StepView] = {}
+    parent_views = []
+    for arg in with_base_role([*parents, *(ParentArg("teacher", t) for t in teachers)], base):
+        if load_bundle(arg.path):  # verified first: its hash is the one the input's name reuses
+            lineage = verify_lineage(arg.path, trust, VerifyOptions(evaluate_policy=False), locator)
+            views.update(step_views(lineage.steps, trust.roots))
+        role, ref = model_input(arg, locator)
+        shown = arg.hub or trust.roots.get(ref.model_root) or hub_model_id(ref.uri)  # a Hub id given with @ wins
+        parent_views.append(ParentView(ref.name, ref.model_root, role, shown))
+    step = StepView(
+        name=folder.resolve().name,
+        kind=kind,
+        digest=None,
+        parents=parent_views,
+        recipe_yaml=recipe_text,
+        hyperparameters=dict(params or {}),
+        datasets=[(dep.name or "dataset", dep.sha256 or "") for dep in dataset_deps],
+        hub_datasets=[hub for dep in dataset_deps if (hub := hub_dataset_id(dep.uri))],
+    )
+    return step, views

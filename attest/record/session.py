@@ -19,29 +19,22 @@ from typing import Any
 
 from attest.errors import InputError
 from attest.identity import hash_model
+from attest.lineage.locator import Locator
+from attest.record.plan import DEFAULT_PARENT_ROLE, ParentArg, dataset_input, model_input
 from attest.record.recorder import RecordResult, Signing, internal_parameters, record_step
-from attest.record.refs import ModelRef, resolve_model
+from attest.record.refs import ModelRef
 from attest.signing.keys import PrivateKey, env_passphrase, load_private_key
 from attest.statements.builders import (
     checkpoint_byproduct,
     code_dependency,
-    dataset_dependency,
     new_invocation_id,
     now_rfc3339,
 )
 from attest.statements.models import DEFAULT_BUILDER_ID, STEP_KINDS, ResourceDescriptor, StepKind
 
 PathLike = str | os.PathLike[str]
-ParentSpec = PathLike | tuple[str, PathLike]
-"""A parent folder, or (role, folder)."""
-
-DEFAULT_PARENT_ROLE: dict[StepKind, str] = {
-    "merge": "parent",
-    "finetune": "base",
-    "distill": "student-init",
-    "quantize": "base",
-    "convert": "base",
-}
+ParentSpec = PathLike | tuple[str, PathLike] | ParentArg
+"""A parent folder, (role, folder), or a parsed `--parent` (attest.record.plan.parse_parent)."""
 
 
 def load_keys(keys: Sequence[PathLike | PrivateKey], passphrase: bytes | None = None) -> list[PrivateKey]:
@@ -70,6 +63,7 @@ class RecordingSession:
         passphrase: bytes | None = None,
         sigstore: bool = False,
         staging: bool = False,
+        identity_token: str | None = None,
         builder_id: str = DEFAULT_BUILDER_ID,
         allow_unchanged: bool = False,
     ) -> None:
@@ -77,10 +71,10 @@ class RecordingSession:
             raise InputError(None, f"unknown step kind {kind!r} (choose from {', '.join(STEP_KINDS)})")
         self.kind = kind
         self.output = Path(output)
-        self._parent_specs = [(p if isinstance(p, tuple) else (DEFAULT_PARENT_ROLE[kind], p)) for p in parents]
+        self._parents = [_parent_arg(p, DEFAULT_PARENT_ROLE[kind]) for p in parents]
         if teacher is not None:
-            self._parent_specs.append(("teacher", teacher))
-        self._dataset_paths = [Path(d) for d in datasets]
+            self._parents.append(ParentArg("teacher", Path(teacher)))
+        self._datasets = list(datasets)
         self._code = Path(code) if code is not None else None
         self.params: dict[str, Any] = dict(params or {})
         self.internal: dict[str, Any] = {}
@@ -92,7 +86,7 @@ class RecordingSession:
         else:
             keys = list(key)
         self._key_specs, self._passphrase = keys, passphrase
-        self._sigstore, self._staging = sigstore, staging
+        self._sigstore, self._staging, self._token = sigstore, staging, identity_token
         self.builder_id, self.allow_unchanged = builder_id, allow_unchanged
         self.inputs: list[tuple[str, ModelRef]] = []
         self.dependencies: list[ResourceDescriptor] = []
@@ -104,11 +98,12 @@ class RecordingSession:
 
     def start(self) -> RecordingSession:
         """Load keys, name the inputs (hash or attestation), digest datasets and code, note the start time."""
-        signing = Signing(load_keys(self._key_specs, self._passphrase), self._sigstore, self._staging)
+        signing = Signing(load_keys(self._key_specs, self._passphrase), self._sigstore, self._staging, self._token)
         self.signing = signing.prepared()
         self.started_on = now_rfc3339()
-        self.inputs = [(role, resolve_model(p)) for role, p in self._parent_specs]
-        self.dependencies = [dataset_dependency(p) for p in self._dataset_paths]
+        locator = Locator()
+        self.inputs = [model_input(p, locator) for p in self._parents]
+        self.dependencies = [dataset_input(p) for p in self._datasets]
         if self._code is not None:
             self.dependencies.append(code_dependency(self._code))
         return self
@@ -137,6 +132,13 @@ class RecordingSession:
             allow_unchanged=self.allow_unchanged,
         )
         return self.result
+
+
+def _parent_arg(spec: ParentSpec, default_role: str) -> ParentArg:
+    if isinstance(spec, ParentArg):
+        return spec
+    role, path = spec if isinstance(spec, tuple) else (default_role, spec)
+    return ParentArg(role, Path(path), explicit=isinstance(spec, tuple))
 
 
 @contextlib.contextmanager
