@@ -10,6 +10,7 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
+from attest.bounded import read_bounded
 from attest.cli.output import ByteProgress, json_option, print_json, shown, stderr, stdout, wants_json
 from attest.errors import InputError, VerificationError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
@@ -44,12 +45,9 @@ def hash_with_progress(
 
 def load_json_model(path: Path, model: type[T]) -> T:
     """A manifest or proof file, parsed as strict JSON (no duplicate keys, no NaN/Infinity) and then validated."""
+    raw = read_bounded(path, MAX_JSON_INPUT)
     try:
-        if path.stat().st_size > MAX_JSON_INPUT:
-            raise InputError(path, f"larger than {MAX_JSON_INPUT} bytes")
-        doc = strict_loads(path.read_bytes())
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+        doc = strict_loads(raw)
     except RecursionError:
         raise InputError(path, "not valid JSON (nested too deeply)") from None
     except ValueError as exc:

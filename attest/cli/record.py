@@ -11,6 +11,7 @@ from typing import Any, cast
 import click
 from rich.markup import escape
 
+from attest.bounded import read_bounded
 from attest.cli.output import json_option, print_json, stdout, wants_json
 from attest.errors import InputError
 from attest.lineage.store import load_bundle
@@ -172,13 +173,7 @@ def _new_passphrase(ask: bool, env_var: str | None, file: Path | None) -> bytes 
             raise InputError(None, f"--passphrase-env {env_var}: the variable is not set or empty")
         return value.encode("utf-8")
     if file is not None:
-        try:
-            with file.open("rb") as fh:
-                data = fh.read(MAX_PASSPHRASE_FILE + 1)
-        except OSError as exc:
-            raise InputError(file, f"cannot read: {exc.strerror or exc}") from None
-        if len(data) > MAX_PASSPHRASE_FILE:
-            raise InputError(file, f"a passphrase file is at most {MAX_PASSPHRASE_FILE} bytes")
+        data = read_bounded(file, MAX_PASSPHRASE_FILE, f"a passphrase file is at most {MAX_PASSPHRASE_FILE} bytes")
         line = data.splitlines()[0] if data.strip(b"\r\n") else b""
         if not line:
             raise InputError(file, "the passphrase file is empty")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.identity.safetensors_reader import MAX_TENSORS, SafetensorsHeader, TensorCountError, read_header
 from attest.strict_json import strict_loads
@@ -212,12 +213,7 @@ def _check_index_metadata(path: Path, metadata: object) -> None:
 def _check_index(scan: FolderScan, index: str) -> None:
     path = scan.root / index
     real = scan.real_paths[index]
-    try:
-        if real.stat().st_size > MAX_INDEX_BYTES:
-            raise InputError(path, f"shard index larger than {MAX_INDEX_BYTES} bytes")
-        raw = real.read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    raw = read_bounded(real, MAX_INDEX_BYTES, f"shard index larger than {MAX_INDEX_BYTES} bytes", shown=path)
     try:
         data = strict_loads(raw)
     except (ValueError, RecursionError) as exc:

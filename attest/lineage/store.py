@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from attest.atomic import atomic_write_bytes
+from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.identity.folder import ATTEST_DIR
 from attest.signing.dsse import MAX_SIGNATURES, Envelope, Signature
@@ -68,15 +69,9 @@ def load_bundle(folder: str | os.PathLike[str]) -> list[Envelope]:
     path = bundle_path(folder)
     if not path.exists():
         return []
-    try:
-        if path.is_symlink() or not path.is_file():
-            raise BundleError(path, "not a regular file")
-        if path.stat().st_size > MAX_BUNDLE_BYTES:
-            raise BundleError(path, f"larger than {MAX_BUNDLE_BYTES} bytes")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(path, f"cannot read: {exc.strerror or exc}") from None
-    return parse_bundle(data, path)
+    if path.is_symlink() or not path.is_file():
+        raise BundleError(path, "not a regular file")
+    return parse_bundle(read_bounded(path, MAX_BUNDLE_BYTES, error=BundleError), path)
 
 
 def sigstore_paths(folder: str | os.PathLike[str]) -> list[Path]:
@@ -90,12 +85,7 @@ def load_sigstore_bundles(folder: str | os.PathLike[str]) -> dict[str, bytes]:
     """File name -> raw bytes of each `.attest/*.sigstore.json` (unverified)."""
     out = {}
     for p in sigstore_paths(folder):
-        try:
-            if p.stat().st_size > MAX_SIGSTORE_BYTES:
-                raise BundleError(p, f"larger than {MAX_SIGSTORE_BYTES} bytes")
-            out[p.name] = p.read_bytes()
-        except OSError as exc:
-            raise BundleError(p, f"cannot read: {exc.strerror or exc}") from None
+        out[p.name] = read_bounded(p, MAX_SIGSTORE_BYTES, error=BundleError)
     return out
 
 

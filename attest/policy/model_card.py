@@ -13,6 +13,7 @@ from typing import Any
 
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
+from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.lineage.locator import hub_dataset_id, hub_model_id
 from attest.policy.plain_text import plain_text
@@ -114,15 +115,7 @@ def read_card(folder: Path) -> Card | None:
     path = folder / CARD_FILE
     if not path.is_file():
         return None
-    try:
-        if path.stat().st_size > MAX_CARD_BYTES:
-            raise InputError(path, f"model card larger than {MAX_CARD_BYTES} bytes")
-        with path.open("rb") as f:
-            raw = f.read(MAX_CARD_BYTES + 1)
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CARD_BYTES:
-        raise InputError(path, f"model card larger than {MAX_CARD_BYTES} bytes")
+    raw = read_bounded(path, MAX_CARD_BYTES, f"model card larger than {MAX_CARD_BYTES} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from attest.atomic import atomic_write_bytes
+from attest.bounded import read_bounded
 from attest.errors import InputError
 
 KeyType = Literal["ed25519", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
@@ -169,14 +170,9 @@ def generate_key(
 
 
 def _read_pem(path: Path, what: str) -> bytes:
-    try:
-        if not path.is_file():
-            raise InputError(path, f"no such {what} file")
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise InputError(path, f"too large for a {what}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise InputError(path, f"no such {what} file")
+    return read_bounded(path, MAX_KEY_FILE, f"too large for a {what}")
 
 
 class EncryptedKeyError(InputError):

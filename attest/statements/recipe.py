@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.recipe_yaml import MAX_RECIPE_BYTES, load_recipe_yaml
 
@@ -232,14 +233,9 @@ def parse_recipe(text: str, source: str | Path | None = None, *, recording: bool
 def load_recipe(path: str | Path, *, recording: bool = False) -> MergeRecipe:
     """Read a recipe file (bounded, UTF-8, bytes as they are: its sha256 is the file's)."""
     p = Path(path)
-    try:
-        if not p.is_file():
-            raise InputError(p, "no such config file")
-        if p.stat().st_size > MAX_RECIPE_BYTES:
-            raise InputError(p, f"recipe larger than {MAX_RECIPE_BYTES} bytes")
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
+    if not p.is_file():
+        raise InputError(p, "no such config file")
+    raw = read_bounded(p, MAX_RECIPE_BYTES, f"recipe larger than {MAX_RECIPE_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

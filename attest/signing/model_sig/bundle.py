@@ -8,13 +8,13 @@ import binascii
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.signing.dsse import pae
 from attest.signing.keys import READABLE_KEY_TYPES, PrivateKey, PublicKey
@@ -121,17 +121,8 @@ def check_key_type(key: PublicKey | PrivateKey) -> None:
 
 
 def read_small(path: Path, limit: int) -> bytes:
-    """Read a whole small input file, refusing anything over `limit` bytes before reading it."""
-    try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise InputError(path, "not a regular file")
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise InputError(path, f"larger than {limit} bytes")
-    return data
+    """Read a whole small input file (a regular file), refusing anything over `limit` bytes."""
+    return read_bounded(path, limit, regular=True)
 
 
 def parse_json(path: Path, data: bytes, what: str) -> Any:
