@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from attest.cli.options import choice_option, device_option, parents_dir_option
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
 from attest.lineage.locator import Locator
 from attest.record.plan import ParentArg, merge_inputs, record_merge
@@ -22,46 +23,34 @@ if TYPE_CHECKING:
     from attest.merge import MergeRecipe, MergeResult
     from attest.replay import ReplayReport
 
-device_option = click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where tensors are computed (cuda needs a CUDA build of torch and a GPU).",
-)
-tie_order_option = click.option(
+compute_device_option = device_option("Where tensors are computed (cuda needs a CUDA build of torch and a GPU).")
+tie_order_option = choice_option(
     "--tie-order",
-    type=click.Choice(["mergekit", "stable"]),
-    default="mergekit",
-    show_default=True,
-    help="TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
+    ["mergekit", "stable"],
+    "mergekit",
+    "TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
     "the CPU) or by lower index (linear time, identical on every device).",
 )
-layout_option = click.option(
+layout_option = choice_option(
     "--layout",
-    type=click.Choice(["mergekit", "per-expert"]),
-    default="mergekit",
-    show_default=True,
-    help="Mixture-of-experts models: write (or expect) the routed experts fused with config.json rewritten through "
+    ["mergekit", "per-expert"],
+    "mergekit",
+    "Mixture-of-experts models: write (or expect) the routed experts fused with config.json rewritten through "
     "transformers, exactly as mergekit 0.1.5 does, or per expert as the parents store them. Dense models: no effect.",
 )
 SEED_TYPE = click.IntRange(-(1 << 63), (1 << 63) - 1)  # int64, as the mask key packs it
-parents_option = click.option(
-    "--parents-dir",
-    "parents_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    metavar="DIR",
-    help="Folder holding the models the recipe names, found there by relative path, last path component, or "
+parents_option = parents_dir_option(
+    "Folder holding the models the recipe names, found there by relative path, last path component, or "
     "org--name. When given, models are looked up only under these folders (absolute and '..' references are "
     "refused); without it, the recipe's paths are used as written. Repeatable.",
+    metavar="DIR",
 )
 
 
 @click.command("merge")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@device_option
+@compute_device_option
 @click.option("--seed", type=SEED_TYPE, default=None, help="Seed of the keyed mask generator (DARE, DELLA); recorded.")
 @parents_option
 @tie_order_option
@@ -153,15 +142,14 @@ def _print_report(report: ReplayReport) -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @parents_option
-@device_option
+@compute_device_option
 @click.option("--seed", type=SEED_TYPE, default=None, help="The seed the merge used (DARE, DELLA).")
-@click.option(
+@choice_option(
     "--masks",
-    "mask_generator",
-    type=click.Choice(["attest", "mergekit"]),
-    default="attest",
-    show_default=True,
-    help="How the merge drew its masks: attest's keyed generator, or mergekit's global CPU generator (--random-seed).",
+    ["attest", "mergekit"],
+    "attest",
+    "How the merge drew its masks: attest's keyed generator, or mergekit's global CPU generator (--random-seed).",
+    dest="mask_generator",
 )
 @click.option(
     "--tolerance-ulps",

@@ -12,6 +12,7 @@ from rich.markup import escape
 from attest.atomic import atomic_write_text
 from attest.cli.json_outputs import CardCheckOutput
 from attest.cli.model_arg import MODEL_FOLDER
+from attest.cli.options import PathType, parents_dir_option
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
@@ -25,8 +26,6 @@ from attest.statements.models import STEP_KINDS, StepKind
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions
 from attest.verify.lineage import VerifiedLineage, head_step
-
-PathType = click.Path(path_type=Path)
 
 
 def _verify(
@@ -69,7 +68,7 @@ def verify_command_line(folder: Path, trust: TrustSet) -> str:
 @click.option("--dataset", "datasets", multiple=True, type=PathType, help="A dataset file; FILE@org/name: its Hub id.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A hyperparameter (repeatable).")
 @click.option("--title", help="Heading of a new card (default: the folder name).")
-@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@parents_dir_option()
 @trust_options
 @json_option
 def card_command(
@@ -175,7 +174,7 @@ def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -
 @click.argument("folder", type=MODEL_FOLDER)
 @click.option("--html", "html_path", type=PathType, help="Write one self-contained HTML page here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the same content as JSON (schemas/audit-report).")
-@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@parents_dir_option()
 @trust_options
 def report_command(
     folder: Path,
@@ -203,7 +202,7 @@ def report_command(
 @click.argument("folder", type=MODEL_FOLDER)
 @click.option("--format", "fmt", type=click.Choice(["cyclonedx"]), default="cyclonedx", show_default=True)
 @click.option("-o", "--output", type=PathType, help="Write the BOM here (default: stdout).")
-@click.option("--parents-dir", "parents_dirs", multiple=True, type=PathType, help="Folder holding parents by name.")
+@parents_dir_option()
 @click.option("--with-rules", is_flag=True, help="Evaluate the policy's rules (the training replay is recorded).")
 @trust_options
 def bom_command(

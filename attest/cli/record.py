@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ import click
 from rich.markup import escape
 
 from attest.bounded import read_bounded
+from attest.cli.options import PathType, option_group
 from attest.cli.output import json_option, print_json, stdout, wants_json
 from attest.errors import InputError
 from attest.lineage.store import load_bundle
@@ -40,7 +42,6 @@ from attest.statements.builders import now_rfc3339
 from attest.statements.models import DEFAULT_BUILDER_ID, StepKind
 from attest.statements.recipe import load_recipe
 
-PathType = click.Path(path_type=Path)
 PARENT_METAVAR = "[ROLE=]DIR[@org/name]"
 PARENT_HELP = "An input model (repeatable): a folder, with its Hub repo id after '@', or hf://org/name[@rev] (cache)."
 DATASET_HELP = "A dataset file (repeatable), with its Hub dataset id after '@' (FILE@org/name)."
@@ -64,36 +65,57 @@ def load_cli_key(path: Path) -> PrivateKey:
     return load_private_key(path, _passphrase_for(path))
 
 
-def signing_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--key", "keys", multiple=True, type=PathType, help="Private key to sign with (repeatable)."),
-            click.option("--sigstore", is_flag=True, help="Also sign keyless with Sigstore (network + OIDC)."),
-            click.option("--staging", is_flag=True, help="Use Sigstore's staging instance."),
-            click.option("--identity-token", envvar="SIGSTORE_ID_TOKEN", help="OIDC token for --sigstore."),
-            click.option("--builder-id", default=DEFAULT_BUILDER_ID, show_default=True, help="runDetails.builder.id"),
-        ]
-    ):
-        f = option(f)
-    return f
+@dataclass(frozen=True)
+class Signer:
+    """--key/--sigstore/--staging/--identity-token (keys loaded, Sigstore token obtained) and --builder-id."""
+
+    signing: Signing
+    builder_id: str
+
+
+def _signer(
+    keys: tuple[Path, ...], sigstore: bool, staging: bool, identity_token: str | None, builder_id: str
+) -> Signer:
+    return Signer(Signing([load_cli_key(k) for k in keys], sigstore, staging, identity_token).prepared(), builder_id)
+
+
+signing_options = option_group(
+    "signer",
+    [
+        click.option("--key", "keys", multiple=True, type=PathType, help="Private key to sign with (repeatable)."),
+        click.option("--sigstore", is_flag=True, help="Also sign keyless with Sigstore (network + OIDC)."),
+        click.option("--staging", is_flag=True, help="Use Sigstore's staging instance."),
+        click.option("--identity-token", envvar="SIGSTORE_ID_TOKEN", help="OIDC token for --sigstore."),
+        click.option("--builder-id", default=DEFAULT_BUILDER_ID, show_default=True, help="runDetails.builder.id"),
+    ],
+    _signer,
+)
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """What --seed, --device and --dtype say about how the step ran."""
+
+    seed: int | None
+    device: str | None
+    dtype: str | None
+
+
+_run_options = option_group(
+    "run",
+    [
+        click.option("--seed", type=int, help="Random seed the step used."),
+        click.option("--device", help="Device the step ran on (cpu, cuda, ...)."),
+        click.option("--dtype", help="Compute dtype of the step."),
+    ],
+    StepRun,
+)
 
 
 def common_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--output", required=True, type=PathType, help="The model folder this step produced."),
-            click.option("--seed", type=int, help="Random seed the step used."),
-            click.option("--device", help="Device the step ran on (cpu, cuda, ...)."),
-            click.option("--dtype", help="Compute dtype of the step."),
-            json_option,
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _signing(keys: tuple[Path, ...], sigstore: bool, staging: bool, token: str | None) -> Signing:
-    return Signing([load_cli_key(k) for k in keys], sigstore, staging, token).prepared()
+    """--output, the run's --seed/--device/--dtype (as `run: StepRun`) and --json."""
+    f = _run_options(json_option(f))
+    return click.option("--output", required=True, type=PathType, help="The model folder this step produced.")(f)
 
 
 def _report(kind: str, result: RecordResult) -> None:
@@ -205,26 +227,13 @@ def _parents(specs: tuple[str, ...], kind: StepKind) -> list[ParentArg]:
 @click.option("--parent", "parents", multiple=True, metavar=PARENT_METAVAR, help=PARENT_HELP)
 @common_options
 @signing_options
-def record_merge_command(
-    config: Path,
-    parents: tuple[str, ...],
-    output: Path,
-    seed: int | None,
-    device: str | None,
-    dtype: str | None,
-    keys: tuple[Path, ...],
-    sigstore: bool,
-    staging: bool,
-    identity_token: str | None,
-    builder_id: str,
-) -> None:
+def record_merge_command(config: Path, parents: tuple[str, ...], output: Path, run: StepRun, signer: Signer) -> None:
     """Record a mergekit merge: the YAML verbatim, its sha256 and parsed form, and each parent's roots."""
     started = now_rfc3339()
-    signing = _signing(keys, sigstore, staging, identity_token)
     recipe = load_recipe(config, recording=True)
     inputs = merge_inputs(recipe, config, _parents(parents, "merge"), recipe_base_folder(recipe))
-    internal = internal_parameters(seed, device, dtype or _str_or_none(recipe.parsed.get("dtype")))
-    _report("merge", record_merge(recipe, inputs, output, signing, internal, started, builder_id))
+    internal = internal_parameters(run.seed, run.device, run.dtype or _str_or_none(recipe.parsed.get("dtype")))
+    _report("merge", record_merge(recipe, inputs, output, signer.signing, internal, started, signer.builder_id))
 
 
 def _str_or_none(v: Any) -> str | None:
@@ -250,14 +259,8 @@ def _training_command(kind: StepKind) -> click.Command:
         checkpoints: tuple[str, ...],
         allow_unchanged: bool,
         output: Path,
-        seed: int | None,
-        device: str | None,
-        dtype: str | None,
-        keys: tuple[Path, ...],
-        sigstore: bool,
-        staging: bool,
-        identity_token: str | None,
-        builder_id: str,
+        run: StepRun,
+        signer: Signer,
     ) -> None:
         inputs = [*_parents(parents, kind), *(ParentArg("teacher", t) for t in teachers)]
         if kind == "distill" and not teachers:
@@ -269,14 +272,14 @@ def _training_command(kind: StepKind) -> click.Command:
             datasets=datasets,
             code=code,
             params=dict(parse_param(p) for p in params),
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            key=[load_cli_key(k) for k in keys],
-            sigstore=sigstore,
-            staging=staging,
-            identity_token=identity_token,
-            builder_id=builder_id,
+            seed=run.seed,
+            device=run.device,
+            dtype=run.dtype,
+            key=signer.signing.keys,
+            sigstore=signer.signing.sigstore,
+            staging=signer.signing.staging,
+            identity_token=signer.signing.token,
+            builder_id=signer.builder_id,
             allow_unchanged=allow_unchanged,
         ).start()
         for spec in checkpoints:

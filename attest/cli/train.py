@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
+from attest.cli.options import PathType, choice_option
 from attest.cli.output import stdout
 from attest.cli.record import load_cli_key
 from attest.record.recorder import Signing
-
-PathType = click.Path(path_type=Path)
 
 
 @click.command("train")
@@ -22,12 +21,11 @@ PathType = click.Path(path_type=Path)
 @click.option("--batch-size", required=True, type=click.IntRange(1), help="Samples per step.")
 @click.option("--lr", required=True, type=click.FloatRange(min=0, min_open=True), help="AdamW learning rate.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Distillation temperature (kl).")
-@click.option(
+@choice_option(
     "--loss",
-    type=click.Choice(["kl", "hidden-mse"]),
-    default="kl",
-    show_default=True,
-    help="distill: KL to the teacher's logits (causal LMs), or MSE to its last hidden states (encoders).",
+    ["kl", "hidden-mse"],
+    "kl",
+    "distill: KL to the teacher's logits (causal LMs), or MSE to its last hidden states (encoders).",
 )
 @click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0), help="AdamW decay.")
 @click.option("--seed", required=True, type=int, help="Seed of the data order and the RNG.")

@@ -8,6 +8,7 @@ import click
 from rich.tree import Tree
 
 from attest.cli.model_arg import MODEL_FOLDER
+from attest.cli.options import device_option, parents_dir_option, paths_option
 from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED
@@ -81,37 +82,19 @@ def _progress(message: str) -> None:
 @click.command("verify")
 @click.argument("folder", type=MODEL_FOLDER)
 @trust_options
-@click.option(
-    "--attestations",
-    "attestations",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="More statements: a .intoto.jsonl file or a folder of them.",
-)
-@click.option(
-    "--parents-dir",
-    "parents_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Folder holding parent checkpoints by name; found parents are re-hashed.",
-)
+@paths_option("--attestations", "attestations", "More statements: a .intoto.jsonl file or a folder of them.")
+@parents_dir_option("Folder holding parent checkpoints by name; found parents are re-hashed.")
 @click.option("--ignore", "ignore", multiple=True, metavar="PATH", help="Leave this relative path out.")
 @click.option("--replay", is_flag=True, help="Recompute each recorded merge from its parents and compare per tensor.")
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where --replay computes (cpu: bit-exact; cuda: within 1 ulp).",
-)
+@device_option("Where --replay computes (cpu: bit-exact; cuda: within 1 ulp).")
 @click.option(
     "--replay-training",
     type=click.IntRange(1),
     metavar="N",
     help="Check the model's training transcript and re-execute N segments chosen from its statement's digest.",
 )
-@click.option("--checkpoints", "checkpoints_dirs", multiple=True, type=click.Path(path_type=Path), help="Checkpoints.")
-@click.option("--data", "training_data", multiple=True, type=click.Path(path_type=Path), help="Training data file.")
+@paths_option("--checkpoints", "checkpoints_dirs", "Checkpoints.")
+@paths_option("--data", "training_data", "Training data file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
 def verify_command(

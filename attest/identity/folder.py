@@ -64,6 +64,22 @@ def _is_pickle(rel: str) -> bool:
     return PurePosixPath(rel).suffix.lower() in PICKLE_SUFFIXES
 
 
+def _admitted(
+    scan: FolderScan, dirpath: str, names: list[str], ignored: set[str], shown_suffix: str
+) -> Iterator[tuple[str, str, Path]]:
+    """(name, relative path, full path) of each entry of `dirpath` in sorted order, its name checked; excluded and
+    ignored entries are noted in scan.excluded (with `shown_suffix`) and skipped."""
+    rel_dir = Path(dirpath).relative_to(scan.root)
+    for name in sorted(names):
+        rel = (rel_dir / name).as_posix()
+        full = Path(dirpath) / name
+        _check_name(full, rel)
+        if _is_excluded(rel) or rel in ignored:
+            scan.excluded.append(rel + shown_suffix)
+            continue
+        yield name, rel, full
+
+
 def scan_folder(
     path: str | os.PathLike[str], ignore: list[str] | None = None, *, require_weights: bool = True
 ) -> FolderScan:
@@ -79,29 +95,15 @@ def scan_folder(
     any_entry = False
 
     for dirpath, dirnames, filenames in walk_folder(root):
-        rel_dir = Path(dirpath).relative_to(root)
+        any_entry = any_entry or bool(dirnames or filenames)
         keep: list[str] = []
-        for d in sorted(dirnames):
-            rel = (rel_dir / d).as_posix()
-            any_entry = True
-            full = Path(dirpath) / d
-            _check_name(full, rel)
-            if _is_excluded(rel) or rel in ignored:
-                scan.excluded.append(rel + "/")
-                continue
+        for d, rel, full in _admitted(scan, dirpath, dirnames, ignored, "/"):
             if full.is_symlink():
                 _check_link(full, real_root, rel)
                 raise InputError(full, "symlinked folder inside the model folder is not supported")
             keep.append(d)
         dirnames[:] = keep
-        for name in sorted(filenames):
-            rel = (rel_dir / name).as_posix()
-            any_entry = True
-            full = Path(dirpath) / name
-            _check_name(full, rel)
-            if _is_excluded(rel) or rel in ignored:
-                scan.excluded.append(rel)
-                continue
+        for name, rel, full in _admitted(scan, dirpath, filenames, ignored, ""):
             real = _check_link(full, real_root, rel) if full.is_symlink() else full
             try:
                 st = real.stat()
