@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        import attest.identity
+        import attest.identity  # lazy (PEP 562): `import attest` stays cheap
 
         return getattr(attest.identity, name)
     raise AttributeError(f"module 'attest' has no attribute {name!r}")

@@ -12,27 +12,28 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from attest.atomic import atomic_write_text
+from attest.cli import json_outputs as cli
+from attest.conformance import VectorManifest
+from attest.forensics.report import DetectReport
+from attest.identity.diff import ManifestDiff
+from attest.identity.manifest import IdentityManifest
+from attest.identity.proofs import TensorProof
+from attest.publish.report import AuditReport
+from attest.replay.report import ReplayReport
+from attest.signing.dsse import Envelope
+from attest.signing.model_sig import ModelSigVerification
+from attest.statements.models import ProvenanceStatement, Statement
+from attest.training.replay import TrainingReplayReport
+from attest.training.transcript import TrainingHyperparameters, TrainingTranscript
+from attest.trust.policy_file import TrustPolicy
+from attest.verify.report import VerifyReport
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def registry() -> dict[str, type[BaseModel]]:
     """File name in schemas/ -> the model it describes. Capabilities add their formats here."""
-    from attest.cli import json_outputs as cli
-    from attest.conformance import VectorManifest
-    from attest.forensics.report import DetectReport
-    from attest.identity.diff import ManifestDiff
-    from attest.identity.manifest import IdentityManifest
-    from attest.identity.proofs import TensorProof
-    from attest.publish.report import AuditReport
-    from attest.replay.report import ReplayReport
-    from attest.signing.dsse import Envelope
-    from attest.signing.model_sig import ModelSigVerification
-    from attest.statements.models import ProvenanceStatement, Statement
-    from attest.training.replay import TrainingReplayReport
-    from attest.training.transcript import TrainingHyperparameters, TrainingTranscript
-    from attest.trust.policy_file import TrustPolicy
-    from attest.verify.report import VerifyReport
-
     return {
         "identity-manifest.schema.json": IdentityManifest,
         "tensor-proof.schema.json": TensorProof,
@@ -76,8 +77,6 @@ def render(model: type[BaseModel], name: str) -> str:
 
 
 def export(target: Path = SCHEMA_DIR, write: Callable[[Path, str], None] | None = None) -> list[Path]:
-    from attest.atomic import atomic_write_text
-
     target.mkdir(parents=True, exist_ok=True)
     out = []
     for name, model in registry().items():

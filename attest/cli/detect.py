@@ -54,12 +54,12 @@ def detect_command(
 
         report = detect(folder, list(candidates), base, on_total=bar.total, on_bytes=bar.advance)
     if claim:
-        from attest.forensics.claims import check_claims
+        from attest.forensics.claims import check_claims  # lazy: attest.forensics loads torch
 
         checks, notes = check_claims(folder, report)
         report = report.model_copy(update={"claims": checks, "notes": [*report.notes, *notes]})
     if plot is not None:
-        from attest.forensics.plot import plot_coefficients
+        from attest.forensics.plot import plot_coefficients  # lazy: matplotlib, only for --plot
 
         plot_coefficients(report, plot)
         if as_json:

@@ -10,7 +10,9 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
+from attest.atomic import atomic_write_text
 from attest.bounded import read_bounded
+from attest.cli.json_outputs import ProofCheckOutput
 from attest.cli.output import ByteProgress, json_option, print_json, shown, stderr, stdout, wants_json
 from attest.errors import InputError, VerificationError
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
@@ -102,8 +104,6 @@ def prove_command(folder: Path, tensor: str, algorithm: Algorithm, output: Path 
     if output is None:
         click.echo(text, nl=False)
     else:
-        from attest.atomic import atomic_write_text
-
         atomic_write_text(output, text)
         stderr.print(f"proof for {shown(tensor)} written to {shown(output)}")
 
@@ -124,8 +124,6 @@ def check_proof_command(proof_file: Path, root_hex: str, tree_size: int | None) 
     proof = load_json_model(proof_file, TensorProof)
     t = proof.tensor
     if wants_json():
-        from attest.cli.json_outputs import ProofCheckOutput
-
         facts = {"root": root_hex, "tensor": t.name, "dtype": t.dtype, "shape": list(t.shape)}
         try:
             which = check_proof(proof, root_hex, tree_size)
@@ -161,8 +159,7 @@ def diff_command(expected: Path, actual: Path, algorithm: Algorithm, as_json: bo
     if a.algorithm != b.algorithm:
         raise InputError(actual, f"uses {b.algorithm}, {expected} uses {a.algorithm}")
     d = diff_manifests(a, b)
-    # Imported here: the canonical view reads tensors with torch, which most commands never load.
-    from attest.checkpoint.compare import canonical_diff, needs_canonical
+    from attest.checkpoint.compare import canonical_diff, needs_canonical  # lazy: reads tensors with torch
 
     if not d.same_weights and needs_canonical(d):
         if expected.is_dir() and actual.is_dir():

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from attest.cli.json_outputs import MergeOutput
 from attest.cli.options import choice_option, device_option, parents_dir_option
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
 from attest.lineage.locator import Locator
@@ -90,8 +91,6 @@ def merge_command(
         )
     recorded = _record(result, recipe, config, signing) if signing is not None else None
     if wants_json():
-        from attest.cli.json_outputs import MergeOutput
-
         print_json(
             MergeOutput(
                 output=str(result.output),
@@ -123,7 +122,7 @@ def _record(result: MergeResult, recipe: MergeRecipe, config: Path, signing: Sig
 
 
 def _print_report(report: ReplayReport) -> None:
-    from attest.replay import TensorStatus
+    from attest.replay import TensorStatus  # lazy: the replay wing loads torch
 
     for row in report.tensors:
         if row.status is not TensorStatus.EXACT:
@@ -175,8 +174,8 @@ def replay_command(
     """Recompute the merge CONFIG from its parents and compare it with the CANDIDATE folder, tensor by tensor.
 
     Exit 0 when the candidate is what the recipe produces (exactly or within the tolerance), 1 when not."""
-    from attest.merge import load_recipe
-    from attest.replay import Verdict, replay
+    from attest.merge import load_recipe  # lazy: the merge engine loads torch
+    from attest.replay import Verdict, replay  # lazy: the replay wing loads torch
 
     recipe = load_recipe(config)
     parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from attest.cli.json_outputs import SignOutput
 from attest.cli.output import ByteProgress, json_option, print_json, shown, stdout, wants_json
 from attest.errors import InputError, VerificationError, printable
 from attest.signing.keys import (
@@ -27,6 +28,7 @@ from attest.signing.model_sig import (
     sign_model_sig,
     verify_model_sig,
 )
+from attest.signing.model_sig.signers import certificate_signer, key_signer, sigstore_signer
 from attest.signing.sigstore import SigstoreTrust
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,8 +114,6 @@ def sign_command(
 
     Like `model_signing sign key|certificate|sigstore`: --key KEY; --key KEY --signing-certificate CERT
     [--certificate-chain CA ...]; or --sigstore (keyless)."""
-    from attest.signing.model_sig.signers import certificate_signer, key_signer, sigstore_signer
-
     if sigstore and (key_path or signing_certificate or chain):
         raise click.UsageError("--sigstore signs keyless: leave out --key, --signing-certificate, --certificate-chain")
     if not sigstore and key_path is None:
@@ -136,8 +136,6 @@ def sign_command(
     with bar.running():
         signed = sign_model_sig(folder, make_bundle=make, ignore=ignore, on_total=bar.total, on_bytes=bar.advance)
     if wants_json():
-        from attest.cli.json_outputs import SignOutput
-
         print_json(
             SignOutput(
                 format="model-signing",

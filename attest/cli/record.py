@@ -13,10 +13,12 @@ import click
 from rich.markup import escape
 
 from attest.bounded import read_bounded
+from attest.cli.json_outputs import CountersignOutput, KeygenOutput, RecordOutput
 from attest.cli.options import PathType, option_group
 from attest.cli.output import json_option, print_json, stdout, wants_json
 from attest.errors import InputError
 from attest.lineage.store import load_bundle
+from attest.record.countersign import countersign
 from attest.record.plan import (
     DEFAULT_PARENT_ROLE,
     ParentArg,
@@ -41,6 +43,7 @@ from attest.signing.keys import (
 from attest.statements.builders import now_rfc3339
 from attest.statements.models import DEFAULT_BUILDER_ID, StepKind
 from attest.statements.recipe import load_recipe
+from attest.trust.trust_set import build_trust
 
 PARENT_METAVAR = "[ROLE=]DIR[@org/name]"
 PARENT_HELP = "An input model (repeatable): a folder, with its Hub repo id after '@', or hf://org/name[@rev] (cache)."
@@ -121,8 +124,6 @@ def common_options(f: Any) -> Any:
 def _report(kind: str, result: RecordResult) -> None:
     n = len(load_bundle(result.bundle_path.parent.parent))
     if wants_json():
-        from attest.cli.json_outputs import RecordOutput
-
         print_json(
             RecordOutput(
                 kind=kind,
@@ -166,8 +167,6 @@ def keygen_command(
     passphrase = _new_passphrase(ask, passphrase_env, passphrase_file)
     public = generate_key(path, cast(KeyType, key_type), passphrase, overwrite=force)
     if wants_json():
-        from attest.cli.json_outputs import KeygenOutput
-
         print_json(
             KeygenOutput(
                 key_type=key_type,
@@ -305,14 +304,9 @@ for _kind in _TRAINING_KINDS:
 def countersign_command(folder: Path, keys: tuple[Path, ...], policy: Path | None, trusted: tuple[Path, ...]) -> None:
     """Verify FOLDER under --policy / --trusted-key, then add signatures (an auditor's) to its own trusted
     statements. A folder that does not verify is refused (exit 2)."""
-    from attest.record.countersign import countersign
-    from attest.trust.trust_set import build_trust
-
     loaded = [load_cli_key(k) for k in keys]
     result = countersign(folder, loaded, build_trust(policy, trusted))
     if wants_json():
-        from attest.cli.json_outputs import CountersignOutput
-
         added = [k.public.keyid for k in loaded if result.added[k.public.keyid]]
         bundle = str(result.bundle) if result.bundle is not None else None
         print_json(

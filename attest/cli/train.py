@@ -9,6 +9,7 @@ import click
 from attest.cli.options import PathType, choice_option
 from attest.cli.output import stdout
 from attest.cli.record import load_cli_key
+from attest.errors import InputError
 from attest.record.recorder import Signing
 
 
@@ -55,8 +56,7 @@ def train_command(
     """Train OUTPUT from --model on --data on the CPU, deterministically, writing a checkpoint (weights, optimizer
     and RNG state) every K steps, and sign a finetune (sft) or distill statement carrying the transcript that
     `attest verify --replay-training N` checks."""
-    from attest.errors import InputError
-    from attest.record.training import TrainJob, train
+    from attest.record.training import TrainJob, train  # lazy: training loads torch and transformers
 
     if objective == "distill" and (teacher is None or (loss == "kl") != (temperature is not None)):
         raise InputError(None, "distill needs --teacher, and --temperature exactly with --loss kl")

@@ -41,7 +41,7 @@ class SigstoreTrust:
 
 def offline_verifier(trusted_root: Path | None, *, staging: bool = False) -> Verifier:
     """sigstore-python's verifier for a trusted root file, else the production (or staging) root; nothing fetched."""
-    from sigstore.errors import Error as SigstoreLibError
+    from sigstore.errors import Error as SigstoreLibError  # lazy: sigstore-python is slow to import
     from sigstore.models import TrustedRoot
     from sigstore.verify import Verifier
 
@@ -58,7 +58,7 @@ def verify_sigstore_bundle(
 ) -> tuple[str, bytes]:
     """Verify a bundle offline and return (payloadType, payload). Without a trusted_root file, the locally cached
     TUF root of the production (or staging) instance is used; nothing is fetched."""
-    from sigstore.errors import Error as SigstoreLibError
+    from sigstore.errors import Error as SigstoreLibError  # lazy: sigstore-python is slow to import
     from sigstore.models import Bundle
     from sigstore.verify.policy import Identity
 
@@ -100,7 +100,7 @@ def identity_token(token: str | None = None, *, staging: bool = False, interacti
         return token
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV]
-    from sigstore.oidc import IdentityError, Issuer, detect_credential
+    from sigstore.oidc import IdentityError, Issuer, detect_credential  # lazy: sigstore-python is slow to import
 
     try:
         ambient = detect_credential()
@@ -112,7 +112,7 @@ def identity_token(token: str | None = None, *, staging: bool = False, interacti
         interactive = sys.stdin.isatty()
     if not interactive:
         raise InputError(None, f"Sigstore signing needs an OIDC identity token (set ${TOKEN_ENV} or run in CI)")
-    from sigstore.models import ClientTrustConfig
+    from sigstore.models import ClientTrustConfig  # lazy: sigstore-python is slow to import
 
     config = ClientTrustConfig.staging() if staging else ClientTrustConfig.production()
     return str(Issuer(config.signing_config.get_oidc_url()).identity_token())
@@ -120,7 +120,7 @@ def identity_token(token: str | None = None, *, staging: bool = False, interacti
 
 def sign_sigstore(payload: bytes, *, staging: bool = False, token: str | None = None) -> str:
     """Keyless signing of exactly these statement bytes: Fulcio certificate, Rekor entry. Returns the bundle JSON."""
-    from sigstore.dsse import Statement as SigstoreStatement
+    from sigstore.dsse import Statement as SigstoreStatement  # lazy: sigstore-python is slow to import
     from sigstore.errors import Error as SigstoreLibError
     from sigstore.models import ClientTrustConfig
     from sigstore.oidc import IdentityToken

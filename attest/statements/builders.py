@@ -129,9 +129,10 @@ def code_dependency(path: Path) -> ResourceDescriptor:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that can change a step's numbers (read from metadata: nothing is imported)."""
-    from attest import __version__  # the distribution is attest-weights; the version is the package's own
-
-    out = {"python": platform.python_version(), "attest": __version__}
+    out = {
+        "python": platform.python_version(),
+        "attest": __version__,
+    }  # the package's version (distribution attest-weights)
     for name in VERSIONED_PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)

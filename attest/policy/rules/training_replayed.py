@@ -10,7 +10,7 @@ class TrainingReplayedRule(Rule[TrainingReplayed], name="training_replayed"):
     def evaluate(self, ctx: RuleContext) -> RuleResult:
         """The command line's --checkpoints, --data and --parents-dir are searched after the policy's folders."""
         from attest.policy.training_replay import evidence, replay_lineage_training  # lazy: training loads torch
-        from attest.training.replay import TrainingInputs
+        from attest.training.replay import TrainingInputs  # lazy: as above
 
         rule = self.config
         o = ctx.options

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attest.errors import InputError
+from attest.signing import sigstore as keyless
 from attest.signing.dsse import pae
 from attest.signing.keys import PrivateKey
 from attest.signing.model_sig.bundle import BUNDLE_MEDIA_TYPE, PAYLOAD_TYPE, check_key_type, make_key_bundle, read_small
@@ -72,7 +73,5 @@ def certificate_signer(key: PrivateKey, signing_certificate: Path, chain: Sequen
 def sigstore_signer(*, staging: bool = False, token: str | None = None) -> BundleMaker:
     """Keyless: the OIDC token is obtained now (a clean one-line refusal without one, before any hashing); the
     bundle is made by sigstore-python (network: Fulcio and Rekor)."""
-    from attest.signing.sigstore import identity_token, sign_sigstore
-
-    raw = identity_token(token, staging=staging)
-    return lambda payload: sign_sigstore(payload, staging=staging, token=raw).encode("utf-8")
+    raw = keyless.identity_token(token, staging=staging)
+    return lambda payload: keyless.sign_sigstore(payload, staging=staging, token=raw).encode("utf-8")
