@@ -43,9 +43,9 @@ def test_command_table_matches_the_modules() -> None:
 
 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.support.record_helpers import run_cli
+    from tests.support.cli import run_attest
 
-    code, _, err = run_cli(["frobnicate"], capsys)
+    code, _, err = run_attest(["frobnicate"])
     assert code == 2 and "No such command" in err
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from attest.cli import main
 from attest.cli.identity import load_json_model
 from attest.conformance import Roots, Vector
 from attest.errors import AttestError
@@ -32,6 +31,7 @@ from tests.conformance.conformance_runner import (
     spec_vector_refs,
     unreferenced,
 )
+from tests.support.cli import run_attest
 
 MANIFEST = load_manifest()
 VECTORS = MANIFEST.vectors
@@ -80,10 +80,7 @@ def run_cli(v: Vector, capsys: pytest.CaptureFixture[str]) -> Outcome:
     main()'s exit codes."""
 
     def attest(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as done:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return int(done.value.code or 0), out, err
+        return run_attest(args)
 
     path = str(CONFORMANCE / v.path)
     if v.kind == "identity":

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from attest.identity import hash_model
 from attest.identity.dtypes import DTYPE_BITS
 from attest.identity.safetensors_reader import read_header
-from tests.support.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, cli_exit, fuzz_settings, values
+from tests.support.cli import run_attest
+from tests.support.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, fuzz_settings, values
 
 dims = st.lists(st.one_of(st.integers(0, 6), st.integers(-3, 2**64), SCALARS), max_size=3)
 dtype = st.one_of(st.sampled_from(sorted(DTYPE_BITS)), st.sampled_from(["F128", "f32", "", "BOOL"]), SCALARS)
@@ -68,5 +69,5 @@ def test_header_reader_and_hash_refuse_cleanly(tmp_path_factory: pytest.TempPath
 def test_hash_cli_exits_0_or_2(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     folder = tmp_path_factory.mktemp("st")
     (folder / "model.safetensors").write_bytes(data)
-    code, err = cli_exit(["hash", str(folder)])
+    code, _, err = run_attest(["hash", str(folder)])
     assert code in (0, 2), err

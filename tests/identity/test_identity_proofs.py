@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,7 @@ from attest.errors import VerificationError
 from attest.identity import TensorProof, check_proof, make_proof
 from attest.identity.merkle import audit_path, root, root_from_path
 from tests.identity.test_identity_roots import copy_other_files, read_tensors, write_safetensors
-
-
-def run_attest(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attest", *args], capture_output=True, text=True, timeout=120)
+from tests.support.cli import attest_process
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +24,7 @@ def minilm_proofs(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     m = attest.hash_model(minilm_dir)
     assert len(m.tensors) == 104
     proof = out / "proof.json"
-    done = run_attest("prove", str(minilm_dir), "encoder.layer.2.output.dense.weight", "-o", str(proof))
+    done = attest_process("prove", str(minilm_dir), "encoder.layer.2.output.dense.weight", "-o", str(proof))
     assert done.returncode == 0, done.stderr
     return {"manifest": m, "proof": proof, "dir": out}
 
@@ -46,10 +41,10 @@ def test_cli_proof_checks_against_model_and_weights_root(minilm_proofs: dict) ->
     p = json.loads(proof.read_text())
     assert p["tree_size"] == 104 and len(p["path"]) == 7 and p["model_root"] == m.model_root
     for which, r in (("model root", m.model_root), ("weights root", m.weights_root)):
-        done = run_attest("check-proof", str(proof), "--root", r)
+        done = attest_process("check-proof", str(proof), "--root", r)
         assert done.returncode == 0, done.stderr
         assert f"included in {which}" in done.stdout and "encoder.layer.2.output.dense.weight" in done.stdout
-    other = run_attest("check-proof", str(proof), "--root", m.files_root)
+    other = attest_process("check-proof", str(proof), "--root", m.files_root)
     assert other.returncode == 1 and "Traceback" not in other.stderr
     upper = TensorProof.model_validate_json(proof.read_text())
     assert check_proof(upper, m.model_root.upper()) == "model_root"
@@ -91,7 +86,7 @@ CLI_TAMPERS = ["path-element-0", "record-dtype", "index-plus-one"]
 def test_cli_tampered_proof_fails_with_exit_1(minilm_proofs: dict, tamper: str) -> None:
     m, proof = minilm_proofs["manifest"], minilm_proofs["proof"]
     bad = _tampered(proof, minilm_proofs["dir"] / f"{tamper}.json", TAMPERS[tamper])
-    done = run_attest("check-proof", str(bad), "--root", m.model_root)
+    done = attest_process("check-proof", str(bad), "--root", m.model_root)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert done.stdout == ""
@@ -120,16 +115,16 @@ def test_proof_of_a_one_tensor_model(minilm_dir: Path, tmp_path: Path) -> None:
     write_safetensors(folder / "model.safetensors", one)
     m = attest.hash_model(folder)
     assert len(m.tensors) == 1 and m.weights_root == m.tensors[0].digest
-    done = run_attest("prove", str(folder), one[0][0])
+    done = attest_process("prove", str(folder), one[0][0])
     assert done.returncode == 0, done.stderr
     (tmp_path / "p.json").write_text(done.stdout)
     p = json.loads(done.stdout)
     assert p["path"] == [] and p["tree_size"] == 1 and p["index"] == 0
-    assert run_attest("check-proof", str(tmp_path / "p.json"), "--root", m.model_root).returncode == 0
+    assert attest_process("check-proof", str(tmp_path / "p.json"), "--root", m.model_root).returncode == 0
     proof = TensorProof.model_validate_json(done.stdout)
     assert check_proof(proof, m.weights_root) == "weights_root"
     bad = _tampered(tmp_path / "p.json", tmp_path / "bad.json", TAMPERS["record-dtype"])
-    assert run_attest("check-proof", str(bad), "--root", m.model_root).returncode == 1
+    assert attest_process("check-proof", str(bad), "--root", m.model_root).returncode == 1
     longer = TensorProof.model_validate_json(
         _tampered(tmp_path / "p.json", tmp_path / "longer.json", TAMPERS["path-extra"]).read_text()
     )
@@ -151,9 +146,11 @@ def test_library_proof_of_every_minilm_tensor(minilm_proofs: dict) -> None:
 
 def test_blake3_proof_and_unknown_tensor(minilm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     m = attest.hash_model(minilm_dir, "blake3")
-    done = run_attest("prove", str(minilm_dir), "pooler.dense.bias", "--algorithm", "blake3", "-o", str(tmp_path / "p"))
+    done = attest_process(
+        "prove", str(minilm_dir), "pooler.dense.bias", "--algorithm", "blake3", "-o", str(tmp_path / "p")
+    )
     assert done.returncode == 0, done.stderr
-    assert run_attest("check-proof", str(tmp_path / "p"), "--root", m.model_root).returncode == 0
+    assert attest_process("check-proof", str(tmp_path / "p"), "--root", m.model_root).returncode == 0
     sha = attest.hash_model(minilm_dir)
     with pytest.raises(VerificationError):
         check_proof(TensorProof.model_validate_json((tmp_path / "p").read_text()), sha.model_root)
@@ -269,9 +266,9 @@ def test_trusted_tree_size_must_match(minilm_proofs: dict) -> None:
     assert check_proof(proof, m.model_root, 104) == "model_root"
     with pytest.raises(VerificationError, match="trusted count is 105"):
         check_proof(proof, m.model_root, 105)
-    done = run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "104")
+    done = attest_process("check-proof", str(path), "--root", m.model_root, "--tree-size", "104")
     assert done.returncode == 0 and "at index" in done.stdout, done.stderr
-    assert run_attest("check-proof", str(path), "--root", m.model_root, "--tree-size", "103").returncode == 1
+    assert attest_process("check-proof", str(path), "--root", m.model_root, "--tree-size", "103").returncode == 1
 
 
 def test_repeated_key_in_a_proof_is_refused(minilm_proofs: dict, tmp_path: Path) -> None:
@@ -279,7 +276,7 @@ def test_repeated_key_in_a_proof_is_refused(minilm_proofs: dict, tmp_path: Path)
     m, text = minilm_proofs["manifest"], minilm_proofs["proof"].read_text()
     dup = tmp_path / "dup.json"
     dup.write_text(text.rstrip().removesuffix("}") + ', "index": 0}')
-    done = run_attest("check-proof", str(dup), "--root", m.model_root)
+    done = attest_process("check-proof", str(dup), "--root", m.model_root)
     assert done.returncode == 2 and "duplicate key 'index'" in done.stderr
 
 
@@ -287,10 +284,10 @@ def test_cli_check_proof_json(minilm_proofs: dict) -> None:
     from tests.support.json_output import parse_output
 
     m, proof = minilm_proofs["manifest"], minilm_proofs["proof"]
-    done = run_attest("check-proof", str(proof), "--root", m.weights_root, "--json")
+    done = attest_process("check-proof", str(proof), "--root", m.weights_root, "--json")
     assert done.returncode == 0, done.stderr
     doc = parse_output(done.stdout, "check-proof-output.schema.json")
     assert doc["ok"] and doc["matched"] == "weights_root" and doc["tensor"] == "encoder.layer.2.output.dense.weight"
-    done = run_attest("check-proof", str(proof), "--root", m.files_root, "--json")
+    done = attest_process("check-proof", str(proof), "--root", m.files_root, "--json")
     doc = parse_output(done.stdout, "check-proof-output.schema.json")
     assert done.returncode == 1 and not doc["ok"] and "matched" not in doc and doc["problem"]

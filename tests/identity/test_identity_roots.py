@@ -19,6 +19,7 @@ import pytest
 
 import attest
 from attest.identity import IdentityManifest, diff_manifests
+from tests.support.cli import attest_process
 
 REPO = Path(__file__).resolve().parents[2]
 Tensor = tuple[str, str, list[int], bytes]  # name, dtype, shape, bytes
@@ -91,12 +92,8 @@ def with_weights(src: Path, dst: Path, tensors: list[Tensor]) -> Path:
     return dst
 
 
-def run_attest(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attest", *args], capture_output=True, text=True, timeout=120)
-
-
 def manifest_of(folder: Path) -> IdentityManifest:
-    done = run_attest("hash", "--json", "--no-cache", str(folder))
+    done = attest_process("hash", "--json", "--no-cache", str(folder))
     assert done.returncode == 0, done.stderr
     return IdentityManifest.model_validate_json(done.stdout)
 
@@ -179,7 +176,7 @@ def test_one_flipped_bit_names_exactly_that_tensor(
     with_weights(minilm_dir, tmp_path / "flipped", flipped)
     base = with_weights(minilm_dir, tmp_path / "base", minilm_tensors)
 
-    done = run_attest("diff", str(base), str(tmp_path / "flipped"), "--json")
+    done = attest_process("diff", str(base), str(tmp_path / "flipped"), "--json")
     assert done.returncode == 1, done.stderr
     d = json.loads(done.stdout)
     assert d["changed_tensors"] == [target]
@@ -311,7 +308,7 @@ def test_pickle_hashed_opaquely_never_unpickled(minilm_dir: Path, tmp_path: Path
     blob = _effectful_pickle(marker)
     (folder / "pytorch_model.bin").write_bytes(blob)
 
-    table = run_attest("hash", "--no-cache", str(folder))
+    table = attest_process("hash", "--no-cache", str(folder))
     assert table.returncode == 0, table.stderr
     assert "pytorch_model.bin" in table.stdout and "never unpickled" in table.stdout
     m = manifest_of(folder)

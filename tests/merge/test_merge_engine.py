@@ -162,13 +162,13 @@ def test_engine_parameters_round_trip_to_replay_options(merge_models: dict[str, 
 
 def test_merge_cli_json(merge_models: dict[str, Path], tmp_path: Path) -> None:
     from attest.signing import generate_key
-    from tests.support.chain import run_inprocess
+    from tests.support.cli import run_attest
     from tests.support.json_output import parse_output
 
     config = tmp_path / "merge.yml"
     config.write_text(recipes(merge_models)["linear"])
     generate_key(tmp_path / "k.key")
-    code, out, err = run_inprocess(["merge", config, tmp_path / "m", "--key", tmp_path / "k.key", "--json"])
+    code, out, err = run_attest(["merge", config, tmp_path / "m", "--key", tmp_path / "k.key", "--json"])
     assert code == 0, err
     doc = parse_output(out, "merge-output.schema.json")
     assert doc["output"] == str(tmp_path / "m") and doc["method"] == "linear" and doc["tensors"] > 0

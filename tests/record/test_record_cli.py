@@ -15,7 +15,8 @@ from attest.lineage.store import bundle_path, load_bundle
 from attest.signing import load_public_key
 from attest.statements import BUILD_TYPES
 from tests.support.builders import copy_model, finetune
-from tests.support.record_helpers import mergekit_linear, run_cli, verify_chain
+from tests.support.cli import run_attest
+from tests.support.record_helpers import mergekit_linear, verify_chain
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,11 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_keygen_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["keygen", tmp_path / "k", "--type", "ecdsa-p256"], capsys)
+    code, out, _ = run_attest(["keygen", tmp_path / "k", "--type", "ecdsa-p256"])
     assert code == 0 and "keyid" in out
     assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
     assert load_public_key(tmp_path / "k.pub").key_type == "ecdsa-p256"
-    code, _, err = run_cli(["keygen", tmp_path / "k"], capsys)
+    code, _, err = run_attest(["keygen", tmp_path / "k"])
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
 
 
@@ -58,7 +59,7 @@ def test_merge_chain_verifies_from_the_folder_alone(
     out_dir, config = merged
     work = copy_model(out_dir, tmp_path / "merged")
     args = ["record", "merge", "--config", config, "--parent", tiny_models["ft_a"], "--parent", tiny_models["ft_b"]]
-    code, out, err = run_cli([*args, "--output", work, "--key", keys["builder"]], capsys)
+    code, out, err = run_attest([*args, "--output", work, "--key", keys["builder"]])
     assert code == 0, err
     assert "recorded merge" in out
     trusted = [load_public_key(str(keys["builder"]) + ".pub")]
@@ -77,7 +78,7 @@ def test_merge_chain_verifies_from_the_folder_alone(
     child = finetune(work, tmp_path / "child", seed=7, steps=2)
     data = tmp_path / "train.txt"
     data.write_text("1 2 3\n")
-    code, _, err = run_cli(
+    code, _, err = run_attest(
         [
             "record",
             "finetune",
@@ -97,8 +98,7 @@ def test_merge_chain_verifies_from_the_folder_alone(
             child,
             "--key",
             keys["builder"],
-        ],
-        capsys,
+        ]
     )
     assert code == 0, err
     # the chain verifies from the child folder alone, with the parent folders gone
@@ -114,7 +114,7 @@ def test_merge_chain_verifies_from_the_folder_alone(
 
     # an auditor verifies the child under a policy, then countersigns its statement; both keys now verify it
     policy = _policy(tmp_path / "audit.yaml", keys["builder"], [tiny_models["ft_a"], tiny_models["ft_b"]])
-    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"], "--policy", policy], capsys)
+    code, out, err = run_attest(["countersign", alone, "--key", keys["auditor"], "--policy", policy])
     assert code == 0, err
     assert "verified" in out and "countersigned 1 of 1" in out
     from attest.signing import verify_envelope
@@ -123,7 +123,7 @@ def test_merge_chain_verifies_from_the_folder_alone(
     assert len(verify_envelope(load_bundle(alone)[0], both, threshold=2).signers) == 2
     # the same key again adds nothing, says so, and leaves the bundle byte for byte
     before = bundle_path(alone).read_bytes()
-    code, out, err = run_cli(["countersign", alone, "--key", keys["auditor"], "--policy", policy], capsys)
+    code, out, err = run_attest(["countersign", alone, "--key", keys["auditor"], "--policy", policy])
     assert code == 0, err
     assert "already signed" in out and "nothing added" in out
     assert bundle_path(alone).read_bytes() == before
@@ -150,22 +150,22 @@ def test_countersign_refuses_a_statement_nobody_verified(
 
     child = copy_model(tiny_models["ft_a"], tmp_path / "child")
     sign = ["--key", keys["builder"]]
-    assert run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign], capsys)[0] == 0
+    assert run_attest(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign])[0] == 0
     write_bundle(child, [e.model_copy(update={"signatures": []}) for e in load_bundle(child)])
     before = bundle_path(child).read_bytes()
     auditor_pub = Path(str(keys["auditor"]) + ".pub")
-    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"], "--trusted-key", auditor_pub], capsys)
+    code, out, err = run_attest(["countersign", child, "--key", keys["auditor"], "--trusted-key", auditor_pub])
     assert code == 2, out
     assert err.count("\n") == 1 and "provenance.intoto.jsonl" in err and "does not verify" in err
     assert bundle_path(child).read_bytes() == before
-    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"]], capsys)
+    code, out, err = run_attest(["countersign", child, "--key", keys["auditor"]])
     assert code == 2 and err.count("\n") == 1 and "--policy" in err
     assert bundle_path(child).read_bytes() == before
     # signed by the builder and verified under a policy trusting the builder: countersigned
-    code, _, err = run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign], capsys)
+    code, _, err = run_attest(["record", "finetune", "--parent", tiny_models["base"], "--output", child, *sign])
     assert code == 0, err
     policy = _policy(tmp_path / "p.yaml", keys["builder"], [tiny_models["base"]])
-    code, out, err = run_cli(["countersign", child, "--key", keys["auditor"], "--policy", policy], capsys)
+    code, out, err = run_attest(["countersign", child, "--key", keys["auditor"], "--policy", policy])
     assert code == 0 and "countersigned 1 of 1" in out, err
 
 
@@ -174,10 +174,10 @@ def test_unchanged_training_output_is_refused(
 ) -> None:
     same = copy_model(tiny_models["base"], tmp_path / "same")
     args = ["record", "finetune", "--parent", tiny_models["base"], "--output", same, "--key", keys["builder"]]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_attest(args)
     assert code == 2 and err.count("\n") == 1 and "bit-identical" in err and "--allow-unchanged" in err
     assert not (same / ".attest").exists()
-    code, _, err = run_cli([*args, "--allow-unchanged"], capsys)
+    code, _, err = run_attest([*args, "--allow-unchanged"])
     assert code == 0, err
     assert bundle_path(same).is_file()
 
@@ -191,7 +191,7 @@ def test_encrypted_key_with_passphrase(
 ) -> None:
     monkeypatch.setenv("ATTEST_KEY_PASSPHRASE", "s3cret")
     out = copy_model(tiny_models["ft_a"], tmp_path / "ft")
-    code, _, err = run_cli(
+    code, _, err = run_attest(
         [
             "record",
             "distill",
@@ -203,8 +203,7 @@ def test_encrypted_key_with_passphrase(
             out,
             "--key",
             keys["locked"],
-        ],
-        capsys,
+        ]
     )
     assert code == 0, err
     (env,) = load_bundle(out)
@@ -274,7 +273,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         (parent / ".attest").mkdir()
         (parent / ".attest" / "provenance.intoto.jsonl").write_text('{"payload": "eA==", "payloadT')
     before = _snapshot(output) if output.exists() else None
-    code, out, err = run_cli(
+    code, out, err = run_attest(
         [
             "record",
             "merge",
@@ -285,8 +284,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
             "--parent",
             tiny_models["ft_b"],
             *_out(output, key),
-        ],
-        capsys,
+        ]
     )
     assert code == 2, (out, err)
     assert err.count("\n") == 1 and expect in err and "Traceback" not in err, err
@@ -304,8 +302,8 @@ def test_sigstore_without_a_token_fails_before_hashing(
     monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     out = copy_model(tiny_models["ft_a"], tmp_path / "out")
-    code, _, err = run_cli(
-        ["record", "finetune", "--parent", tiny_models["base"], "--output", out, "--sigstore", "--staging"], capsys
+    code, _, err = run_attest(
+        ["record", "finetune", "--parent", tiny_models["base"], "--output", out, "--sigstore", "--staging"]
     )
     assert code == 2 and err.count("\n") == 1 and "OIDC identity token" in err
     assert not (out / ".attest").exists()
@@ -327,11 +325,11 @@ def test_attested_parent_is_hashed_and_names_its_statement(
 ) -> None:
     parent = copy_model(tiny_models["ft_b"], tmp_path / "parent")
     sign = ["--key", keys["builder"]]
-    assert run_cli(["record", "finetune", "--parent", tiny_models["base"], "--output", parent, *sign], capsys)[0] == 0
+    assert run_attest(["record", "finetune", "--parent", tiny_models["base"], "--output", parent, *sign])[0] == 0
     attested_root = hash_model(parent).model_root
     child = copy_model(tiny_models["ft_a"], tmp_path / "child")
     args = ["record", "finetune", "--parent", parent, "--output", child, *sign]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_attest(args)
     assert code == 0, err
     envelopes = load_bundle(child)
     assert len(envelopes) == 2
@@ -342,7 +340,7 @@ def test_attested_parent_is_hashed_and_names_its_statement(
     # edited after it was attested: its bundle no longer speaks about it, and record refuses
     (parent / "NOTES.md").write_text("edited after attestation\n")
     again = copy_model(tiny_models["ft_a"], tmp_path / "again")
-    code, _, err = run_cli(["record", "finetune", "--parent", parent, "--output", again, *sign], capsys)
+    code, _, err = run_attest(["record", "finetune", "--parent", parent, "--output", again, *sign])
     assert code == 2 and "changed after it was attested" in err and err.count("\n") == 1
     assert not (again / ".attest").exists()
 
@@ -357,9 +355,8 @@ def test_parent_claiming_another_root_in_its_unsigned_bundle_is_refused(
 
     official = copy_model(tiny_models["base"], tmp_path / "official")
     assert (
-        run_cli(
-            ["record", "convert", "--parent", tiny_models["ft_a"], "--output", official, "--key", keys["auditor"]],
-            capsys,
+        run_attest(
+            ["record", "convert", "--parent", tiny_models["ft_a"], "--output", official, "--key", keys["auditor"]]
         )[0]
         == 0
     )
@@ -368,8 +365,8 @@ def test_parent_claiming_another_root_in_its_unsigned_bundle_is_refused(
     write_bundle(fake, [claim])
     child = copy_model(tiny_models["ft_a"], tmp_path / "child")
     before = _snapshot(child)
-    code, out, err = run_cli(
-        ["record", "finetune", "--parent", f"base={fake}", "--output", child, "--key", keys["builder"]], capsys
+    code, out, err = run_attest(
+        ["record", "finetune", "--parent", f"base={fake}", "--output", child, "--key", keys["builder"]]
     )
     assert code == 2, out
     assert err.count("\n") == 1 and "provenance.intoto.jsonl" in err and hash_model(fake).model_root in err
@@ -398,7 +395,7 @@ def test_record_merge_parents_must_be_the_recipes(
     for p in parents:
         args += ["--parent", p]
     before = _snapshot(output)
-    code, out, err = run_cli(args, capsys)
+    code, out, err = run_attest(args)
     assert code == 2, out
     assert err.count("\n") == 1 and config.name in err and "does not match the recipe" in err, err
     assert _snapshot(output) == before
@@ -412,19 +409,19 @@ def test_keygen_json_and_passphrase_from_env_or_file(
 
     monkeypatch.delenv("ATTEST_KEY_PASSPHRASE", raising=False)
     monkeypatch.setenv("MY_PW", "from-env")
-    code, out, err = run_cli(["keygen", tmp_path / "a", "--passphrase-env", "MY_PW", "--json"], capsys)
+    code, out, err = run_attest(["keygen", tmp_path / "a", "--passphrase-env", "MY_PW", "--json"])
     assert code == 0, err
     doc = parse_output(out, "keygen-output.schema.json")
     assert doc["encrypted"] and doc["public_key"] == f"{tmp_path / 'a'}.pub"
     assert doc["keyid"] == load_public_key(tmp_path / "a.pub").keyid
     assert load_private_key(tmp_path / "a", b"from-env").public.keyid == doc["keyid"]
     (tmp_path / "pw").write_text("from-file\n")
-    code, out, err = run_cli(
-        ["keygen", tmp_path / "b", "--type", "ecdsa-p256", "--passphrase-file", tmp_path / "pw"], capsys
+    code, out, err = run_attest(
+        ["keygen", tmp_path / "b", "--type", "ecdsa-p256", "--passphrase-file", tmp_path / "pw"]
     )
     assert code == 0, err
     assert load_private_key(tmp_path / "b", b"from-file").key_type == "ecdsa-p256"  # one trailing newline dropped
-    code, out, err = run_cli(["keygen", tmp_path / "c", "--json"], capsys)
+    code, out, err = run_attest(["keygen", tmp_path / "c", "--json"])
     assert not parse_output(out, "keygen-output.schema.json")["encrypted"]
 
 
@@ -442,7 +439,7 @@ def test_keygen_passphrase_without_a_terminal_is_bad_input(
         "empty file": ["--passphrase-file", tmp_path / "empty"],
         "both": ["--passphrase-env", "X", "--passphrase-file", tmp_path / "empty"],
     }[case]
-    code, _, err = run_cli(["keygen", tmp_path / "k", *args], capsys)
+    code, _, err = run_attest(["keygen", tmp_path / "k", *args])
     assert code == 2 and err.count("\n") == 1 and "passphrase" in err and "aborted" not in err, err
     assert not (tmp_path / "k").exists()
 
@@ -456,7 +453,7 @@ def test_record_and_countersign_json(
 
     out = copy_model(tiny_models["ft_a"], tmp_path / "ft")
     args = ["record", "finetune", "--parent", tiny_models["base"], "--output", out, "--key", keys["builder"]]
-    code, stdout, err = run_cli([*args, "--json"], capsys)
+    code, stdout, err = run_attest([*args, "--json"])
     assert code == 0, err
     doc = parse_output(stdout, "record-output.schema.json")
     manifest = hash_model(out)
@@ -470,7 +467,7 @@ def test_record_and_countersign_json(
         f"version: 1\nkeys:\n  - name: builder\n    public_key: {keys['builder']}.pub\n"
         f"trusted_roots:\n  - name: base\n    digest: sha256:{hash_model(tiny_models['base']).model_root}\n"
     )
-    code, stdout, err = run_cli(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"], capsys)
+    code, stdout, err = run_attest(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"])
     assert code == 0, err
     doc = parse_output(stdout, "countersign-output.schema.json")
     auditor = load_public_key(str(keys["auditor"]) + ".pub").keyid
@@ -481,7 +478,7 @@ def test_record_and_countersign_json(
         "bundle_path": str(bundle_path(out)),
     }
     assert [s.keyid for s in load_bundle(out)[0].signatures][-1] == auditor
-    code, stdout, err = run_cli(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"], capsys)
+    code, stdout, err = run_attest(["countersign", out, "--key", keys["auditor"], "--policy", policy, "--json"])
     doc = parse_output(stdout, "countersign-output.schema.json")
     assert code == 0 and doc["keyids"] == [] and "bundle_path" not in doc  # already signed: nothing added
 
@@ -555,7 +552,7 @@ def test_parent_hub_id_names_the_parent(
     data = tmp_path / "train.txt"
     data.write_text("1 2 3\n")
     args = ["record", "finetune", "--parent", f"base={tiny_models['base']}@Org/Tiny-Base", "--output", ft]
-    code, _, err = run_cli([*args, "--dataset", f"{data}@org/tokens", "--key", keys["builder"]], capsys)
+    code, _, err = run_attest([*args, "--dataset", f"{data}@org/tokens", "--key", keys["builder"]])
     assert code == 0, err
     deps = json.loads(load_bundle(ft)[0].payload_bytes)["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert [(d["annotations"]["role"], d["uri"]) for d in deps] == [

@@ -179,17 +179,17 @@ def test_an_unknown_layout_refuses_moe_parents_only(
 
 
 def test_cli_merge_and_replay_take_the_layout(mergekit_moe: MergekitMoe, tmp_path: Path) -> None:
-    from tests.support.chain import run_inprocess
+    from tests.support.cli import run_attest
 
     text, merged = mergekit_moe("mixtral", "linear")
     cfg = tmp_path / "r.yml"
     cfg.write_text(text)
-    code, out, err = run_inprocess(["merge", cfg, tmp_path / "pe", "--layout", "per-expert"])
+    code, out, err = run_attest(["merge", cfg, tmp_path / "pe", "--layout", "per-expert"])
     assert code == 0 and "experts per-expert" in out, out + err
-    assert run_inprocess(["replay", cfg, merged])[0] == 0  # default: mergekit's layout
-    code, out, _ = run_inprocess(["replay", cfg, merged, "--layout", "per-expert"])
+    assert run_attest(["replay", cfg, merged])[0] == 0  # default: mergekit's layout
+    code, out, _ = run_attest(["replay", cfg, merged, "--layout", "per-expert"])
     assert code == 1 and "block_sparse_moe.experts.0.w1.weight" in out
-    assert run_inprocess(["replay", cfg, tmp_path / "pe", "--layout", "per-expert"])[0] == 0
+    assert run_attest(["replay", cfg, tmp_path / "pe", "--layout", "per-expert"])[0] == 0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from attest.lineage.store import bundle_path, parse_bundle
 from attest.signing.dsse import Envelope
-from tests.support.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, cli_exit, fuzz_settings, values
+from tests.support.cli import run_attest
+from tests.support.fuzz import HOSTILE_TEXT, SCALARS, clean_or_input_error, fuzz_settings, values
 
 b64 = st.one_of(st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()), HOSTILE_TEXT)
 signature = st.fixed_dictionaries({"sig": b64}, optional={"keyid": st.one_of(HOSTILE_TEXT, SCALARS), "x": values()})
@@ -74,5 +75,5 @@ def test_verify_with_a_hostile_bundle_exits_0_1_or_2(
     path = bundle_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\n".join(lines) + b"\n")
-    code, err = cli_exit(["verify", str(folder)])
+    code, _, err = run_attest(["verify", str(folder)])
     assert code in (0, 1, 2), err

@@ -25,7 +25,7 @@ from attest.signing.model_sig import (
     verify_model_sig,
     verify_with_any,
 )
-from tests.signing.test_model_signing_vectors import run_cli
+from tests.support.cli import run_attest
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def write_signed(model: Path, k: ec.EllipticCurvePrivateKey, st: dict[str, Any] 
 
 
 def verify_cli(capsys: pytest.CaptureFixture[str], model: Path, pub: Path, *extra: str) -> tuple[int, str]:
-    code, out = run_cli(capsys, "verify-model-sig", str(model), "--key", str(pub), *extra)
+    code, out = run_attest(["verify-model-sig", str(model), "--key", str(pub), *extra]).code_output
     assert "Traceback" not in out
     return code, out
 
@@ -211,7 +211,9 @@ def test_symlink_in_folder_fails(
     os.symlink(tmp_path / "outside.txt", model / "link.txt")
     code, out = verify_cli(capsys, model, key[1])
     assert code == 1 and "link.txt" in out and "symlink" in out
-    code, out = run_cli(capsys, "sign", str(model), "--format", "model-signing", "--key", str(tmp_path / "nokey"))
+    code, out = run_attest(
+        ["sign", str(model), "--format", "model-signing", "--key", str(tmp_path / "nokey")]
+    ).code_output
     assert code == 2
 
 
@@ -265,7 +267,7 @@ def test_usage_errors(
         ["verify-model-sig", str(model / "nope"), "--key", str(key[1])],
         ["sign", str(model), "--format", "model-signing", "--key", str(key[1])],  # a public key
     ):
-        code, out = run_cli(capsys, *argv)
+        code, out = run_attest(argv).code_output
         assert code == 2, (argv, out)
         assert "Traceback" not in out
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.signing.keys import load_public_key
 from attest.signing.model_sig import verify_model_sig
-from tests.signing.test_model_signing_vectors import run_cli
+from tests.support.cli import run_attest
 
 model_signing = pytest.importorskip("model_signing", reason="model-signing 1.1.1 (+ pyopenssl) is a test dependency")
 
@@ -55,19 +55,21 @@ def test_attest_sign_verified_by_model_signing(
 ) -> None:
     priv, pub = write_key(tmp_path, curve)
     (minilm_copy / ".gitattributes").write_text("*.safetensors filter=lfs\n")  # ignored on both sides
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet")
+    code, out = run_attest(
+        ["sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet"]
+    ).code_output
     assert code == 0, out
     assert (minilm_copy / "model.sig").is_file()
     assert not [p for p in minilm_copy.iterdir() if p.name.endswith(".tmp")]
     peer_verify(minilm_copy, pub)
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub), "--json"]).code_output
     assert code == 0, out
     assert json.loads(out)["files_checked"] == len([p for p in minilm_copy.rglob("*") if p.is_file()]) - 2
 
     (minilm_copy / "config.json").write_text("{}")  # both verifiers now refuse it
     with pytest.raises(ValueError, match=r"config\.json"):
         peer_verify(minilm_copy, pub)
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub)]).code_output
     assert code == 1 and "config.json" in out
 
 
@@ -79,42 +81,46 @@ def test_attest_sign_with_ignore_and_passphrase(
     (minilm_copy / "scratch").mkdir()
     (minilm_copy / "scratch" / "notes.txt").write_text("not part of the model")
     monkeypatch.setenv("MODEL_KEY_PASS", "correct horse")
-    code, out = run_cli(
-        capsys,
-        "sign",
-        str(minilm_copy),
-        "--format",
-        "model-signing",
-        "--key",
-        str(priv),
-        "--passphrase-env",
-        "MODEL_KEY_PASS",
-        "--ignore",
-        "scratch",
-        "--quiet",
-    )
+    code, out = run_attest(
+        [
+            "sign",
+            str(minilm_copy),
+            "--format",
+            "model-signing",
+            "--key",
+            str(priv),
+            "--passphrase-env",
+            "MODEL_KEY_PASS",
+            "--ignore",
+            "scratch",
+            "--quiet",
+        ]
+    ).code_output
     assert code == 0, out
     (minilm_copy / "scratch" / "notes.txt").write_text("changed after signing: still ignored")
     peer_verify(minilm_copy, pub)  # the recorded ignore_paths carry "scratch" to the peer
     assert verify_model_sig(minilm_copy, load_public_key(pub)).verified
 
     monkeypatch.setenv("MODEL_KEY_PASS", "wrong")
-    code, out = run_cli(
-        capsys,
-        "sign",
-        str(minilm_copy),
-        "--format",
-        "model-signing",
-        "--key",
-        str(priv),
-        "--passphrase-env",
-        "MODEL_KEY_PASS",
-    )
+    code, out = run_attest(
+        [
+            "sign",
+            str(minilm_copy),
+            "--format",
+            "model-signing",
+            "--key",
+            str(priv),
+            "--passphrase-env",
+            "MODEL_KEY_PASS",
+        ]
+    ).code_output
     assert code == 2 and str(priv) in out
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv))
+    code, out = run_attest(["sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv)]).code_output
     assert code == 2 and "encrypted" in out  # no TTY under pytest: no prompt, a clear error
     monkeypatch.setenv("ATTEST_KEY_PASSPHRASE", "correct horse")  # the variable `attest keygen/record` use
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet")
+    code, out = run_attest(
+        ["sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv), "--quiet"]
+    ).code_output
     assert code == 0, out
 
 
@@ -126,19 +132,19 @@ def test_model_signing_signature_verified_by_attest(
     model_signing.signing.Config().use_elliptic_key_signer(private_key=priv).set_hashing_config(
         model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
     ).sign(minilm_copy, sig)
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub)]).code_output
     assert code == 0, out
 
     (tmp_path / "other").mkdir()
     _, other_pub = write_key(tmp_path / "other", ec.SECP256R1())
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(other_pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(other_pub)]).code_output
     assert code == 1 and "key hint names a different key" in out
 
     weights = minilm_copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub)]).code_output
     assert code == 1 and "model.safetensors" in out
 
 
@@ -179,10 +185,9 @@ def test_model_signing_over_a_folder_with_attestations_verifies_in_both(
     from attest.signing import generate_key
 
     generate_key(tmp_path / "lab.key")
-    code, out = run_cli(
-        capsys, "record", "convert", "--parent", f"base={minilm_dir}", "--output", str(minilm_copy),
-        "--key", str(tmp_path / "lab.key"),
-    )  # fmt: skip
+    code, out = run_attest(
+        ["record", "convert", "--parent", f"base={minilm_dir}", "--output", minilm_copy, "--key", tmp_path / "lab.key"]
+    ).code_output
     assert code == 0, out
     assert (minilm_copy / ".attest" / "identity.json").is_file()
     priv, pub = write_key(tmp_path, ec.SECP256R1())
@@ -190,18 +195,18 @@ def test_model_signing_over_a_folder_with_attestations_verifies_in_both(
         model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
     ).sign(minilm_copy, minilm_copy / "model.sig")
     peer_verify(minilm_copy, pub)
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub), "--json"]).code_output
     assert code == 0, out
     covered = json.loads(out)
     assert covered["files_checked"] == covered["resources"] and covered["resources"] >= 3
     (minilm_copy / ".attest" / "notes.txt").write_text("written by attest after signing: not covered, not extra\n")
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub)]).code_output
     assert code == 0, out
     identity = minilm_copy / ".attest" / "identity.json"
     identity.write_text(identity.read_text().replace("{", "{ ", 1))
     with pytest.raises(ValueError, match="identity"):
         peer_verify(minilm_copy, pub)
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub))
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub)]).code_output
     assert code == 1 and ".attest/identity.json" in out and "changed" in out
 
 
@@ -212,12 +217,12 @@ def test_attest_sign_json_and_default_format(
     from tests.support.json_output import parse_output
 
     priv, pub = write_key(tmp_path, ec.SECP256R1())
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--key", str(priv), "--json")
+    code, out = run_attest(["sign", str(minilm_copy), "--key", str(priv), "--json"]).code_output
     assert code == 0, out
     doc = parse_output(out, "sign-output.schema.json")
     assert doc["signature"] == str(minilm_copy / "model.sig") and doc["method"] == "key"
     peer_verify(minilm_copy, pub)
-    checked = json.loads(run_cli(capsys, "verify-model-sig", str(minilm_copy), "--key", str(pub), "--json")[1])
+    checked = json.loads(run_attest(["verify-model-sig", str(minilm_copy), "--key", str(pub), "--json"]).code_output[1])
     assert (checked["subject_digest"], checked["files_checked"]) == (doc["subject_sha256"], doc["files"])
 
 
@@ -289,13 +294,13 @@ def test_attest_sign_certificate_mode_verified_by_model_signing(
 
     key, leaf, ca, _ = _ca_and_leaf(tmp_path)
     args = ["sign", str(minilm_copy), "--key", str(key), "--signing-certificate", str(leaf)]
-    code, out = run_cli(capsys, *args, "--certificate-chain", str(ca), "--json")
+    code, out = run_attest([*args, "--certificate-chain", str(ca), "--json"]).code_output
     assert code == 0, out
     assert parse_output(out, "sign-output.schema.json")["method"] == "certificate"
     model_signing.verifying.Config().use_certificate_verifier(certificate_chain=[ca]).verify(
         minilm_copy, minilm_copy / "model.sig"
     )
-    code, out = run_cli(capsys, "verify-model-sig", str(minilm_copy), "--certificate-chain", str(ca), "--json")
+    code, out = run_attest(["verify-model-sig", str(minilm_copy), "--certificate-chain", str(ca), "--json"]).code_output
     assert code == 0 and json.loads(out)["kind"] == "certificate", out
 
 
@@ -309,7 +314,9 @@ def test_attest_sign_certificate_mode_refuses_before_hashing(
     if case == "not a certificate":
         leaf = ca.with_name("junk.pem")
         leaf.write_text("not a certificate\n")
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--key", str(key), "--signing-certificate", str(leaf))
+    code, out = run_attest(
+        ["sign", str(minilm_copy), "--key", str(key), "--signing-certificate", str(leaf)]
+    ).code_output
     assert code == 2 and not (minilm_copy / "model.sig").exists(), out
     assert {"other key": "not the signing key", "cannot sign": "does not allow signing", "not a certificate": "PEM"}[
         case
@@ -322,10 +329,10 @@ def test_attest_sign_sigstore_without_a_token_refuses_cleanly(
     """Offline, no OIDC token, no terminal: one line, exit 2, nothing written (the token is sought before hashing)."""
     monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--staging")
+    code, out = run_attest(["sign", str(minilm_copy), "--sigstore", "--staging"]).code_output
     assert code == 2 and "OIDC identity token" in out, out
     assert not (minilm_copy / "model.sig").exists()
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--key", str(minilm_copy / "x.key"))
+    code, out = run_attest(["sign", str(minilm_copy), "--sigstore", "--key", str(minilm_copy / "x.key")]).code_output
     assert code == 2 and "--sigstore" in out, out
 
 
@@ -356,7 +363,7 @@ def test_attest_sign_sigstore_online_verified_by_model_signing(
     from sigstore.oidc import IdentityToken
 
     token = IdentityToken(os.environ["SIGSTORE_ID_TOKEN"])
-    code, out = run_cli(capsys, "sign", str(minilm_copy), "--sigstore", "--staging", "--json")
+    code, out = run_attest(["sign", str(minilm_copy), "--sigstore", "--staging", "--json"]).code_output
     assert code == 0, out
     model_signing.verifying.Config().use_sigstore_verifier(
         identity=token.identity, oidc_issuer=token.federated_issuer or token.issuer, use_staging=True

@@ -17,23 +17,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from attest.cli import main
 from attest.schema_export import SCHEMA_DIR
 from attest.signing.keys import load_public_key
 from attest.signing.model_sig import load_certificate_anchors, verify_model_sig
 from attest.signing.sigstore import SigstoreTrust
+from tests.support.cli import run_attest
 
 IDENTITY = "stefanb@us.ibm.com"
 ISSUER = "https://sigstore.verify.ibm.com/oauth2"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Run `attest ARGV` in-process; return (exit code, stdout + stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out.out + out.err
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -74,9 +65,9 @@ VECTORS = [
 def test_vector_verifies(
     name: str, extra: list[str], vectors: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = run_cli(
-        capsys, "verify-model-sig", str(vectors / name), *trust_args(vectors, shared_dir, name), *extra, "--json"
-    )
+    code, out = run_attest(
+        ["verify-model-sig", str(vectors / name), *trust_args(vectors, shared_dir, name), *extra, "--json"]
+    ).code_output
     assert code == 0, out
     result = json.loads(out)
     assert result["verified"] is True and result["problems"] == []
@@ -101,13 +92,14 @@ def test_vector_library_results(vectors: Path, shared_dir: Path) -> None:
 
 def test_single_file_vector_by_file_path(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """v1.0.0-elliptic-key signed one file (resource '.'): the file's own path verifies with the sibling model.sig."""
-    code, out = run_cli(
-        capsys,
-        "verify-model-sig",
-        str(vectors / "v1.0.0-elliptic-key" / "signme-1"),
-        "--key",
-        str(vectors / "keys" / "signing-key-pub.pem"),
-    )
+    code, out = run_attest(
+        [
+            "verify-model-sig",
+            str(vectors / "v1.0.0-elliptic-key" / "signme-1"),
+            "--key",
+            str(vectors / "keys" / "signing-key-pub.pem"),
+        ]
+    ).code_output
     assert code == 0, out
 
 
@@ -118,9 +110,9 @@ def test_ignore_me_is_extra_without_any_ignore(
     model = copy_tree(vectors / "v1.0.0-certificate", tmp_path / "m")
     (model / "ignore-me").write_text("x")
     chain = ["--certificate-chain", str(vectors / "keys" / "ca-cert.pem")]
-    code, out = run_cli(capsys, "verify-model-sig", str(model), *chain)
+    code, out = run_attest(["verify-model-sig", str(model), *chain]).code_output
     assert code == 1 and "ignore-me" in out
-    code, out = run_cli(capsys, "verify-model-sig", str(model), *chain, "--ignore", "ignore-me")
+    code, out = run_attest(["verify-model-sig", str(model), *chain, "--ignore", "ignore-me"]).code_output
     assert code == 0, out
 
 
@@ -172,7 +164,7 @@ def test_vector_tampered_fails(
 ) -> None:
     model = copy_tree(vectors / name, tmp_path / name)
     named = TAMPERS[tamper](model)
-    code, out = run_cli(capsys, "verify-model-sig", str(model), *trust_args(vectors, shared_dir, name), *extra)
+    code, out = run_attest(["verify-model-sig", str(model), *trust_args(vectors, shared_dir, name), *extra]).code_output
     assert code == 1, out
     assert named in out
     assert "Traceback" not in out
@@ -189,15 +181,16 @@ def _other_key_pem(tmp_path: Path, curve: ec.EllipticCurve) -> Path:
 
 @pytest.mark.parametrize("name", ["v1.0.0-elliptic-key", "v1.1.0-elliptic-key"])
 def test_vector_wrong_key_fails(name: str, tmp_path: Path, vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run_cli(
-        capsys,
-        "verify-model-sig",
-        str(vectors / name),
-        "--key",
-        str(_other_key_pem(tmp_path, ec.SECP384R1())),
-        "--ignore",
-        "ignore-me",
-    )
+    code, out = run_attest(
+        [
+            "verify-model-sig",
+            str(vectors / name),
+            "--key",
+            str(_other_key_pem(tmp_path, ec.SECP384R1())),
+            "--ignore",
+            "ignore-me",
+        ]
+    ).code_output
     assert code == 1, out
     assert "model.sig" in out and "does not verify" in out
 
@@ -219,9 +212,9 @@ def test_vector_wrong_certificate_root_fails(tmp_path: Path, vectors: Path, caps
     )
     pem = tmp_path / "evil-ca.pem"
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    code, out = run_cli(
-        capsys, "verify-model-sig", str(vectors / "v1.0.0-certificate"), "--certificate-chain", str(pem)
-    )
+    code, out = run_attest(
+        ["verify-model-sig", str(vectors / "v1.0.0-certificate"), "--certificate-chain", str(pem)]
+    ).code_output
     assert code == 1, out
     assert "model.sig" in out and "chain" in out
 
@@ -229,17 +222,18 @@ def test_vector_wrong_certificate_root_fails(tmp_path: Path, vectors: Path, caps
 def test_vector_wrong_identity_fails(vectors: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = shared_dir / "vectors" / "sigstore" / "production-trusted_root.json"
     for identity, issuer in [("mallory@example.com", ISSUER), (IDENTITY, "https://accounts.google.com")]:
-        code, out = run_cli(
-            capsys,
-            "verify-model-sig",
-            str(vectors / "v1.1.0-sigstore"),
-            "--identity",
-            identity,
-            "--issuer",
-            issuer,
-            "--trust-root",
-            str(root),
-        )
+        code, out = run_attest(
+            [
+                "verify-model-sig",
+                str(vectors / "v1.1.0-sigstore"),
+                "--identity",
+                identity,
+                "--issuer",
+                issuer,
+                "--trust-root",
+                str(root),
+            ]
+        ).code_output
         assert code == 1, out
         assert "model.sig" in out
 
@@ -248,27 +242,24 @@ def test_sigstore_vector_rejected_under_staging_root(
     vectors: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = shared_dir / "vectors" / "sigstore" / "staging-trusted_root.json"
-    code, out = run_cli(
-        capsys,
-        "verify-model-sig",
-        str(vectors / "v1.1.0-sigstore"),
-        "--identity",
-        IDENTITY,
-        "--issuer",
-        ISSUER,
-        "--trust-root",
-        str(root),
-    )
+    code, out = run_attest(
+        [
+            "verify-model-sig",
+            str(vectors / "v1.1.0-sigstore"),
+            "--identity",
+            IDENTITY,
+            "--issuer",
+            ISSUER,
+            "--trust-root",
+            str(root),
+        ]
+    ).code_output
     assert code == 1, out
 
 
 def test_key_given_for_certificate_bundle_fails(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Trust is what the caller passes: a key that did not sign fails, whatever the bundle carries."""
-    code, out = run_cli(
-        capsys,
-        "verify-model-sig",
-        str(vectors / "v1.1.0-sigstore"),
-        "--key",
-        str(vectors / "keys" / "signing-key-pub.pem"),
-    )
+    code, out = run_attest(
+        ["verify-model-sig", str(vectors / "v1.1.0-sigstore"), "--key", str(vectors / "keys" / "signing-key-pub.pem")]
+    ).code_output
     assert code == 1, out

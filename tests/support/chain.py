@@ -1,17 +1,15 @@
-"""A real signed lineage for verify tests, and an in-process CLI runner usable from session fixtures."""
+"""A real signed lineage for verify tests."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from attest.identity import hash_model
 from attest.signing import generate_key
+from tests.support.cli import run_attest
 
 
 def build_chain(tiny_models: dict[str, Path], root: Path) -> dict[str, Path]:
@@ -31,7 +29,7 @@ def build_chain(tiny_models: dict[str, Path], root: Path) -> dict[str, Path]:
     )
     for key in ("builder", "stranger"):
         generate_key(root / f"{key}.key")
-    run = inprocess_runner()
+    run = run_attest
     for ft in ("ft_a", "ft_b"):
         assert (
             run(
@@ -80,25 +78,3 @@ def build_chain(tiny_models: dict[str, Path], root: Path) -> dict[str, Path]:
         "policy": root / "policy.yaml",
         **{n: root / n for n in ("base", "ft_a", "ft_b")},
     }
-
-
-def inprocess_runner() -> Callable[[list[object]], tuple[int, str, str]]:
-    """run_cli without capsys (module-scoped fixtures cannot take it)."""
-    from attest.cli import main
-
-    def run(args: list[object]) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        code = 0
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main([str(a) for a in args])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-        return code, out.getvalue(), err.getvalue()
-
-    return run
-
-
-def run_inprocess(args: list[object]) -> tuple[int, str, str]:
-    """`attest ARGS` in this process: (exit code, stdout, stderr)."""
-    return inprocess_runner()(args)

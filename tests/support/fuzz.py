@@ -103,16 +103,3 @@ def quiet() -> Iterator[tuple[io.StringIO, io.StringIO]]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         yield out, err
-
-
-def cli_exit(args: list[str]) -> tuple[int, str]:
-    """`attest ARGS` in this process: (exit code, stderr). An uncaught exception or exit 3 is returned as such."""
-    from attest.cli import main
-
-    with quiet() as (_, err):
-        try:
-            main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 3
-    return code, err.getvalue()

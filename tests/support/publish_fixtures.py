@@ -7,8 +7,6 @@ same merge bytes, published with a card saying "post-trained" and a signed `fine
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import subprocess
 import sys
@@ -18,20 +16,7 @@ import pytest
 
 from attest.identity import hash_model
 from attest.signing import generate_key
-
-
-def run_attest(args: list[object]) -> tuple[int, str, str]:
-    """`attest ARGS` in this process, usable from session fixtures (no capsys)."""
-    from attest.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+from tests.support.cli import run_attest
 
 
 def _ok(args: list[object]) -> str:

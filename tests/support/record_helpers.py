@@ -1,4 +1,4 @@
-"""Helpers for the statement, signing and record tests: run the CLI in-process, walk a chain from a folder alone."""
+"""Helpers for the statement, signing and record tests: walk a chain from a folder alone, run the real mergekit."""
 
 from __future__ import annotations
 
@@ -13,20 +13,6 @@ from attest.identity import hash_model
 from attest.lineage.store import load_bundle
 from attest.signing import PublicKey, verify_envelope
 from attest.signing.verify import VerifiedStatement
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`attest ARGS` in this process: (exit code, stdout, stderr)."""
-    from attest.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def verify_chain(folder: Path, trusted: list[PublicKey]) -> list[VerifiedStatement]:

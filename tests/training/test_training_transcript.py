@@ -20,7 +20,7 @@ from attest.training.checkpoint import load_model, load_state, make_optimizer, w
 from attest.training.select import challenge_seed, escape_probability, select_segments
 from attest.training.transcript import checkpoint_byproduct, transcript_of
 from tests.support.builders import make_tiny_model
-from tests.support.record_helpers import run_cli
+from tests.support.cli import run_attest
 from tests.support.training_helpers import resign, run, training_problems, transcript, verify, write_data, write_policy
 
 
@@ -262,14 +262,14 @@ def test_cli_train_then_verify(world: dict[str, Any], tmp_path: Path, capsys: py
     out, ckpt = tmp_path / "cli-out", tmp_path / "cli-ckpt"
     args = ["train", "sft", "--model", world["base"], "--data", world["data"], "--steps", 3, "--batch-size", 2]
     args += ["--lr", "1e-3", "--seed", 1, "--checkpoint-every", 2, "--checkpoints", ckpt, "--output", out]
-    code, stdout, err = run_cli([*args, "--key", key], capsys)
+    code, stdout, err = run_attest([*args, "--key", key])
     assert code == 0, err
     assert "3 steps, 3 checkpoints" in stdout
     verify_args = ["verify", out, "--policy", world["policy"], "--checkpoints", ckpt, "--data", world["data"]]
-    code, stdout, err = run_cli([*verify_args, "--replay-training", 2], capsys)
+    code, stdout, err = run_attest([*verify_args, "--replay-training", 2])
     assert code == 0, stdout + err
     assert "segment 1 (steps 3-3): reproduced" in stdout
-    code, stdout, _ = run_cli([*verify_args[:-2], "--replay-training", 1], capsys)
+    code, stdout, _ = run_attest([*verify_args[:-2], "--replay-training", 1])
     assert code == 1 and "no data file given" in stdout
 
 
@@ -280,11 +280,11 @@ def test_cli_train_refuses_bad_data(world: dict[str, Any], tmp_path: Path, capsy
     bad.write_text('{"input_ids": [1, 2, 3]}\n\n{"input_ids": [4, 5]}\n')
     args = ["train", "sft", "--model", world["base"], "--data", bad, "--steps", 1, "--batch-size", 1, "--lr", "1e-3"]
     args += ["--seed", 0, "--checkpoint-every", 1, "--checkpoints", tmp_path / "c", "--output", tmp_path / "o"]
-    code, _, err = run_cli([*args, "--key", key], capsys)
+    code, _, err = run_attest([*args, "--key", key])
     assert code == 2 and "line 2 is empty" in err
     assert not (tmp_path / "o").exists()
     bad.write_text('{"input_ids": [1, 999]}\n')
-    code, _, err = run_cli([*args, "--key", key], capsys)
+    code, _, err = run_attest([*args, "--key", key])
     assert code == 2 and "outside the vocabulary" in err
 
 

@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attest.trust.policy_file import TrustPolicy, load_policy
+from tests.support.cli import run_attest
 from tests.support.fuzz import (
     HOSTILE_TEXT,
     SCALARS,
     clean_or_input_error,
-    cli_exit,
     fuzz_settings,
     mutated_yaml,
     values,
@@ -114,5 +114,5 @@ def test_verify_with_a_hostile_policy_exits_0_1_or_2(
 ) -> None:
     p = tmp_path_factory.mktemp("policy") / "policy.yaml"
     p.write_text(text, encoding="utf-8", errors="surrogatepass")
-    code, err = cli_exit(["verify", str(tiny_models["base"]), "--policy", str(p)])
+    code, _, err = run_attest(["verify", str(tiny_models["base"]), "--policy", str(p)])
     assert code in (0, 1, 2), err

@@ -7,7 +7,6 @@ import json
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,11 @@ from attest.lineage.store import attest_dir, bundle_path, load_bundle, write_bun
 from attest.policy import verify_model
 from attest.signing import generate_key, load_private_key, sign_envelope
 from attest.verify import VerifyOptions, build_trust
+from tests.support.cli import attest_process
 
 
 def _attest(*args: object) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "attest", *map(str, args)], capture_output=True, text=True)
+    done = attest_process(*args)
     assert "Traceback" not in done.stderr, done.stderr
     return done
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,14 @@ from attest.lineage.store import bundle_path
 from attest.policy import verify_model
 from attest.verify import build_trust
 from attest.verify.engine import VerifyOptions
+from tests.support.cli import attest_process
 
 IBM = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")
 
 
-def _attest(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "attest", *map(str, args)], capture_output=True, text=True)
-
-
 def test_model_sig_elliptic_key_vector_verifies(shared_dir: Path) -> None:
     vec = shared_dir / "vectors/model-signing"
-    done = _attest(
+    done = attest_process(
         "verify", vec / "v1.1.0-elliptic-key", "--key", vec / "keys/signing-key-pub.pem", "--ignore", "ignore-me"
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -44,7 +39,7 @@ def test_model_sig_tampered_file_fails(shared_dir: Path, tmp_path: Path) -> None
     shutil.copytree(vec / "v1.1.0-elliptic-key", dst)
     (dst / "signme-1").chmod(0o644)
     (dst / "signme-1").write_text("tampered")
-    done = _attest("verify", dst, "--key", vec / "keys/signing-key-pub.pem", "--ignore", "ignore-me")
+    done = attest_process("verify", dst, "--key", vec / "keys/signing-key-pub.pem", "--ignore", "ignore-me")
     assert done.returncode == 1
     assert "signme-1" in done.stdout
 
@@ -54,7 +49,7 @@ def test_model_sig_with_untrusted_key_fails(shared_dir: Path, tmp_path: Path) ->
 
     generate_key(tmp_path / "other", "ecdsa-p256")
     vec = shared_dir / "vectors/model-signing/v1.1.0-elliptic-key"
-    done = _attest("verify", vec, "--key", tmp_path / "other.pub", "--ignore", "ignore-me")
+    done = attest_process("verify", vec, "--key", tmp_path / "other.pub", "--ignore", "ignore-me")
     assert done.returncode == 1 and "model_signing" in done.stdout
 
 
@@ -84,14 +79,14 @@ def test_external_attestations_folder(signed_chain: dict[str, Path], tmp_path: P
 def test_bad_policy_is_exit_2(tmp_path: Path, tiny_models: dict[str, Path], text: str, needle: str) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(text)
-    done = _attest("verify", tiny_models["base"], "--policy", policy)
+    done = attest_process("verify", tiny_models["base"], "--policy", policy)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert needle in done.stderr
 
 
 def test_unsigned_model_is_not_verified(tiny_models: dict[str, Path]) -> None:
-    done = _attest("verify", tiny_models["base"], "--json")
+    done = attest_process("verify", tiny_models["base"], "--json")
     assert done.returncode == 1
     assert '"no_statement"' in done.stdout
 
@@ -103,7 +98,7 @@ def test_trusted_root_alone_verifies(tiny_models: dict[str, Path], tmp_path: Pat
     policy.write_text(
         f"version: 1\ntrusted_roots:\n  - name: base\n    digest: {hash_model(tiny_models['base']).model_root}\n"
     )
-    assert _attest("verify", tiny_models["base"], "--policy", policy).returncode == 0
+    assert attest_process("verify", tiny_models["base"], "--policy", policy).returncode == 0
 
 
 def test_foreign_model_sig_beside_valid_statements_is_only_noted(

@@ -15,11 +15,12 @@ from attest.lineage.store import load_bundle, write_bundle
 from attest.policy import verify_model
 from attest.signing import load_private_key, sign_envelope
 from attest.verify import VerifyOptions, build_trust
-from tests.support.chain import build_chain, run_inprocess
+from tests.support.chain import build_chain
+from tests.support.cli import run_attest
 
 
 def test_replay_reproduces_the_recorded_merge(signed_chain: dict[str, Path]) -> None:
-    code, out, err = run_inprocess(["verify", signed_chain["merged"], "--policy", signed_chain["policy"], "--replay"])
+    code, out, err = run_attest(["verify", signed_chain["merged"], "--policy", signed_chain["policy"], "--replay"])
     assert code == 0, out + err
     assert "reproduced" in out and "bit for bit" in out
 
@@ -58,7 +59,7 @@ def test_attest_merge_key_then_replay_and_missing_parents(signed_chain: dict[str
         f"  - model: {tmp_path / 'ft_b'}\n    parameters: {{weight: 0.75}}\ndtype: bfloat16\n"
     )
     out = tmp_path / "ours"
-    code, stdout, err = run_inprocess(["merge", cfg, out, "--key", signed_chain["root"] / "builder.key"])
+    code, stdout, err = run_attest(["merge", cfg, out, "--key", signed_chain["root"] / "builder.key"])
     assert code == 0, stdout + err
     trust = build_trust(signed_chain["policy"])
     report = verify_model(out, trust, VerifyOptions(replay=True))
@@ -86,7 +87,7 @@ def test_replay_reproduces_a_recorded_mergekit_moe_merge(moe_chain: dict[str, Pa
     (env,) = [e for e in load_bundle(moe_chain["merged"]) if b"mergekit_config" in e.payload_bytes]
     internal = json.loads(env.payload_bytes)["predicate"]["buildDefinition"]["internalParameters"]
     assert internal["versions"]["mergekit"] == "0.1.5" and internal["versions"]["transformers"].startswith("5.")
-    code, out, err = run_inprocess(["verify", moe_chain["merged"], "--policy", moe_chain["policy"], "--replay"])
+    code, out, err = run_attest(["verify", moe_chain["merged"], "--policy", moe_chain["policy"], "--replay"])
     assert code == 0, out + err
     assert "reproduced" in out and "bit for bit" in out
 
@@ -104,7 +105,7 @@ def test_replay_names_an_expert_changed_after_a_recorded_moe_merge(moe_chain: di
     save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
     args = ["record", "merge", "--config", moe_chain["root"] / "merge.yml", "--output", dst]
     args += ["--parent", moe_chain["ft_a"], "--parent", moe_chain["ft_b"], "--key", moe_chain["root"] / "builder.key"]
-    assert run_inprocess(args)[0] == 0
+    assert run_attest(args)[0] == 0
     trust = build_trust(moe_chain["policy"])
     assert verify_model(dst, trust).verified
     report = verify_model(dst, trust, VerifyOptions(replay=True))
@@ -119,7 +120,7 @@ def test_attest_merge_key_of_moe_parents_records_its_layout(moe_chain: dict[str,
     for layout in ("mergekit", "per-expert"):
         out = tmp_path / layout
         args = ["merge", cfg, out, "--layout", layout, "--key", moe_chain["root"] / "builder.key"]
-        code, stdout, err = run_inprocess(args)
+        code, stdout, err = run_attest(args)
         assert code == 0, stdout + err
         (env,) = [e for e in load_bundle(out) if b"mergekit_config" in e.payload_bytes]
         internal = json.loads(env.payload_bytes)["predicate"]["buildDefinition"]["internalParameters"]

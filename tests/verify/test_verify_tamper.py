@@ -7,11 +7,8 @@ real mergekit linear merge of them recorded as a merge step, all signed by a bui
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from attest.statements.models import Subject
 from attest.statements.parse import statement_bytes
 from attest.verify import VerifyOptions, build_trust
 from examples.reshard import reshard
-from tests.support.chain import run_inprocess
+from tests.support.cli import attest_process, run_attest
 
 
 def _verify(folder: Path, signed_chain: dict[str, Path], **opts: object) -> tuple[bool, set[str], str]:
@@ -67,7 +64,7 @@ def test_resharded_model_verifies(signed_chain: dict[str, Path], tmp_path: Path)
 
 
 def test_cli_verify_json_and_exit_code(signed_chain: dict[str, Path]) -> None:
-    code, out, err = run_inprocess(["verify", signed_chain["merged"], "--policy", signed_chain["policy"], "--json"])
+    code, out, err = run_attest(["verify", signed_chain["merged"], "--policy", signed_chain["policy"], "--json"])
     assert code == 0, err
     doc = json.loads(out)
     assert doc["verified"] is True and doc["problems"] == []
@@ -213,12 +210,7 @@ def test_cycle_rejected(signed_chain: dict[str, Path], tmp_path: Path) -> None:
 
 
 def _cli_exit(folder: Path, signed_chain: dict[str, Path]) -> tuple[int, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "attest", "verify", str(folder), "--policy", str(signed_chain["policy"])],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ATTEST_DEBUG": ""},
-    )
+    done = attest_process("verify", folder, "--policy", signed_chain["policy"], env={"ATTEST_DEBUG": ""})
     assert "Traceback" not in done.stderr
     return done.returncode, done.stderr.strip()
 
@@ -408,7 +400,7 @@ def test_dag_of_trusted_statements_reports_each_model_once(signed_chain: dict[st
     edge a `ref` entry, so the JSON and the text tree grow with the number of statements, not of paths."""
     levels = 24
     dst = _signed_dag(signed_chain, tmp_path, levels)
-    code, out, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml", "--json"])
+    code, out, err = run_attest(["verify", dst, "--policy", tmp_path / "policy.yaml", "--json"])
     assert code == 0, (out[-2000:], err)
     doc = json.loads(out)
     assert doc["verified"] is True
@@ -422,7 +414,7 @@ def test_dag_of_trusted_statements_reports_each_model_once(signed_chain: dict[st
     assert len(full) == len(set(full)) == models
     assert len(refs) == 2 * (2 * levels + 1) - (models - 1)  # every edge once; those not first are refs
     assert len(out) < 2000 * models  # linear: about 1 KB per model
-    code, text, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml"])
+    code, text, err = run_attest(["verify", dst, "--policy", tmp_path / "policy.yaml"])
     assert code == 0, err
     assert len(text.splitlines()) < 3 * (2 * (2 * levels + 1) + 10)
     assert text.count("(shown above)") == len(refs)
@@ -436,7 +428,7 @@ def test_hostile_dependency_name_cannot_forge_output_lines(signed_chain: dict[st
     (tmp_path / "policy.yaml").write_text(  # the bottom is no longer allow-listed: verification fails
         f"version: 1\nkeys:\n  - name: builder\n    public_key: {signed_chain['root'] / 'builder.key.pub'}\n"
     )
-    code, text, err = run_inprocess(["verify", dst, "--policy", tmp_path / "policy.yaml"])
+    code, text, err = run_attest(["verify", dst, "--policy", tmp_path / "policy.yaml"])
     assert code == 1, err
     lines = text.splitlines()
     assert lines[-1] == "NOT VERIFIED"
@@ -491,18 +483,18 @@ def test_unattested_root_names_the_flag_that_trusts_it(signed_chain: dict[str, P
     """Keys alone: the base is not allow-listed, so verification fails closed and the problem line gives the exact
     --trusted-root flag (and policy entry); passing that flag makes the same lineage verify."""
     pub = signed_chain["root"] / "builder.key.pub"
-    code, out, _ = run_inprocess(["verify", signed_chain["merged"], "--key", pub])
+    code, out, _ = run_attest(["verify", signed_chain["merged"], "--key", pub])
     base_root = hash_model(signed_chain["base"]).model_root
     flag = f"--trusted-root base=sha256:{base_root}"
     assert code == 1 and "unattested_parent" in out and flag in out and "`trusted_roots:` entry" in out, out
-    code, out, err = run_inprocess(["verify", signed_chain["merged"], "--key", pub, *flag.split(" ")])
+    code, out, err = run_attest(["verify", signed_chain["merged"], "--key", pub, *flag.split(" ")])
     assert code == 0 and "VERIFIED" in out, out + err
     assert "signed by builder.key.pub" in out  # the signer is named by the public key file given, not 'builder.key'
 
 
 @pytest.mark.parametrize("spec", ["base", "=sha256:" + "0" * 64, "base=sha256:abc", "base=md5:" + "0" * 64])
 def test_malformed_trusted_root_is_bad_input(signed_chain: dict[str, Path], spec: str) -> None:
-    code, _, err = run_inprocess(["verify", signed_chain["merged"], "--trusted-root", spec])
+    code, _, err = run_attest(["verify", signed_chain["merged"], "--trusted-root", spec])
     assert code == 2 and "--trusted-root" in err, err
 
 
