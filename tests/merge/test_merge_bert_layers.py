@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 
 
 def _tiny_bert(out: Path, seed: int) -> Path:

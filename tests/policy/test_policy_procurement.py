@@ -13,7 +13,7 @@ from attest.policy import verify_model
 from attest.trust.policy_file import load_policy
 from attest.verify import VerifyOptions, build_trust
 from attest.verify.report import VerifyReport
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 
 
 def _verify(folder: Path, policy: Path) -> VerifyReport:

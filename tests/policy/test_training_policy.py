@@ -10,7 +10,7 @@ import pytest
 
 from attest.signing.keys import generate_private_key, write_key_pair
 from tests.support.builders import finetune, make_tiny_model
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 from tests.support.training_helpers import run, write_data, write_policy
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 
 
 def _validator() -> Any:

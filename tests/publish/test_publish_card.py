@@ -11,7 +11,7 @@ from attest.errors import InputError
 from attest.policy import verify_model
 from attest.policy.model_card import ParentView, StepView, check_card, parse_card, read_card
 from attest.verify import VerifyOptions, build_trust
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 
 MERGE = StepView(
     name="m",

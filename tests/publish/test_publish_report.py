@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from attest.publish.report import AuditReport
-from tests.support.publish_fixtures import run_attest
+from tests.support.cli import run_attest
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

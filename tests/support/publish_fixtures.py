@@ -8,22 +8,11 @@ same merge bytes, published with a card saying "post-trained" and a signed `fine
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from attest.identity import hash_model
-from attest.signing import generate_key
-from tests.support.cli import run_attest
-
-
-def _ok(args: list[object]) -> str:
-    code, out, err = run_attest(args)
-    assert code == 0, f"attest {' '.join(map(str, args))} -> {code}\n{out}\n{err}"
-    return out
-
+from tests.support.lineage import LineageFactory, attest_ok
 
 POLICY = """\
 version: 1
@@ -51,79 +40,22 @@ rules:
 @pytest.fixture(scope="session")
 def published(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("publish")
-    for name in ("base", "ft_a", "ft_b"):
-        shutil.copytree(tiny_models[name], root / name)
-    generate_key(root / "lab.key")
+    lineage = LineageFactory(tiny_models, root, "lab")
     (root / "sentences.txt").write_text("synthetic token streams, seed 1\n")
-    for ft in ("ft_a", "ft_b"):
-        _ok(
-            [
-                "record",
-                "finetune",
-                "--parent",
-                f"base={root / 'base'}",
-                "--output",
-                root / ft,
-                "--key",
-                root / "lab.key",
-                "--param",
-                "lr=1e-3",
-                "--dataset",
-                root / "sentences.txt",
-            ]
-        )
-    cfg = root / "merge.yml"
-    cfg.write_text(
-        "merge_method: linear\n"
-        f"models:\n  - model: {root / 'ft_a'}\n    parameters: {{weight: 1.0}}\n"
-        f"  - model: {root / 'ft_b'}\n    parameters: {{weight: 0.75}}\ndtype: float32\nout_dtype: bfloat16\n"
-    )
-    subprocess.run(
-        [str(Path(sys.executable).with_name("mergekit-yaml")), str(cfg), str(root / "honest"), "--no-cuda"],
-        check=True,
-        capture_output=True,
-    )
+    lineage.record_finetunes("--dataset", root / "sentences.txt")
+    cfg = lineage.merge("honest", "float32")
     shutil.copytree(root / "honest", root / "dishonest")
-    (root / "policy.yaml").write_text(POLICY.format(base_root=hash_model(root / "base").model_root))
+    (root / "policy.yaml").write_text(POLICY.format(base_root=lineage.base_root))
     readme = (root / "honest" / "README.md").read_text()
     (root / "honest" / "README.md").write_text(readme.replace("---\n", "---\nlicense: apache-2.0\n", 1))
-    _ok(
-        [
-            "card",
-            root / "honest",
-            "--step",
-            "merge",
-            "--config",
-            cfg,
-            "--parent",
-            root / "ft_a",
-            "--parent",
-            root / "ft_b",
-            "--policy",
-            root / "policy.yaml",
-        ]
-    )
-    _ok(
-        [
-            "record",
-            "merge",
-            "--config",
-            cfg,
-            "--parent",
-            root / "ft_a",
-            "--parent",
-            root / "ft_b",
-            "--output",
-            root / "honest",
-            "--key",
-            root / "lab.key",
-        ]
-    )
+    parents = ["--parent", root / "ft_a", "--parent", root / "ft_b"]
+    attest_ok(["card", root / "honest", "--step", "merge", "--config", cfg, *parents, "--policy", root / "policy.yaml"])
+    lineage.record_merge("honest")
     (root / "dishonest" / "README.md").write_text(
         "---\nlicense: apache-2.0\nbase_model: base\nbase_model_relation: finetune\n---\n\n# Sovereign-1\n\n"
         "Sovereign-1 is our model, post-trained from base on our in-house data.\n"
     )
-    _ok(
+    attest_ok(
         [
             "record",
             "finetune",
@@ -132,12 +64,7 @@ def published(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFac
             "--output",
             root / "dishonest",
             "--key",
-            root / "lab.key",
+            lineage.key,
         ]
     )
-    return {
-        "root": root,
-        "policy": root / "policy.yaml",
-        "config": cfg,
-        **{n: root / n for n in ("base", "ft_a", "ft_b", "honest", "dishonest")},
-    }
+    return {**lineage.paths("honest", "dishonest"), "policy": root / "policy.yaml", "config": cfg}
