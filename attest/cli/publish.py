@@ -16,16 +16,23 @@ from attest.cli.options import PathType, parents_dir_option
 from attest.cli.output import ByteProgress, json_option, print_json, stderr, stdout, wants_json
 from attest.cli.trust_options import trust_options
 from attest.errors import EXIT_OK, EXIT_VERIFICATION_FAILED, InputError
-from attest.policy.model_card import check_card, read_card, step_from_statement, step_views
+from attest.policy.model_card import read_card
 from attest.policy.pipeline import verify_with_policy
 from attest.publish.bom import build_bom
-from attest.publish.card import generate_card, pending_step, write_card
+from attest.publish.card import (
+    card_against_statements,
+    generate_card,
+    pending_step,
+    recorded_card_is_current,
+    verify_command_line,
+    write_card,
+)
 from attest.publish.report import build_report, render_html
 from attest.record.plan import DEFAULT_PARENT_ROLE, parse_param, parse_parent
 from attest.statements.models import STEP_KINDS, StepKind
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions
-from attest.verify.lineage import VerifiedLineage, head_step
+from attest.verify.lineage import VerifiedLineage
 
 
 def _verify(
@@ -44,16 +51,6 @@ def _verify(
                 on_step=None if quiet else lambda m: stderr.print(f"[dim]{escape(m)}[/]"),
             ),
         )
-
-
-def verify_command_line(folder: Path, trust: TrustSet) -> str:
-    """The command a reader of the card runs to check it (the policy or keys the card was generated with)."""
-    cmd = f"attest verify ./{folder.resolve().name}"
-    if trust.policy_path is not None:
-        return f"{cmd} --policy {trust.policy_path.name}"
-    if trust.keys:
-        return cmd + "".join(f" --key {k.name}" for k in trust.keys)
-    return f"{cmd} --key PUBLISHER.pub  # or --policy trust-policy.yaml"
 
 
 @click.command("card")
@@ -95,24 +92,8 @@ def card_command(
     existing = read_card(folder)
     if kind is None:
         lineage = _verify(folder, trust, parents_dirs, quiet=False, policy_rules=False)
-        rec = lineage.steps.get(lineage.report.model_root)
-        if rec is None:
-            raise InputError(
-                folder,
-                "no statement names this folder: describe the step about to be recorded with --step KIND --parent "
-                "DIR ... (the card is written before `attest record` signs it)",
-            )
-        views = step_views(lineage.steps, trust.roots)
-        text = generate_card(existing, views[rec.digest], views, verify_cmd, title)
-        on_disk = (folder / "README.md").read_text(encoding="utf-8") if existing is not None else None
-        if text == on_disk:
-            stdout.print(f"card {folder / 'README.md'} is up to date")
-            return EXIT_OK
-        raise InputError(
-            folder / "README.md",
-            "this folder is already recorded and its card differs: rewriting it would change the model root and "
-            "break the signature; write the card before recording (attest card DIR --step KIND --parent ...)",
-        )
+        stdout.print(f"card {recorded_card_is_current(lineage, trust, verify_cmd, title)} is up to date")
+        return EXIT_OK
     step_kind = cast(StepKind, kind)
     step, views = pending_step(
         folder,
@@ -136,25 +117,11 @@ def _check_card(folder: Path, trust: TrustSet, parents_dirs: tuple[Path, ...]) -
     the card against is not agreement)."""
     as_json = wants_json()
     lineage = _verify(folder, trust, parents_dirs, quiet=as_json, policy_rules=False)
-    rec, current = head_step(lineage.steps, lineage.report.model_root)
-    notes = []
-    if rec is not None and not current:
-        notes.append(
-            "no statement names this folder as it is (it changed after signing: `attest verify` fails); "
-            "checking the card against the folder's own statement"
-        )
-    if rec is not None and not rec.trusted:
-        notes.append("the statement about this model is not signed by a trusted signer")
-    findings = check_card(read_card(folder), step_from_statement(rec) if rec is not None else None)
-    if rec is None:
-        notes.append(
-            "nothing to check the card against: no statement names this folder (record it with `attest record`, "
-            "then check)"
-        )
+    checked, findings, notes = card_against_statements(lineage)
     result = CardCheckOutput(
         card=str(folder / "README.md"),
-        checked=rec is not None,
-        agrees=rec is not None and not findings,
+        checked=checked,
+        agrees=checked and not findings,
         contradictions=findings,
         notes=notes,
     )

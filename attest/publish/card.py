@@ -28,6 +28,9 @@ from attest.policy.model_card import (
     ParentView,
     StepView,
     base_models,
+    check_card,
+    read_card,
+    step_from_statement,
     step_views,
 )
 from attest.record.plan import ParentArg, dataset_input, model_input, recipe_base_folder, with_base_role
@@ -35,6 +38,7 @@ from attest.statements.models import StepKind
 from attest.statements.recipe import load_recipe
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions, verify_lineage
+from attest.verify.lineage import VerifiedLineage, head_step
 
 
 def render_card(card: Card) -> str:
@@ -207,3 +211,57 @@ def pending_step(
         hub_datasets=[hub for dep in dataset_deps if (hub := hub_dataset_id(dep.uri))],
     )
     return step, views
+
+
+def verify_command_line(folder: Path, trust: TrustSet) -> str:
+    """The command a reader of the card runs to check it (the policy or keys the card was generated with)."""
+    cmd = f"attest verify ./{folder.resolve().name}"
+    if trust.policy_path is not None:
+        return f"{cmd} --policy {trust.policy_path.name}"
+    if trust.keys:
+        return cmd + "".join(f" --key {k.name}" for k in trust.keys)
+    return f"{cmd} --key PUBLISHER.pub  # or --policy trust-policy.yaml"
+
+
+def recorded_card_is_current(lineage: VerifiedLineage, trust: TrustSet, verify_cmd: str, title: str | None) -> Path:
+    """`attest card DIR` on a recorded folder: its card must already be what the statements give (rewriting it would
+    change the model root); returns the card's path, else raises InputError saying why."""
+    folder = lineage.folder
+    rec = lineage.steps.get(lineage.report.model_root)
+    if rec is None:
+        raise InputError(
+            folder,
+            "no statement names this folder: describe the step about to be recorded with --step KIND --parent "
+            "DIR ... (the card is written before `attest record` signs it)",
+        )
+    existing = read_card(folder)
+    views = step_views(lineage.steps, trust.roots)
+    text = generate_card(existing, views[rec.digest], views, verify_cmd, title)
+    on_disk = (folder / CARD_FILE).read_text(encoding="utf-8") if existing is not None else None
+    if text != on_disk:
+        raise InputError(
+            folder / CARD_FILE,
+            "this folder is already recorded and its card differs: rewriting it would change the model root and "
+            "break the signature; write the card before recording (attest card DIR --step KIND --parent ...)",
+        )
+    return folder / CARD_FILE
+
+
+def card_against_statements(lineage: VerifiedLineage) -> tuple[bool, list[str], list[str]]:
+    """`attest card --check`: (a statement to check against was found, the card's contradictions, notes)."""
+    rec, current = head_step(lineage.steps, lineage.report.model_root)
+    notes = []
+    if rec is not None and not current:
+        notes.append(
+            "no statement names this folder as it is (it changed after signing: `attest verify` fails); "
+            "checking the card against the folder's own statement"
+        )
+    if rec is not None and not rec.trusted:
+        notes.append("the statement about this model is not signed by a trusted signer")
+    findings = check_card(read_card(lineage.folder), step_from_statement(rec) if rec is not None else None)
+    if rec is None:
+        notes.append(
+            "nothing to check the card against: no statement names this folder (record it with `attest record`, "
+            "then check)"
+        )
+    return rec is not None, findings, notes

@@ -81,39 +81,24 @@ def test_attest_sign_with_ignore_and_passphrase(
     (minilm_copy / "scratch").mkdir()
     (minilm_copy / "scratch" / "notes.txt").write_text("not part of the model")
     monkeypatch.setenv("MODEL_KEY_PASS", "correct horse")
-    code, out = run_attest(
-        [
-            "sign",
-            str(minilm_copy),
-            "--format",
-            "model-signing",
-            "--key",
-            str(priv),
-            "--passphrase-env",
-            "MODEL_KEY_PASS",
-            "--ignore",
-            "scratch",
-            "--quiet",
-        ]
-    ).code_output
+    sign = [
+        "sign",
+        str(minilm_copy),
+        "--format",
+        "model-signing",
+        "--key",
+        str(priv),
+        "--passphrase-env",
+        "MODEL_KEY_PASS",
+    ]
+    code, out = run_attest([*sign, "--ignore", "scratch", "--quiet"]).code_output
     assert code == 0, out
     (minilm_copy / "scratch" / "notes.txt").write_text("changed after signing: still ignored")
     peer_verify(minilm_copy, pub)  # the recorded ignore_paths carry "scratch" to the peer
     assert verify_model_sig(minilm_copy, load_public_key(pub)).verified
 
     monkeypatch.setenv("MODEL_KEY_PASS", "wrong")
-    code, out = run_attest(
-        [
-            "sign",
-            str(minilm_copy),
-            "--format",
-            "model-signing",
-            "--key",
-            str(priv),
-            "--passphrase-env",
-            "MODEL_KEY_PASS",
-        ]
-    ).code_output
+    code, out = run_attest(sign).code_output
     assert code == 2 and str(priv) in out
     code, out = run_attest(["sign", str(minilm_copy), "--format", "model-signing", "--key", str(priv)]).code_output
     assert code == 2 and "encrypted" in out  # no TTY under pytest: no prompt, a clear error
