@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from attest.errors import AttestError
 from attest.identity import diff_manifests, hash_model
 from attest.lineage.locator import Locator
+from attest.statements.builders import package_versions
 from attest.statements.models import ProvenanceStatement
 from attest.training.chain import Chain, check_files, check_statement
 from attest.training.checkpoint import (
@@ -199,8 +200,6 @@ def verify_training(
     report.chain_problems += chain.problems
     if report.chain_problems:
         return report
-    from attest.statements.builders import package_versions
-
     here = package_versions()
     for pkg in ("torch", "transformers"):
         if transcript.versions.get(pkg) != here.get(pkg):
