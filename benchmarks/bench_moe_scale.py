@@ -71,7 +71,8 @@ def _child(step: str, root: Path) -> dict[str, object]:
     if step == "hash":
         from attest.identity import hash_model
 
-        hash_model(a, "sha256")
+        manifest = hash_model(a, "sha256")
+        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors[len(manifest.tensors) // 2])
     elif step == "verify":
         from attest.policy import verify_model
         from attest.verify import build_trust
@@ -98,6 +99,14 @@ def _child(step: str, root: Path) -> dict[str, object]:
     else:
         raise SystemExit(f"unknown step {step}")
     return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "rss_mb": peak_rss_mb(), **extra}
+
+
+def _entry_bytes(entry: object) -> int:
+    """Bytes one manifest tensor entry holds on its own (sys.getsizeof of the object, its field dict and the values
+    it does not share with other entries: name, shape, hex digests; dtype and file name strings are shared)."""
+    d = vars(entry)
+    own = [entry, d, d["name"], d["shape"], *d["shape"], d["nbytes"], d["data_root"], d["digest"]]
+    return sum(sys.getsizeof(x) for x in own)
 
 
 def _run_child(step: str, root: Path) -> dict[str, object]:
@@ -227,6 +236,14 @@ def main() -> None:
         return
     print(f"cpus: {os.cpu_count()}  python {sys.version.split()[0]}  load {load()}")
     results = [scale(args.dir / f"e{e}", e, args.mergekit_max, args.steps) for e in args.experts]
+    if len(results) > 1:
+        lo, hi = results[0], results[-1]
+        dt = int(hi["tensors"]) - int(lo["tensors"])  # type: ignore[call-overload]
+        print(f"# peak RSS growth from {lo['tensors']} to {hi['tensors']} tensors:")
+        for step, row in hi["rows"].items():  # type: ignore[attr-defined]
+            if step in lo["rows"]:  # type: ignore[operator]
+                grow = float(row["rss_mb"]) - float(lo["rows"][step]["rss_mb"])  # type: ignore[index]
+                print(f"  {step:10s} {grow:+7.1f} MB  ({grow * 1e6 / dt:6.0f} B/tensor)")
     print(json.dumps(results))
 
 

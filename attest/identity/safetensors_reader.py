@@ -231,7 +231,9 @@ class SafetensorsFile:
         self._map: mmap.mmap | None = None
         if st.st_size > 0:
             self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self._by_name = self.header.by_name()
+        self._by_name: dict[str, TensorInfo] | None = (
+            None  # built on first lookup by name (a folder reader has its own)
+        )
 
     def __enter__(self) -> SafetensorsFile:
         return self
@@ -254,6 +256,8 @@ class SafetensorsFile:
         return self.header.tensors
 
     def info(self, name: str) -> TensorInfo:
+        if self._by_name is None:
+            self._by_name = self.header.by_name()
         try:
             return self._by_name[name]
         except KeyError:
@@ -268,6 +272,14 @@ class SafetensorsFile:
         if self._map is None or t.nbytes == 0:
             return memoryview(b"")
         return memoryview(self._map)[t.begin : t.end]
+
+    def view_range(self, begin: int, end: int) -> memoryview:
+        """Zero-copy bytes [begin, end) of the file (consecutive tensors read as one); the range must be within it."""
+        if self._map is None or end <= begin:
+            return memoryview(b"")
+        if begin < 0 or end > len(self._map):
+            raise ValueError(f"range [{begin}, {end}) outside {self.path}")
+        return memoryview(self._map)[begin:end]
 
     def release(self, name: str) -> None:
         self.release_of(self.info(name))
