@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -109,7 +110,9 @@ def tensor_leaf(algorithm: Algorithm, record: dict[str, Any]) -> bytes:
     return hash_record(algorithm, TAG_TENSOR, record)
 
 
-def tensor_leaf_of(algorithm: Algorithm, name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex) -> bytes:
+def tensor_leaf_of(
+    algorithm: Algorithm, name: str, dtype: str, shape: Sequence[int], nbytes: int, data_root: Hex
+) -> bytes:
     """`tensor_leaf` of `tensor_record(...)` without a generic canonicaliser: the hot path of hashing 10^5 tensors.
 
     The bytes are RFC 8785's for this record: keys in code-unit order (data, dtype, name, nbytes, shape), integers
