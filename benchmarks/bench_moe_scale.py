@@ -21,6 +21,7 @@ Usage: python benchmarks/bench_moe_scale.py [--experts 2 50 512] [--dir /tmp/att
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -71,7 +73,8 @@ def _child(step: str, root: Path) -> dict[str, object]:
     if step == "hash":
         from attest.identity import hash_model
 
-        hash_model(a, "sha256")
+        manifest = hash_model(a, "sha256")
+        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors[len(manifest.tensors) // 2])
     elif step == "verify":
         from attest.policy import verify_model
         from attest.verify import build_trust
@@ -98,6 +101,14 @@ def _child(step: str, root: Path) -> dict[str, object]:
     else:
         raise SystemExit(f"unknown step {step}")
     return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "rss_mb": peak_rss_mb(), **extra}
+
+
+def _entry_bytes(entry: object) -> int:
+    """Bytes one manifest tensor entry holds on its own (sys.getsizeof of the object, its field dict and the values
+    it does not share with other entries: name, shape, hex digests; dtype and file name strings are shared)."""
+    d = vars(entry)
+    own = [entry, d, d["name"], d["shape"], *d["shape"], d["nbytes"], d["data_root"], d["digest"]]
+    return sum(sys.getsizeof(x) for x in own)
 
 
 def _run_child(step: str, root: Path) -> dict[str, object]:
@@ -227,7 +238,28 @@ def main() -> None:
         return
     print(f"cpus: {os.cpu_count()}  python {sys.version.split()[0]}  load {load()}")
     results = [scale(args.dir / f"e{e}", e, args.mergekit_max, args.steps) for e in args.experts]
+    for lo, hi in itertools.pairwise(results):
+        _growth(lo, hi)
+    if len(results) > 2:
+        _growth(results[0], results[-1])
     print(json.dumps(results))
+
+
+def _growth(lo: dict[str, Any], hi: dict[str, Any]) -> None:
+    """Marginal cost of the added tensors between two scales (wall and CPU per added tensor, bytes included: an upper
+    bound on the per-tensor overhead that no fixed cost such as imports can hide) and peak-RSS growth."""
+    dt = int(hi["tensors"]) - int(lo["tensors"])
+    print(f"# from {lo['tensors']} to {hi['tensors']} tensors: marginal cost per added tensor, peak RSS growth")
+    for step, row in hi["rows"].items():
+        if step in lo["rows"]:
+            old = lo["rows"][step]
+            wall = (float(row["seconds"]) - float(old["seconds"])) / dt * 1e3
+            cpu = (float(row["cpu"]) - float(old["cpu"])) / dt * 1e3
+            grow = float(row["rss_mb"]) - float(old["rss_mb"])
+            print(
+                f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MB "
+                f"({grow * 1e6 / dt:6.0f} B/added tensor)"
+            )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,12 @@ def _plan(spans: Sequence[Span], unit_chunks: int) -> list[list[_Piece]]:
     current_path: Path | None = None
     for i, s in enumerate(spans):
         first = 0
-        while first < s.n_chunks:
+        n_chunks = s.n_chunks
+        while first < n_chunks:
             if current and (current_chunks >= unit_chunks or current_path != s.path):
                 units.append(current)
                 current, current_chunks = [], 0
-            take = min(s.n_chunks - first, unit_chunks - current_chunks)
+            take = min(n_chunks - first, unit_chunks - current_chunks)
             current.append(_Piece(i, first, first + take))
             current_chunks += take
             current_path = s.path

@@ -234,17 +234,12 @@ def _check_index(scan: FolderScan, index: str) -> None:
         raise InputError(path, f"shard index has unexpected key {unknown[0]!r} (only weight_map and metadata)")
     _check_index_metadata(path, data.get("metadata", {}))
     by_shard: dict[str, set[str]] = {}
+    checked: dict[str, str] = {}  # shard as written -> its checked name: ~100 shards for 10^5 entries
     for tensor, shard in weight_map.items():
-        if not isinstance(shard, str) or not shard:
-            raise InputError(path, f"weight_map entry for {tensor!r} is not a file name")
-        pure = PurePosixPath(shard)
-        if pure.is_absolute() or ".." in pure.parts or "\\" in shard:
-            raise InputError(path, f"weight_map entry for {tensor!r} points outside the folder: {shard!r}")
-        name = pure.as_posix()
-        if name not in scan.headers:
-            if name in scan.real_paths:
-                raise InputError(path, f"weight_map names {shard!r}, which is not a top-level .safetensors file")
-            raise InputError(path, f"weight_map names a missing shard {shard!r}")
+        name = checked.get(shard) if isinstance(shard, str) else None
+        if name is None:
+            name = _index_shard(scan, path, tensor, shard)
+            checked[shard] = name
         by_shard.setdefault(name, set()).add(tensor)
     for shard, names in by_shard.items():
         present = {t.name for t in scan.headers[shard].tensors}
@@ -260,3 +255,18 @@ def _check_index(scan: FolderScan, index: str) -> None:
         raise InputError(
             path, f"weight_map does not cover {unlisted[0]}; hash with --ignore {unlisted[0]} if no loader reads it"
         )
+
+
+def _index_shard(scan: FolderScan, path: Path, tensor: str, shard: object) -> str:
+    """The weight file a weight_map entry names, as a scanned top-level safetensors file."""
+    if not isinstance(shard, str) or not shard:
+        raise InputError(path, f"weight_map entry for {tensor!r} is not a file name")
+    pure = PurePosixPath(shard)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in shard:
+        raise InputError(path, f"weight_map entry for {tensor!r} points outside the folder: {shard!r}")
+    name = pure.as_posix()
+    if name not in scan.headers:
+        if name in scan.real_paths:
+            raise InputError(path, f"weight_map names {shard!r}, which is not a top-level .safetensors file")
+        raise InputError(path, f"weight_map names a missing shard {shard!r}")
+    return name

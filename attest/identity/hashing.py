@@ -54,37 +54,30 @@ def hash_scan(
     on_total: ProgressStart | None = None,
     on_bytes: ProgressAdvance | None = None,
 ) -> IdentityManifest:
-    tensor_jobs: list[tuple[str, str, list[int], Span]] = []  # (name, dtype, shape, span); file kept in span
+    tensor_jobs: list[tuple[str, str, tuple[int, ...], str, Span]] = []  # (name, dtype, shape, file, span)
     for rel, header in scan.headers.items():
         real = scan.real_paths[rel]
         for t in header.tensors:
-            tensor_jobs.append((t.name, t.dtype, list(t.shape), Span(real, t.begin, t.nbytes)))
+            tensor_jobs.append((t.name, t.dtype, t.shape, rel, Span(real, t.begin, t.nbytes)))
     file_jobs: list[tuple[str, Span]] = []
     for rel in scan.other_files:
         file_jobs.append((rel, Span(scan.real_paths[rel], 0, scan.stats[rel][2])))
 
-    spans = [j[3] for j in tensor_jobs] + [j[1] for j in file_jobs]
+    spans = [j[4] for j in tensor_jobs] + [j[1] for j in file_jobs]
     roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
+    del spans
 
-    rel_of = {real: rel for rel, real in scan.real_paths.items()}
     tensors: list[TensorEntry] = []
-    for (name, dtype, shape, span), data_hex in zip(tensor_jobs, roots_hex, strict=False):
-        # Built from validated header values: construct without re-validating 10^5 entries one by one.
-        tensors.append(
-            TensorEntry.model_construct(
-                name=name,
-                dtype=dtype,
-                shape=shape,
-                nbytes=span.length,
-                data_root=data_hex,
-                digest=tensor_leaf_of(algorithm, name, dtype, shape, span.length, data_hex).hex(),
-                file=rel_of.get(span.path, span.path.name),
-            )
-        )
+    for (name, dtype, shape, rel, span), data_hex in zip(tensor_jobs, roots_hex, strict=False):
+        # Built from validated header values: no re-validation of 10^5 entries one by one.
+        digest = tensor_leaf_of(algorithm, name, dtype, shape, span.length, data_hex).hex()
+        tensors.append(TensorEntry.from_validated(name, dtype, list(shape), span.length, data_hex, digest, rel))
+    n_tensors = len(tensor_jobs)
+    del tensor_jobs
     tensors.sort(key=lambda e: e.name)
     pickles = set(scan.pickle_files)
     files: list[FileEntry] = []
-    for (rel, span), data_hex in zip(file_jobs, roots_hex[len(tensor_jobs) :], strict=True):
+    for (rel, span), data_hex in zip(file_jobs, roots_hex[n_tensors:], strict=True):
         rec = file_record(rel, span.length, data_hex)
         files.append(
             FileEntry(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +32,26 @@ class TensorEntry(_Strict):
 
     def record(self) -> dict[str, Any]:
         return tensor_record(self.name, self.dtype, self.shape, self.nbytes, self.data_root)
+
+    @classmethod
+    def from_validated(
+        cls, name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex, digest: Hex, file: str
+    ) -> TensorEntry:
+        """What `model_construct` builds (no validation: the values come from a validated header and our own
+        hashes), without its per-field alias search: hashing builds one per tensor, 10^5 for a large MoE. Entries
+        are frozen, so they share one fields-set. tests/identity/test_identity_roots.py holds it equal to
+        model_validate."""
+        entry = cls.__new__(cls)
+        values = {"name": name, "dtype": dtype, "shape": shape, "nbytes": nbytes}
+        values |= {"data_root": data_root, "digest": digest, "file": file}
+        object.__setattr__(entry, "__dict__", values)
+        object.__setattr__(entry, "__pydantic_fields_set__", _TENSOR_FIELDS)
+        object.__setattr__(entry, "__pydantic_extra__", None)
+        object.__setattr__(entry, "__pydantic_private__", None)
+        return entry
+
+
+_TENSOR_FIELDS = set(TensorEntry.model_fields)
 
 
 class FileEntry(_Strict):
@@ -88,7 +110,9 @@ def tensor_leaf(algorithm: Algorithm, record: dict[str, Any]) -> bytes:
     return hash_record(algorithm, TAG_TENSOR, record)
 
 
-def tensor_leaf_of(algorithm: Algorithm, name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex) -> bytes:
+def tensor_leaf_of(
+    algorithm: Algorithm, name: str, dtype: str, shape: Sequence[int], nbytes: int, data_root: Hex
+) -> bytes:
     """`tensor_leaf` of `tensor_record(...)` without a generic canonicaliser: the hot path of hashing 10^5 tensors.
 
     The bytes are RFC 8785's for this record: keys in code-unit order (data, dtype, name, nbytes, shape), integers
@@ -96,12 +120,20 @@ def tensor_leaf_of(algorithm: Algorithm, name: str, dtype: str, shape: list[int]
     does (quote, backslash, the five short control escapes, other controls as lowercase u00xx escapes, everything
     else literal UTF-8), which is what `json.dumps(ensure_ascii=False)` writes; lone surrogates never reach here (the
     reader refuses them). tests/identity/test_identity_roots.py holds it equal to rfc8785 on hostile names."""
-    dims = ",".join(str(int(d)) for d in shape)
+    dims = ",".join(map(str, map(int, shape)))
     text = (
-        f'{{"data":{json.dumps(data_root, ensure_ascii=False)},"dtype":{json.dumps(dtype, ensure_ascii=False)},'
-        f'"name":{json.dumps(name, ensure_ascii=False)},"nbytes":{int(nbytes)},"shape":[{dims}]}}'
+        f'{{"data":{_json_string(data_root)},"dtype":{_json_string(dtype)},'
+        f'"name":{_json_string(name)},"nbytes":{int(nbytes)},"shape":[{dims}]}}'
     )
     return hash_tagged(algorithm, TAG_TENSOR, text.encode("utf-8"))
+
+
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+"""What `json.dumps(ensure_ascii=False)` escapes: a string without any of these is written as it is, in quotes."""
+
+
+def _json_string(text: str) -> str:
+    return f'"{text}"' if _ESCAPED.search(text) is None else json.dumps(text, ensure_ascii=False)
 
 
 def file_leaf(algorithm: Algorithm, record: dict[str, Any]) -> bytes:

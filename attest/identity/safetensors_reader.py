@@ -30,6 +30,9 @@ MAX_TENSORS = 262_144
 (a 61-layer, 384-expert MoE with per-block scales); far more is a header built to make hashing slow and large."""
 
 
+_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+
+
 class _TooManyTensors(Exception):
     """Raised from inside the JSON parser, so that a header with too many entries is never built in memory."""
 
@@ -38,7 +41,7 @@ class TensorCountError(InputError):
     """A header that holds more tensors than the caller's budget."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """One tensor entry of a validated header. Offsets are absolute positions in the file."""
 
@@ -65,8 +68,8 @@ class SafetensorsHeader:
         return {t.name: t for t in self.tensors}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_DTYPES = {d: d for d in DTYPE_BITS}
+"""Each dtype tag as one shared string: 10^5 tensor entries hold a reference, not a copy each."""
 
 
 def read_header(path: str | os.PathLike[str], max_tensors: int = MAX_TENSORS) -> SafetensorsHeader:
@@ -127,6 +130,7 @@ def parse_header(p: Path, raw: bytes, size: int, max_tensors: int = MAX_TENSORS)
     buffer_len = size - data_start
     metadata: dict[str, str] = {}
     tensors: list[TensorInfo] = []
+    shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple per distinct shape (experts share theirs)
     for name, entry in header.items():
         if name == "__metadata__":
             if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
@@ -135,7 +139,7 @@ def parse_header(p: Path, raw: bytes, size: int, max_tensors: int = MAX_TENSORS)
                 raise InputError(p, "__metadata__ holds a string that is not valid Unicode (a lone surrogate)")
             metadata = dict(entry)
             continue
-        tensors.append(_parse_entry(p, name, entry, data_start, buffer_len))
+        tensors.append(_parse_entry(p, name, entry, data_start, buffer_len, shapes))
     if len(tensors) > max_tensors:
         raise TensorCountError(p, f"safetensors header holds more than the {max_tensors} tensors allowed")
 
@@ -163,26 +167,29 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: int) -> TensorInfo:
+def _parse_entry(
+    p: Path, name: str, entry: Any, data_start: int, buffer_len: int, shapes: dict[tuple[int, ...], tuple[int, ...]]
+) -> TensorInfo:
     if not name:
         raise InputError(p, "empty tensor name in safetensors header")
-    if not _is_unicode(name):
+    if not name.isascii() and not _is_unicode(name):
         raise InputError(p, f"tensor name {name!r} is not valid Unicode (a lone surrogate)")
     if not isinstance(entry, dict):
         raise InputError(p, f"tensor {name!r}: entry is not a JSON object")
-    if set(entry) != {"dtype", "shape", "data_offsets"}:
+    if len(entry) != 3 or "dtype" not in entry or "shape" not in entry or "data_offsets" not in entry:
         raise InputError(p, f"tensor {name!r}: entry must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise InputError(p, f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    # json gives exact ints and bools only, so `type(d) is int` is an integer that is not a bool.
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise InputError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
     if len(shape) > 64:
         raise InputError(p, f"tensor {name!r}: {len(shape)} dimensions is more than the 64 allowed")
-    if any(d > MAX_JSON_INT for d in shape):
+    if shape and max(shape) > MAX_JSON_INT:
         # Canonical JSON (RFC 8785) writes numbers as doubles: larger integers would collide in tensor records.
         raise InputError(p, f"tensor {name!r}: a dimension above 2^53 - 1 cannot be part of an identity record")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+    if not (type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int and type(offsets[1]) is int):
         raise InputError(p, f"tensor {name!r}: data_offsets must be two integers")
     begin, end = offsets
     if not 0 <= begin <= end:
@@ -200,7 +207,8 @@ def _parse_entry(p: Path, name: str, entry: Any, data_start: int, buffer_len: in
         raise InputError(
             p, f"tensor {name!r}: shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}"
         )
-    return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
+    dims = tuple(shape)
+    return TensorInfo(name, _DTYPES[dtype], shapes.setdefault(dims, dims), data_start + begin, data_start + end)
 
 
 class SafetensorsFile:
@@ -223,7 +231,9 @@ class SafetensorsFile:
         self._map: mmap.mmap | None = None
         if st.st_size > 0:
             self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self._by_name = self.header.by_name()
+        self._by_name: dict[str, TensorInfo] | None = (
+            None  # built on first lookup by name (a folder reader has its own)
+        )
 
     def __enter__(self) -> SafetensorsFile:
         return self
@@ -246,6 +256,8 @@ class SafetensorsFile:
         return self.header.tensors
 
     def info(self, name: str) -> TensorInfo:
+        if self._by_name is None:
+            self._by_name = self.header.by_name()
         try:
             return self._by_name[name]
         except KeyError:
@@ -261,20 +273,31 @@ class SafetensorsFile:
             return memoryview(b"")
         return memoryview(self._map)[t.begin : t.end]
 
+    def view_range(self, begin: int, end: int) -> memoryview:
+        """Zero-copy bytes [begin, end) of the file (consecutive tensors read as one); the range must be within it."""
+        if self._map is None or end <= begin:
+            return memoryview(b"")
+        if begin < 0 or end > len(self._map):
+            raise ValueError(f"range [{begin}, {end}) outside {self.path}")
+        return memoryview(self._map)[begin:end]
+
     def release(self, name: str) -> None:
         self.release_of(self.info(name))
 
     def release_of(self, t: TensorInfo) -> None:
         """Tell the kernel we are done with a tensor's pages, so resident memory tracks the tensor in hand."""
-        if self._map is None or t.nbytes == 0:
+        self.release_range(t.begin, t.end)
+
+    def release_range(self, begin: int, end: int) -> None:
+        """release_of for a byte range of the file (many small tensors read together: one system call)."""
+        if self._map is None or end <= begin:
             return
         # From the start of the fault-around block: touching a tensor maps cached pages around the fault, earlier
         # (already released) small tensors included, which would otherwise stay resident for good and make memory
         # grow with the model. Dropping pages a caller still reads is harmless: they are file-backed and fault in.
-        start = (t.begin // FAULT_AROUND_BYTES) * FAULT_AROUND_BYTES
-        length = t.end - start
-        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED, start, length)
+        start = (begin // FAULT_AROUND_BYTES) * FAULT_AROUND_BYTES
+        if _MADVISE:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.header.tensors)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -131,8 +132,9 @@ def _plan(ckpt: Checkpoint, arch: MoeArchitecture) -> _Plan:
         infos = [ckpt.info(n) for row in parts for n in row]
         if len({(i.dtype, i.shape[1:]) for i in infos}) != 1 or any(len(i.shape) != 2 for i in infos):
             raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in dtype or shape")
-        rows = sum(ckpt.info(n).shape[0] for n in parts[0])
-        if any(sum(ckpt.info(n).shape[0] for n in row) != rows for row in parts):
+        k = len(projs)  # infos holds each expert's k parts in turn
+        rows = sum(i.shape[0] for i in infos[:k])
+        if any(sum(i.shape[0] for i in infos[j : j + k]) != rows for j in range(0, len(infos), k)):
             raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in shape")
         shape = (len(parts), rows, infos[0].shape[1])
         nbytes = sum(i.nbytes for i in infos)
@@ -177,16 +179,37 @@ class FusedExpertView(Checkpoint):
         fused = self._plan.fused.get(name)
         if fused is None:
             return self.inner.load(self._plan.alias.get(name, name))
-        out = torch.empty(fused.info.shape, dtype=self.dtype(name))
-        for e, row in enumerate(fused.parts):
-            start = 0
+        dtype = self.dtype(name)
+        if fused.info.nbytes == 0:
+            return torch.empty(fused.info.shape, dtype=dtype)
+        # The fused tensor's bytes are the parts' bytes in order (row-major [E, rows, cols], each part a block of
+        # whole rows of one dtype): copied as bytes, one memcpy per part instead of torch ops per part, and each
+        # file's pages released once for the whole range read (10^5 small experts: 10^5 system calls saved).
+        runs: list[list[Any]] = []  # [file, begin, end]: parts that follow each other in one file read as one
+        where = self.inner.where
+        for row in fused.parts:
             for part in row:
-                t = self.inner.load(part)
-                out[e, start : start + t.shape[0]].copy_(t)
-                start += t.shape[0]
-                del t
-                self.inner.release(part)
-        return out
+                fh, info = where[part]
+                if runs and runs[-1][0] is fh and runs[-1][2] == info.begin:
+                    runs[-1][2] = info.end
+                else:
+                    runs.append([fh, info.begin, info.end])
+        buf = bytearray(fused.info.nbytes)
+        dst = memoryview(buf)
+        pos = 0
+        for fh, begin, end in runs:
+            dst[pos : pos + end - begin] = fh.view_range(begin, end)
+            pos += end - begin
+        dst.release()
+        if pos != len(buf):
+            raise InputError(self.folder, f"the experts of {name} do not add up to its {len(buf)} bytes")
+        spans: dict[int, list[Any]] = {}
+        for fh, begin, end in runs:
+            span = spans.setdefault(id(fh), [fh, begin, end])
+            span[1], span[2] = min(span[1], begin), max(span[2], end)
+        for fh, lo, hi in spans.values():
+            fh.release_range(lo, hi)
+        return torch.frombuffer(buf, dtype=dtype).reshape(fused.info.shape)
 
     def release(self, name: str) -> None:
         if name in self._plan.alias:

@@ -7,6 +7,7 @@ most specific (slice source) to the global `parameters:`; the first scope that y
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class ParameterSpec:
     def validate(self, value: Any) -> Any:
         """The value as the parameter's type; NaN, infinities and values outside the bounds are refused."""
         try:
-            out = TypeAdapter(self.kind).validate_python(value)
+            out = _adapter(self.kind).validate_python(value)
         except ValidationError:
             raise InputError(None, f"parameter {self.name}: {value!r} is not a valid {self.kind}") from None
         if isinstance(out, (int, float)) and not isinstance(out, bool):
@@ -53,6 +54,12 @@ class ParameterSpec:
             if (self.minimum is not None and out < self.minimum) or (self.maximum is not None and out > self.maximum):
                 raise InputError(None, f"parameter {self.name}: {value!r} is outside [{self.minimum}, {self.maximum}]")
         return out
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """One TypeAdapter per parameter type (building one costs more than validating: 3 lookups per tensor)."""
+    return TypeAdapter(kind)
 
 
 def _is_scalar(value: Any) -> bool:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 import attest
 from attest.identity import IdentityManifest, diff_manifests
@@ -390,3 +391,18 @@ def test_fast_tensor_leaf_is_rfc8785(name: str) -> None:
             rec = tensor_record(name, "BF16", shape, 2**40 + 7, "ab" * 32)
             fast = tensor_leaf_of(algorithm, name, "BF16", shape, 2**40 + 7, "ab" * 32)
             assert fast == tensor_leaf(algorithm, rec)
+
+
+def test_tensor_entry_from_validated_is_model_validate() -> None:
+    """hash_scan builds entries without pydantic's per-field loop: they must be the validated model in every way."""
+    from attest.identity.manifest import TensorEntry
+
+    values = dict(name="a.b", dtype="BF16", shape=[2, 3], nbytes=12, data_root="ab" * 32, digest="cd" * 32, file="x")
+    fast = TensorEntry.from_validated(**values)  # type: ignore[arg-type]
+    slow = TensorEntry.model_validate(values)
+    assert fast == slow and slow == fast
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    assert repr(fast) == repr(slow) and hash(fast.name) == hash(slow.name)
+    with pytest.raises(ValidationError):
+        fast.name = "other"  # type: ignore[misc]
