@@ -76,6 +76,18 @@ def detect_command(
 def _summary(r: DetectReport) -> None:
     stdout.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
     stdout.print(f"  {r.reason}")
+    if r.alignment is not None:
+        al = r.alignment
+        moved = [p for p in al.permutations if p.moved]
+        parts = ", ".join(
+            f"{p.kind}{'' if p.layer is None else f' L{p.layer}'} {p.moved}/{p.size} (cos {p.cosine:.3f})"
+            for p in moved
+        )
+        state = "aligned" if al.applied else "alignment not applied"
+        stdout.print(f"{state}: {al.reason}")
+        stdout.print(f"  before alignment: {al.plain_verdict} ({al.plain_reason})")
+        if parts:
+            stdout.print(f"  permutations: {parts}")
     table = Table(title="coefficients (95% CI over tensors)")
     for col in ("participant", "value", "CI low", "CI high", "significant"):
         table.add_column(col)

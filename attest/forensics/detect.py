@@ -6,6 +6,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.errors import InputError
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread, weighted_estimate
+from attest.forensics.alignment import align_and_refit, misaligned_matrices
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
@@ -67,7 +69,13 @@ def detect(
         mview, cviews = views[0], views[1 : 1 + len(csrc)]
         bview = views[-1] if bsrc is not None else None
         with single_threaded_ops():
-            return _run(mview, cviews, bview, on_total, on_bytes)
+            report, misaligned = _run(mview, cviews, bview, on_total, on_bytes)
+            if misaligned and report.verdict != "pure_merge":  # the only place alignment runs (SPEC.md §6.10)
+                folders = [Path(model), *map(Path, candidates)]
+                report = align_and_refit(
+                    report, misaligned, mview, cviews, folders, lambda v: _run(v, cviews, bview, None, None)[0]
+                )
+            return report
     finally:
         for s in opened:
             s.close()
@@ -79,7 +87,8 @@ def _run(
     bsrc: CanonicalView | None,
     on_total: Progress | None,
     on_bytes: Progress | None,
-) -> DetectReport:
+) -> tuple[DetectReport, list[str]]:
+    """The report, and the fitted weight matrices unrelated to every given model (candidates for alignment)."""
     pairing = pair(msrc, csrc, bsrc)
     all_sources = [msrc, *csrc, *([bsrc] if bsrc else [])]
     if on_total is not None:
@@ -143,7 +152,7 @@ def _run(
         notes.extend(f"{v.label}: {n}" for n in v.notes)
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
-    return report
+    return report, misaligned_matrices(fits, msrc)
 
 
 def _non_finite(name: str, sources: list[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:

@@ -140,6 +140,29 @@ class ClaimCheck(_Model):
     evidence: str
 
 
+class PermutationFound(_Model):
+    """One permutation the alignment solved (SPEC.md §6.10): how many units moved and how well matches agree."""
+
+    kind: Literal["residual", "mlp_units", "kv_groups", "query_heads"]
+    layer: int | None = Field(default=None, description="null for the residual stream")
+    size: int = Field(description="units permuted (dimensions, MLP units, KV groups, query heads)")
+    moved: int = Field(description="units not at their own index (0: this part was not permuted)")
+    cosine: float = Field(description="mean cosine of the model's units with the reference units matched to them")
+    runner_up: float | None = Field(default=None, description="mean cosine of each unit's best other match")
+
+
+class AlignmentReport(_Model):
+    """Permutation alignment, tried when the plain fit left weight matrices unrelated to every given model."""
+
+    applied: bool = Field(description="the model was read permuted onto the candidates and fitted again")
+    reason: str
+    reference: str = Field(description="what the model's units were matched to")
+    plain_verdict: Verdict = Field(description="the verdict of the fit before alignment")
+    plain_reason: str
+    permutations: list[PermutationFound]
+    unaligned_tensors: int = Field(description="model tensors of no known role, read as stored")
+
+
 class DetectReport(_Model):
     """What `attest detect` found; `verdict` and `coefficients` are the stable core."""
 
@@ -176,3 +199,6 @@ class DetectReport(_Model):
         default_factory=list, description="tensors with NaN/Inf elements in some input, left out of the fit"
     )
     claims: list[ClaimCheck] | None = Field(default=None, description="with --claim: the claimed steps, checked")
+    alignment: AlignmentReport | None = Field(
+        default=None, description="permutation alignment (SPEC.md §6.10); null when the plain fit did not need it"
+    )
