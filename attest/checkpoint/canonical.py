@@ -19,9 +19,26 @@ from attest.identity.dtypes import DTYPE_BITS
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
 
 FUSED = re.compile(r"^(?P<prefix>(?:.*\.)?experts)\.(?P<kind>gate_up_proj|down_proj)$")
+MIXTRAL = re.compile(r"^(?P<prefix>(?:.*\.)?)block_sparse_moe\.(?P<rest>.+)$")
+_MIXTRAL_PROJ = re.compile(r"^experts\.(?P<expert>\d+)\.(?P<w>w1|w2|w3)\.weight$")
+_MIXTRAL_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
 PER_EXPERT = re.compile(
     r"^(?P<prefix>(?:.*\.)?experts)\.(?P<expert>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$"
 )
+
+
+def canonical_name(name: str) -> str:
+    """Mixtral's `P.block_sparse_moe.experts.E.w1/w3/w2.weight` (and router `P.block_sparse_moe.gate.weight`) under
+    the names mergekit and transformers 5 give them: `P.mlp.experts.E.gate_proj/up_proj/down_proj.weight`,
+    `P.mlp.gate.weight` (same shapes, same bytes); every other name unchanged."""
+    m = MIXTRAL.match(name)
+    if m is None:
+        return name
+    rest = m["rest"]
+    e = _MIXTRAL_PROJ.match(rest)
+    if e is not None:
+        rest = f"experts.{e['expert']}.{_MIXTRAL_NAMES[e['w']]}.weight"
+    return f"{m['prefix']}mlp.{rest}"
 
 
 @dataclass(frozen=True)
@@ -59,8 +76,9 @@ class CanonicalView(TensorTable):
         self.relayouts: list[Relayout] = []
         self.notes: list[str] = []
         self.stored_of: dict[str, str] = {}
+        self.renamed = 0  # Mixtral block_sparse_moe tensors read under their mlp names
         fused = _fused_groups(table)
-        per_expert = {m["prefix"] for n in table.where if (m := PER_EXPERT.match(n))}
+        per_expert = {m["prefix"] for n in table.where if (m := PER_EXPERT.match(canonical_name(n)))}
         both = sorted(set(fused) & per_expert)
         if both:
             raise InputError(
@@ -69,8 +87,13 @@ class CanonicalView(TensorTable):
         for name, entry in table.where.items():
             m = FUSED.match(name)
             if m is None or m["prefix"] not in fused:
-                self.where[name] = entry
-                self.stored_of[name] = name
+                canon = canonical_name(name)
+                if canon != name and canon in table.where:
+                    raise InputError(table.folder, f"{name} and {canon} are two copies of the same tensor")
+                if canon != name:
+                    self.renamed += 1
+                self.where[canon] = entry
+                self.stored_of[canon] = name
                 continue
             pieces = fused[m["prefix"]].get(m["kind"])
             if pieces is None:  # the group could not be relaid out: keep the stored tensors, say why once
@@ -88,6 +111,17 @@ class CanonicalView(TensorTable):
     @property
     def fused(self) -> bool:
         return bool(self.relayouts)
+
+    @property
+    def layout(self) -> str:
+        """How the stored tensors were read ('' when as stored)."""
+        parts = []
+        if self.relayouts:
+            n = sum(len(r.canonical) for r in self.relayouts)
+            parts.append(f"{len(self.relayouts)} fused expert tensors read as {n} per-expert tensors")
+        if self.renamed:
+            parts.append(f"{self.renamed} Mixtral block_sparse_moe tensors read under their mlp names")
+        return "; ".join(parts)
 
 
 def canonical_view(table: TensorTable) -> CanonicalView:

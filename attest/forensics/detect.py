@@ -167,12 +167,7 @@ def _non_finite(name: str, sources: list[TensorTable], tensors: list[torch.Tenso
 def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: list[TensorFit]) -> Coverage:
     total = sum(math.prod(info.shape) for _, info in msrc.where.values() if info.dtype in FLOAT_DTYPES)
     compared = sum(f.numel for f in fits)
-    layouts = [
-        f"{v.label}: {len(v.relayouts)} fused expert tensors read as "
-        f"{sum(len(r.canonical) for r in v.relayouts)} per-expert tensors"
-        for v in views
-        if v.fused
-    ]
+    layouts = [f"{v.label}: {v.layout}" for v in views if v.layout]
     return Coverage(elements=total, compared=compared, fraction=compared / total if total else 1.0, layouts=layouts)
 
 

@@ -76,6 +76,34 @@ def test_both_layouts_of_the_same_experts_is_bad_input(tmp_path: Path) -> None:
         CanonicalView(ck)
 
 
+def _mixtral(per: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same experts under Mixtral's stored names (block_sparse_moe, w1 / w3 / w2)."""
+    w = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}
+    out = {}
+    for name, t in per.items():
+        name = name.replace(".mlp.", ".block_sparse_moe.")
+        for proj, short in w.items():
+            name = name.replace(f".{proj}.weight", f".{short}.weight")
+        out[name] = t.clone()
+    return out
+
+
+def test_mixtral_names_read_as_the_canonical_expert_names(tmp_path: Path) -> None:
+    per = _experts()
+    with Checkpoint(_folder(tmp_path / "mixtral", _mixtral(per)), with_config=False) as ck:
+        view = CanonicalView(ck)
+        assert sorted(view.names) == sorted(per) and view.renamed == len(per)
+        assert "Mixtral" in view.layout
+        for name, want in per.items():
+            assert torch.equal(view.load(name), want), name
+        assert view.stored_of["model.layers.0.mlp.experts.1.up_proj.weight"] == (
+            "model.layers.0.block_sparse_moe.experts.1.w3.weight"
+        )
+    with Checkpoint(_folder(tmp_path / "both", {**per, **_mixtral(per)}), with_config=False) as ck2:
+        with pytest.raises(InputError, match="two copies"):
+            CanonicalView(ck2)
+
+
 def test_fused_shapes_that_do_not_fit_stay_stored(tmp_path: Path) -> None:
     t = _fused(_experts())
     t["model.layers.0.mlp.experts.down_proj"] = t["model.layers.0.mlp.experts.down_proj"].transpose(1, 2).contiguous()

@@ -210,3 +210,23 @@ def test_diff_names_changed_experts(moe: dict[str, Path], tmp_path: Path) -> Non
     assert d["canonical_same_weights"] is False
     assert d["changed_experts"] == ["model.layers.1.mlp.experts.3"]
     assert d["canonical_changed_tensors"] == ["model.layers.1.mlp.experts.3.up_proj.weight"]
+
+
+def test_mixtral_block_sparse_moe_pairs_with_mergekit_fused_output(
+    moe_models: Callable[[str], dict[str, Path]], mergekit_moe: Callable[[str, str], tuple[str, Path]]
+) -> None:
+    """Mixtral parents store `block_sparse_moe.experts.E.w1/w3/w2`; mergekit 0.1.5 writes `mlp.experts.gate_up_proj`
+    and `mlp.experts.down_proj` (and `mlp.gate`): the canonical view pairs them expert by expert, nothing left out."""
+    fam = moe_models("mixtral")
+    _, merged = mergekit_moe("mixtral", "linear")
+    assert any(".block_sparse_moe.experts.0.w1.weight" in n for n in _stored(fam["ft_a"]))
+    assert "model.layers.0.mlp.experts.gate_up_proj" in _stored(merged)
+    r = detect(merged, [fam["ft_a"], fam["ft_b"]], fam["base"])
+    assert r.verdict == "pure_merge", r.reason
+    assert r.coverage is not None and r.coverage.fraction == 1.0
+    assert not any("not fitted" in n for n in r.notes), r.notes
+    assert any("block_sparse_moe" in x for x in r.coverage.layouts)
+    assert abs(r.coefficients[0].value - FOUR_SEVENTHS) < 0.003
+    assert len(r.experts) == 2 * EXPERTS and all(row.unexplained == 0 for row in r.experts)
+    fitted = {t.name for t in r.tensors}
+    assert "model.layers.1.mlp.gate.weight" in fitted and "model.layers.1.mlp.experts.7.up_proj.weight" in fitted
