@@ -305,6 +305,7 @@ class AlignedView(CanonicalView):
     def __init__(self, view: CanonicalView, al: Alignment, heads: Heads | None) -> None:
         TensorTable.__init__(self, view.folder, view.label, view.where)
         self.relayouts, self.notes, self.stored_of = view.relayouts, list(view.notes), view.stored_of
+        self.renamed = view.renamed
         self.base_view, self.alignment, self.heads = view, al, heads
         self.unknown = [n for n in view.where if role_of(n) is None]
 

@@ -111,11 +111,14 @@ def _run(
         m = msrc.flat(name)
         ps = [c.flat(name) for c in csrc]
         b = bsrc.flat(name) if bsrc is not None else None
-        bad = _non_finite(name, [msrc, *csrc, *([bsrc] if bsrc else [])], [m, *ps, *([b] if b is not None else [])])
-        if bad:  # NaN/Inf says nothing about mixing weights and would poison every sum: a fact, not a fit
+        fit = fit_tensor(name, msrc.info(name).dtype, m, ps, b)
+        if fit.finite:  # a NaN/Inf element makes the float64 Gram non-finite: counted only then (a slow pass)
+            fits.append(fit)
+        else:  # NaN/Inf says nothing about mixing weights and would poison every sum: a fact, not a fit
+            bad = _non_finite(name, all_sources, [m, *ps, *([b] if b is not None else [])])
             non_finite.extend(bad)
-        else:
-            fits.append(fit_tensor(name, msrc.info(name).dtype, m, ps, b))
+            if not bad:
+                notes.append(f"{name}: finite weights too large for a float64 Gram matrix, not fitted")
         mdig[name] = msrc.raw_digest(name)
         for ci, c in enumerate(csrc):
             cdig[ci][name] = c.raw_digest(name)

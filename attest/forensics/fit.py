@@ -65,6 +65,7 @@ class TensorFit:
     excess_zero_delta: float = 0.0  # sum over elements zero in M but not in the recipe of sum_i |D_i|
     kept_delta: float = 0.0  # sum over elements where M != B of sum_i |D_i|
     kept: int = 0
+    finite: bool = True  # False: some input holds NaN/Inf here (its float64 Gram is not finite); nothing else is set
 
     @property
     def informative(self) -> bool:
@@ -127,6 +128,7 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
         b_fit = raw_gram[1 : k + 1, 0]
         yy = raw_gram[0, 0]
     coef, cov, ginv, cond, rss_gram = _solve(g_fit, b_fit, yy, n)
+    finite = bool(np.all(np.isfinite(gram)) and np.all(np.isfinite(sums)))
     # Rounding to p significand bits: error uniform within half an ulp, ulp between 2^-p and 2^(1-p) of |x|.
     floor_var = (2.0 ** (1 - PRECISION_BITS[dtype])) ** 2 / 12 * raw_gram[0, 0] / n
 
@@ -157,8 +159,10 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
         dist2=np.clip(dist2, 0, None),
         corr=corr,
         raw_gram=raw_gram[np.ix_(raw_idx, raw_idx)],
+        finite=finite,
     )
-    _residual(fit, m, ps, b, cov)
+    if finite:
+        _residual(fit, m, ps, b, cov)
     return fit
 
 
@@ -264,6 +268,7 @@ def _residual(fit: TensorFit, m: torch.Tensor, ps: list[torch.Tensor], b: torch.
     work = torch.float32 if PRECISION_BITS[dtype] <= 11 else torch.float64
     eps_w = eps_32 if work == torch.float32 else 2.0**-53
     coef_col = torch.tensor([float(c) for c in np.nan_to_num(fit.coef)], dtype=work).unsqueeze(1)
+    coef_row = coef_col.T.contiguous()
     nreg = len(fit.coef)  # k, or k + 1 with the base column
     # float64 even for float32 work: without a base the candidates are nearly collinear and x^T Cov x cancels.
     covt = torch.from_numpy(np.nan_to_num(cov, nan=0.0, posinf=0.0)).to(torch.float64)
@@ -280,9 +285,8 @@ def _residual(fit: TensorFit, m: torch.Tensor, ps: list[torch.Tensor], b: torch.
         if b is not None:
             bc.copy_(b[sl])
             rows[1 : k + 1].sub_(bc)
-        value = (x * coef_col).sum(dim=0)
-        if b is not None:
-            value += bc
+        # one GEMM pass for sum_i l_i x_i (+ B): no [nreg, chunk] temporary
+        value = (torch.addmm(bc.unsqueeze(0), coef_row, x) if b is not None else torch.mm(coef_row, x)).squeeze(0)
         resid = mc - value
         st.rss = float(torch.dot(resid, resid))
         mbits = m[sl].view(ivew)
