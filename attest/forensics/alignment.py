@@ -349,7 +349,7 @@ def misaligned_matrices(fits: list[TensorFit], model: TensorTable) -> list[str]:
         if len(model.info(f.name).shape) < 2:
             continue
         corr = f.corr[np.isfinite(f.corr)]
-        if not len(corr) or float(np.abs(corr).max()) < MIN_COSINE:
+        if len(corr) and float(np.abs(corr).max()) < MIN_COSINE:  # no finite correlation (constant): no evidence
             out.append(f.name)
     return out
 
