@@ -165,9 +165,9 @@ def find_alignment(model: TensorTable, refs: list[TensorTable], heads: Heads | N
         if not rd.has(name) or model.info(name).shape[-1:] == ():
             continue
         mt, rt = rd.pair(name)
-        s = (rt.T.double() @ mt.double()).numpy()
+        s = (rt.T @ mt).double().numpy()  # float32 products: cosines for matching, not a fit
         sim = s if sim is None else sim + s
-        a, b = (rt.double() ** 2).sum(0).numpy(), (mt.double() ** 2).sum(0).numpy()
+        a, b = (rt**2).sum(0, dtype=torch.float64).numpy(), (mt**2).sum(0, dtype=torch.float64).numpy()
         nr, nm = (a, b) if nr is None or nm is None else (nr + a, nm + b)
     if sim is None or nr is None or nm is None:
         al.notes.append("no embedding or lm_head shared with the candidates: the residual stream cannot be matched")
@@ -192,8 +192,8 @@ def _match_mlp(al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph
         mt, rt = rd.pair(name)
         # unit features as rows: gate/up rows over the (aligned) residual, down columns over the aligned residual
         mf, rf = (mt[:, ph], rt) if rows else (mt[ph, :].T, rt.T)
-        s = (rf.double() @ mf.double().T).numpy()
-        a, b = (rf.double() ** 2).sum(1).numpy(), (mf.double() ** 2).sum(1).numpy()
+        s = (rf @ mf.T).double().numpy()
+        a, b = (rf**2).sum(1, dtype=torch.float64).numpy(), (mf**2).sum(1, dtype=torch.float64).numpy()
         sim, nr, nm = (s, a, b) if sim is None or nr is None or nm is None else (sim + s, nr + a, nm + b)
     if sim is not None and nr is not None and nm is not None:
         perm, found = _assign("mlp_units", layer, _cosine(sim, nr, nm))
