@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,7 @@ def _run(
     return report, misaligned_matrices(fits, msrc)
 
 
-def _non_finite(name: str, sources: list[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:
+def _non_finite(name: str, sources: Sequence[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:
     out = []
     for src, t in zip(sources, tensors, strict=True):
         count = int(t.numel() - torch.isfinite(t).sum().item())
