@@ -13,7 +13,9 @@ excluded) on a warm page cache, next to the baselines of the same run:
   detect      attest detect of attest's output against A and B
 
 Per-tensor overhead = (seconds - sha256sum seconds of the bytes the step reads) / tensors: what the step costs beyond
-hashing its input once. The load average is printed with every row: the machine may be shared.
+hashing its input once. Between scales, the marginal wall/CPU per added tensor (bytes included: an upper bound on
+the per-tensor overhead that fixed costs cannot hide) and the peak-RSS growth per added tensor are printed. The
+load average is printed with every row: the machine may be shared.
 
 Usage: python benchmarks/bench_moe_scale.py [--experts 2 50 512] [--dir /tmp/attest-moe] [--mergekit-max 50]
 """
