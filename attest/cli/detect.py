@@ -74,6 +74,9 @@ def detect_command(
 
 
 def _summary(r: DetectReport) -> None:
+    from attest.forensics.report import display_names  # lazy: importing attest.forensics loads torch
+
+    names = display_names(r)
     stdout.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
     stdout.print(f"  {r.reason}")
     if r.alignment is not None:
@@ -88,20 +91,34 @@ def _summary(r: DetectReport) -> None:
         stdout.print(f"  before alignment: {al.plain_verdict} ({al.plain_reason})")
         if parts:
             stdout.print(f"  permutations: {parts}")
-    table = Table(title="coefficients (95% CI over tensors)")
+    table = Table(title="coefficients (median over tensors, 95% bootstrap CI over tensors)")
     for col in ("participant", "value", "CI low", "CI high", "significant"):
         table.add_column(col)
     for c in r.coefficients:
-        table.add_row(c.candidate, f"{c.value:.5f}", _fmt(c.ci_low), _fmt(c.ci_high), "yes" if c.significant else "no")
+        table.add_row(
+            names.get(c.candidate, c.candidate),
+            f"{c.value:.5f}",
+            _fmt(c.ci_low),
+            _fmt(c.ci_high),
+            "yes" if c.significant else "no",
+        )
     stdout.print(table)
     extra = [f"explained {r.explained:.4f}" if r.explained is not None else ""]
+    if r.merge_test is not None:
+        t = r.merge_test
+        extra.append(
+            f"merge share {t.merge_share:.4f} (critical {t.critical:.2f}, {t.tensors_above} of {t.tensors} tensors "
+            f"above; training share {t.training_share:.4f})"
+        )
     if r.fit_cos is not None:
         extra.append(f"cos(M - B, fit) {r.fit_cos:.5f}")
     if r.coefficient_sum is not None:
         extra.append(f"sum of candidate coefficients {r.coefficient_sum:.5f}")
     stdout.print("fit: " + ", ".join(e for e in extra if e))
     for s in r.spread:
-        stdout.print(f"spread over layers, {s.candidate}: {s.shape} (range {s.layer_range:.4f})")
+        stdout.print(
+            f"spread over layers, {names.get(s.candidate, s.candidate)}: {s.shape} (range {s.layer_range:.4f})"
+        )
     if r.residual is not None:
         res = r.residual
         hist = ", ".join(f"{b.ulps} ulp: {b.elements}" for b in res.ulp_histogram if b.elements)
@@ -112,7 +129,9 @@ def _summary(r: DetectReport) -> None:
         )
     for rel in r.relations:
         corr = f"{rel.correlation:.4f}" if rel.correlation is not None else "n/a"
-        stdout.print(f"relation to {rel.model}: correlation {corr}, relative distance {rel.distance:.4f}")
+        stdout.print(
+            f"relation to {names.get(rel.model, rel.model)}: correlation {corr}, relative distance {rel.distance:.4f}"
+        )
     for h in r.hints:
         stdout.print(f"[magenta]hint[/] {h.method}: {h.evidence}")
     for chk in r.claims or []:

@@ -1,9 +1,7 @@
-"""From per-tensor coefficients to one estimate with a confidence interval, and their shape across layers.
+"""The shape of per-layer coefficients: flat (one merge), a gradient over layers, or neither (SPEC.md §6.4).
 
-Why a t-interval over tensors, weighted by size: a merge applies one recipe to every tensor, so each tensor is one
-independent estimate of it, and the spread between tensors is the honest error (it includes rounding, training and
-any gradient over layers). The per-tensor OLS errors alone are far too small: they ignore all of that.
-"""
+The model-wide estimates and their intervals are in `attest.forensics.stats` (weighted median, bootstrap over
+tensors)."""
 
 from __future__ import annotations
 
@@ -12,54 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 FLAT_RANGE = 0.02
 """Per-layer coefficients within this range of each other: one flat merge."""
 
 GRADIENT_R2 = 0.9
 """A straight line (or two segments) in the layer index explaining this share of the variance: a gradient."""
-
-
-def t975(dof: float) -> float:
-    """Two-sided 95% Student t quantile (table to 10, then the Cornish-Fisher expansion; no scipy needed)."""
-    if dof < 1:
-        return math.inf
-    d = int(dof)
-    if d in _T975:
-        return _T975[d]
-    z = 1.959964
-    return (
-        z
-        + (z**3 + z) / (4 * dof)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
-    )
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    ci_low: float
-    ci_high: float
-    se: float
-    n_eff: float
-
-
-def weighted_estimate(values: np.ndarray, weights: np.ndarray) -> Estimate:
-    """Size-weighted mean with a t-interval on Kish's effective number of tensors."""
-    ok = np.isfinite(values) & (weights > 0)
-    v, w = values[ok], weights[ok]
-    if len(v) == 0:
-        return Estimate(math.nan, math.nan, math.nan, math.nan, 0.0)
-    mean = float(np.sum(w * v) / np.sum(w))
-    n_eff = float(np.sum(w) ** 2 / np.sum(w * w))
-    if len(v) < 2 or n_eff < 1.5:
-        return Estimate(mean, math.nan, math.nan, math.nan, n_eff)
-    var = float(np.sum(w * (v - mean) ** 2) / np.sum(w)) * n_eff / (n_eff - 1)
-    se = math.sqrt(var / n_eff)
-    half = t975(n_eff - 1) * se
-    return Estimate(mean, mean - half, mean + half, se, n_eff)
 
 
 @dataclass(frozen=True)

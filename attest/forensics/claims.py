@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.forensics.report import ClaimCheck, DetectReport
+from attest.forensics.verdict import RELATED_CORRELATION
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle
 from attest.statements import ProvenanceStatement, StatementError, parse_provenance
@@ -56,10 +57,17 @@ def check_claims(model: str | os.PathLike[str], report: DetectReport) -> tuple[l
         cur = _parent(st)
     claimed = [(k, r, s) for k, r, s in steps if k in POST_MERGE_KINDS]
     if merge is None:
-        return [
-            ClaimCheck(step=k, subject=r, changed_weights=None, evidence="no recorded merge before this step")
-            for k, r, _ in claimed
-        ], [*notes, "the recorded lineage holds no merge: the residual cannot be held against a recorded recipe"]
+        roots = {hash_model(f).model_root: lab for f, lab in _inputs(report)}
+        checks = []
+        for k, r, st in claimed:
+            parent = _parent(st)
+            label = roots.get(parent) if parent is not None else None
+            ok, why = descends_from(report, label) if label is not None else (None, "")
+            if label is None:
+                why = "the claimed parent is not among the candidates or the base: descent not tested"
+            checks.append(ClaimCheck(step=k, subject=r, changed_weights=None, consistent=ok,
+                                     evidence=f"no recorded merge before this step; {why}"))  # fmt: skip
+        return checks, [*notes, "the recorded lineage holds no merge: the residual cannot be held against a recipe"]
     notes.append(_recipe_note(merge, report))
     out: list[ClaimCheck] = []
     res = report.residual
@@ -68,20 +76,15 @@ def check_claims(model: str | os.PathLike[str], report: DetectReport) -> tuple[l
         later = len(claimed) - 1 - i
         scope = "" if len(claimed) == 1 else f" (with the {later} claimed step(s) after it: only the sum is visible)"
         if not merge_fits or res is None:
-            out.append(
-                ClaimCheck(
-                    step=kind,
-                    subject=subject,
-                    changed_weights=None,
-                    evidence=f"the weights are not a merge of the candidates ({report.verdict}): cannot attribute",
-                )
-            )
+            _, why = merge_start(report, kind)
+            out.append(ClaimCheck(step=kind, subject=subject, changed_weights=None, consistent=False, evidence=why))
         elif report.verdict == "merge_plus_training":
             out.append(
                 ClaimCheck(
                     step=kind,
                     subject=subject,
                     changed_weights=True,
+                    consistent=True,
                     evidence=f"changed the weights beyond the merge{scope}: {res.unexplained} of {res.elements} "
                     f"elements ({res.unexplained_fraction:.2%}) are beyond any rounding of the fitted recipe",
                 )
@@ -92,11 +95,44 @@ def check_claims(model: str | os.PathLike[str], report: DetectReport) -> tuple[l
                     step=kind,
                     subject=subject,
                     changed_weights=False,
+                    consistent=False,
                     evidence=f"left no trace{scope}: the weights are the merge up to rounding "
                     f"({res.unexplained} unexplained elements, floor {res.floor:.0e} of {res.elements})",
                 )
             )
     return out, notes
+
+
+def descends_from(report: DetectReport, label: str) -> tuple[bool | None, str]:
+    """The descent test a claimed fine-tune/distillation of `label` must pass (SPEC.md §6.7): the weights correlate
+    with the claimed parent at least RELATED_CORRELATION (independent initialisations: ~0; every fine-tune and
+    distillation of the battery: above 0.8). None when `label` was not fitted."""
+    rel = next((r for r in report.relations if r.model == label), None)
+    if rel is None or rel.correlation is None:
+        return None, f"{label} was not among detect's inputs: descent not tested"
+    ok = rel.correlation >= RELATED_CORRELATION
+    word = "descend" if ok else "do not descend"
+    return ok, (
+        f"the weights {word} from {label}: correlation {rel.correlation:.3f} "
+        f"(descent needs >= {RELATED_CORRELATION}; independent initialisations ~0)"
+    )
+
+
+def merge_start(report: DetectReport, kind: str) -> tuple[bool, str]:
+    """A claimed step after a recorded merge must show that merge as its start, and have changed it."""
+    if report.verdict == "merge_plus_training":
+        return True, f"the weights are the merge of the candidates, then changed: consistent with the claimed {kind}"
+    if report.verdict == "pure_merge":
+        return False, f"the weights are the merge with no trace of the claimed {kind}"
+    return False, (
+        f"the weights do not show the recorded merge as the start of the claimed {kind} ({report.verdict}: "
+        f"{report.reason})"
+    )
+
+
+def _inputs(report: DetectReport) -> list[tuple[str, str]]:
+    """(folder, detect label) for the candidates and the base."""
+    return [(c, c) for c in report.candidates] + ([(report.base, "base")] if report.base else [])
 
 
 def _parent(st: ProvenanceStatement) -> str | None:

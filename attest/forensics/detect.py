@@ -15,7 +15,7 @@ from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.errors import InputError
 from attest.forensics import hints as H
-from attest.forensics.aggregate import classify_spread, weighted_estimate
+from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
@@ -35,6 +35,7 @@ from attest.forensics.report import (
     TensorRow,
     UlpBin,
 )
+from attest.forensics.stats import merge_test, participation, weighted_median
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
 
 Progress = Callable[[int], None]
@@ -189,33 +190,27 @@ def _report(
     part_labels = [*labels, *(["base"] if with_base else [])]
     given = [*labels, *(["base"] if with_base else [])]
 
-    # Coefficients: participants' weights per informative tensor, size-weighted, t-interval over tensors.
+    # Coefficients: participants' weights per informative tensor; weighted median, bootstrap interval over tensors.
     inf = [f for f in fits if f.informative]
     if not inf and fits:
         notes.append("no tensor determines the coefficients (candidates do not differ from the base/each other)")
     weights = np.array([f.numel for f in inf], dtype=float)
     per_tensor = np.array([_participants(f, with_base) for f in inf]).reshape(len(inf), len(part_labels))
-    coefs: list[Coefficient] = []
-    for j, lab in enumerate(part_labels):
-        est = weighted_estimate(per_tensor[:, j], weights)
-        lo = est.ci_low if math.isfinite(est.ci_low) else None
-        hi = est.ci_high if math.isfinite(est.ci_high) else None
-        sig = (
-            math.isfinite(est.value)
-            and abs(est.value) >= SIGNIFICANT_WEIGHT
-            and lo is not None
-            and hi is not None
-            and (lo > 0 or hi < 0)
-        )
-        coefs.append(Coefficient(candidate=lab, value=_finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
-    coef_sum = float(np.sum(weights * per_tensor[:, :k].sum(axis=1)) / np.sum(weights)) if len(inf) else None
-
-    # Spread over layers.
     by_layer: dict[int, list[int]] = defaultdict(list)
     for i, f in enumerate(inf):
         key = layer_of(f.name)
         if key is not None:
             by_layer[key.index].append(i)
+    coefs: list[Coefficient] = []
+    for j, lab in enumerate(part_labels):
+        est, sig = participation(per_tensor[:, j], weights, list(by_layer.values()), SIGNIFICANT_WEIGHT)
+        lo = est.ci_low if math.isfinite(est.ci_low) else None
+        hi = est.ci_high if math.isfinite(est.ci_high) else None
+        coefs.append(Coefficient(candidate=lab, value=_finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
+    coef_sum = _finite_or_none(weighted_median(per_tensor[:, :k].sum(axis=1), weights)) if len(inf) else None
+    test = merge_test(inf)
+
+    # Spread over layers.
     layer_ids = sorted(by_layer)
     layer_vals = [
         [float(np.average(per_tensor[idx, j], weights=weights[idx])) for j in range(len(part_labels))]
@@ -323,7 +318,8 @@ def _report(
     where = ", ".join(f"{c.name} {c.fraction:.1%}" for c in conc[:4]) or "nowhere in particular"
     ev = Evidence(
         participants=participants,
-        explained=explained if math.isfinite(explained) else 0.0,
+        merge_share=test.merge_share if test is not None else 0.0,
+        critical=test.critical if test is not None else 1.0,
         unexplained_fraction=residual.unexplained_fraction,
         concentration=f"most in {where}",
         identical_to=identical_to,
@@ -363,6 +359,7 @@ def _report(
         coefficient_sum=coef_sum,
         explained=explained if math.isfinite(explained) else None,
         fit_cos=fit_cos,
+        merge_test=test,
         residual=residual if inf else None,
         spread=spread,
         layers=layers,

@@ -18,13 +18,16 @@ class _Model(BaseModel):
 
 
 class Coefficient(_Model):
-    """One participant's weight in the fitted merge, with a 95% confidence interval over tensors."""
+    """One participant's weight in the fitted merge: the size-weighted median over informative tensors, with a 95%
+    percentile-bootstrap interval over tensors (SPEC.md §6.4)."""
 
     candidate: str = Field(description="candidate folder as given, or 'base' for the base's implied weight")
     value: float
     ci_low: float | None = Field(default=None, description="null when fewer than two informative tensors")
     ci_high: float | None = None
-    significant: bool = Field(description="|value| >= 0.05 and the interval excludes 0")
+    significant: bool = Field(
+        description="|value| >= 0.05 and the interval excludes 0, over all informative tensors or within one layer"
+    )
 
 
 class LayerPoint(_Model):
@@ -62,6 +65,25 @@ class Residual(_Model):
     tensors_with_unexplained: int
     tensors: int
     concentration: list[Concentration] = Field(description="tensors and layers with the most unexplained elements")
+
+
+class MergeTest(_Model):
+    """The merge test (SPEC.md §6.5): H0 "derived from a single given model" against H1 "a merge of several"."""
+
+    merge_share: float = Field(
+        description="size-weighted median over informative tensors of 1 - RSS_t / min_X |M - X|_t^2: the share of "
+        "the squared distance to the nearest single reference (a given model; without a base also the candidates' "
+        "mean) that the fitted merge removes"
+    )
+    ci_low: float | None = Field(default=None, description="95% percentile-bootstrap interval over tensors")
+    ci_high: float | None = None
+    critical: float = Field(description="critical value of the single-parent null")
+    tensors_above: int = Field(description="informative tensors whose own share is at least the critical value")
+    tensors: int
+    training_share: float = Field(
+        description="1 - merge_share: the share of that squared distance the merge leaves to later training"
+    )
+    rejects_single_parent: bool = Field(description="merge_share >= critical")
 
 
 class Hint(_Model):
@@ -137,6 +159,11 @@ class ClaimCheck(_Model):
     changed_weights: bool | None = Field(
         default=None, description="whether the weights show change beyond the recorded merge"
     )
+    consistent: bool | None = Field(
+        default=None,
+        description="whether the weights agree with the claim: a step after a recorded merge must start from that "
+        "merge and change it (SPEC.md §6.7); null when nothing was recorded to hold it against",
+    )
     evidence: str
 
 
@@ -182,6 +209,7 @@ class DetectReport(_Model):
         description="1 - RSS(fit) / min_X |M - X|^2: share of the nearest given model's distance explained",
     )
     fit_cos: float | None = Field(default=None, description="cos(M - B, fit - B) pooled over tensors (with a base)")
+    merge_test: MergeTest | None = Field(default=None, description="null when no tensor is informative")
     residual: Residual | None = None
     spread: list[Spread]
     layers: list[LayerPoint]
@@ -202,3 +230,17 @@ class DetectReport(_Model):
     alignment: AlignmentReport | None = Field(
         default=None, description="permutation alignment (SPEC.md §6.10); null when the plain fit did not need it"
     )
+
+
+def display_names(report: DetectReport) -> dict[str, str]:
+    """How the text summary and the plot name the model and the participants: each folder by its last path component
+    (the full path when two share one), the base as `base (<folder name>)`."""
+    folders = [report.model, *report.candidates, *([report.base] if report.base else [])]
+    short = {f: (f.rstrip("/").rsplit("/", 1)[-1] or f) for f in folders}
+    counts: dict[str, int] = {}
+    for v in short.values():
+        counts[v] = counts.get(v, 0) + 1
+    out = {f: (s if counts[s] == 1 else f) for f, s in short.items()}
+    if report.base is not None:
+        out["base"] = f"base ({out[report.base]})"
+    return out

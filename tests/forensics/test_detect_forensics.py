@@ -358,7 +358,11 @@ def claimed(forensic_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     noop = shutil.copytree(merged, root / "noop")
     _invoke("record", "distill", "--parent", str(merged), "--teacher", str(m["sibling"]), "--output", str(noop),
             "--key", str(key), "--allow-unchanged")  # fmt: skip
-    return {"distilled": real, "noop": noop}
+    # A distillation claimed from the merge whose weights are really a fine-tune of ft_a alone (issue #13).
+    forged = shutil.copytree(m["child_a"], root / "forged", ignore=shutil.ignore_patterns(".attest"))
+    _invoke("record", "distill", "--parent", str(merged), "--teacher", str(m["sibling"]), "--output", str(forged),
+            "--key", str(key))  # fmt: skip
+    return {"distilled": real, "noop": noop, "forged": forged}
 
 
 def _claims(folder: Path, m: dict[str, Path]) -> dict[str, Any]:
@@ -374,6 +378,7 @@ def test_claimed_distillation_that_changed_weights(claimed: dict[str, Path], for
     claims = doc["claims"]
     assert isinstance(claims, list) and len(claims) == 1
     assert claims[0]["step"] == "distill" and claims[0]["changed_weights"] is True
+    assert claims[0]["consistent"] is True
     assert any("recorded 0.5714" in n for n in doc["notes"])
 
 
@@ -383,6 +388,17 @@ def test_claimed_distillation_that_left_no_trace(claimed: dict[str, Path], foren
     claims = doc["claims"]
     assert isinstance(claims, list) and len(claims) == 1
     assert claims[0]["step"] == "distill" and claims[0]["changed_weights"] is False
+    assert claims[0]["consistent"] is False
+
+
+def test_claimed_distillation_of_a_merge_must_start_from_it(
+    claimed: dict[str, Path], forensic_models: dict[str, Path]
+) -> None:
+    """A distillation claimed from the recorded merge whose weights are a fine-tune of ft_a alone: inconsistent."""
+    doc = _claims(claimed["forged"], forensic_models)
+    assert doc["verdict"] == "derived_not_merge"
+    (claim,) = doc["claims"]
+    assert claim["consistent"] is False and "do not show the recorded merge" in claim["evidence"]
 
 
 def test_claim_without_statements(forensic_models: dict[str, Path]) -> None:
@@ -450,3 +466,54 @@ def test_non_finite_everywhere_is_exit_2(
     m = forensic_models
     code, err = _run_main(["detect", str(model), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])], capsys)
     assert code == 2 and "non-finite" in err and str(model) in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tensor", ["model.embed_tokens.weight", "model.layers.0.self_attn.k_proj.weight"])
+def test_one_outlier_element_does_not_change_the_verdict(
+    forensic_models: dict[str, Path], tmp_path: Path, tensor: str
+) -> None:
+    """Issue #13: task arithmetic with one element set to 8.0 read derived_not_merge (the pooled sum of squares
+    followed the element). Tensors are the sampling unit now: the verdict and the recipe stay."""
+    m = forensic_models
+    out = shutil.copytree(m["task_arithmetic"], tmp_path / "outlier")
+    tensors = load_file(out / "model.safetensors")
+    x = tensors[tensor].clone()
+    x.view(-1)[x.numel() // 3] = 8.0
+    tensors[tensor] = x
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    report = detect(out, [m["ft_a"], m["ft_b"]], m["base"])
+    assert report.verdict == "pure_merge", report.reason
+    for label, want in ((m["ft_a"], 0.6), (m["ft_b"], 0.3)):
+        assert abs(_coef(report, label)[0] - want) <= 0.005
+    assert report.residual is not None and report.residual.unexplained <= 1
+
+
+def test_merge_test_and_bootstrap_are_deterministic(forensic_models: dict[str, Path]) -> None:
+    m = forensic_models
+    one = detect(m["merge_distill"], [m["ft_a"], m["ft_b"]], m["base"])
+    two = detect(m["merge_distill"], [m["ft_a"], m["ft_b"]], m["base"])
+    assert one.merge_test is not None and one.merge_test == two.merge_test
+    assert one.coefficients == two.coefficients
+    t = one.merge_test
+    assert t.rejects_single_parent and t.merge_share >= t.critical
+    assert t.ci_low is not None and t.ci_high is not None and t.ci_low <= t.merge_share <= t.ci_high
+    assert abs(t.training_share - (1 - t.merge_share)) < 1e-12
+
+
+def test_plot_names_participants_like_the_text_and_splits_modules(
+    forensic_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from attest.forensics.plot import _per_layer, plot_coefficients
+    from attest.forensics.report import display_names
+
+    m = forensic_models
+    report = detect(m["merge_distill"], [m["ft_a"], m["ft_b"]], m["base"])
+    names = display_names(report)
+    assert names[str(m["ft_a"])] == "ft_a" and names["base"] == "base (base)"
+    groups = _per_layer(report.tensors, None)
+    assert {"attention", "mlp"} <= set(groups) and all(v > 0 for _, v in groups["mlp"])
+    png = plot_coefficients(report, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = ["detect", str(m["merge_distill"]), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])]
+    text = CliRunner().invoke(cli, [*args, "--base", str(m["base"])]).output
+    assert "base (base)" in text and "merge share" in text

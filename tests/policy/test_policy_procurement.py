@@ -286,3 +286,24 @@ def test_example_policies_match_the_schema_and_the_loader() -> None:
             assert not loads, doc
         else:
             assert loads, doc
+
+
+def test_unrelated_model_signed_as_a_fine_tune_of_base_fails(published: dict[str, Path], tmp_path: Path) -> None:
+    """Issue #13: an independent initialisation (correlation ~0.001 with base) signed as "a fine-tune of base" used to
+    pass claims_consistent; a claimed fine-tune must descend from its parent (SPEC.md §6.7)."""
+    from tests.support.builders import make_tiny_model
+
+    stranger = make_tiny_model(tmp_path / "stranger", seed=4242)
+    code, _, err = run_attest(
+        ["record", "finetune", "--parent", f"base={published['base']}", "--output", stranger,
+         "--key", published["root"] / "lab.key"]
+    )  # fmt: skip
+    assert code == 0, err
+    ok, evidence = _rules(_verify(stranger, published["policy"]))["claims_consistent"]
+    assert not ok and "do not descend from base" in evidence, evidence
+
+
+def test_real_fine_tune_of_base_descends(published: dict[str, Path]) -> None:
+    """ft_a is a real fine-tune of base: the descent test passes (and names base as the parent it checked)."""
+    _, evidence = _rules(_verify(published["ft_a"], published["policy"]))["claims_consistent"]
+    assert "descend from base" in evidence and "do not descend" not in evidence, evidence

@@ -3,13 +3,21 @@ agree."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from attest.errors import AttestError
 from attest.policy.model_card import check_card, read_card, step_from_statement
 from attest.policy.rules.base import Rule, RuleContext, RuleResult, nodes
 from attest.policy.rules.evidence import WEIGHT_CHANGING_STEPS, detect_once, display_names
 from attest.statements.models import ROLES
-from attest.trust.policy_file import ClaimsConsistent
+from attest.trust.policy_file import ClaimsConsistent, FullDisclosure
 from attest.verify.lineage import head_step
+
+if TYPE_CHECKING:
+    from attest.forensics.report import DetectReport
+
+TRAINING_PARENT_ROLES = ("parent", "student-init", "base")
+"""Dependencies a fine-tune/distillation starts from (a teacher is not one)."""
 
 
 class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
@@ -44,17 +52,9 @@ class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
                 )
         root_rec = ctx.trusted_step(report.model_root)
         if disclosure is not None and disclosure.candidates and root_rec is not None:
-            det, _, _ = detect_once(ctx, disclosure)
-            if det is not None and ctx.root.step in ("finetune", "distill") and det.verdict == "pure_merge":
-                result.passed = False
-                names = display_names(ctx, disclosure)
-                coefs = ", ".join(
-                    f"{names.get(c.candidate, c.candidate)} {c.value:.4f}" for c in det.coefficients if c.significant
-                )
-                result.evidence.append(
-                    f"{ctx.root.name}: claimed {ctx.root.step}, "
-                    f"but detect finds a pure merge with no training ({coefs})"
-                )
+            det, _, labels = detect_once(ctx, disclosure)
+            if det is not None and ctx.root.step in ("finetune", "distill"):
+                _training_claim(ctx, det, labels, disclosure, result)
             elif det is not None and ctx.root.step == "merge" and det.verdict in ("not_derived", "derived_not_merge"):
                 result.fail(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
         if rule.card:
@@ -78,3 +78,44 @@ class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
                 if not findings:
                     result.evidence.append("model card agrees with the statements")
         return result
+
+
+def _training_claim(
+    ctx: RuleContext, det: DetectReport, labels: dict[str, str], disclosure: FullDisclosure, result: RuleResult
+) -> None:
+    """A claimed fine-tune/distillation (SPEC.md §6.7, the same evidence as `detect --claim`): it must descend from
+    each claimed parent that detect fitted, must have changed the weights, and when its parent is a recorded merge
+    must start from that merge."""
+    from attest.forensics.claims import descends_from, merge_start  # lazy: attest.forensics loads torch
+
+    node = ctx.root
+    names = display_names(ctx, disclosure)
+    by_root = {root: label for label, root in labels.items()}
+    if det.verdict == "pure_merge":
+        result.passed = False
+        coefs = ", ".join(
+            f"{names.get(c.candidate, c.candidate)} {c.value:.4f}" for c in det.coefficients if c.significant
+        )
+        result.evidence.append(
+            f"{node.name}: claimed {node.step}, but detect finds a pure merge with no training ({coefs})"
+        )
+    for parent in node.parents:
+        if parent.role not in TRAINING_PARENT_ROLES:
+            continue
+        label = by_root.get(parent.digest)
+        if label is None:
+            result.evidence.append(
+                f"{node.name}: descent from {parent.name} not tested: it is not among full_disclosure's candidates/base"
+            )
+            continue
+        ok, why = descends_from(det, label)
+        if ok is False:
+            result.passed = False
+        result.evidence.append(
+            f"{node.name}: claimed {node.step} of {parent.name}: {why.replace(label, names.get(label, label))}"
+        )
+        if parent.step == "merge" and det.verdict != "pure_merge":
+            ok2, why2 = merge_start(det, node.step or "step")
+            if not ok2:
+                result.passed = False
+            result.evidence.append(f"{node.name}: {why2}")
