@@ -36,6 +36,16 @@ class InputError(AttestError):
         self.problem = printable(problem)
         super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuilt from (path, problem), so an error a worker process raises arrives whole (attest.cluster)."""
+        return (_rebuild_input_error, (type(self), self.path, self.problem))
+
+
+def _rebuild_input_error(cls: type[InputError], path: str | None, problem: str) -> InputError:
+    err = InputError.__new__(cls)
+    InputError.__init__(err, path, problem)
+    return err
+
 
 class VerificationError(AttestError):
     """A check that ran and failed (exit 1)."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
+from attest.cli.cluster import cluster_executor, ray_option
 from attest.cli.output import ByteProgress, stderr, stdout
 from attest.errors import InputError
 
@@ -42,17 +43,19 @@ _STYLE = {
     is_flag=True,
     help="Check each finetune/distill the model's own statements claim after the merge.",
 )
+@ray_option
 def detect_command(
     folder: Path, candidates: tuple[Path, ...], base: Path | None, as_json: bool, plot: Path | None, claim: bool
 ) -> None:
     """Fit FOLDER as a merge of the candidates; say whether it is one, and what else happened to it."""
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(plot, "--plot writes a PNG: give a path ending in .png")
-    bar = ByteProgress(f"reading {folder.name} and {len(candidates)} candidates", enabled=not as_json)
-    with bar.running():
-        from attest.forensics import detect  # torch loads only when this command runs
+    with cluster_executor(quiet=as_json) as ex:
+        bar = ByteProgress(f"reading {folder.name} and {len(candidates)} candidates", enabled=not as_json and not ex)
+        with bar.running():
+            from attest.forensics import detect  # torch loads only when this command runs
 
-        report = detect(folder, list(candidates), base, on_total=bar.total, on_bytes=bar.advance)
+            report = detect(folder, list(candidates), base, on_total=bar.total, on_bytes=bar.advance, executor=ex)
     if claim:
         from attest.forensics.claims import check_claims  # lazy: attest.forensics loads torch
 

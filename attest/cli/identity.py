@@ -12,9 +12,11 @@ from rich.table import Table
 
 from attest.atomic import atomic_write_text
 from attest.bounded import read_bounded
+from attest.cli.cluster import cluster_executor, ray_option
 from attest.cli.json_outputs import ProofCheckOutput
 from attest.cli.output import ByteProgress, json_option, print_json, shown, stderr, stdout, wants_json
 from attest.errors import InputError, VerificationError
+from attest.executor import Executor
 from attest.identity import IdentityManifest, check_proof, diff_manifests, hash_model, make_proof
 from attest.identity.merkle import ALGORITHMS, Algorithm
 from attest.identity.proofs import TensorProof
@@ -36,12 +38,24 @@ ignore_option = click.option(
 
 
 def hash_with_progress(
-    path: Path, algorithm: Algorithm, *, use_cache: bool, ignore: tuple[str, ...], quiet: bool = False
+    path: Path,
+    algorithm: Algorithm,
+    *,
+    use_cache: bool,
+    ignore: tuple[str, ...],
+    quiet: bool = False,
+    executor: Executor | None = None,
 ) -> IdentityManifest:
-    bar = ByteProgress(f"hashing {path.name}", enabled=not quiet)
+    bar = ByteProgress(f"hashing {path.name}", enabled=not quiet and executor is None)
     with bar.running():
         return hash_model(
-            path, algorithm, use_cache=use_cache, ignore=list(ignore), on_total=bar.total, on_bytes=bar.advance
+            path,
+            algorithm,
+            use_cache=use_cache,
+            ignore=list(ignore),
+            on_total=bar.total,
+            on_bytes=bar.advance,
+            executor=executor,
         )
 
 
@@ -68,9 +82,11 @@ def load_json_model(path: Path, model: type[T]) -> T:
 @click.option("--json", "as_json", is_flag=True, help="Print the identity manifest as JSON (schemas/).")
 @click.option("--no-cache", is_flag=True, help="Re-read every file even if it is unchanged since the last run.")
 @ignore_option
+@ray_option
 def hash_command(folder: Path, algorithm: Algorithm, as_json: bool, no_cache: bool, ignore: tuple[str, ...]) -> None:
     """Compute the weights root and model root of a model FOLDER (safetensors, sharded or not)."""
-    manifest = hash_with_progress(folder, algorithm, use_cache=not no_cache, ignore=ignore)
+    with cluster_executor(quiet=as_json) as ex:
+        manifest = hash_with_progress(folder, algorithm, use_cache=not no_cache, ignore=ignore, executor=ex)
     if as_json:
         print_json(manifest)
         return

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from attest.cli.cluster import cluster_executor, ray_option
 from attest.cli.json_outputs import MergeOutput
 from attest.cli.options import choice_option, device_option, parents_dir_option
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
@@ -159,6 +160,7 @@ def _print_report(report: ReplayReport) -> None:
 @tie_order_option
 @layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON (schemas/).")
+@ray_option
 def replay_command(
     config: Path,
     candidate: Path,
@@ -179,17 +181,19 @@ def replay_command(
 
     recipe = load_recipe(config)
     parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())
-    report = replay(
-        recipe,
-        parents,
-        candidate,
-        device=device,
-        seed=seed,
-        mask_generator=mask_generator,
-        tolerance_ulps=tolerance_ulps,
-        tie_order=tie_order,
-        layout=layout,
-    )
+    with cluster_executor(quiet=as_json) as ex:
+        report = replay(
+            recipe,
+            parents,
+            candidate,
+            device=device,
+            seed=seed,
+            mask_generator=mask_generator,
+            tolerance_ulps=tolerance_ulps,
+            tie_order=tie_order,
+            layout=layout,
+            executor=ex,
+        )
     if as_json:
         print_json(report)
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.tree import Tree
 
+from attest.cli.cluster import cluster_executor, ray_option
 from attest.cli.model_arg import MODEL_FOLDER
 from attest.cli.options import device_option, parents_dir_option, paths_option
 from attest.cli.output import ByteProgress, print_json, shown, stderr, stdout
@@ -97,6 +98,7 @@ def _progress(message: str) -> None:
 @paths_option("--data", "training_data", "Training data file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
+@ray_option
 def verify_command(
     folder: Path,
     trust: TrustSet,
@@ -114,25 +116,27 @@ def verify_command(
     """Re-hash FOLDER, check its statements' signatures against the trusted keys and identities, and walk its
     lineage to trusted roots; with a --policy that has `rules`, evaluate each procurement rule too.
     Exit 0 verified (and every rule passed), 1 not verified, 2 bad input."""
-    bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or as_json))
-    with bar.running():
-        report = verify_model(
-            folder,
-            trust,
-            VerifyOptions(
-                attestations,
-                parents_dirs,
-                ignore,
-                on_total=bar.total,
-                on_bytes=bar.advance,
-                on_step=None if (quiet or as_json) else _progress,
-                replay=replay,
-                device=device,
-                replay_training=replay_training,
-                checkpoints_dirs=checkpoints_dirs,
-                training_data=training_data,
-            ),
-        )
+    with cluster_executor(quiet=quiet or as_json) as ex:
+        bar = ByteProgress(f"hashing {folder.name}", enabled=not (quiet or as_json or ex))
+        with bar.running():
+            report = verify_model(
+                folder,
+                trust,
+                VerifyOptions(
+                    attestations,
+                    parents_dirs,
+                    ignore,
+                    on_total=bar.total,
+                    on_bytes=bar.advance,
+                    on_step=None if (quiet or as_json) else _progress,
+                    replay=replay,
+                    device=device,
+                    replay_training=replay_training,
+                    checkpoints_dirs=checkpoints_dirs,
+                    training_data=training_data,
+                    executor=ex,
+                ),
+            )
     if as_json:
         print_json(report)
     elif not quiet:

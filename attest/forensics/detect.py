@@ -5,20 +5,21 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.errors import InputError
+from attest.executor import Executor
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
+from attest.forensics.evidence import tensor_evidence
 from attest.forensics.experts import expert_map, expert_rows
-from attest.forensics.fit import ULP_BINS, TensorFit, fit_tensor, single_threaded_ops
+from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
     Coefficient,
@@ -36,6 +37,7 @@ from attest.forensics.report import (
     UlpBin,
 )
 from attest.forensics.stats import merge_test, participation, weighted_median
+from attest.forensics.units import detect_units
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
 
 Progress = Callable[[int], None]
@@ -48,8 +50,10 @@ def detect(
     *,
     on_total: Progress | None = None,
     on_bytes: Progress | None = None,
+    executor: Executor | None = None,
 ) -> DetectReport:
-    """Fit the model as a merge of the candidates (deltas from `base` when given) and judge the fit."""
+    """Fit the model as a merge of the candidates (deltas from `base` when given) and judge the fit. executor: the
+    per-tensor pass as its work units (attest.executor), near their files; the report is the same."""
     if not candidates:
         raise InputError(None, "at least one --candidate is needed")
     labels = [str(c) for c in candidates]
@@ -70,7 +74,7 @@ def detect(
         mview, cviews = views[0], views[1 : 1 + len(csrc)]
         bview = views[-1] if bsrc is not None else None
         with single_threaded_ops():
-            report, misaligned = _run(mview, cviews, bview, on_total, on_bytes)
+            report, misaligned = _run(mview, cviews, bview, on_total, on_bytes, executor)
             if misaligned and report.verdict != "pure_merge":  # the only place alignment runs (SPEC.md §6.10)
                 folders = [Path(model), *map(Path, candidates)]
                 report = align_and_refit(
@@ -88,6 +92,7 @@ def _run(
     bsrc: CanonicalView | None,
     on_total: Progress | None,
     on_bytes: Progress | None,
+    executor: Executor | None = None,
 ) -> tuple[DetectReport, list[str]]:
     """The report, and the fitted weight matrices unrelated to every given model (candidates for alignment)."""
     pairing = pair(msrc, csrc, bsrc)
@@ -108,31 +113,29 @@ def _run(
             on_bytes(src.info(name).nbytes)
 
     non_finite: list[NonFinite] = []
-    for name in pairing.fitted:
-        m = msrc.flat(name)
-        ps = [c.flat(name) for c in csrc]
-        b = bsrc.flat(name) if bsrc is not None else None
-        fit = fit_tensor(name, msrc.info(name).dtype, m, ps, b)
-        if fit.finite:  # a NaN/Inf element makes the float64 Gram non-finite: counted only then (a slow pass)
-            fits.append(fit)
-        else:  # NaN/Inf says nothing about mixing weights and would poison every sum: a fact, not a fit
-            bad = _non_finite(name, all_sources, [m, *ps, *([b] if b is not None else [])])
-            non_finite.extend(bad)
-            if not bad:
-                notes.append(f"{name}: finite weights too large for a float64 Gram matrix, not fitted")
-        mdig[name] = msrc.raw_digest(name)
-        for ci, c in enumerate(csrc):
-            cdig[ci][name] = c.raw_digest(name)
-        del m, ps, b
-        for si in range(len(all_sources)):
-            finish(si, name)
-    # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
-    for si, src in enumerate(all_sources[: 1 + len(csrc)]):
-        for name in src.where:
-            if (si, name) in done:
-                continue
-            (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
-            finish(si, name)
+    if executor is not None:
+        fits, non_finite, mdig, cdig, unit_notes = detect_units(executor, pairing.fitted, all_sources, len(csrc))
+        notes.extend(unit_notes)
+    else:
+        for name in pairing.fitted:
+            ev = tensor_evidence(name, msrc, list(csrc), bsrc)
+            if ev.fit is None:
+                non_finite.extend(ev.non_finite)
+            else:
+                fits.append(ev.fit)
+            notes.extend(ev.notes)
+            mdig[name] = ev.model_digest
+            for ci, digest in enumerate(ev.candidate_digests):
+                cdig[ci][name] = digest
+            for si in range(len(all_sources)):
+                finish(si, name)
+        # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
+        for si, src in enumerate(all_sources[: 1 + len(csrc)]):
+            for name in src.where:
+                if (si, name) in done:
+                    continue
+                (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
+                finish(si, name)
     if non_finite:
         names = sorted({n.tensor for n in non_finite})
         if not fits:
@@ -157,15 +160,6 @@ def _run(
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
     return report, misaligned_matrices(fits, msrc)
-
-
-def _non_finite(name: str, sources: Sequence[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:
-    out = []
-    for src, t in zip(sources, tensors, strict=True):
-        count = int(t.numel() - torch.isfinite(t).sum().item())
-        if count:
-            out.append(NonFinite(model=src.label, tensor=name, count=count))
-    return out
 
 
 def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: list[TensorFit]) -> Coverage:

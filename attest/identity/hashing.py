@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attest.errors import InputError
+from attest.executor import Executor
 from attest.identity.cache import RootCache
 from attest.identity.chunked import CHUNK_SIZE, Span, data_roots
 from attest.identity.folder import FolderScan, file_key, scan_folder
@@ -21,6 +22,7 @@ from attest.identity.manifest import (
     tensor_leaf_of,
 )
 from attest.identity.merkle import ALGORITHMS, Algorithm, root
+from attest.identity.units import unit_roots
 
 ProgressStart = Callable[[int], None]
 ProgressAdvance = Callable[[int], None]
@@ -36,13 +38,23 @@ def hash_model(
     workers: int | None = None,
     on_total: ProgressStart | None = None,
     on_bytes: ProgressAdvance | None = None,
+    executor: Executor | None = None,
 ) -> IdentityManifest:
     """Hash a model folder. With use_cache, data roots of files unchanged since the last cached run are reused
-    (never use it for verification)."""
+    (never use it for verification). With an executor (attest.executor), the spans are hashed as its work units,
+    near their files; the roots are the same."""
     if algorithm not in ALGORITHMS:
         raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
     scan = scan_folder(path, ignore=ignore, require_weights=require_weights)
-    return hash_scan(scan, algorithm, use_cache=use_cache, workers=workers, on_total=on_total, on_bytes=on_bytes)
+    return hash_scan(
+        scan,
+        algorithm,
+        use_cache=use_cache,
+        workers=workers,
+        on_total=on_total,
+        on_bytes=on_bytes,
+        executor=executor,
+    )
 
 
 def hash_scan(
@@ -53,6 +65,7 @@ def hash_scan(
     workers: int | None = None,
     on_total: ProgressStart | None = None,
     on_bytes: ProgressAdvance | None = None,
+    executor: Executor | None = None,
 ) -> IdentityManifest:
     tensor_jobs: list[tuple[str, str, tuple[int, ...], str, Span]] = []  # (name, dtype, shape, file, span)
     for rel, header in scan.headers.items():
@@ -64,7 +77,7 @@ def hash_scan(
         file_jobs.append((rel, Span(scan.real_paths[rel], 0, scan.stats[rel][2])))
 
     spans = [j[4] for j in tensor_jobs] + [j[1] for j in file_jobs]
-    roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes)
+    roots_hex = _roots_for(scan, algorithm, spans, use_cache, workers, on_total, on_bytes, executor)
     del spans
 
     tensors: list[TensorEntry] = []
@@ -116,6 +129,7 @@ def _roots_for(
     workers: int | None,
     on_total: ProgressStart | None,
     on_bytes: ProgressAdvance | None,
+    executor: Executor | None = None,
 ) -> list[str]:
     """Data roots of the spans, reusing cached ones for files whose stat (taken when the folder was listed) matches
     the cache. New entries are saved only after every file is shown unchanged since that listing."""
@@ -130,9 +144,22 @@ def _roots_for(
             result[i] = hit
         else:
             todo.append(i)
-    if on_total is not None:
-        on_total(sum(spans[i].length for i in todo))
-    computed, _ = data_roots(algorithm, [spans[i] for i in todo], workers=workers, on_bytes=on_bytes)
+    if executor is not None:
+
+        def finished(idx: list[int], roots: list[bytes]) -> None:
+            for i, r in zip(idx, roots, strict=True):
+                result[todo[i]] = r.hex()
+
+        try:
+            computed = unit_roots(executor, algorithm, [spans[i] for i in todo], keys, finished)
+        except Exception:
+            if cache is not None:  # keep what finished before the failure: a rerun redoes only the rest
+                _store(cache, spans, result, keys, started_ns)
+            raise
+    else:
+        if on_total is not None:
+            on_total(sum(spans[i].length for i in todo))
+        computed, _ = data_roots(algorithm, [spans[i] for i in todo], workers=workers, on_bytes=on_bytes)
     for i, digest in zip(todo, computed, strict=True):
         result[i] = digest.hex()
     roots = [r for r in result if r is not None]
@@ -142,6 +169,23 @@ def _roots_for(
             cache.store(s.path, keys[s.path], s.offset, s.length, hex_root, started_ns)
         cache.save()
     return roots
+
+
+def _store(
+    cache: RootCache, spans: list[Span], result: list[str | None], keys: dict[Path, list[int]], started_ns: int
+) -> None:
+    """Cache the roots known so far of files shown unchanged since the listing."""
+    for s, hex_root in zip(spans, result, strict=True):
+        if hex_root is not None and _unchanged(s.path, keys[s.path]):
+            cache.store(s.path, keys[s.path], s.offset, s.length, hex_root, started_ns)
+    cache.save()
+
+
+def _unchanged(real: Path, key: list[int]) -> bool:
+    try:
+        return list(file_key(real.stat())) == key
+    except OSError:
+        return False
 
 
 def _check_unchanged(scan: FolderScan) -> None:

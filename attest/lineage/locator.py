@@ -17,7 +17,6 @@ A `Locator` carries the --parents-dir folders and the identity of every folder h
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError, InputError
+from attest.executor import ClusterError, Executor
 from attest.identity import IdentityManifest, hash_model
 from attest.identity.hashing import ProgressAdvance, ProgressStart
 
@@ -133,8 +133,10 @@ class Locator:
     roots are kept per folder (a manifest grows with the tensor count): `manifest` hashes and hands the whole
     identity to its one caller, `roots` and `root_of` answer from what was hashed."""
 
-    def __init__(self, parents_dirs: Iterable[Path] = ()) -> None:
+    def __init__(self, parents_dirs: Iterable[Path] = (), executor: Executor | None = None) -> None:
+        """executor: where folders are hashed (attest.executor; None: in this process)."""
         self.parents_dirs = list(parents_dirs)
+        self.executor = executor
         self._roots: dict[_Key, tuple[str, str] | AttestError] = {}
 
     def manifest(
@@ -157,7 +159,10 @@ class Locator:
                 require_weights=require_weights,
                 on_total=on_total,
                 on_bytes=on_bytes,
+                executor=self.executor,
             )
+        except ClusterError:  # the cluster failed, not the folder: nothing to remember
+            raise
         except AttestError as exc:
             self._roots[key] = exc
             raise
@@ -169,8 +174,12 @@ class Locator:
         the same error again."""
         key = (Path(folder).resolve(), (), True)
         if key not in self._roots:
-            with contextlib.suppress(AttestError):
+            try:
                 self.manifest(folder)
+            except ClusterError:
+                raise
+            except AttestError:
+                pass  # remembered: raised again below
         found = self._roots[key]
         if isinstance(found, AttestError):
             raise found
@@ -180,6 +189,8 @@ class Locator:
         """Model root of a local folder; None when it is not a readable model folder."""
         try:
             return self.roots(folder)[0]
+        except ClusterError:  # no answer from the cluster is not "not a model folder"
+            raise
         except AttestError:
             return None
 

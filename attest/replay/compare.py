@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from attest.checkpoint.reader import SAFETENSORS_TAGS, Checkpoint
+from attest.replay.report import TensorComparison, TensorStatus
+
 CHUNK_ELEMENTS = 1 << 22  # bounds the int64 scratch to 32 MiB per side
 _INT_VIEW = {
     torch.bfloat16: torch.int16,
@@ -68,3 +71,49 @@ def difference(expected: torch.Tensor, actual: torch.Tensor) -> Difference:
         if max_ulps is not None:
             max_ulps = max(max_ulps, ulps)
     return Difference(differing, max_ulps, nan_mismatch)
+
+
+def tensor_row(name: str, expected: torch.Tensor, cand: Checkpoint, tolerance: int) -> TensorComparison:
+    """The report row of one recomputed tensor against the candidate's."""
+    if name not in cand:
+        return TensorComparison(
+            name=name, status=TensorStatus.MISSING, detail="the recipe produces this tensor; the candidate lacks it"
+        )
+    return _compare(name, expected, cand, tolerance)
+
+
+def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
+    tag = SAFETENSORS_TAGS.get(expected.dtype, str(expected.dtype))
+    row = TensorComparison(name=name, status=TensorStatus.EXACT, dtype=tag, shape=list(expected.shape))
+    info = ckpt.info(name)
+    if info.dtype != tag or tuple(info.shape) != tuple(expected.shape):
+        row.status = TensorStatus.MISMATCH
+        row.detail = f"candidate is {info.dtype} {list(info.shape)}, the recipe gives {tag} {list(expected.shape)}"
+        return row
+    actual = ckpt.load(name)
+    expected = expected.to("cpu")
+    try:
+        if byte_equal(expected, actual):
+            return row
+        diff = difference(expected, actual)
+    finally:
+        del actual
+        ckpt.release(name)
+    row.differing_elements = diff.differing_elements
+    row.max_ulps = diff.max_ulps
+    # At tolerance 0 any byte difference is a mismatch, a zero of the other sign (0 ulps apart) included.
+    if tolerance > 0 and diff.max_ulps is not None and diff.max_ulps <= tolerance:
+        row.status = TensorStatus.WITHIN_TOLERANCE
+        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ by at most {diff.max_ulps} ulp"
+    else:
+        row.status = TensorStatus.MISMATCH
+        if diff.nan_mismatch:
+            how = "a NaN/inf differs"
+        elif diff.max_ulps == 0:
+            how = "the bytes differ: zeros of the other sign"
+        elif diff.max_ulps is None:
+            how = "the values differ"
+        else:
+            how = f"up to {diff.max_ulps} ulps"
+        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ ({how})"
+    return row

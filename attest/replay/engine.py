@@ -14,8 +14,9 @@ from pathlib import PurePosixPath
 
 import torch
 
-from attest.checkpoint.reader import SAFETENSORS_TAGS, Checkpoint
+from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
+from attest.executor import Executor
 from attest.merge.engine import (
     check_device,
     check_tie_order,
@@ -27,8 +28,9 @@ from attest.merge.engine import (
 )
 from attest.merge.hf_config import installed_transformers
 from attest.merge.planner import plan_merge
-from attest.replay.compare import byte_equal, difference
+from attest.replay.compare import tensor_row
 from attest.replay.report import ReplayCounts, ReplayReport, TensorComparison, TensorStatus, Verdict
+from attest.replay.units import ReplayJob, replay_units
 from attest.statements.recipe import MergeRecipe
 
 DEFAULT_TOLERANCE_ULPS = {"cpu": 0, "cuda": 1}
@@ -38,43 +40,6 @@ CONFIG_ROW = "config.json"
 CONFIG_KEYS_NOT_COMPARED = frozenset({"transformers_version", "_name_or_path"})
 EXTRA_WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".h5", ".msgpack", ".onnx", ".npz", ".npy"})
 """Besides PyTorch pickles: weight formats a loader could read from a folder (nested or not indexed)."""
-
-
-def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
-    tag = SAFETENSORS_TAGS.get(expected.dtype, str(expected.dtype))
-    row = TensorComparison(name=name, status=TensorStatus.EXACT, dtype=tag, shape=list(expected.shape))
-    info = ckpt.info(name)
-    if info.dtype != tag or tuple(info.shape) != tuple(expected.shape):
-        row.status = TensorStatus.MISMATCH
-        row.detail = f"candidate is {info.dtype} {list(info.shape)}, the recipe gives {tag} {list(expected.shape)}"
-        return row
-    actual = ckpt.load(name)
-    expected = expected.to("cpu")
-    try:
-        if byte_equal(expected, actual):
-            return row
-        diff = difference(expected, actual)
-    finally:
-        del actual
-        ckpt.release(name)
-    row.differing_elements = diff.differing_elements
-    row.max_ulps = diff.max_ulps
-    # At tolerance 0 any byte difference is a mismatch, a zero of the other sign (0 ulps apart) included.
-    if tolerance > 0 and diff.max_ulps is not None and diff.max_ulps <= tolerance:
-        row.status = TensorStatus.WITHIN_TOLERANCE
-        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ by at most {diff.max_ulps} ulp"
-    else:
-        row.status = TensorStatus.MISMATCH
-        if diff.nan_mismatch:
-            how = "a NaN/inf differs"
-        elif diff.max_ulps == 0:
-            how = "the bytes differ: zeros of the other sign"
-        elif diff.max_ulps is None:
-            how = "the values differ"
-        else:
-            how = f"up to {diff.max_ulps} ulps"
-        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ ({how})"
-    return row
 
 
 def _json_text(value: object) -> str:
@@ -155,6 +120,7 @@ def replay(
     tie_order: str = "mergekit",
     layout: str = "mergekit",
     transformers_version: str | None = None,
+    executor: Executor | None = None,
 ) -> ReplayReport:
     """Recompute the merge `recipe` from `parents` (model reference -> folder) and compare with `candidate`.
 
@@ -162,7 +128,8 @@ def replay(
     merge made by mergekit 0.1.5 on the CPU with `--random-seed seed`. tie_order: as the merge used it (mergekit's
     own merges: "mergekit"). layout: the expert layout of a mixture-of-experts merge (attest.merge.moe_layout;
     replay_options gives the recorded one). transformers_version: the one the merge recorded, for a note when
-    mergekit's config.json rewrite runs under another version here.
+    mergekit's config.json rewrite runs under another version here. executor: recompute the tensors as its work
+    units (attest.executor), near their files; the report is the same.
     """
     dev = check_device(device)
     check_tie_order(tie_order)
@@ -220,18 +187,15 @@ def replay(
                     "on CUDA, equal magnitudes at a TIES/breadcrumbs cutoff may be ordered differently "
                     "than on the CPU: replay on the CPU for an exact answer"
                 )
-            for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
-                if tp.name not in cand:
-                    rows.append(
-                        TensorComparison(
-                            name=tp.name,
-                            status=TensorStatus.MISSING,
-                            detail="the recipe produces this tensor; the candidate lacks it",
-                        )
-                    )
-                else:
-                    rows.append(_compare(tp.name, tensor, cand, tolerance))
-                del tensor
+            if executor is None:
+                for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
+                    rows.append(tensor_row(tp.name, tensor, cand, tolerance))
+                    del tensor
+            else:
+                job = ReplayJob(
+                    recipe, parents, candidate, str(dev), seed, mask_generator, tolerance, tie_order, layout
+                )
+                rows += replay_units(executor, job, plan, ckpts, cand, order)
         for name in cand.names:
             if name not in planned:
                 rows.append(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attest.errors import AttestError
+from attest.executor import ClusterError, Executor
 from attest.merge.engine import replay_options
 from attest.replay.engine import replay
 from attest.replay.report import Verdict
@@ -44,7 +45,11 @@ def bind_references(
 
 
 def replay_statement(
-    candidate: Path, statement: ProvenanceStatement, local_dirs: dict[str, Path], device: str = "cpu"
+    candidate: Path,
+    statement: ProvenanceStatement,
+    local_dirs: dict[str, Path],
+    device: str = "cpu",
+    executor: Executor | None = None,
 ) -> ReplayOutcome:
     """Recompute the merge a trusted statement describes and compare it with `candidate`, tensor by tensor."""
     build = statement.predicate.buildDefinition
@@ -60,7 +65,9 @@ def replay_statement(
         if problems:
             return ReplayOutcome(False, "cannot_replay", "; ".join(problems), [])
         options = replay_options(build.internalParameters or {})
-        report = replay(recipe, parents, candidate, device=device, **options)  # type: ignore[arg-type]
+        report = replay(recipe, parents, candidate, device=device, executor=executor, **options)  # type: ignore[arg-type]
+    except ClusterError:  # the cluster could not run it: no verdict either way
+        raise
     except AttestError as exc:
         return ReplayOutcome(False, "cannot_replay", str(exc), [])
     ok = report.verdict in (Verdict.REPRODUCED, Verdict.REPRODUCED_WITHIN_TOLERANCE)

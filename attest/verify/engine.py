@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attest.executor import Executor
 from attest.identity import IdentityManifest, diff_manifests
 from attest.lineage.locator import Locator
 from attest.lineage.recorded_identity import load_recorded_manifest
@@ -64,6 +65,7 @@ class VerifyOptions:
     replay_training: int | None = None  # re-execute this many segments of the model's training transcript
     checkpoints_dirs: tuple[Path, ...] = ()  # where the transcript's checkpoints are (attest.training)
     training_data: tuple[Path, ...] = ()  # candidate data files, bound by their recorded sha256
+    executor: Executor | None = None  # where hashing and replay run (attest.executor; None: in this process)
 
 
 class _Walk:
@@ -204,7 +206,7 @@ def verify_lineage(
     (attest.policy.verify_with_policy). Local parents are found (and each hashed once) by the locator, by default
     one over options.parents_dirs; the lineage keeps it for what runs on top."""
     options = options or VerifyOptions()
-    locator = locator if locator is not None else Locator(options.parents_dirs)
+    locator = locator if locator is not None else Locator(options.parents_dirs, options.executor)
     folder = Path(folder)
     manifest = locator.manifest(
         folder,

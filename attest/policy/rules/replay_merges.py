@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attest.executor import ClusterError
 from attest.policy.rules.base import Rule, RuleContext, RuleResult, nodes
 from attest.policy.rules.evidence import locate, uri_index
 from attest.statements.models import ROLES
@@ -49,7 +50,11 @@ class ReplayMergesRule(Rule[ReplayMerges], name="replay_merges"):
                 continue
             ctx.say(f"replay: recomputing merge {n.name} on {rule.device}")
             try:
-                outcome = replay_statement(candidate, rec.statement, local, device=rule.device)
+                outcome = replay_statement(
+                    candidate, rec.statement, local, device=rule.device, executor=ctx.options.executor
+                )
+            except ClusterError:  # the cluster failed, not the replay: no verdict at all (exit 2)
+                raise
             except Exception as exc:  # a replay engine bug must not pass, nor hide the other rules' verdicts
                 result.fail(f"{n.name}: replay unavailable ({type(exc).__name__}: {exc}): fails closed")
                 continue
