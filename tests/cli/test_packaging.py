@@ -28,10 +28,18 @@ def test_every_extra_the_readme_installs_is_declared() -> None:
     extras = set(_project()["optional-dependencies"])  # type: ignore[arg-type]
     named = {e for _, group in installs for e in group.split(",") if e}
     assert named and named <= extras, named - extras
-    assert "[ray]" not in readme.replace("There is no `[ray]` extra", "")  # no ray extra: nothing pins ray
+    assert "ray" in named  # the README installs the ray extra that --ray needs
 
 
 def test_ml_extra_provides_the_modules_the_cli_asks_for() -> None:
     ml = " ".join(_project()["optional-dependencies"]["ml"])  # type: ignore[index]
     for module in ML_MODULES:
         assert module in ml, module
+
+
+def test_ray_extra_pins_ray_exactly_as_the_lock_does() -> None:
+    """CI installs from requirements.lock: the `ray` extra pins the version locked there, and the tests get it."""
+    extras = _project()["optional-dependencies"]
+    assert extras["ray"] == ["ray==2.60.0"]  # type: ignore[index]
+    assert "ray==2.60.0" in (REPO / "requirements.lock").read_text().splitlines()
+    assert any("ray" in dep for dep in extras["test"])  # type: ignore[index]
