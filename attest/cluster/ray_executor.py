@@ -32,6 +32,23 @@ def _run_unit(fn: Callable[[Any], Any], args: Any) -> Any:
     return fn(args)
 
 
+def _errors_to_stderr() -> None:
+    """Ray's driver prints the cluster's error messages ("a worker died", "raylet terminated") on stdout, where they
+    would corrupt `--json` output: send them to stderr. (ray._private.worker.print_to_stdstream, Ray 2.60; left
+    alone if a later Ray moves it.)"""
+    import ray._private.worker as ray_worker  # lazy: ray
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_attest_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._attest_stderr = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_stderr
+
+
 class RayExecutor:
     """Connect to a Ray cluster: "auto" (RAY_ADDRESS or the cluster started on this machine by `ray start`),
     "local" (start a private one here), or a cluster address such as ray://head:10001 or head:6379."""
@@ -65,6 +82,7 @@ class RayExecutor:
                     "or use --ray local"
                 ) from None
             self._owned = True
+        _errors_to_stderr()
         self._remote = ray.remote(_run_unit)
         self.locator = NodeLocator(self.nodes(), mapping)
 
