@@ -18,11 +18,13 @@ pytestmark = pytest.mark.usefixtures("ray_cluster", "small_units")
 
 
 def _same(args: list[object]) -> tuple[int, str]:
-    """Run `attest ARGS` in one process and with --ray; both must exit alike and print the same JSON."""
+    """Run `attest ARGS` in one process and with --ray; both must exit alike and print the same JSON, and (stderr
+    not being a terminal) no progress bar."""
     code, out, _ = run_inprocess(args)
     rcode, rout, rerr = run_inprocess([*args, "--ray", "auto"])
     assert rcode == code, rerr
     assert json.loads(rout) == json.loads(out)
+    assert rerr == ""
     return code, out
 
 
