@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from attest.cli.cluster import ClusterProgress
-from attest.cluster import Locator, RayExecutor, load_node_map
+from attest.cluster import NodeLocator, RayExecutor, load_node_map
 from attest.cluster.locality import Node, network_hosts
 from attest.errors import InputError
 from attest.executor import ClusterError, InProcess, WorkUnit
@@ -22,7 +22,8 @@ NODES = [Node("a" * 56, "10.0.0.1", "alpha"), Node("b" * 56, "10.0.0.2", "beta")
 
 
 def test_map_by_file_name_and_by_path_prefix_is_hard_affinity(tmp_path: Path) -> None:
-    loc = Locator(NODES, {"model-00002-of-00002.safetensors": "beta", "/data/a/": "10.0.0.1"}, mounts="/nonexistent")
+    node_map = {"model-00002-of-00002.safetensors": "beta", "/data/a/": "10.0.0.1"}
+    loc = NodeLocator(NODES, node_map, mounts="/nonexistent")
     assert loc.place("/x/model-00002-of-00002.safetensors") == loc.place("/y/model-00002-of-00002.safetensors")
     assert loc.place("/x/model-00002-of-00002.safetensors").node_id == "b" * 56
     assert not loc.place("/x/model-00002-of-00002.safetensors").soft
@@ -31,7 +32,7 @@ def test_map_by_file_name_and_by_path_prefix_is_hard_affinity(tmp_path: Path) ->
 
 
 def test_a_mapped_node_not_in_the_cluster_is_refused() -> None:
-    loc = Locator(NODES, {"m.safetensors": "gamma.invalid"}, mounts="/nonexistent")
+    loc = NodeLocator(NODES, {"m.safetensors": "gamma.invalid"}, mounts="/nonexistent")
     with pytest.raises(ClusterError, match=r"gamma.invalid.*not alive.*alpha \(10.0.0.1\)"):
         loc.place("/x/m.safetensors")
 
@@ -44,7 +45,7 @@ def test_a_network_mount_prefers_its_host_softly(tmp_path: Path) -> None:
         "/dev/sda1 / ext4 rw 0 0\n"
     )
     assert network_hosts(str(mounts)) == [("/mnt/models", "10.0.0.2"), ("/mnt/share", "alpha")]
-    loc = Locator(NODES, None, mounts=str(mounts))
+    loc = NodeLocator(NODES, None, mounts=str(mounts))
     assert loc.place("/mnt/models/q/model.safetensors").node_id == "b" * 56
     assert loc.place("/mnt/models/q/model.safetensors").soft
     assert loc.place("/mnt/share/x.safetensors").node_id == "a" * 56
