@@ -10,7 +10,11 @@ On one generated checkpoint with the 397B release's tensor names and layout (ben
   InProcess;
 * disk read bandwidth of the folder's device with O_DIRECT (the page cache neither helps nor is disturbed).
 
-Run: `python benchmarks/bench_ray.py [--experts 48] [--tasks 2000]`; prints a JSON summary (BENCHMARKS.md).
+* with --baseline-repo PATH: the single-process hash of this tree against the attest in PATH (e.g. the main checkout
+  before this work), each in fresh interpreters, interleaved, best of --rounds: the path without --ray must not slow.
+
+Run: `python benchmarks/bench_ray.py [--experts 48] [--tasks 2000] [--baseline-repo ../main]`; prints a JSON summary
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import mmap
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,12 +59,12 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def direct_read_bandwidth(folder: Path, limit: int = 1 << 30) -> float:
-    """GB/s reading the folder's shards with O_DIRECT in 8 MiB blocks (up to `limit` bytes)."""
+def direct_read_bandwidth(files: list[Path], limit: int = 1 << 30) -> tuple[float, int]:
+    """(GB/s, bytes) reading the files with O_DIRECT in 8 MiB blocks (up to `limit` bytes)."""
     block = 8 << 20
     buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
     done, t0 = 0, time.perf_counter()
-    for shard in sorted(folder.glob("*.safetensors")):
+    for shard in files:
         fd = os.open(shard, os.O_RDONLY | os.O_DIRECT)
         try:
             while done < limit:
@@ -71,7 +76,27 @@ def direct_read_bandwidth(folder: Path, limit: int = 1 << 30) -> float:
             os.close(fd)
         if done >= limit:
             break
-    return done / (time.perf_counter() - t0) / 1e9
+    return done / (time.perf_counter() - t0) / 1e9, done
+
+
+HASH_ONCE = (
+    "import sys, time; from attest.identity import hash_model; t = time.perf_counter(); hash_model(sys.argv[1]); "
+    "print(time.perf_counter() - t)"
+)
+
+
+def single_process_ab(folder: Path, baseline: Path, rounds: int) -> dict[str, float]:
+    """Best-of-rounds seconds of hash_model(folder) with this tree's attest and with the baseline's."""
+    here = Path(__file__).resolve().parent.parent
+    best = {"this": float("inf"), "baseline": float("inf")}
+    for _ in range(rounds):
+        for label, repo in (("this", here), ("baseline", baseline)):
+            env = {**os.environ, "PYTHONPATH": str(repo)}
+            run = subprocess.run(
+                [sys.executable, "-c", HASH_ONCE, str(folder)], env=env, capture_output=True, text=True
+            )
+            best[label] = min(best[label], float(run.stdout.strip()))
+    return {"hash_single_this_s": best["this"], "hash_single_baseline_s": best["baseline"]}
 
 
 def main() -> None:
@@ -79,6 +104,10 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=48)
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--root", type=Path, default=Path("/tmp/attest-bench-ray"))
+    ap.add_argument("--baseline-repo", type=Path)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only-ab", action="store_true", help="only the --baseline-repo comparison (and the disk probe)")
+    ap.add_argument("--disk-probe", type=Path, nargs="*", help="files to read with O_DIRECT (default: the shards)")
     args = ap.parse_args()
     root = args.root / f"e{args.experts}"
     a, b, n_tensors = moe397b.generate(root, args.experts)
@@ -87,6 +116,13 @@ def main() -> None:
     out["load_before"] = os.getloadavg()
 
     hash_model(a)  # warm the page cache and imports
+    if args.baseline_repo is not None:
+        out |= single_process_ab(a, args.baseline_repo.resolve(), args.rounds)
+        out["single_this_vs_baseline"] = out["hash_single_this_s"] / out["hash_single_baseline_s"]
+        if args.only_ab:
+            out["disk_direct_GBps"], out["disk_probe_bytes"] = direct_read_bandwidth(args.disk_probe or [])
+            print(json.dumps(out, indent=1))
+            return
     out["hash_single_s"], ref = timed(lambda: hash_model(a))
     counting = Counting()
     out["hash_inprocess_units_s"], m = timed(lambda: hash_model(a, executor=counting))
@@ -120,7 +156,8 @@ def main() -> None:
     out["hash_ray2_vs_single"] = out["hash_single_s"] / out["hash_ray2_s"]
     out["detect_ray2_vs_single"] = out["detect_single_s"] / out["detect_ray2_s"]
     out["hash_single_GBps"] = nbytes / out["hash_single_s"] / 1e9
-    out["disk_direct_GBps"] = direct_read_bandwidth(a)
+    probe = args.disk_probe or sorted([*a.glob("*.safetensors"), *b.glob("*.safetensors")])
+    out["disk_direct_GBps"], out["disk_probe_bytes"] = direct_read_bandwidth(probe)
     out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
