@@ -10,7 +10,7 @@ import pytest
 from attest.cluster import RayExecutor
 from attest.executor import ClusterError, WorkUnit
 from tests.distributed.faults import refuse
-from tests.support.chain import run_inprocess
+from tests.support.cli import run_attest as run_inprocess
 
 
 def test_ray_option_without_ray_installed_exits_2(minilm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

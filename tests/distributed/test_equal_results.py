@@ -12,7 +12,7 @@ from attest.errors import InputError
 from attest.executor import InProcess, WorkUnit
 from attest.identity import hash_model
 from tests.distributed.faults import refuse
-from tests.support.chain import run_inprocess
+from tests.support.cli import run_attest as run_inprocess
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "small_units")
 
