@@ -118,15 +118,7 @@ def _run(
         notes.extend(unit_notes)
     else:
         for name in pairing.fitted:
-            ev = tensor_evidence(name, msrc, list(csrc), bsrc)
-            if ev.fit is None:
-                non_finite.extend(ev.non_finite)
-            else:
-                fits.append(ev.fit)
-            notes.extend(ev.notes)
-            mdig[name] = ev.model_digest
-            for ci, digest in enumerate(ev.candidate_digests):
-                cdig[ci][name] = digest
+            tensor_evidence(name, msrc, list(csrc), bsrc).add_to(fits, non_finite, notes, mdig, cdig)
             for si in range(len(all_sources)):
                 finish(si, name)
         # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).

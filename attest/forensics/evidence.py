@@ -23,6 +23,24 @@ class TensorEvidence:
     candidate_digests: list[bytes]
     notes: list[str]
 
+    def add_to(
+        self,
+        fits: list[TensorFit],
+        non_finite: list[NonFinite],
+        notes: list[str],
+        mdig: dict[str, bytes],
+        cdig: list[dict[str, bytes]],
+    ) -> None:
+        """Collect this tensor's evidence as detect's pass does (one place for the in-process and unit paths)."""
+        if self.fit is None:
+            non_finite.extend(self.non_finite)
+        else:
+            fits.append(self.fit)
+        notes.extend(self.notes)
+        mdig[self.name] = self.model_digest
+        for ci, digest in enumerate(self.candidate_digests):
+            cdig[ci][self.name] = digest
+
 
 def tensor_evidence(
     name: str, msrc: TensorTable, csrc: Sequence[TensorTable], bsrc: TensorTable | None

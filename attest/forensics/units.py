@@ -91,15 +91,7 @@ def detect_units(
     mdig: dict[str, bytes] = {}
     cdig: list[dict[str, bytes]] = [{} for _ in range(k)]
     for name in fitted:
-        ev = evidence[name]
-        if ev.fit is None:
-            non_finite.extend(ev.non_finite)
-        else:
-            fits.append(ev.fit)
-        notes.extend(ev.notes)
-        mdig[name] = ev.model_digest
-        for ci, digest in enumerate(ev.candidate_digests):
-            cdig[ci][name] = digest
+        evidence[name].add_to(fits, non_finite, notes, mdig, cdig)
     for si, name in rest:
         (mdig if si == 0 else cdig[si - 1])[name] = digests[(si, name)]
     return fits, non_finite, mdig, cdig, notes
