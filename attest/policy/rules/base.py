@@ -7,6 +7,7 @@ configures it. Each rule module holds only its logic: `evaluate(ctx)` returning 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -64,7 +65,7 @@ def short_digest(d: str) -> str:
 C = TypeVar("C")
 
 
-class Rule(Generic[C]):
+class Rule(ABC, Generic[C]):
     """One procurement rule, configured by its section of the policy file (`config`; `rules` is the whole `rules`
     mapping, for a rule that reads another's settings)."""
 
@@ -91,8 +92,9 @@ class Rule(Generic[C]):
         """A passing verdict titled `title`, for evaluate to fill with evidence (and fail)."""
         return RuleResult(rule=self.name, title=title, passed=True)
 
+    @abstractmethod
     def evaluate(self, ctx: RuleContext) -> RuleResult:
-        raise NotImplementedError
+        """The rule's verdict on the verified lineage, with its evidence."""
 
 
 REGISTRY: dict[str, type[Rule[Any]]] = {}
