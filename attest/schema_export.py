@@ -25,7 +25,8 @@ from attest.signing.dsse import Envelope
 from attest.signing.model_sig import ModelSigVerification
 from attest.statements.models import ProvenanceStatement, Statement
 from attest.training.replay import TrainingReplayReport
-from attest.training.transcript import TrainingHyperparameters, TrainingTranscript
+from attest.training.runner import RunnerRequest
+from attest.training.transcript import LoopHyperparameters, TrainingHyperparameters, TrainingTranscript
 from attest.trust.policy_file import TrustPolicy
 from attest.verify.report import VerifyReport
 
@@ -51,6 +52,8 @@ def registry() -> dict[str, type[BaseModel]]:
         "training-transcript.schema.json": TrainingTranscript,
         "training-hyperparameters.schema.json": TrainingHyperparameters,
         "training-replay-report.schema.json": TrainingReplayReport,
+        "training-loop-hyperparameters.schema.json": LoopHyperparameters,
+        "training-runner-request.schema.json": RunnerRequest,
         "record-output.schema.json": cli.RecordOutput,
         "countersign-output.schema.json": cli.CountersignOutput,
         "keygen-output.schema.json": cli.KeygenOutput,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.tree import Tree
@@ -17,6 +18,26 @@ from attest.policy.pipeline import verify_model
 from attest.trust.trust_set import TrustSet
 from attest.verify.engine import VerifyOptions
 from attest.verify.report import LineageNode, VerifyReport
+
+MAX_NONCE_BYTES = 64
+
+
+class HexNonce(click.ParamType):
+    """--nonce: 1 to 64 bytes as an even number of hex digits (exit 2 otherwise)."""
+
+    name = "HEX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        try:
+            raw = bytes.fromhex(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an even number of hex digits", param, ctx)
+        if len(raw) > MAX_NONCE_BYTES or (value and not raw):
+            self.fail(f"a nonce is 1 to {MAX_NONCE_BYTES} bytes", param, ctx)
+        return raw
+
 
 _VERDICT_STYLE = {
     "verified": "[green]verified[/]",
@@ -96,6 +117,19 @@ def _progress(message: str) -> None:
 )
 @paths_option("--checkpoints", "checkpoints_dirs", "Checkpoints.")
 @paths_option("--data", "training_data", "Training data file.")
+@click.option(
+    "--runner",
+    "runners",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Training code you trust to replay a user-loop transcript; used only if its sha256 is the recorded one.",
+)
+@click.option(
+    "--nonce",
+    type=HexNonce(),
+    default="",
+    help="Hex nonce of yours mixed into the segment choice, so a prover cannot re-sign until it misses a forgery.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemas/verify-report.schema.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; the exit code says it.")
 @ray_option
@@ -110,6 +144,8 @@ def verify_command(
     replay_training: int | None,
     checkpoints_dirs: tuple[Path, ...],
     training_data: tuple[Path, ...],
+    runners: tuple[Path, ...],
+    nonce: bytes,
     as_json: bool,
     quiet: bool,
 ) -> int:
@@ -134,6 +170,8 @@ def verify_command(
                     replay_training=replay_training,
                     checkpoints_dirs=checkpoints_dirs,
                     training_data=training_data,
+                    training_nonce=nonce,
+                    runners=runners,
                     executor=ex,
                 ),
             )

@@ -35,14 +35,7 @@ def verify_with_policy(
     if options.replay_training is not None:
         from attest.policy.training_replay import replay_training_option  # lazy: attest.training loads torch
 
-        passed, lines = replay_training_option(
-            result,
-            options.replay_training,
-            list(options.checkpoints_dirs),
-            list(options.training_data),
-            list(options.parents_dirs),
-            options.device,
-        )
+        passed, lines = replay_training_option(result, options.replay_training, options)
         if passed:
             report.notes.extend(f"training replay: {line}" for line in lines)
         else:

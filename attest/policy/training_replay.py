@@ -5,12 +5,15 @@ lineage so the option and the rule never replay the same segments twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attest.training.replay import TrainingInputs, TrainingReplayReport, verify_training
 
 if TYPE_CHECKING:
+    from attest.lineage.locator import Locator
+    from attest.verify.engine import VerifyOptions
     from attest.verify.lineage import StepRecord, VerifiedLineage
 
 TRAINING_STEPS = ("finetune", "distill")
@@ -80,15 +83,27 @@ def evidence(reports: list[TrainingReplayReport], why: list[str], segments: int)
     return passed, lines
 
 
-def replay_training_option(
-    lineage: VerifiedLineage,
-    segments: int,
-    checkpoints_dirs: list[Path],
-    data_files: list[Path],
-    parents_dirs: list[Path],
-    device: str,
-) -> tuple[bool, list[str]]:
+def training_inputs(
+    options: VerifyOptions,
+    locator: Locator,
+    checkpoints: Sequence[Path] = (),
+    data: Sequence[Path] = (),
+    parents: Sequence[Path] = (),
+) -> TrainingInputs:
+    """The folders and files to search (the given ones first, then the command line's), the verifier's nonce and
+    the runner files it trusts."""
+    return TrainingInputs(
+        [*checkpoints, *options.checkpoints_dirs],
+        [*data, *options.training_data],
+        [*parents, *options.parents_dirs],
+        options.device,
+        nonce=options.training_nonce,
+        runners=list(options.runners),
+        locator=locator,
+    )
+
+
+def replay_training_option(lineage: VerifiedLineage, segments: int, options: VerifyOptions) -> tuple[bool, list[str]]:
     """`attest verify --replay-training N`: the model's own training statement."""
-    inputs = TrainingInputs(checkpoints_dirs, data_files, parents_dirs, device, locator=lineage.locator)
-    reports, why = replay_lineage_training(lineage, segments, inputs, "model")
+    reports, why = replay_lineage_training(lineage, segments, training_inputs(options, lineage.locator), "model")
     return evidence(reports, why, segments)

@@ -15,6 +15,9 @@ from attest.training.checkpoint import checkpoint_record
 from attest.training.data import DataFile, batch_root, checkpoint_root
 from attest.training.transcript import (
     DISTILL_OBJECTIVES,
+    REFERENCE_RUNNER,
+    RUNNER_ROLE,
+    AnyHyperparameters,
     CheckpointRecord,
     ModelPin,
     TrainingHyperparameters,
@@ -44,15 +47,36 @@ def _pin_matches(dep_digest: str | None, dep_weights: object, pin: ModelPin) -> 
     return dep_digest == pin.model_root and dep_weights == pin.weights_root
 
 
+def _check_kind(statement: ProvenanceStatement, transcript: TrainingTranscript, hyper: AnyHyperparameters) -> list[str]:
+    """The step kind fits the objective (reference) or the teacher (external); an external runner is a dependency."""
+    kind = statement.step_kind()
+    if kind not in OBJECTIVES_OF_KIND:
+        return [f"a {kind} statement cannot carry a training transcript"]
+    if isinstance(hyper, TrainingHyperparameters):
+        ok = hyper.objective in OBJECTIVES_OF_KIND[kind]
+        reference_only = transcript.determinism.deterministic_algorithms and (
+            transcript.determinism.attn_implementation == "eager"
+        )
+        if ok and not reference_only:
+            return ["the reference runner replays only deterministic, eager-attention transcripts"]
+        return [] if ok else [f"a {kind} statement cannot carry a {hyper.objective} transcript"]
+    out = []
+    if (kind == "distill") != (transcript.teacher is not None):
+        out.append("an external-runner transcript names a teacher exactly when the step is a distillation")
+    runners = statement.dependencies(RUNNER_ROLE)
+    if len(runners) != 1 or (runners[0].digest or {}).get("sha256") != transcript.runner_sha256:
+        out.append("the transcript's runner is not the statement's one `runner` dependency (by sha256)")
+    return out
+
+
 def check_statement(
-    statement: ProvenanceStatement, transcript: TrainingTranscript, hyper: TrainingHyperparameters, weights_root: str
+    statement: ProvenanceStatement, transcript: TrainingTranscript, hyper: AnyHyperparameters, weights_root: str
 ) -> list[str]:
     """The statement's own fields against its transcript, and the transcript's internal consistency."""
-    out: list[str] = []
-    kind = statement.step_kind()
-    if kind not in OBJECTIVES_OF_KIND or hyper.objective not in OBJECTIVES_OF_KIND[kind]:
-        out.append(f"a {kind} statement cannot carry a {hyper.objective} transcript")
+    out = _check_kind(statement, transcript, hyper)
+    if out:
         return out
+    kind = statement.step_kind() or ""
     for role, pin in ((START_ROLE[kind], transcript.start), ("teacher", transcript.teacher)):
         deps = statement.dependencies(role)
         if pin is None:
@@ -63,7 +87,7 @@ def check_statement(
             (deps[0].digest or {}).get("sha256"), (deps[0].annotations or {}).get("weights_root"), pin
         ):
             out.append(f"the transcript's {role} model is not the statement's {role} dependency")
-    if (hyper.objective in DISTILL_OBJECTIVES) != (transcript.teacher is not None):
+    if (kind == "distill") != (transcript.teacher is not None):
         out.append("a distillation transcript needs a teacher (and only distillation has one)")
     if not any((d.digest or {}).get("sha256") == transcript.dataset.sha256 for d in statement.dependencies("dataset")):
         out.append("the transcript's data file is not a dataset dependency of the statement")
@@ -75,9 +99,12 @@ def check_statement(
         )
     if [b.step for b in transcript.batches] != list(range(1, hyper.steps + 1)):
         out.append(f"the transcript does not commit to exactly one batch for each of the {hyper.steps} steps")
+    exact = transcript.runner == REFERENCE_RUNNER  # a user's loop may end an epoch with a shorter batch
     for b in transcript.batches:
-        if len(b.indices) != hyper.batch_size or not all(0 <= i < transcript.dataset.records for i in b.indices):
-            out.append(f"step {b.step}: the batch is not {hyper.batch_size} record indices of the data file")
+        size_ok = len(b.indices) == hyper.batch_size if exact else 1 <= len(b.indices) <= hyper.batch_size
+        if not size_ok or not all(0 <= i < transcript.dataset.records for i in b.indices):
+            size = f"{hyper.batch_size}" if exact else f"1 to {hyper.batch_size}"
+            out.append(f"step {b.step}: the batch is not {size} record indices of the data file")
             break
     if transcript.checkpoints[0].weights_root != transcript.start.weights_root:
         out.append("the first checkpoint's weights are not the recorded start model's")

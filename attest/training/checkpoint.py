@@ -70,6 +70,16 @@ def make_optimizer(model: Any, hyper: TrainingHyperparameters) -> torch.optim.Op
     )
 
 
+def optimizer_names(model: Any, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The model's parameter names in the optimizer's order (param group by param group); InputError when the
+    optimizer holds a tensor that is not a named parameter of the model, or one twice."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    names = [by_id.get(id(p)) for group in optimizer.param_groups for p in group["params"]]
+    if None in names or len(set(names)) != len(names):
+        raise InputError(None, "the optimizer's parameters are not distinct named parameters of the model")
+    return [n for n in names if n is not None]
+
+
 def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     """The param groups without their parameter lists, as JSON values (tuples become lists)."""
     out = []

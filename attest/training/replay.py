@@ -9,6 +9,7 @@ temporary folder, never into a model or checkpoint folder) and compares checkpoi
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +31,13 @@ from attest.training.checkpoint import (
     write_checkpoint,
 )
 from attest.training.loop import deterministic, train_step
+from attest.training.runner import RunnerBatch, RunnerRequest, pinned_copy, run_runner
 from attest.training.select import challenge_seed, escape_probability, select_segments
 from attest.training.transcript import (
     CAUSAL_OBJECTIVES,
+    EXTERNAL_RUNNER,
+    AnyHyperparameters,
+    CheckpointRecord,
     TrainingHyperparameters,
     TrainingTranscript,
     TranscriptError,
@@ -58,10 +63,15 @@ class TrainingReplayReport(BaseModel):
     subject: str = Field(description="sha256 model root the statement is about")
     statement: str = Field(description="sha256 of the signed statement payload (the challenge's input)")
     challenge: str = Field(description="hex seed the segments were chosen from")
+    nonce: str = Field(default="", description="hex verifier nonce mixed into the challenge (empty: none)")
+    runner: str = Field(default="", description="The runner that replayed: the reference URI or `sha256:<hex>`")
     segments_total: int
     requested: int
     selected: list[int] = Field(default_factory=list)
     chain_problems: list[str] = Field(default_factory=list)
+    cannot_replay: list[str] = Field(
+        default_factory=list, description="Why no segment could be replayed (a missing teacher, a refused runner)"
+    )
     segments: list[SegmentResult] = Field(default_factory=list)
     escape_probability: float = Field(
         description="P(a transcript with one fabricated segment passes the checks made): C(S-1, N) / C(S, N)"
@@ -73,10 +83,12 @@ class TrainingReplayReport(BaseModel):
         """Evidence lines for reports and policy rules."""
         if self.chain_problems:
             return [f"{self.model}: transcript chain broken: {p}" for p in self.chain_problems]
+        nonce = f" and verifier nonce {self.nonce[:16]}" if self.nonce else " (no verifier nonce)"
         lines = [
             f"{self.model}: {len(self.selected)} of {self.segments_total} segments chosen from statement "
-            f"{self.statement[:16]}… (challenge {self.challenge[:16]}…): {self.selected}"
+            f"{self.statement[:16]}…{nonce} (challenge {self.challenge[:16]}…): {self.selected}"
         ]
+        lines += [f"{self.model}: cannot replay: {x}" for x in self.cannot_replay]
         for s in self.segments:
             extra = f" ({'; '.join(s.detail)})" if s.detail else ""
             lines.append(f"{self.model}: segment {s.index} (steps {s.start_step + 1}-{s.end_step}): {s.verdict}{extra}")
@@ -96,6 +108,7 @@ class TrainingInputs:
     nonce: bytes = b""
     locator: Locator = field(default_factory=Locator, repr=False, compare=False)
     """Finds the teacher (and hashes each folder once): the verified lineage's, when run inside `attest verify`."""
+    runners: list[Path] = field(default_factory=list)
 
 
 def _teacher_folder(statement: ProvenanceStatement, transcript: TrainingTranscript, inputs: TrainingInputs) -> Path:
@@ -121,6 +134,53 @@ def _mismatch_detail(replayed: Path, recorded: Path) -> list[str]:
     return out or ["the checkpoint roots differ"]
 
 
+def _compare(result: SegmentResult, got: CheckpointRecord, want: CheckpointRecord, replayed: Path, end: Path) -> None:
+    if (got.weights_root, got.state_root) == (want.weights_root, want.state_root):
+        result.verdict = "reproduced"
+        if got.model_root != want.model_root:
+            result.detail.append("weights and state identical; the config files differ")
+    else:
+        result.verdict = "mismatch"
+        result.detail = _mismatch_detail(replayed, end)
+
+
+def replay_external(
+    index: int,
+    transcript: TrainingTranscript,
+    hyper: AnyHyperparameters,
+    chain: Chain,
+    runner: Path,
+    teacher: Path | None,
+) -> SegmentResult:
+    """Hand segment `index` to the pinned runner (runner.py) and compare the checkpoint it writes."""
+    a, b = transcript.checkpoints[index], transcript.checkpoints[index + 1]
+    result = SegmentResult(index=index, start_step=a.step, end_step=b.step, verdict="cannot_replay")
+    assert chain.data is not None and chain.vocab_size is not None
+    with tempfile.TemporaryDirectory(prefix="attest-runner-") as tmp:
+        output = Path(tmp) / checkpoint_dir_name(b.step)
+        request = RunnerRequest(
+            segment=index,
+            start_step=a.step,
+            end_step=b.step,
+            start_checkpoint=str(chain.folders[a.step].resolve()),
+            output=str(output),
+            teacher=str(teacher.resolve()) if teacher is not None else None,
+            hyperparameters=hyper.model_dump(mode="json", exclude_none=True),
+            determinism=transcript.determinism,
+            batches=[
+                RunnerBatch(
+                    step=c.step,
+                    indices=c.indices,
+                    input_ids=[ids for _, ids in chain.data.batch(c.indices, chain.vocab_size)],
+                )
+                for c in transcript.batches[a.step : b.step]
+            ],
+        )
+        got = run_runner(runner, request, Path(tmp))
+        _compare(result, got, b, output, chain.folders[b.step])
+    return result
+
+
 def replay_segment(
     index: int,
     transcript: TrainingTranscript,
@@ -128,6 +188,7 @@ def replay_segment(
     chain: Chain,
     teacher: Any | None,
 ) -> SegmentResult:
+    """Re-execute segment `index` with the reference step (loop.py) and compare its end checkpoint."""
     a, b = transcript.checkpoints[index], transcript.checkpoints[index + 1]
     result = SegmentResult(index=index, start_step=a.step, end_step=b.step, verdict="cannot_replay")
     assert chain.data is not None and chain.vocab_size is not None
@@ -149,14 +210,36 @@ def replay_segment(
         with tempfile.TemporaryDirectory(prefix="attest-replay-") as tmp:
             target = Path(tmp) / checkpoint_dir_name(b.step)
             got = write_checkpoint(target, model, optimizer, names, b.step)
-            if (got.weights_root, got.state_root) == (b.weights_root, b.state_root):
-                result.verdict = "reproduced"
-                if got.model_root != b.model_root:
-                    result.detail.append("weights and state identical; the config files differ")
-            else:
-                result.verdict = "mismatch"
-                result.detail = _mismatch_detail(target, end)
+            _compare(result, got, b, target, end)
     return result
+
+
+def _segment_replayer(
+    statement: ProvenanceStatement,
+    transcript: TrainingTranscript,
+    hyper: AnyHyperparameters,
+    chain: Chain,
+    inputs: TrainingInputs,
+    work: Path,
+) -> Callable[[int], SegmentResult]:
+    """segment index -> its result, with the teacher found and (external runner) the runner pinned into `work`;
+    LookupError / InputError when either is missing or refused."""
+    teacher = None
+    if transcript.teacher is not None:
+        try:
+            teacher = _teacher_folder(statement, transcript, inputs)
+        except LookupError as exc:
+            raise LookupError(f"teacher: {exc}") from None
+    if transcript.runner == EXTERNAL_RUNNER:
+        assert transcript.runner_sha256 is not None
+        runner = pinned_copy(inputs.runners, transcript.runner_sha256, work)
+        return lambda j: replay_external(j, transcript, hyper, chain, runner, teacher)
+    assert isinstance(hyper, TrainingHyperparameters)
+    model = None
+    if teacher is not None:
+        with deterministic(transcript.determinism):
+            model = load_model(teacher, "float32", hyper.objective in CAUSAL_OBJECTIVES).eval()
+    return lambda j: replay_segment(j, transcript, hyper, chain, model)
 
 
 def verify_training(
@@ -173,6 +256,7 @@ def verify_training(
     subject = statement.subject[0]
     seed = challenge_seed(payload_digest, inputs.nonce)
     report = TrainingReplayReport(
+        nonce=inputs.nonce.hex(),
         model=subject.name,
         subject=subject.digest.get("sha256", ""),
         statement=payload_digest,
@@ -209,27 +293,27 @@ def verify_training(
             )
     report.selected = select_segments(seed, total, segments)
     report.escape_probability = escape_probability(total, 1, len(report.selected))
-    teacher = None
+    tmp = tempfile.TemporaryDirectory(prefix="attest-pinned-runner-")
     try:
-        if transcript.teacher is not None:
-            folder = _teacher_folder(statement, transcript, inputs)
-            with deterministic(transcript.determinism):
-                teacher = load_model(folder, "float32", hyper.objective in CAUSAL_OBJECTIVES).eval()
+        replay = _segment_replayer(statement, transcript, hyper, chain, inputs, Path(tmp.name))
     except (LookupError, AttestError) as exc:
-        report.chain_problems.append(f"teacher: {exc}")
+        tmp.cleanup()
+        report.cannot_replay.append(str(exc))
         return report
-    for j in report.selected:
-        try:
-            report.segments.append(replay_segment(j, transcript, hyper, chain, teacher))
-        except Exception as exc:  # a hostile checkpoint or an engine bug must not pass
-            report.segments.append(
-                SegmentResult(
-                    index=j,
-                    start_step=transcript.checkpoints[j].step,
-                    end_step=transcript.checkpoints[j + 1].step,
-                    verdict="cannot_replay",
-                    detail=[f"{type(exc).__name__}: {exc}"],
+    report.runner = transcript.runner if transcript.runner_sha256 is None else f"sha256:{transcript.runner_sha256}"
+    with tmp:
+        for j in report.selected:
+            try:
+                report.segments.append(replay(j))
+            except Exception as exc:  # a hostile checkpoint, a failing runner or an engine bug must not pass
+                report.segments.append(
+                    SegmentResult(
+                        index=j,
+                        start_step=transcript.checkpoints[j].step,
+                        end_step=transcript.checkpoints[j + 1].step,
+                        verdict="cannot_replay",
+                        detail=[f"{type(exc).__name__}: {exc}"],
+                    )
                 )
-            )
     report.passed = bool(report.segments) and all(s.verdict == "reproduced" for s in report.segments)
     return report

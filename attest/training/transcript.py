@@ -18,7 +18,9 @@ from attest.statements.models import ProvenanceStatement, ResourceDescriptor
 TRANSCRIPT_FORMAT: Final = "attest-training-transcript/v1"
 CHECKPOINT_FORMAT = "attest-training-checkpoint/v1"
 STATE_FORMAT = "attest-training-state/v1"
-REFERENCE_RUNNER = "https://attest.dev/runners/reference/v1"
+REFERENCE_RUNNER: Final = "https://attest.dev/runners/reference/v1"
+EXTERNAL_RUNNER: Final = "https://attest.dev/runners/external/v1"
+RUNNER_ROLE = "runner"
 MAX_STEPS = 1_000_000
 MAX_BATCH = 65_536
 
@@ -57,6 +59,20 @@ class TrainingHyperparameters(_Strict):
         return self
 
 
+class LoopHyperparameters(BaseModel):
+    """externalParameters.hyperparameters of a transcript recorded from a user's own loop (runner `external/v1`):
+    the schedule attest checks, plus the loop's own settings (any other JSON keys), handed to the runner verbatim."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    steps: int = Field(ge=1, le=MAX_STEPS)
+    batch_size: int = Field(ge=1, le=MAX_BATCH, description="The most samples one optimizer step consumes")
+    checkpoint_every: int = Field(ge=1)
+    seed: int | None = None
+
+
+AnyHyperparameters = TrainingHyperparameters | LoopHyperparameters
+
+
 class ModelPin(_Strict):
     """A model named by its roots (attest-identity/v1, sha256)."""
 
@@ -75,11 +91,14 @@ class DatasetPin(_Strict):
 
 
 class Determinism(_Strict):
+    """The settings the run was made under (the reference runner needs deterministic algorithms and eager attention;
+    a user's loop records what it had, and its runner applies the same)."""
+
     device: Literal["cpu"] = "cpu"
     compute_dtype: Literal["float32"] = "float32"
     num_threads: int = Field(ge=1, le=1024)
-    deterministic_algorithms: Literal[True] = True
-    attn_implementation: Literal["eager"] = "eager"
+    deterministic_algorithms: bool = True
+    attn_implementation: str = Field(default="eager", min_length=1, max_length=64)
 
 
 class CheckpointRecord(_Strict):
@@ -102,7 +121,14 @@ class BatchCommitment(_Strict):
 
 class TrainingTranscript(_Strict):
     format: Literal["attest-training-transcript/v1"] = TRANSCRIPT_FORMAT
-    runner: str = Field(default=REFERENCE_RUNNER, description="The training code that replays a segment")
+    runner: Literal["https://attest.dev/runners/reference/v1", "https://attest.dev/runners/external/v1"] = Field(
+        default=REFERENCE_RUNNER, description="The training code that replays a segment"
+    )
+    runner_sha256: Hex | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="external/v1 only: SHA-256 of the runner file, also a `runner` dependency of the statement",
+    )
     start: ModelPin = Field(description="The student-init (distill) / base (finetune) model")
     teacher: ModelPin | None = None
     dataset: DatasetPin
@@ -111,19 +137,27 @@ class TrainingTranscript(_Strict):
     checkpoints: list[CheckpointRecord] = Field(min_length=2)
     batches: list[BatchCommitment] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _runner_digest(self) -> TrainingTranscript:
+        if (self.runner == EXTERNAL_RUNNER) != (self.runner_sha256 is not None):
+            raise ValueError("runner_sha256 is required for the external runner and only for it")
+        return self
+
 
 class TranscriptError(ValueError):
     """A statement whose transcript is absent or malformed."""
 
 
-def transcript_of(statement: ProvenanceStatement) -> tuple[TrainingTranscript, TrainingHyperparameters]:
-    """The transcript and hyperparameters of a statement; TranscriptError when absent or malformed."""
+def transcript_of(statement: ProvenanceStatement) -> tuple[TrainingTranscript, AnyHyperparameters]:
+    """The transcript and hyperparameters of a statement (TrainingHyperparameters for the reference runner,
+    LoopHyperparameters for an external one); TranscriptError when absent or malformed."""
     ext: dict[str, Any] = statement.predicate.buildDefinition.externalParameters
     if "training_transcript" not in ext:
         raise TranscriptError("the statement carries no training transcript")
     try:
         transcript = TrainingTranscript.model_validate(ext["training_transcript"])
-        hyper = TrainingHyperparameters.model_validate(ext.get("hyperparameters"))
+        model = TrainingHyperparameters if transcript.runner == REFERENCE_RUNNER else LoopHyperparameters
+        hyper: AnyHyperparameters = model.model_validate(ext.get("hyperparameters"))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "transcript"

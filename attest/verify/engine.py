@@ -66,6 +66,8 @@ class VerifyOptions:
     checkpoints_dirs: tuple[Path, ...] = ()  # where the transcript's checkpoints are (attest.training)
     training_data: tuple[Path, ...] = ()  # candidate data files, bound by their recorded sha256
     executor: Executor | None = None  # where hashing and replay run (attest.executor; None: in this process)
+    training_nonce: bytes = b""  # verifier nonce mixed into the segment choice (SPEC.md 8.5)
+    runners: tuple[Path, ...] = ()  # runner files the verifier trusts, used only at their recorded sha256 (8.8)
 
 
 class _Walk:
