@@ -47,6 +47,7 @@ HYPERPARAMETERS = (
     "fp16",
     "seed",
     "data_seed",
+    "dataloader_drop_last",
 )
 
 

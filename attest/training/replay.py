@@ -167,6 +167,7 @@ def replay_external(
             teacher=str(teacher.resolve()) if teacher is not None else None,
             hyperparameters=hyper.model_dump(mode="json", exclude_none=True),
             determinism=transcript.determinism,
+            dataset=transcript.dataset,
             batches=[
                 RunnerBatch(
                     step=c.step,

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from attest.errors import InputError
 from attest.strict_json import strict_loads
 from attest.training.checkpoint import checkpoint_record
-from attest.training.transcript import CheckpointRecord, Determinism
+from attest.training.transcript import CheckpointRecord, DatasetPin, Determinism
 
 REQUEST_FORMAT: Final = "attest-runner-request/v1"
 MAX_RUNNER_BYTES = 64 * 1024**2
@@ -53,6 +53,7 @@ class RunnerRequest(BaseModel):
     teacher: str | None = Field(default=None, description="Absolute path of the teacher's model folder (distill)")
     hyperparameters: dict[str, Any] = Field(description="The statement's externalParameters.hyperparameters")
     determinism: Determinism
+    dataset: DatasetPin = Field(description="The transcript's data file pin (its record count fixes epoch lengths)")
     batches: list[RunnerBatch]
 
 

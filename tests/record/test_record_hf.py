@@ -66,11 +66,14 @@ def test_trainer_run_records_a_transcript_whose_chain_verifies(tmp_path: Path) -
     import torch
 
     from attest.lineage.store import load_bundle
+    from attest.policy import verify_with_policy
     from attest.record.hf import AttestCallback
     from attest.signing.keys import generate_private_key, write_key_pair
     from attest.statements.parse import parse_provenance
     from attest.training.chain import check_files, check_statement
     from attest.training.transcript import EXTERNAL_RUNNER, transcript_of
+    from attest.trust.trust_set import build_trust
+    from attest.verify.engine import VerifyOptions
     from tests.support.builders import make_tiny_model
     from tests.support.training_helpers import training_problems, verify, write_data, write_policy
 
@@ -78,8 +81,7 @@ def test_trainer_run_records_a_transcript_whose_chain_verifies(tmp_path: Path) -
     pub = write_key_pair(tmp_path / "k", key)
     base = make_tiny_model(tmp_path / "base", seed=0)
     data = write_data(tmp_path / "data.jsonl", records=12)
-    runner = tmp_path / "trainer_runner.py"
-    runner.write_text("# the user's Trainer replay code would live here\n")
+    runner = Path(__file__).resolve().parents[2] / "examples" / "own_loop" / "trainer_runner.py"
     out, ckpt = tmp_path / "final", tmp_path / "ckpt"
     callback = AttestCallback(
         out, parents=[base], key=key, data=data, checkpoints=ckpt, checkpoint_every=2, runner=runner
@@ -122,3 +124,7 @@ def test_trainer_run_records_a_transcript_whose_chain_verifies(tmp_path: Path) -
     problems = training_problems(report)
     assert not any("chain broken" in p for p in problems)
     assert any("cannot replay: " in p and "name that file with --runner" in p for p in problems)
+    options = VerifyOptions(replay_training=3, checkpoints_dirs=(ckpt,), training_data=(data,), runners=(runner,))
+    report = verify_with_policy(out, build_trust(tmp_path / "p.yaml"), options).report
+    assert report.verified, "\n".join(p.message for p in report.problems)
+    assert "\n".join(report.notes).count(": reproduced") == 3
