@@ -23,7 +23,7 @@ from attest.trust.trust_set import build_trust
 from attest.verify.engine import VerifyOptions
 from attest.verify.report import VerifyReport
 from tests.support.builders import make_tiny_model
-from tests.support.record_helpers import run_cli
+from tests.support.cli import run_attest
 from tests.support.training_helpers import training_problems, write_data, write_policy
 
 LOOP = Path(__file__).resolve().parents[2] / "examples" / "own_loop" / "loop.py"
@@ -153,13 +153,13 @@ def test_nonce_changes_the_choice_and_is_reported(own: dict[str, Any]) -> None:
     assert "verifier nonce c0ffee" in notes and f": {want}" in notes
 
 
-def test_cli_runner_and_nonce(own: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_runner_and_nonce(own: dict[str, Any]) -> None:
     args = ["verify", own["out"], "--policy", own["policy"], "--replay-training", "1"]
     args += ["--checkpoints", own["ckpt"], "--data", own["data"]]
-    code, out, _ = run_cli([*args, "--runner", LOOP, "--nonce", "00ff", "--json"], capsys)
+    code, out, _ = run_attest([*args, "--runner", LOOP, "--nonce", "00ff", "--json"])
     assert code == 0, out
     assert any("verifier nonce 00ff" in n for n in json.loads(out)["notes"])
-    code, _, err = run_cli([*args, "--runner", LOOP, "--nonce", "xyz"], capsys)
+    code, _, err = run_attest([*args, "--runner", LOOP, "--nonce", "xyz"])
     assert code == 2 and "hex" in err
-    code, out, _ = run_cli(args, capsys)
+    code, out, _ = run_attest(args)
     assert code == 1 and "--runner" in out
