@@ -4,9 +4,9 @@ run the command's work units on a Ray cluster (attest.cluster), with a cluster-w
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.progress import (
@@ -23,6 +23,7 @@ from attest.cli.output import stderr
 from attest.cluster import RayExecutor
 from attest.errors import InputError
 from attest.executor import Executor
+from attest.unit_cache import CachingExecutor, UnitCache, UnitCodec
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -57,6 +58,18 @@ def ray_option(f: F) -> F:
     )(f)
 
 
+def unit_cache_option(f: F) -> F:
+    """Add --no-cache (read with cluster_executor(codecs=...)): replay and detect under --ray keep finished units."""
+    return click.option(
+        "--no-cache",
+        "no_unit_cache",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember,
+        help="With --ray: recompute every work unit, even those an earlier run finished on unchanged inputs.",
+    )(f)
+
+
 class ClusterProgress:
     """Tensors and bytes done across the cluster, with throughput, on stderr when it is a terminal (attest.executor's
     UnitProgress)."""
@@ -81,8 +94,12 @@ class ClusterProgress:
 
 
 @contextlib.contextmanager
-def cluster_executor(quiet: bool = False) -> Iterator[Executor | None]:
-    """The RayExecutor --ray asks for (None without --ray), with its progress bar; disconnected afterwards."""
+def cluster_executor(
+    quiet: bool = False, codecs: Callable[[], Mapping[Callable[..., Any], UnitCodec[Any, Any]]] | None = None
+) -> Iterator[Executor | None]:
+    """The RayExecutor --ray asks for (None without --ray), with its progress bar; disconnected afterwards. With
+    `codecs` (the command's cacheable unit functions) and no --no-cache, finished units are kept in the unit cache
+    (attest.unit_cache) and reused by a rerun."""
     ctx = click.get_current_context()
     address = ctx.meta.get("attest.ray")
     node_map = ctx.meta.get("attest.ray_nodes")
@@ -107,4 +124,14 @@ def cluster_executor(quiet: bool = False) -> Iterator[Executor | None]:
             executor = RayExecutor(address, node_map=node_map, progress=progress)
         except ImportError:
             raise InputError(None, '--ray needs Ray: pip install "attest-weights[ray]"') from None
-        yield stack.enter_context(executor)
+        ray_executor = stack.enter_context(executor)
+        if codecs is None or ctx.meta.get("attest.no_unit_cache"):
+            yield ray_executor
+            return
+        cache = UnitCache()
+        yield CachingExecutor(ray_executor, cache, codecs())
+        if cache.hits:
+            stderr.print(
+                f"{cache.hits} of {cache.hits + cache.computed} work units taken from the unit cache "
+                "(their inputs are unchanged since an earlier run; --no-cache recomputes them)"
+            )

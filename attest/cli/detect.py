@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from attest.cli.cluster import cluster_executor, ray_option
+from attest.cli.cluster import cluster_executor, ray_option, unit_cache_option
 from attest.cli.output import ByteProgress, stderr, stdout
 from attest.errors import InputError
 
 if TYPE_CHECKING:
     from attest.forensics import DetectReport
+    from attest.unit_cache import UnitCodec
 
 _STYLE = {
     "pure_merge": "bold green",
@@ -22,6 +24,12 @@ _STYLE = {
     "derived_not_merge": "bold cyan",
     "not_derived": "bold",
 }
+
+
+def _detect_codecs() -> dict[Callable[..., Any], UnitCodec[Any, Any]]:
+    from attest.forensics.units import DETECT_CODEC, detect_group  # lazy: attest.forensics loads torch
+
+    return {detect_group: DETECT_CODEC}
 
 
 @click.command("detect")
@@ -44,13 +52,14 @@ _STYLE = {
     help="Check each finetune/distill the model's own statements claim after the merge.",
 )
 @ray_option
+@unit_cache_option
 def detect_command(
     folder: Path, candidates: tuple[Path, ...], base: Path | None, as_json: bool, plot: Path | None, claim: bool
 ) -> None:
     """Fit FOLDER as a merge of the candidates; say whether it is one, and what else happened to it."""
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(plot, "--plot writes a PNG: give a path ending in .png")
-    with cluster_executor(quiet=as_json) as ex:
+    with cluster_executor(quiet=as_json, codecs=_detect_codecs) as ex:
         bar = ByteProgress(f"reading {folder.name} and {len(candidates)} candidates", enabled=not as_json and not ex)
         with bar.running():
             from attest.forensics import detect  # torch loads only when this command runs

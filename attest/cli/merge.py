@@ -7,12 +7,13 @@ seed, device); signing (`--key`) will hand it to the statements API (issue #3) o
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from attest.cli.cluster import cluster_executor, ray_option
+from attest.cli.cluster import cluster_executor, ray_option, unit_cache_option
 from attest.cli.json_outputs import MergeOutput
 from attest.cli.options import choice_option, device_option, parents_dir_option
 from attest.cli.output import json_option, print_json, stderr, stdout, wants_json
@@ -24,6 +25,7 @@ from attest.record.session import load_keys
 if TYPE_CHECKING:
     from attest.merge import MergeRecipe, MergeResult
     from attest.replay import ReplayReport
+    from attest.unit_cache import UnitCodec
 
 compute_device_option = device_option("Where tensors are computed (cuda needs a CUDA build of torch and a GPU).")
 tie_order_option = choice_option(
@@ -138,6 +140,12 @@ def _print_report(report: ReplayReport) -> None:
     stdout.print(report.summary)
 
 
+def _replay_codecs() -> dict[Callable[..., Any], UnitCodec[Any, Any]]:
+    from attest.replay.units import REPLAY_CODEC, replay_group  # lazy: the replay wing loads torch
+
+    return {replay_group: REPLAY_CODEC}
+
+
 @click.command("replay")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
@@ -161,6 +169,7 @@ def _print_report(report: ReplayReport) -> None:
 @layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON (schemas/).")
 @ray_option
+@unit_cache_option
 def replay_command(
     config: Path,
     candidate: Path,
@@ -181,7 +190,7 @@ def replay_command(
 
     recipe = load_recipe(config)
     parents = Locator(parents_dirs).recipe_models(recipe.referenced_models())
-    with cluster_executor(quiet=as_json) as ex:
+    with cluster_executor(quiet=as_json, codecs=_replay_codecs) as ex:
         report = replay(
             recipe,
             parents,

@@ -5,7 +5,11 @@ driver assembles them in the single-process order, so the report is the same."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
@@ -13,6 +17,7 @@ from attest.executor import Executor, WorkUnit, group_by_file
 from attest.forensics.evidence import TensorEvidence, tensor_evidence
 from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, single_threaded_ops
 from attest.forensics.report import NonFinite
+from attest.unit_cache import UnitCodec
 
 DetectArgs = tuple[list[tuple[str, str]], int, list[str], list[tuple[int, str]]]
 """([(folder, label)] of the model, the candidates, then the base), candidate count, names to fit, (source, name)
@@ -95,3 +100,77 @@ def detect_units(
     for si, name in rest:
         (mdig if si == 0 else cdig[si - 1])[name] = digests[(si, name)]
     return fits, non_finite, mdig, cdig, notes
+
+
+def _array(a: np.ndarray) -> dict[str, object]:
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "values": a.ravel().tolist()}
+
+
+def _unarray(d: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(d["dtype"])
+    if dtype not in (np.dtype(np.float64), np.dtype(np.int64)):
+        raise ValueError(f"unexpected array dtype {dtype}")
+    return np.asarray(d["values"], dtype=dtype).reshape(d["shape"])
+
+
+def _encode_fit(fit: TensorFit) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in fields(fit):
+        v = getattr(fit, f.name)
+        out[f.name] = _array(v) if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+
+
+def _decode_fit(d: dict[str, Any]) -> TensorFit:
+    """A TensorFit from its cache form; every field checked against its declared type (else ValueError: a miss)."""
+    values: dict[str, Any] = {}
+    for f in fields(TensorFit):
+        v, kind = d[f.name], str(f.type)
+        if kind.startswith("np.ndarray"):
+            values[f.name] = None if v is None and kind.endswith("| None") else _unarray(v)
+        elif isinstance(v, _SCALARS[kind]):
+            values[f.name] = v
+        else:
+            raise ValueError(f"field {f.name}: not a {kind}")
+    return TensorFit(**values)
+
+
+def _encode_result(result: UnitResult) -> object:
+    evidence, digested = result
+    return {
+        "evidence": [
+            {
+                "name": e.name,
+                "fit": None if e.fit is None else _encode_fit(e.fit),
+                "non_finite": [n.model_dump(mode="json") for n in e.non_finite],
+                "model_digest": e.model_digest.hex(),
+                "candidate_digests": [c.hex() for c in e.candidate_digests],
+                "notes": e.notes,
+            }
+            for e in evidence
+        ],
+        "digests": [[si, name, d.hex()] for si, name, d in digested],
+    }
+
+
+def _decode_result(stored: Any) -> UnitResult:
+    evidence = [
+        TensorEvidence(
+            str(e["name"]),
+            None if e["fit"] is None else _decode_fit(e["fit"]),
+            [NonFinite.model_validate(n) for n in e["non_finite"]],
+            bytes.fromhex(e["model_digest"]),
+            [bytes.fromhex(c) for c in e["candidate_digests"]],
+            [str(n) for n in e["notes"]],
+        )
+        for e in stored["evidence"]
+    ]
+    return evidence, [(int(si), str(name), bytes.fromhex(d)) for si, name, d in stored["digests"]]
+
+
+DETECT_CODEC: UnitCodec[DetectArgs, UnitResult] = UnitCodec(lambda args: args, _encode_result, _decode_result)
+"""detect_group's results in the unit cache (attest.unit_cache): fits with their arrays (dtype, shape, values;
+floats round-trip exactly through JSON), non-finite counts and hex digests."""

@@ -21,6 +21,7 @@ from attest.merge.planner import MergePlan, TensorPlan, plan_merge
 from attest.replay.compare import tensor_row
 from attest.replay.report import TensorComparison
 from attest.statements.recipe import MergeRecipe
+from attest.unit_cache import UnitCodec
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,20 @@ def replay_units(
             WorkUnit((job, names), files, sum(map(nbytes, group)), len(names), max(map(_memory, group), default=0))
         )
     return [row for rows in executor.map("replaying", replay_group, units) for row in rows]
+
+
+def _job_args(args: tuple[ReplayJob, list[str]]) -> object:
+    job, names = args
+    parents = {k: str(v) for k, v in job.parents.items()}
+    recipe = job.recipe.model_dump(mode="json")
+    fields = {**job.__dict__, "recipe": recipe, "parents": parents, "candidate": str(job.candidate)}
+    return {"job": fields, "names": names}
+
+
+REPLAY_CODEC: UnitCodec[tuple[ReplayJob, list[str]], list[TensorComparison]] = UnitCodec(
+    _job_args,
+    lambda rows: [r.model_dump(mode="json") for r in rows],
+    lambda stored: [TensorComparison.model_validate(r) for r in stored],
+)
+"""replay_group's comparison rows in the unit cache (attest.unit_cache); the key covers the whole job (recipe, parents,
+candidate, device, seed, tolerance, layout) and the names."""
