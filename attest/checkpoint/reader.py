@@ -70,6 +70,11 @@ class TensorTable:
     def dtype(self, name: str) -> torch.dtype:
         return torch_dtype(self.info(name).dtype, self.folder)
 
+    def files_of(self, name: str) -> list[str]:
+        """The resolved paths of the files holding a tensor's bytes (where a work unit reading it should run)."""
+        entry = self.where.get(name)
+        return [str(Path(entry[0].path).resolve())] if entry is not None else []
+
     def flat(self, name: str) -> torch.Tensor:
         """A flat, read-only tensor over the mapped bytes (no copy). Callers must not write into it."""
         fh, info = self.where[name]

@@ -211,6 +211,13 @@ class FusedExpertView(Checkpoint):
             fh.release_range(lo, hi)
         return torch.frombuffer(buf, dtype=dtype).reshape(fused.info.shape)
 
+    def files_of(self, name: str) -> list[str]:
+        """A fused tensor is read from the files of all its per-expert parts."""
+        fused = self._plan.fused.get(name)
+        if fused is None:
+            return self.inner.files_of(self._plan.alias.get(name, name))
+        return sorted({f for row in fused.parts for part in row for f in self.inner.files_of(part)})
+
     def release(self, name: str) -> None:
         if name in self._plan.alias:
             self.inner.release(self._plan.alias[name])

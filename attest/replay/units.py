@@ -57,8 +57,8 @@ def replay_group(args: tuple[ReplayJob, list[str]]) -> list[TensorComparison]:
 
 
 def _file(table: TensorTable, name: str) -> str | None:
-    entry = table.where.get(name)
-    return str(Path(entry[0].path).resolve()) if entry is not None else None
+    files = table.files_of(name)
+    return files[0] if files else None
 
 
 def _memory(tp: TensorPlan) -> int:
@@ -96,7 +96,7 @@ def replay_units(
     units = []
     for file, names in groups:
         group = [plans[n] for n in names]
-        inputs = {f for tp in group for m, s in zip(tp.models, tp.sources, strict=True) if (f := _file(ckpts[m], s))}
+        inputs = {f for tp in group for m, s in zip(tp.models, tp.sources, strict=True) for f in ckpts[m].files_of(s)}
         files = tuple(([file] if file else []) + sorted(inputs - {file}))
         units.append(
             WorkUnit((job, names), files, sum(map(nbytes, group)), len(names), max(map(_memory, group), default=0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,21 @@ def test_a_units_own_error_comes_back_as_itself() -> None:
         ex.map("test", refuse, units)
     with pytest.raises(InputError, match=r"^a.safetensors: refused$"):
         InProcess().map("test", refuse, units)
+
+
+def test_replay_of_a_mergekit_moe_merge_on_ray(
+    mergekit_moe: Callable[[str, str], tuple[str, Path]], tmp_path: Path
+) -> None:
+    """Regression: a unit's input files were looked up in the parents' stored tensors, which a fused-expert view
+    (mergekit's layout) does not have: replay --ray of a real mergekit MoE merge crashed (exit 3). A fused tensor's
+    unit reads the files of all its per-expert parts; the report is the single-process one."""
+    from attest.merge import parse_recipe
+    from attest.replay import Verdict, replay
+
+    text, merged = mergekit_moe("qwen3_moe", "linear")
+    recipe = parse_recipe(text)
+    parents = {ref: ref for ref in recipe.referenced_models()}
+    one = replay(recipe, parents, merged)
+    with RayExecutor("auto") as ex:
+        assert replay(recipe, parents, merged, executor=ex) == one
+    assert one.verdict is Verdict.REPRODUCED and one.layout == "mergekit"
