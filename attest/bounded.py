@@ -30,7 +30,12 @@ def read_bounded(
                 raise error(where, "not a regular file")
             if stat.S_ISREG(st.st_mode) and st.st_size > limit:
                 raise error(where, message)
-            data = fh.read(limit + 1)
+            # Ask for what the file holds (a read of limit + 1 bytes allocates that much up front), then, if it grew
+            # since fstat, for the rest up to limit + 1.
+            want = min(limit, st.st_size) + 1 if stat.S_ISREG(st.st_mode) else limit + 1
+            data = fh.read(want)
+            if len(data) == want and want <= limit:
+                data += fh.read(limit + 1 - want)
     except OSError as exc:
         raise error(where, f"cannot read: {exc.strerror or exc}") from None
     if len(data) > limit:
