@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.support.builders import distill, finetune, make_tiny_model
 from tests.support.mergekit_peer import run_mergekit
+from tests.support.permute import permute_model
 
 PARENT_STEPS, PARENT_LR = 40, 2e-3
 
@@ -119,33 +120,10 @@ def with_outlier(src: Path, out: Path, seed: int, value: float = 8.0) -> tuple[P
 
 
 def permuted(src: Path, out: Path, seed: int) -> Path:
-    """A function-preserving permutation of a Qwen2/Llama checkpoint: the residual stream (embedding columns, every
-    norm, every projection's input or output side, lm_head columns) and each layer's MLP units (gate/up rows, down
-    columns). The logits are unchanged up to float rounding."""
-    shutil.copytree(src, out, ignore=shutil.ignore_patterns(".attest"))
-    f = out / "model.safetensors"
-    t = load_file(f)
-    g = torch.Generator().manual_seed(seed)
-    hidden = t["model.embed_tokens.weight"].shape[1]
-    p = torch.randperm(hidden, generator=g)
-    for name in list(t):
-        x = t[name]
-        if name.endswith(("norm.weight", "layernorm.weight")):
-            x = x[p]
-        elif name in ("model.embed_tokens.weight", "lm_head.weight") or name.endswith(
-            ("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight")
-        ):
-            x = x[:, p]
-        elif name.endswith(("o_proj.weight", "down_proj.weight")):
-            x = x[p]
-        t[name] = x
-    for layer in {n.split(".")[2] for n in t if n.startswith("model.layers.")}:
-        pre = f"model.layers.{layer}.mlp."
-        q = torch.randperm(t[pre + "up_proj.weight"].shape[0], generator=g)
-        t[pre + "gate_proj.weight"] = t[pre + "gate_proj.weight"][q]
-        t[pre + "up_proj.weight"] = t[pre + "up_proj.weight"][q]
-        t[pre + "down_proj.weight"] = t[pre + "down_proj.weight"][:, q]
-    save_file({k: v.contiguous() for k, v in t.items()}, f, metadata={"format": "pt"})
+    """A function-preserving permutation (tests/support/permute.py): the residual stream, each layer's MLP units,
+    its KV groups (with the query heads that read them) and the query heads inside each group. The logits are
+    unchanged up to float rounding."""
+    permute_model(src, out, seed)
     return out
 
 
