@@ -115,8 +115,9 @@ def fit_tensor(name: str, dtype: str, m: torch.Tensor, ps: list[torch.Tensor], b
     # Raw vectors R = T Y: M = Y0 + A, P_i = Y_i + A, A itself (= B with a base).
     t = np.eye(nvec)
     t[: k + 1, -1] = 1.0
-    raw_gram = t @ gram @ t.T
-    raw_sums = t @ sums
+    with np.errstate(invalid="ignore", over="ignore"):  # an Inf input makes these NaN: `finite` below says so
+        raw_gram = t @ gram @ t.T
+        raw_sums = t @ sums
     if with_base:
         # M - B on {P_i - B} and B itself: the extra B column is a per-tensor rescaling of the base (slerp's
         # weights do not sum to 1); for linear and task arithmetic its coefficient is 0.

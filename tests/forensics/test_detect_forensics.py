@@ -425,6 +425,7 @@ def _poison(src: Path, dst: Path, value: float, every_tensor: bool = False) -> l
     return poisoned
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # regression: an Inf weight warned "invalid value in matmul"
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_weights_are_reported_not_a_crash(
     forensic_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float
