@@ -17,7 +17,7 @@ from attest.executor import Executor
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
-from attest.forensics.evidence import tensor_evidence
+from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
@@ -117,10 +117,13 @@ def _run(
         fits, non_finite, mdig, cdig, unit_notes = detect_units(executor, pairing.fitted, all_sources, len(csrc))
         notes.extend(unit_notes)
     else:
-        for name in pairing.fitted:
-            tensor_evidence(name, msrc, list(csrc), bsrc).add_to(fits, non_finite, notes, mdig, cdig)
+
+        def fitted(name: str) -> None:
             for si in range(len(all_sources)):
                 finish(si, name)
+
+        for ev in fit_evidence(pairing.fitted, msrc, csrc, bsrc, fitted):
+            ev.add_to(fits, non_finite, notes, mdig, cdig)
         # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
         for si, src in enumerate(all_sources[: 1 + len(csrc)]):
             for name in src.where:

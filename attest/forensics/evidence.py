@@ -1,17 +1,23 @@
-"""What detect takes from one tensor: its fit (or the inputs holding NaN/Inf) and the byte digests of the model's and
-each candidate's copy. The single-process pass and the work units (forensics/units.py) both call tensor_evidence,
-so a cluster run accumulates exactly what one process does."""
+"""What detect takes from each tensor: its fit (or the inputs holding NaN/Inf) and the byte digests of the model's and
+each candidate's copy. The single-process pass and the work units (forensics/units.py) both call fit_evidence, so a
+cluster run accumulates exactly what one process does (a tensor's fit does not depend on which tensors share its
+block, attest.forensics.fit)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from attest.checkpoint.reader import TensorTable
-from attest.forensics.fit import TensorFit, fit_tensor
+from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, fit_block, fit_large, parallel_map, workers
+from attest.forensics.kernels import Piece
 from attest.forensics.report import NonFinite
+
+Done = Callable[[str], None]
+"""Called with a tensor's name once its evidence is taken (the caller releases its pages there)."""
 
 
 @dataclass
@@ -42,25 +48,77 @@ class TensorEvidence:
             cdig[ci][self.name] = digest
 
 
-def tensor_evidence(
-    name: str, msrc: TensorTable, csrc: Sequence[TensorTable], bsrc: TensorTable | None
-) -> TensorEvidence:
-    """Fit one paired tensor and digest its copies (the caller releases the pages)."""
-    m = msrc.flat(name)
-    ps = [c.flat(name) for c in csrc]
-    b = bsrc.flat(name) if bsrc is not None else None
+Block = list[tuple[str, Piece]]
+
+
+def fit_evidence(
+    names: Sequence[str],
+    msrc: TensorTable,
+    csrc: Sequence[TensorTable],
+    bsrc: TensorTable | None,
+    done: Done | None = None,
+) -> list[TensorEvidence]:
+    """Evidence of every paired tensor in `names`, in that order. Tensors of one size and stored dtype up to
+    CHUNK_ELEMENTS are fitted together, as many per block as fit in CHUNK_ELEMENTS, blocks spread over the pool; a
+    larger tensor is fitted alone, its chunks spread over the pool. A block is formed as its tensors come (pending
+    tensors are only names: their pages are read when the block runs) and the rest at the end."""
     sources = [msrc, *csrc, *([bsrc] if bsrc is not None else [])]
-    fit: TensorFit | None = fit_tensor(name, msrc.info(name).dtype, m, ps, b)
+    k, with_base = len(csrc), bsrc is not None
+    out: dict[str, TensorEvidence] = {}
+    pending: dict[tuple[int, str], list[str]] = {}
+    ready: list[list[str]] = []
+
+    def collect(evs: list[TensorEvidence]) -> None:
+        for ev in evs:
+            out[ev.name] = ev
+            if done is not None:
+                done(ev.name)
+
+    def run(groups: list[list[str]]) -> None:
+        # Views are made here, in the calling thread (the reader silences a warning per view, not thread-safe).
+        blocks = [[(n, tuple(s.flat(n) for s in sources)) for n in group] for group in groups]
+        for evs in parallel_map(lambda b: _block_evidence(b, sources, k, with_base), blocks):
+            collect(evs)
+
+    for name in names:
+        info = msrc.info(name)
+        n = math.prod(info.shape)
+        if n > CHUNK_ELEMENTS:
+            piece = tuple(s.flat(name) for s in sources)
+            fit = fit_large(name, info.dtype, piece, k, with_base)
+            collect([_evidence(name, fit, piece, sources, k)])
+            continue
+        group = pending.setdefault((n, info.dtype), [])
+        group.append(name)
+        if len(group) * n > CHUNK_ELEMENTS - n:  # full: one more would not fit
+            ready.append(pending.pop((n, info.dtype)))
+            if len(ready) >= workers():
+                run(ready)
+                ready = []
+    run([*ready, *pending.values()])
+    return [out[n] for n in names]
+
+
+def _block_evidence(block: Block, sources: list[TensorTable], k: int, with_base: bool) -> list[TensorEvidence]:
+    dtype = sources[0].info(block[0][0]).dtype
+    fits = fit_block([n for n, _ in block], dtype, [p for _, p in block], k, with_base)
+    return [_evidence(name, fit, piece, sources, k) for (name, piece), fit in zip(block, fits, strict=True)]
+
+
+def _evidence(name: str, fit: TensorFit, piece: Piece, sources: list[TensorTable], k: int) -> TensorEvidence:
+    """One fitted tensor's evidence, its copies digested (the caller releases the pages)."""
+    kept: TensorFit | None = fit
     bad: list[NonFinite] = []
     notes: list[str] = []
-    if fit is not None and not fit.finite:
+    if not fit.finite:
         # a NaN/Inf element makes the float64 Gram non-finite: counted only then (a slow pass). NaN/Inf says nothing
         # about mixing weights and would poison every sum: a fact, not a fit
-        fit = None
-        bad = non_finite(name, sources, [m, *ps, *([b] if b is not None else [])])
+        kept = None
+        bad = non_finite(name, sources, list(piece))
         if not bad:
             notes.append(f"{name}: finite weights too large for a float64 Gram matrix, not fitted")
-    return TensorEvidence(name, fit, bad, msrc.raw_digest(name), [c.raw_digest(name) for c in csrc], notes)
+    digests = [s.raw_digest(name) for s in sources[: 1 + k]]
+    return TensorEvidence(name, kept, bad, digests[0], digests[1:], notes)
 
 
 def non_finite(name: str, sources: Sequence[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:

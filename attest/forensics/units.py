@@ -1,5 +1,5 @@
 """detect's per-tensor pass as work units on an Executor (attest.executor). Each unit re-opens the model, the
-candidates and the base where it runs and calls forensics.evidence.tensor_evidence on its tensors (or digests the
+candidates and the base where it runs and calls forensics.evidence.fit_evidence on its tensors (or digests the
 tensors the fit does not use); only fits (Gram sums, coefficients, residual counts) and digests come back, and the
 driver assembles them in the single-process order, so the report is the same."""
 
@@ -14,7 +14,7 @@ import numpy as np
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.executor import Executor, WorkUnit, group_by_file
-from attest.forensics.evidence import TensorEvidence, tensor_evidence
+from attest.forensics.evidence import TensorEvidence, fit_evidence
 from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, single_threaded_ops
 from attest.forensics.report import NonFinite
 from attest.unit_cache import UnitCodec
@@ -34,12 +34,14 @@ def detect_group(args: DetectArgs) -> UnitResult:
             opened.append(Checkpoint(folder, label=label, with_config=False))
         views = [CanonicalView(s) for s in opened]
         bview = views[1 + k] if len(views) > 1 + k else None
-        evidence, digested = [], []
+        digested = []
+
+        def release(name: str) -> None:
+            for v in views:
+                v.release(name)
+
         with single_threaded_ops():
-            for name in fitted:
-                evidence.append(tensor_evidence(name, views[0], views[1 : 1 + k], bview))
-                for v in views:
-                    v.release(name)
+            evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, release)
             for si, name in digests:
                 digested.append((si, name, views[si].raw_digest(name)))
                 views[si].release(name)

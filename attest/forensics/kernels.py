@@ -1,0 +1,239 @@
+"""The two sweeps of detect's fit over a **block**: G equal-length pieces stacked row by row, each piece one small
+tensor whole or one chunk of a large tensor (SPEC.md §6.2-6.3, §6.8). A block costs the same few batched torch/numpy
+calls whatever G is, so thousands of same-size tensors (routed experts) cost a handful of calls per block instead of
+a hundred per tensor. Every result is per piece and does not depend on the other pieces of its block (batched GEMMs
+and row reductions), so a tensor fits the same alone, in any group, in one process or in a work unit.
+
+Comparisons, masks and counts run in numpy over the torch buffers (shared memory): its boolean kernels are 5-10x
+faster than torch's on this kind of data, and the zero-pattern counts of the TIES/DARE hint come from three masks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
+
+CHUNK_ELEMENTS = 1 << 18
+"""Elements per piece row of a block (a larger tensor is cut into chunks of this size); float64 working set per
+input: 8 MiB."""
+
+COEF_SIGMAS = 4.0
+"""Coefficient uncertainty allowed in the rounding tolerance, in standard errors of the fitted value."""
+
+ULP_BINS = ("1", "2", "3-4", "5-16", ">16")
+_EDGES = np.array([1, 2, 4, 16])
+_INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+Piece = tuple[torch.Tensor, ...]
+"""Flat tensors of one length: the model's, each candidate's, then the base's when given."""
+
+
+@dataclass
+class ResidualCounts:
+    """Per piece of a block (arrays of length G; `hist` and `zero` G x 5)."""
+
+    rss: np.ndarray  # |M - v|^2 in the work dtype
+    differing: np.ndarray
+    unexplained: np.ndarray
+    hist: np.ndarray  # differing elements by ulp distance, bins ULP_BINS
+    zero: np.ndarray  # eligible, observed, expected, excess, kept (with a base; zeros without)
+    excess_delta: np.ndarray
+    kept_delta: np.ndarray
+
+
+_LOCAL = threading.local()
+
+
+def _buffer(tag: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread work buffer reused across blocks and tensors: allocating and freeing megabytes per block costs
+    page faults on every touch (the allocator trims them back to the system)."""
+    key = (tag, rows, dtype)
+    bufs: dict[tuple[str, int, torch.dtype], torch.Tensor] = _LOCAL.__dict__.setdefault("bufs", {})
+    buf = bufs.get(key)
+    if buf is None or buf.shape[1] < cols:
+        buf = torch.empty((rows, max(cols, CHUNK_ELEMENTS)), dtype=dtype)
+        bufs[key] = buf
+    return buf[:, :cols]
+
+
+def _stacked(tag: str, parts: list[torch.Tensor]) -> torch.Tensor:
+    """The pieces' row as one (G, n) tensor in its stored dtype: a view for one piece, else a copy into a buffer."""
+    if len(parts) == 1:
+        return parts[0].unsqueeze(0)
+    dtype = parts[0].dtype
+    if any(p.dtype != dtype for p in parts):  # mixed storage dtypes in one input: promoted, a fresh tensor
+        return torch.stack(parts)
+    out = _buffer(tag, 1, len(parts) * parts[0].numel(), dtype)[0].view(len(parts), -1)
+    return torch.stack(parts, out=out)
+
+
+def _fill(dst: torch.Tensor, parts: list[torch.Tensor]) -> None:
+    """dst (G, n) <- the pieces' row, converted (a copy into a wider dtype is exact)."""
+    dst.copy_(_stacked("stack", parts))
+
+
+def gram_block(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per piece the float64 Gram matrix of Y = [M - A, P_1 - A, ..., P_k - A, A] (A = B, or mean(P) without a base)
+    and Y's row sums: (G, k+2, k+2) and (G, k+2)."""
+    g, n, nvec = len(pieces), pieces[0][0].numel(), k + 2
+    y = _buffer("gram", nvec, g * n, torch.float64).view(nvec, g, n)
+    for i in range(1, k + 1):
+        _fill(y[i], [p[i] for p in pieces])
+    a = y[-1]
+    if with_base:
+        _fill(a, [p[-1] for p in pieces])
+    else:
+        torch.mean(y[1 : k + 1], dim=0, out=a)
+    _fill(y[0], [p[0] for p in pieces])
+    y[:-1].sub_(a)
+    yb = y.permute(1, 0, 2)
+    # Fresh small results: an array left alive inside the reused buffer would pin it.
+    return torch.bmm(yb, yb.transpose(1, 2)).numpy(), y.sum(dim=2).T.contiguous().numpy()
+
+
+def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
+    """ulp of |x| in the storage dtype (in x's float dtype)."""
+    _, exp = np.frexp(x)
+    return np.ldexp(np.ones_like(x), np.maximum(exp, MIN_EXPONENT[dtype] + 1) - PRECISION_BITS[dtype])
+
+
+def _ordered(bits: np.ndarray) -> np.ndarray:
+    """Map IEEE bit patterns (as signed ints) to integers whose difference counts ulps across the sign."""
+    x = bits.astype(np.int64)
+    mag = x & ((1 << (bits.itemsize * 8 - 1)) - 1)
+    return np.where(x < 0, -mag, mag)
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True elements per row (a flat count is ~8x faster than numpy's per-axis one, so one row takes it)."""
+    if mask.shape[0] == 1:
+        return np.array([np.count_nonzero(mask)], dtype=np.int64)
+    return np.count_nonzero(mask, axis=1).astype(np.int64)
+
+
+def _row_dot(values: np.ndarray, mask: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """Per row, the float64 sum of `values` where `mask` (tmp: scratch of values' shape and dtype)."""
+    np.multiply(values, mask, out=tmp)
+    return tmp.sum(axis=1, dtype=np.float64)
+
+
+def _unexplained(
+    flat: np.ndarray,
+    n: int,
+    k: int,
+    dtype: str,
+    rows: torch.Tensor,
+    mbits: np.ndarray,
+    rbits: np.ndarray,
+    coef: np.ndarray,
+    cov: np.ndarray,
+    with_base: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unexplained elements per piece and the ulp histogram, over the differing elements only (`flat`: their
+    indices in the block): the tolerance needs x^T Cov x, so it is computed there. In numpy: a differing set is
+    usually small, where torch's per-call cost dominates."""
+    g, nreg = coef.shape[0], coef.shape[1]
+    work = rows.numpy().dtype.type
+    eps_s = 2.0 ** -PRECISION_BITS[dtype]  # half-ulp bound, relative, in the storage dtype
+    eps_32 = 2.0**-24
+    eps_w = eps_32 if work == np.float32 else 2.0**-53
+    piece = flat // n
+    r = rows.numpy().reshape(rows.shape[0], -1)
+    xd = r[1 : 1 + nreg][:, flat]  # regressors of the differing elements
+    md, vd = r[0][flat], r[k + 2][flat]  # M and the recipe
+    abs_terms = np.abs(xd * np.nan_to_num(coef).astype(work)[piece].T).sum(axis=0)
+    if with_base:
+        # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum may round
+        # there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
+        arith = (k + 1) * eps_s * abs_terms + 4 * eps_32 * (np.abs(r[k + 1][flat]) + abs_terms)
+    else:
+        # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
+        arith = (k + 2) * eps_32 * abs_terms
+    arith += 2 * (k + 2) * eps_w * (np.abs(vd) + abs_terms)  # our own work precision
+    bound = _ulp(np.maximum(np.abs(md), np.abs(vd)), dtype) * 0.5 + arith
+    # float64 even for float32 work: without a base the candidates are nearly collinear and x^T Cov x cancels.
+    xd64 = xd.astype(np.float64)
+    covd = np.nan_to_num(cov, nan=0.0, posinf=0.0)[piece]
+    var = np.einsum("in,nij,jn->n", xd64, covd, xd64).clip(0).astype(work)
+    bad = np.abs(md - vd) > bound + np.sqrt(var) * COEF_SIGMAS
+    unexplained = np.bincount(piece[bad], minlength=g).astype(np.int64)
+    d = np.abs(_ordered(mbits.reshape(-1)[flat]) - _ordered(rbits.reshape(-1)[flat]))
+    code = piece * len(ULP_BINS) + np.searchsorted(_EDGES, d, side="left")
+    return unexplained, np.bincount(code, minlength=g * len(ULP_BINS)).reshape(g, len(ULP_BINS)).astype(np.int64)
+
+
+def residual_block(
+    pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, cov: np.ndarray, with_base: bool
+) -> ResidualCounts:
+    """Recompute each piece's fitted recipe (coef (G, nreg), cov (G, nreg, nreg)), round it to the stored dtype and
+    count what rounding cannot explain (SPEC.md §6.3)."""
+    g, n = len(pieces), pieces[0][0].numel()
+    nreg = coef.shape[1]  # k, or k + 1 with the base column
+    # Storage of 16 bits or less: float32 work is 2^16 times finer than the grid we test on; its own rounding goes
+    # into the tolerance. Wider storage needs float64 work.
+    work = torch.float32 if PRECISION_BITS[dtype] <= 11 else torch.float64
+    mstack = _stacked("m", [p[0] for p in pieces])
+    ivew = _INT_VIEW[mstack.element_size()]
+    rows = _buffer("residual", k + 4, g * n, work).view(k + 4, g, n)
+    # [M, P_1 - B, ..., P_k - B, B, v, scratch] with a base, [M, P_1, ..., P_k, unused, v, scratch] without;
+    # x: the regressors
+    mc, bc, x, value, spare = rows[0], rows[k + 1], rows[1 : 1 + nreg], rows[k + 2], rows[k + 3]
+    mc.copy_(mstack)
+    for i in range(1, k + 1):
+        _fill(rows[i], [p[i] for p in pieces])
+    bstack = _stacked("b", [p[-1] for p in pieces]) if with_base else None
+    if bstack is not None:
+        bc.copy_(bstack)
+        rows[1 : k + 1].sub_(bc)
+    coef_t = torch.from_numpy(np.nan_to_num(coef)).to(work)
+    xb = x.permute(1, 0, 2)
+    # one batched GEMM for sum_i l_i x_i (+ B): no [nreg, n] temporary
+    lhs = coef_t.unsqueeze(1)
+    if bstack is not None:
+        torch.baddbmm(bc.unsqueeze(1), lhs, xb, out=value.unsqueeze(1))
+    else:
+        torch.bmm(lhs, xb, out=value.unsqueeze(1))
+    rstack = _buffer("r", 1, g * n, mstack.dtype)[0].view(g, n).copy_(value)  # rounded to the stored dtype
+    mbits, rbits = mstack.view(ivew).numpy(), rstack.view(ivew).numpy()
+    masks = _buffer("mask", 4, g * n, torch.bool).numpy().reshape(4, g, n)
+    differ = np.not_equal(mbits, rbits, out=masks[0])
+    differing = _row_counts(differ)
+    unexplained = np.zeros(g, dtype=np.int64)
+    hist = np.zeros((g, len(ULP_BINS)), dtype=np.int64)
+    if differing.any():
+        unexplained, hist = _unexplained(
+            np.flatnonzero(differ), n, k, dtype, rows, mbits, rbits, coef, cov, bstack is not None
+        )
+    sp = spare.numpy()
+    torch.sub(mc, value, out=spare)
+    rss = np.square(sp, out=sp).sum(axis=1, dtype=np.float64)  # float32 squares, float64 sum
+    zero = np.zeros((g, 5), dtype=np.int64)
+    excess_delta = np.zeros(g)
+    kept_delta = np.zeros(g)
+    if bstack is not None:
+        bbits = (bstack if bstack.dtype == mstack.dtype else bstack.to(mstack.dtype)).view(ivew).numpy()
+        dn = rows[1 : k + 1].numpy()
+        dmag = np.abs(dn[0], out=value.numpy())  # the recipe is done with: its row takes sum_i |D_i|
+        for i in range(1, k):
+            dmag += np.abs(dn[i], out=dn[i])
+        eligible, m_is_b, r_is_b = masks[1], masks[2], masks[3]
+        np.greater(dmag, 0, out=eligible)
+        np.equal(mbits, bbits, out=m_is_b)
+        np.equal(rbits, bbits, out=r_is_b)
+        obs = np.logical_and(eligible, m_is_b, out=masks[0])
+        counts = [_row_counts(eligible), _row_counts(obs)]
+        kept = np.greater(eligible, m_is_b, out=m_is_b)  # eligible and M != B
+        kept_delta = _row_dot(dmag, kept, sp)
+        n_kept = _row_counts(kept)
+        expected = np.logical_and(eligible, r_is_b, out=eligible)
+        counts.append(_row_counts(expected))
+        excess = np.greater(obs, r_is_b, out=r_is_b)  # zero in M - B, not in the rounded recipe
+        counts += [_row_counts(excess), n_kept]
+        excess_delta = _row_dot(dmag, excess, sp)
+        zero = np.stack(counts, axis=1)
+    return ResidualCounts(rss, differing, unexplained, hist, zero, excess_delta, kept_delta)
