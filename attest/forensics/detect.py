@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from attest.checkpoint.canonical import CanonicalView
-from attest.checkpoint.reader import Checkpoint, TensorTable
+from attest.checkpoint.reader import Checkpoint
 from attest.errors import InputError
 from attest.executor import Executor
 from attest.forensics import hints as H
@@ -23,7 +23,6 @@ from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
     Coefficient,
-    Concentration,
     Coverage,
     DetectReport,
     Hint,
@@ -33,8 +32,16 @@ from attest.forensics.report import (
     Relation,
     Residual,
     Spread,
-    TensorRow,
     UlpBin,
+)
+from attest.forensics.rows import (
+    concentration,
+    finite,
+    finite_or_none,
+    linear_hint,
+    participant_weights,
+    passthrough_coefficients,
+    tensor_rows,
 )
 from attest.forensics.stats import merge_test, participation, weighted_median
 from attest.forensics.units import detect_units
@@ -180,11 +187,13 @@ def _report(
     given = [*labels, *(["base"] if with_base else [])]
 
     # Coefficients: participants' weights per informative tensor; weighted median, bootstrap interval over tensors.
-    inf = [f for f in fits if f.informative]
+    flags = [f.informative for f in fits]
+    inf = [f for f, ok in zip(fits, flags, strict=True) if ok]
+    part_of = [participant_weights(f, with_base) for f in fits]
     if not inf and fits:
         notes.append("no tensor determines the coefficients (candidates do not differ from the base/each other)")
     weights = np.array([f.numel for f in inf], dtype=float)
-    per_tensor = np.array([_participants(f, with_base) for f in inf]).reshape(len(inf), len(part_labels))
+    per_tensor = np.array([p for p, ok in zip(part_of, flags, strict=True) if ok]).reshape(len(inf), len(part_labels))
     by_layer: dict[int, list[int]] = defaultdict(list)
     for i, f in enumerate(inf):
         key = layer_of(f.name)
@@ -195,8 +204,8 @@ def _report(
         est, sig = participation(per_tensor[:, j], weights, list(by_layer.values()), SIGNIFICANT_WEIGHT)
         lo = est.ci_low if math.isfinite(est.ci_low) else None
         hi = est.ci_high if math.isfinite(est.ci_high) else None
-        coefs.append(Coefficient(candidate=lab, value=_finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
-    coef_sum = _finite_or_none(weighted_median(per_tensor[:, :k].sum(axis=1), weights)) if len(inf) else None
+        coefs.append(Coefficient(candidate=lab, value=finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
+    coef_sum = finite_or_none(weighted_median(per_tensor[:, :k].sum(axis=1), weights)) if len(inf) else None
     test = merge_test(inf)
 
     # Spread over layers.
@@ -232,15 +241,15 @@ def _report(
         corr = float(np.average(cs[ok], weights=ws[ok])) if ok.any() else None
         corr_vals.append(corr if corr is not None else -math.inf)
         dist = math.sqrt(float(dist2[j]) / m2) if m2 > 0 else math.nan
-        relations.append(Relation(model=lab, correlation=corr, distance=_finite(dist)))
+        relations.append(Relation(model=lab, correlation=corr, distance=finite(dist)))
     best_corr_j = int(np.argmax(corr_vals)) if corr_vals else 0
 
     # Residual test, over the tensors that determine the recipe.
     elements = sum(f.numel for f in inf)
     unexplained = sum(f.unexplained for f in inf)
     hist = np.sum([f.ulp_hist for f in inf if f.ulp_hist is not None], axis=0) if inf else np.zeros(len(ULP_BINS))
-    conc = _concentration(inf)
-    loose = [f for f in fits if not f.informative]
+    conc = concentration(inf)
+    loose = [f for f, ok in zip(fits, flags, strict=True) if not ok]
     if loose:
         notes.append(
             f"{len(loose)} tensors ({sum(f.numel for f in loose)} elements) do not determine the coefficients and are "
@@ -275,7 +284,7 @@ def _report(
         used = sorted({m.candidate for m in mapping})
         text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
         hint_list.append(Hint(method="passthrough", evidence=f"layers copied bit for bit: {text}"))
-        coefs = _passthrough_coefficients(mapping, labels, fits, msrc)
+        coefs = passthrough_coefficients(mapping, labels, fits, msrc)
         participants = [labels[c] for c in used]
     else:
         if with_base:
@@ -321,22 +330,8 @@ def _report(
     )
     verdict, reason, derived_from = decide(ev)
     if verdict in ("pure_merge", "merge_plus_training") and not hint_list:
-        hint_list.append(_linear_hint(coefs, with_base))
+        hint_list.append(linear_hint(coefs, with_base))
 
-    rows = [
-        TensorRow(
-            name=f.name,
-            numel=f.numel,
-            coefficients=[_finite_or_none(x) for x in _participants(f, with_base)],
-            cond=_finite_or_none(f.cond),
-            cos=_finite_or_none(math.sqrt(max(0.0, 1 - f.rss / f.ref_energy)))
-            if with_base and f.ref_energy > 0
-            else None,
-            differing=f.differing,
-            unexplained=f.unexplained,
-        )
-        for f in fits
-    ]
     return DetectReport(
         model=msrc.label,
         candidates=labels,
@@ -358,77 +353,9 @@ def _report(
             LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
             for m in mapping
         ],
-        tensors=rows,
+        tensors=tensor_rows(fits, part_of, with_base),
         coverage=coverage,
-        experts=expert_rows(fits, {f.name: _participants(f, with_base) for f in inf}),
+        experts=expert_rows(fits, {f.name: p for f, p, ok in zip(fits, part_of, flags, strict=True) if ok}),
         expert_map=emap,
         notes=notes,
     )
-
-
-def _participants(f: TensorFit, with_base: bool) -> list[float]:
-    """Candidates' coefficients, then with a base its weight 1 - sum(l) + s (s: the fitted base rescaling)."""
-    if not with_base:
-        return [float(x) for x in f.coef]
-    vals = [float(x) for x in f.coef[:-1]]
-    return [*vals, 1.0 - sum(vals) + float(f.coef[-1])]
-
-
-def _concentration(fits: list[TensorFit]) -> list[Concentration]:
-    out = [
-        Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel)
-        for f in sorted(fits, key=lambda f: -f.unexplained / max(f.numel, 1))
-        if f.unexplained > 0
-    ][:5]
-    per_layer: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for f in fits:
-        key = layer_of(f.name)
-        if key is not None:
-            per_layer[key.index][0] += f.unexplained
-            per_layer[key.index][1] += f.numel
-    layers = sorted(per_layer.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1))
-    out += [Concentration(name=f"layer {li}", unexplained=u, fraction=u / n) for li, (u, n) in layers[:3] if u > 0]
-    return out
-
-
-def _linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
-    parts = []
-    for c in coefs:
-        frac = H.simple_ratio(c.value, c.ci_low, c.ci_high)
-        parts.append(f"{c.candidate} {c.value:.4f}" + (f" (~{frac})" if frac else ""))
-    base_w = coefs[-1] if with_base else None
-    if base_w is not None and base_w.significant:
-        return Hint(
-            method="task_arithmetic",
-            evidence="B + sum of weighted deltas with the candidate weights not summing to 1 (the same recipe as a "
-            "linear merge that includes the base): " + ", ".join(parts),
-        )
-    return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
-
-
-def _passthrough_coefficients(
-    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: TensorTable
-) -> list[Coefficient]:
-    """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
-    size: dict[int, int] = defaultdict(int)
-    for name in msrc.where:
-        key = layer_of(name)
-        if key is not None:
-            info = msrc.info(name)
-            size[key.index] += math.prod(info.shape)
-    total = sum(size.values()) or 1
-    share = [0.0] * len(labels)
-    for m in mapping:
-        share[m.candidate] += size[m.model_layer] / total
-    return [
-        Coefficient(candidate=lab, value=s, ci_low=s, ci_high=s, significant=s >= SIGNIFICANT_WEIGHT)
-        for lab, s in zip(labels, share, strict=True)
-    ]
-
-
-def _finite(x: float) -> float:
-    return float(x) if math.isfinite(x) else 0.0
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None

@@ -6,13 +6,15 @@ block, attest.forensics.fit)."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 
 from attest.checkpoint.reader import TensorTable
-from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, fit_block, fit_large, parallel_map, workers
+from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, fit_block, fit_large, submit, workers
 from attest.forensics.kernels import Piece
 from attest.forensics.report import NonFinite
 
@@ -60,13 +62,13 @@ def fit_evidence(
 ) -> list[TensorEvidence]:
     """Evidence of every paired tensor in `names`, in that order. Tensors of one size and stored dtype up to
     CHUNK_ELEMENTS are fitted together, as many per block as fit in CHUNK_ELEMENTS, blocks spread over the pool; a
-    larger tensor is fitted alone, its chunks spread over the pool. A block is formed as its tensors come (pending
-    tensors are only names: their pages are read when the block runs) and the rest at the end."""
+    larger tensor is fitted alone, its chunks spread over the pool. A block starts as soon as it is full (pending
+    tensors are only names: their pages are read when the block runs), the rest at the end."""
     sources = [msrc, *csrc, *([bsrc] if bsrc is not None else [])]
     k, with_base = len(csrc), bsrc is not None
     out: dict[str, TensorEvidence] = {}
     pending: dict[tuple[int, str], list[str]] = {}
-    ready: list[list[str]] = []
+    running: deque[Future[list[TensorEvidence]]] = deque()
 
     def collect(evs: list[TensorEvidence]) -> None:
         for ev in evs:
@@ -74,11 +76,13 @@ def fit_evidence(
             if done is not None:
                 done(ev.name)
 
-    def run(groups: list[list[str]]) -> None:
-        # Views are made here, in the calling thread (the reader silences a warning per view, not thread-safe).
-        blocks = [[(n, tuple(s.flat(n) for s in sources)) for n in group] for group in groups]
-        for evs in parallel_map(lambda b: _block_evidence(b, sources, k, with_base), blocks):
-            collect(evs)
+    def start(group: list[str]) -> None:
+        # Views are made here, in the calling thread (the reader silences a warning per view, not thread-safe),
+        # while the pool fits the blocks before; at most two blocks per worker are resident at a time.
+        block = [(n, tuple(s.flat(n) for s in sources)) for n in group]
+        running.append(submit(lambda: _block_evidence(block, sources, k, with_base)))
+        while len(running) > 2 * workers():
+            collect(running.popleft().result())
 
     for name in names:
         info = msrc.info(name)
@@ -91,11 +95,11 @@ def fit_evidence(
         group = pending.setdefault((n, info.dtype), [])
         group.append(name)
         if len(group) * n > CHUNK_ELEMENTS - n:  # full: one more would not fit
-            ready.append(pending.pop((n, info.dtype)))
-            if len(ready) >= workers():
-                run(ready)
-                ready = []
-    run([*ready, *pending.values()])
+            start(pending.pop((n, info.dtype)))
+    for group in pending.values():
+        start(group)
+    while running:
+        collect(running.popleft().result())
     return [out[n] for n in names]
 
 

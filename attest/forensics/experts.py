@@ -35,13 +35,10 @@ def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]]) -> li
         key = expert_of(fs[0].name)
         assert key is not None
         coefs: list[float | None] = []
-        cols = [per_tensor[f.name] for f in fs if f.name in per_tensor]
-        if cols:
-            arr = np.array(cols, dtype=float)
-            w = np.array([f.numel for f in fs if f.name in per_tensor], dtype=float)
-            for j in range(arr.shape[1]):
-                ok = np.isfinite(arr[:, j])
-                coefs.append(float(np.average(arr[ok, j], weights=w[ok])) if ok.any() else None)
+        cols = [(per_tensor[f.name], float(f.numel)) for f in fs if f.name in per_tensor]
+        for j in range(len(cols[0][0]) if cols else 0):  # size-weighted mean of the finite values (a few tensors)
+            ok = [(v[j], w) for v, w in cols if math.isfinite(v[j])]
+            coefs.append(sum(v * w for v, w in ok) / sum(w for _, w in ok) if ok else None)
         lk = layer_of(name + ".x")
         rows.append(
             ExpertRow(

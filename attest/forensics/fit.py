@@ -15,7 +15,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ import torch
 from attest.forensics.kernels import CHUNK_ELEMENTS, ULP_BINS, Piece, ResidualCounts, gram_block, residual_block
 from attest.forensics.pairing import PRECISION_BITS
 
-__all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "TensorFit", "fit_block", "fit_large", "parallel_map", "workers"]
+__all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "TensorFit", "fit_block", "fit_large", "parallel_map", "submit", "workers"]
 
 INFORMATIVE_SE = 0.005
 """A tensor whose coefficients would have a larger standard error even for an exact merge (rounding noise of the
@@ -144,6 +144,7 @@ def _fits(
     dist2 = gram[:, 0, 0, None] - 2 * gram[:, 0, j] + gram[:, j, j]
     if with_base:
         dist2 = np.concatenate([dist2, gram[:, 0, 0, None]], axis=1)
+    dist2 = np.clip(dist2, 0, None)
     idx = np.array([*range(1, k + 1), *([nvec - 1] if with_base else [])], dtype=np.intp)
     mean = raw_sums / n
     var = np.diagonal(raw_gram, axis1=1, axis2=2) / n - mean**2
@@ -174,7 +175,7 @@ def _fits(
             cond=float(cond[i]),
             ref_energy=float(gram[i, 0, 0]),
             rss=max(float(rss_gram[i]), 0.0),
-            dist2=np.clip(dist2[i], 0, None),
+            dist2=dist2[i],
             corr=corr[i, :nx],
             raw_gram=raw_kept[i],
             finite=bool(finite[i]),
@@ -266,17 +267,32 @@ def workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def parallel_map(fn: Callable[[_I], _T], items: list[_I]) -> list[_T]:
-    """Chunks of one tensor, or blocks of small tensors, on a small thread pool: torch and numpy release the GIL
-    inside their kernels, and per-block work (2^18 elements) is too small for torch's own intra-op threads, which
-    thrash on a busy machine. Results in the order of `items`."""
+def _pool() -> ThreadPoolExecutor | None:
     global _POOL
-    if len(items) <= 1 or workers() == 1:
-        return [fn(it) for it in items]
+    if workers() == 1:
+        return None
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="attest-forensics")
-    return list(_POOL.map(fn, items))
+    return _POOL
+
+
+def parallel_map(fn: Callable[[_I], _T], items: list[_I]) -> list[_T]:
+    """Chunks of one tensor on a small thread pool: torch and numpy release the GIL inside their kernels, and
+    per-chunk work (2^18 elements) is too small for torch's own intra-op threads, which thrash on a busy machine.
+    Results in the order of `items`."""
+    pool = _pool() if len(items) > 1 else None
+    return [fn(it) for it in items] if pool is None else list(pool.map(fn, items))
+
+
+def submit(fn: Callable[[], _T]) -> Future[_T]:
+    """fn on the pool (blocks of small tensors, while the caller prepares the next), or here with one worker."""
+    pool = _pool()
+    if pool is not None:
+        return pool.submit(fn)
+    done: Future[_T] = Future()
+    done.set_result(fn())
+    return done
 
 
 @contextlib.contextmanager

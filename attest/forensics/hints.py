@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -103,34 +104,28 @@ def sparse_hint(fits: list[TensorFit]) -> tuple[str, str] | None:
 def slerp_hint(fits: list[TensorFit], pair: tuple[int, int]) -> str | None:
     """slerp: each tensor's two coefficients (a, b) lie on (sin((1-t)θ), sin(tθ)) / sin θ, not on a + b = 1.
 
-    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model)."""
+    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model). Arrays over tensors."""
     i, j = pair
-    obs_excess, pred_excess, ts = [], [], []
-    for f in fits:
-        g = f.raw_gram
-        if not f.informative or g[i, i] <= 0 or g[j, j] <= 0:
-            continue
-        cosang = g[i, j] / math.sqrt(g[i, i] * g[j, j])
-        if abs(cosang) > 0.9995:
-            continue
-        theta = math.acos(max(-1.0, min(1.0, cosang)))
-        sub = g[np.ix_([i, j], [i, j])]
-        try:
-            a, b = np.linalg.solve(sub, g[0, [i, j]])
-        except np.linalg.LinAlgError:
-            continue
-        if a <= 0 or b <= 0:
-            continue
-        t = _slerp_t(b / a, theta)
-        pred = (math.sin((1 - t) * theta) + math.sin(t * theta)) / math.sin(theta) - 1
-        if pred < SLERP_MIN_EXCESS:
-            continue
-        obs_excess.append(a + b - 1)
-        pred_excess.append(pred)
-        ts.append(t)
-    if len(obs_excess) < 2:
+    inf = [f.raw_gram for f in fits if f.informative]
+    if len(inf) < 2:
         return None
-    obs_a, pred_a = np.array(obs_excess), np.array(pred_excess)
+    g = np.array(inf)
+    gii, gjj, gij = g[:, i, i], g[:, j, j], g[:, i, j]
+    ok = (gii > 0) & (gjj > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosang = gij / np.sqrt(np.where(ok, gii * gjj, 1.0))
+    g, cosang = g[ok & (np.abs(cosang) <= 0.9995)], cosang[ok & (np.abs(cosang) <= 0.9995)]
+    theta = np.arccos(np.clip(cosang, -1.0, 1.0))
+    ab, solved = _solve2(g[:, [i, j]][:, :, [i, j]], g[:, 0, [i, j]])
+    a, b = ab[:, 0], ab[:, 1]
+    keep = solved & (a > 0) & (b > 0)
+    a, b, theta = a[keep], b[keep], theta[keep]
+    t = _slerp_t(b / a, theta)
+    pred = (np.sin((1 - t) * theta) + np.sin(t * theta)) / np.sin(theta) - 1
+    on = pred >= SLERP_MIN_EXCESS
+    obs_a, pred_a, ts = (a + b - 1)[on], pred[on], t[on]
+    if len(obs_a) < 2:
+        return None
     if float(np.median(np.abs(obs_a - pred_a) / pred_a)) > 0.25:
         return None
     return (
@@ -139,17 +134,28 @@ def slerp_hint(fits: list[TensorFit], pair: tuple[int, int]) -> str | None:
     )
 
 
-def _slerp_t(ratio: float, theta: float) -> float:
+def _solve2(m: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve each 2x2 system (stacked); a singular one is left out (second result False there)."""
+    try:
+        return np.linalg.solve(m, rhs[:, :, None])[:, :, 0], np.ones(len(m), dtype=bool)
+    except np.linalg.LinAlgError:  # some system is singular: one by one
+        out, solved = np.zeros((len(m), 2)), np.zeros(len(m), dtype=bool)
+        for x in range(len(m)):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                out[x], solved[x] = np.linalg.solve(m[x], rhs[x]), True
+        return out, solved
+
+
+def _slerp_t(ratio: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Solve sin(tθ) / sin((1-t)θ) = ratio for t in (0, 1) by bisection (the left side increases in t)."""
-    lo, hi = 0.0, 1.0
+    lo, hi = np.zeros_like(ratio), np.ones_like(ratio)
     for _ in range(60):
         mid = (lo + hi) / 2
-        den = math.sin((1 - mid) * theta)
-        val = math.inf if den <= 0 else math.sin(mid * theta) / den
-        if val < ratio:
-            lo = mid
-        else:
-            hi = mid
+        den = np.sin((1 - mid) * theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = np.where(den <= 0, math.inf, np.sin(mid * theta) / np.where(den <= 0, 1.0, den))
+        below = val < ratio
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return (lo + hi) / 2
 
 

@@ -1,0 +1,100 @@
+"""detect's report tables over fitted tensors: per-tensor rows, where the unexplained elements concentrate, the linear
+and passthrough readings of the coefficients (SPEC.md §6.4-6.6)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from attest.checkpoint.reader import TensorTable
+from attest.forensics import hints as H
+from attest.forensics.fit import TensorFit
+from attest.forensics.pairing import layer_of
+from attest.forensics.report import Coefficient, Concentration, Hint, TensorRow
+from attest.forensics.verdict import SIGNIFICANT_WEIGHT
+
+
+def tensor_rows(fits: list[TensorFit], part_of: list[list[float]], with_base: bool) -> list[TensorRow]:
+    """One row per fitted tensor (`part_of`: each tensor's participants' weights, `participant_weights`)."""
+    return [
+        TensorRow(
+            name=f.name,
+            numel=f.numel,
+            coefficients=[finite_or_none(x) for x in parts],
+            cond=finite_or_none(f.cond),
+            cos=finite_or_none(math.sqrt(max(0.0, 1 - f.rss / f.ref_energy)))
+            if with_base and f.ref_energy > 0
+            else None,
+            differing=f.differing,
+            unexplained=f.unexplained,
+        )
+        for f, parts in zip(fits, part_of, strict=True)
+    ]
+
+
+def participant_weights(f: TensorFit, with_base: bool) -> list[float]:
+    """Candidates' coefficients, then with a base its weight 1 - sum(l) + s (s: the fitted base rescaling)."""
+    if not with_base:
+        return [float(x) for x in f.coef]
+    vals = [float(x) for x in f.coef[:-1]]
+    return [*vals, 1.0 - sum(vals) + float(f.coef[-1])]
+
+
+def concentration(fits: list[TensorFit]) -> list[Concentration]:
+    out = [
+        Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel)
+        for f in sorted(fits, key=lambda f: -f.unexplained / max(f.numel, 1))
+        if f.unexplained > 0
+    ][:5]
+    per_layer: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for f in fits:
+        key = layer_of(f.name)
+        if key is not None:
+            per_layer[key.index][0] += f.unexplained
+            per_layer[key.index][1] += f.numel
+    layers = sorted(per_layer.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1))
+    out += [Concentration(name=f"layer {li}", unexplained=u, fraction=u / n) for li, (u, n) in layers[:3] if u > 0]
+    return out
+
+
+def linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
+    parts = []
+    for c in coefs:
+        frac = H.simple_ratio(c.value, c.ci_low, c.ci_high)
+        parts.append(f"{c.candidate} {c.value:.4f}" + (f" (~{frac})" if frac else ""))
+    base_w = coefs[-1] if with_base else None
+    if base_w is not None and base_w.significant:
+        return Hint(
+            method="task_arithmetic",
+            evidence="B + sum of weighted deltas with the candidate weights not summing to 1 (the same recipe as a "
+            "linear merge that includes the base): " + ", ".join(parts),
+        )
+    return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
+
+
+def passthrough_coefficients(
+    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: TensorTable
+) -> list[Coefficient]:
+    """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
+    size: dict[int, int] = defaultdict(int)
+    for name in msrc.where:
+        key = layer_of(name)
+        if key is not None:
+            info = msrc.info(name)
+            size[key.index] += math.prod(info.shape)
+    total = sum(size.values()) or 1
+    share = [0.0] * len(labels)
+    for m in mapping:
+        share[m.candidate] += size[m.model_layer] / total
+    return [
+        Coefficient(candidate=lab, value=s, ci_low=s, ci_high=s, significant=s >= SIGNIFICANT_WEIGHT)
+        for lab, s in zip(labels, share, strict=True)
+    ]
+
+
+def finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
