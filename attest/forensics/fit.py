@@ -22,8 +22,17 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from attest.forensics.kernels import CHUNK_ELEMENTS, ULP_BINS, Piece, ResidualCounts, gram_block, residual_block
+from attest.forensics.kernels import (
+    CHUNK_ELEMENTS,
+    ULP_BINS,
+    GramBlock,
+    Piece,
+    ResidualCounts,
+    gram_block,
+    residual_block,
+)
 from attest.forensics.pairing import PRECISION_BITS
+from attest.forensics.refine import REFINE_MAX_FRACTION, refine
 
 __all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "TensorFit", "fit_block", "fit_large", "parallel_map", "submit", "workers"]
 
@@ -34,6 +43,10 @@ out of the aggregate and of the residual verdict, and reported apart."""
 
 MAX_COND = 1e12
 """Gram matrices worse conditioned than this (a candidate equal to another, or to the base) determine nothing."""
+
+MIN_RESOLVED = 64
+"""A tensor with fewer resolved elements is fitted over all its elements (attest.forensics.kernels.RESOLVED_RATIO;
+its candidates barely differ anywhere, so it is not informative either way)."""
 
 
 @dataclass(slots=True)
@@ -77,14 +90,28 @@ class TensorFit:
 def fit_block(names: list[str], dtype: str, pieces: list[Piece], k: int, with_base: bool) -> list[TensorFit]:
     """Fit tensors of one size and stored dtype, each whole as one piece of a block (at most CHUNK_ELEMENTS in all
     per input): M - B on {P_i - B} with a base, M on {P_i} without, then the residual test."""
-    gram, sums = gram_block(pieces, k, with_base)
-    fits, coef, cov = _fits(names, dtype, pieces[0][0].numel(), gram, sums, k, with_base)
+    grams = gram_block(pieces, k, with_base, dtype)
+    fits, coef, cov = _fits(names, dtype, pieces[0][0].numel(), grams, k, with_base)
     ok = [i for i, f in enumerate(fits) if f.finite]
     if ok:
         counts = residual_block([pieces[i] for i in ok], k, dtype, coef[ok], cov[ok], with_base)
         for j, i in enumerate(ok):
             _set_counts(fits[i], counts, j)
+    # Nearly explained tensors: look for the exact recipe (least squares is biased on few-ulp differences).
+    tried = {i: refine(pieces[i], k, dtype, coef[i], with_base) for i in ok if _refinable(fits[i])}
+    exact = {i: c for i, c in tried.items() if c is not None}
+    if exact:
+        idx = list(exact)
+        new = np.stack([exact[i] for i in idx])
+        counts = residual_block([pieces[i] for i in idx], k, dtype, new, cov[idx], with_base)
+        for j, i in enumerate(idx):
+            fits[i].coef = new[j]
+            _set_counts(fits[i], counts, j)
     return fits
+
+
+def _refinable(fit: TensorFit) -> bool:
+    return 0 < fit.unexplained <= REFINE_MAX_FRACTION * fit.numel
 
 
 def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> TensorFit:
@@ -95,15 +122,22 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> T
     def cut(sl: slice) -> list[Piece]:
         return [tuple(t[sl] for t in piece)]
 
-    parts = parallel_map(lambda sl: gram_block(cut(sl), k, with_base), chunks)
-    gram = np.sum([g for g, _ in parts], axis=0)
-    sums = np.sum([s for _, s in parts], axis=0)
-    fits, coef, cov = _fits([name], dtype, n, gram, sums, k, with_base)
+    grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), chunks))
+    fits, coef, cov = _fits([name], dtype, n, grams, k, with_base)
     fit = fits[0]
     if fit.finite:
-        done = parallel_map(lambda sl: residual_block(cut(sl), k, dtype, coef, cov, with_base), chunks)
-        total = ResidualCounts(*(np.sum([getattr(c, f.name) for c in done], axis=0) for f in fields(ResidualCounts)))
-        _set_counts(fit, total, 0)
+        fitted = coef
+
+        def residual() -> ResidualCounts:
+            done = parallel_map(lambda sl: residual_block(cut(sl), k, dtype, fitted, cov, with_base), chunks)
+            return ResidualCounts(*(np.sum([getattr(c, f.name) for c in done], axis=0) for f in fields(ResidualCounts)))
+
+        _set_counts(fit, residual(), 0)
+        exact = refine(piece, k, dtype, coef[0], with_base) if _refinable(fit) else None
+        if exact is not None:
+            fitted = exact[None, :]
+            fit.coef = exact
+            _set_counts(fit, residual(), 0)
     return fit
 
 
@@ -118,24 +152,39 @@ def _set_counts(fit: TensorFit, c: ResidualCounts, j: int) -> None:
 
 
 def _fits(
-    names: list[str], dtype: str, n: int, gram: np.ndarray, sums: np.ndarray, k: int, with_base: bool
+    names: list[str], dtype: str, n: int, grams: GramBlock, k: int, with_base: bool
 ) -> tuple[list[TensorFit], np.ndarray, np.ndarray]:
-    """TensorFits (residual counts not yet set), coefficients and their covariances, from each tensor's Gram matrix
-    of Y = [M - A, P_1 - A, ..., P_k - A, A] and its row sums: arrays over tensors, one row per tensor."""
+    """TensorFits (residual counts not yet set), coefficients and their covariances, from each tensor's Gram
+    matrices (arrays over tensors, one row per tensor). The coefficients come from the resolved elements only
+    (attest.forensics.kernels.RESOLVED_RATIO), distances and correlations from all."""
     nvec = k + 2
+    gram, sums = grams.gram, grams.sums
     # Raw vectors R = T Y: M = Y0 + A, P_i = Y_i + A, A itself (= B with a base).
     t = np.eye(nvec)
     t[: k + 1, -1] = 1.0
     with np.errstate(invalid="ignore", over="ignore"):  # an Inf input makes these NaN: `finite` below says so
         raw_gram = t @ gram @ t.T
         raw_sums = sums @ t.T
-    if with_base:
-        # M - B on {P_i - B} and B itself: the extra B column is a per-tensor rescaling of the base (slerp's
-        # weights do not sum to 1); for linear and task arithmetic its coefficient is 0.
-        g_fit, b_fit, yy = gram[:, 1:, 1:], gram[:, 1:, 0], gram[:, 0, 0]
-    else:
-        g_fit, b_fit, yy = raw_gram[:, 1 : k + 1, 1 : k + 1], raw_gram[:, 1 : k + 1, 0], raw_gram[:, 0, 0]
-    coef, cov, ginv, cond, rss_gram = solve_batch(g_fit, b_fit, yy, n)
+        raw_resolved = t @ grams.gram_resolved @ t.T
+        raw_rounding = t @ grams.rounding_gram @ t.T
+    # With a base: M - B on {P_i - B} and B itself (the extra B column is a per-tensor rescaling of the base: slerp's
+    # weights do not sum to 1; for linear and task arithmetic its coefficient is 0). Without: M on {P_i}.
+    rows, col = (slice(1, None), 0) if with_base else (slice(1, k + 1), 0)
+    g_all = gram if with_base else raw_gram
+    g_res, h_res = (grams.gram_resolved, grams.rounding_gram) if with_base else (raw_resolved, raw_rounding)
+    # Too few resolved elements (norm weights, rows no model changed): all elements, and no rounding sandwich.
+    few = grams.resolved < MIN_RESOLVED
+    g_use = np.where(few[:, None, None], g_all, g_res)
+    n_use = np.where(few, n, grams.resolved).astype(np.int64)
+    coef, cov, ginv, cond, rss_use = solve_batch(g_use[:, rows, rows], g_use[:, rows, col], g_use[:, col, col], n_use)
+    cov, se_rounding = _rounding_covariance(cov, ginv, h_res[:, rows, rows], grams.rounding, rss_use, n_use, few)
+    # The whole tensor's RSS for these coefficients (the residual sweep recomputes it from the elements).
+    with np.errstate(invalid="ignore", over="ignore"):
+        rss_gram = (
+            g_all[:, col, col]
+            - 2 * np.einsum("gk,gk->g", coef, g_all[:, rows, col])
+            + np.einsum("gk,gkl,gl->g", coef, g_all[:, rows, rows], coef)
+        )
     finite = np.isfinite(gram).all(axis=(1, 2)) & np.isfinite(sums).all(axis=1)
     # Rounding to p significand bits: error uniform within half an ulp, ulp between 2^-p and 2^(1-p) of |x|.
     floor_var = (2.0 ** (1 - PRECISION_BITS[dtype])) ** 2 / 12 * raw_gram[:, 0, 0] / n
@@ -157,11 +206,12 @@ def _fits(
     diag_g = np.diagonal(ginv, axis1=1, axis2=2)
     # sqrt(floor_var * diag(G^-1)); an undetermined direction (inf) stays inf even for an all-zero model
     with np.errstate(invalid="ignore"):
-        se_design = np.where(
+        se_floor = np.where(
             np.isfinite(diag_g),
             np.sqrt(np.clip(floor_var[:, None] * np.nan_to_num(diag_g, posinf=0.0), 0, None)),
             np.inf,
         )
+    se_design = np.where(few[:, None], se_floor, se_rounding)
     se = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
     fits = [
         TensorFit(
@@ -185,8 +235,35 @@ def _fits(
     return fits, coef, cov
 
 
+def _rounding_covariance(
+    cov: np.ndarray,
+    ginv: np.ndarray,
+    h: np.ndarray,
+    rounding: np.ndarray,
+    rss: np.ndarray,
+    n: np.ndarray,
+    few: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coefficients' covariance when the residual is rounding to the storage grid, whose variance u^2/12 grows
+    with each element's magnitude: the sandwich G^-1 H G^-1 (H = sum u^2/12 x x^T over the resolved elements), scaled
+    up by RSS / its rounding-only expectation when the residual is larger (training). Plain OLS (sigma^2 G^-1)
+    assumes one variance for all elements and understates it by ~2x on real weights, so exact merges left elements
+    unexplained. Also the rounding-only standard errors (the informative test). `few`: tensors that keep `cov`."""
+    gi = np.where(np.isfinite(ginv), ginv, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sandwich = gi @ h @ gi
+        expected = rounding * np.maximum(n - ginv.shape[1], 1) / np.maximum(n, 1)
+        ratio = np.where(expected > 0, np.maximum(rss / np.where(expected > 0, expected, 1.0), 1.0), 1.0)
+    out = sandwich * np.nan_to_num(ratio, nan=1.0)[:, None, None]
+    d = np.arange(ginv.shape[1])
+    undetermined = ~np.isfinite(ginv[:, d, d])
+    out[:, d, d] = np.where(undetermined, np.inf, out[:, d, d])
+    se_rounding = np.where(undetermined, np.inf, np.sqrt(np.clip(sandwich[:, d, d], 0, None)))
+    return np.where(few[:, None, None], cov, out), se_rounding
+
+
 def solve_batch(
-    g: np.ndarray, bv: np.ndarray, yy: np.ndarray, n: int
+    g: np.ndarray, bv: np.ndarray, yy: np.ndarray, n: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`_solve` over a stack of normal equations (G, K, K): one stacked eigendecomposition for the tensors whose
     regressors are all active and finite (the common case), `_solve` one by one for the others."""
@@ -203,7 +280,7 @@ def solve_batch(
             & (np.diagonal(g, axis1=1, axis2=2) > 0).all(axis=1)
         )
     for i in np.flatnonzero(~full):
-        coef[i], cov[i], ginv[i], cond[i], rss[i] = _solve(g[i], bv[i], float(yy[i]), n)
+        coef[i], cov[i], ginv[i], cond[i], rss[i] = _solve(g[i], bv[i], float(yy[i]), int(n[i]))
     sel = np.flatnonzero(full)
     if len(sel):
         # One eigendecomposition gives both the condition number and the pseudo-inverse (what eigvalsh and
@@ -216,7 +293,7 @@ def solve_batch(
         lam = (sub_inv @ bv[sel][:, :, None])[:, :, 0]
         gi = np.where((c <= MAX_COND)[:, None, None], sub_inv, np.inf)
         r = yy[sel] - np.einsum("gk,gk->g", lam, bv[sel])
-        sigma2 = np.maximum(r, 0.0) / max(n - kk, 1)
+        sigma2 = np.maximum(r, 0.0) / np.maximum(n[sel] - kk, 1)
         cv = sigma2[:, None, None] * np.where(np.isfinite(gi), gi, 0.0)
         d = np.arange(kk)
         cv[:, d, d] = np.where(np.isfinite(gi[:, d, d]), cv[:, d, d], np.inf)

@@ -77,10 +77,46 @@ def _fill(dst: torch.Tensor, parts: list[torch.Tensor]) -> None:
     dst.copy_(_stacked("stack", parts))
 
 
-def gram_block(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per piece the float64 Gram matrix of Y = [M - A, P_1 - A, ..., P_k - A, A] (A = B, or mean(P) without a base)
-    and Y's row sums: (G, k+2, k+2) and (G, k+2)."""
+RESOLVED_RATIO = 32.0
+"""An element is **resolved** when the given models spread over at least RESOLVED_RATIO * 2^-p of its magnitude
+(16-32 ulps of the storage grid, SPEC.md §6.2). Only resolved elements determine the coefficients: where the models
+differ by a few ulps, rounding the merge to the grid pulls the result toward the nearer parent (a 1-ulp difference
+times 3/7 rounds to no difference at all), and least squares over those elements is biased toward that parent
+(measured: +0.05 on a 4/7 merge of bf16 models 2.5 ulps apart)."""
+
+
+@dataclass
+class GramBlock:
+    """Per piece (arrays over G pieces) for Y = [M - A, P_1 - A, ..., P_k - A, A] (A = B, or mean(P) without a base):
+    its float64 Gram matrix and row sums over all elements; over the resolved elements its Gram matrix, the same
+    weighted by each element's rounding variance u^2/12 (u: the storage grid's spacing at the element; the middle of
+    the coefficients' sandwich covariance), the summed rounding variance, and their count."""
+
+    gram: np.ndarray  # (G, k+2, k+2)
+    sums: np.ndarray  # (G, k+2)
+    gram_resolved: np.ndarray  # (G, k+2, k+2)
+    rounding_gram: np.ndarray  # (G, k+2, k+2)
+    rounding: np.ndarray  # (G,)
+    resolved: np.ndarray  # (G,)
+
+    @staticmethod
+    def total(parts: list[GramBlock]) -> GramBlock:
+        """The sums over chunks of one tensor."""
+        return GramBlock(*(np.sum([getattr(p, f) for p in parts], axis=0) for f in GramBlock.__dataclass_fields__))
+
+
+_EXPONENT_BITS = 0x7FF0000000000000
+RVAR_STRIDE = 8
+RVAR_MIN_ELEMENTS = 1 << 14
+"""Tensors of at least this many elements estimate the rounding-variance Gram from every RVAR_STRIDE-th element."""
+
+
+def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
+    """The Gram matrices of every piece of a block (`dtype`: M's storage dtype). `chunk`: the block is one chunk of
+    a large tensor (chunks are cut the same way on every path); small tensors' results must not depend on which
+    others share their block, so they take the batched path whatever the block's size."""
     g, n, nvec = len(pieces), pieces[0][0].numel(), k + 2
+    bits = PRECISION_BITS[dtype]
     y = _buffer("gram", nvec, g * n, torch.float64).view(nvec, g, n)
     for i in range(1, k + 1):
         _fill(y[i], [p[i] for p in pieces])
@@ -93,7 +129,69 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray
     y[:-1].sub_(a)
     yb = y.permute(1, 0, 2)
     # Fresh small results: an array left alive inside the reused buffer would pin it.
-    return torch.bmm(yb, yb.transpose(1, 2)).numpy(), y.sum(dim=2).T.contiguous().numpy()
+    gram = torch.bmm(yb, yb.transpose(1, 2)).numpy()
+    sums = y.sum(dim=2).T.contiguous().numpy()
+    # Resolved elements: the spread of the given models (the base's own deviation 0 included) is at least
+    # RESOLVED_RATIO * 2^-p of s = |A| + spread, i.e. spread >= r / (1 - r) * |A| with r = RESOLVED_RATIO * 2^-p.
+    deltas = y[1 : k + 1]
+    spread, low = (_buffer(tag, 1, g * n, torch.float64)[0].view(g, n) for tag in ("spread", "low"))
+    torch.amax(deltas, dim=0, out=spread)
+    torch.amin(deltas, dim=0, out=low)
+    if with_base:
+        spread.clamp_(min=0.0)
+        low.clamp_(max=0.0)
+    spread.sub_(low)
+    ratio = RESOLVED_RATIO * 2.0**-bits
+    resolved = torch.ge(spread, torch.abs(a, out=low).mul_(ratio / (1 - ratio)))  # bool (g, n)
+    count = torch.count_nonzero(resolved, dim=1).numpy().astype(np.float64)
+    if chunk:
+        gram_resolved, rounding_gram, rounding = _resolved_one(
+            y.view(nvec, n), gram[0], resolved.view(-1), spread, n, dtype
+        )
+    else:
+        gram_resolved, rounding_gram, rounding = _resolved_block(y, resolved, spread, dtype)
+    return GramBlock(gram, sums, gram_resolved, rounding_gram, rounding, count)
+
+
+def _variance(s: torch.Tensor, dtype: str) -> torch.Tensor:
+    """u^2/12 per element, u = 2^floor(log2 s) * 2^(1-p) from s's exponent bits (not below the subnormal spacing)."""
+    bits = PRECISION_BITS[dtype]
+    u = (s.view(torch.int64) & _EXPONENT_BITS).view(torch.float64)
+    return u.mul_(2.0 ** (1 - bits)).clamp_(min=2.0 ** (MIN_EXPONENT[dtype] + 1 - bits)).square_().mul_(1 / 12)
+
+
+def _resolved_block(
+    y: torch.Tensor, resolved: torch.Tensor, spread: torch.Tensor, dtype: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resolved and rounding-variance Gram matrices of a block of small pieces, batched over the pieces."""
+    nvec, g, n = y.shape
+    yb = y.permute(1, 0, 2)
+    mask = resolved.to(torch.float64)
+    masked = _buffer("masked", nvec, g * n, torch.float64).view(nvec, g, n)
+    torch.mul(y, mask, out=masked)
+    gram_resolved = torch.bmm(masked.permute(1, 0, 2), yb.transpose(1, 2)).numpy()
+    var = _variance(y[-1].abs().add_(spread), dtype).mul_(mask)
+    torch.mul(y, var, out=masked)
+    rounding_gram = torch.bmm(masked.permute(1, 0, 2), yb.transpose(1, 2)).numpy()
+    return gram_resolved, rounding_gram, var.sum(dim=1).numpy()
+
+
+def _resolved_one(
+    y: torch.Tensor, gram: np.ndarray, resolved: torch.Tensor, spread: torch.Tensor, n: int, dtype: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same for one piece (a large tensor's chunk) from gathered columns: the resolved Gram from whichever set is
+    smaller (the resolved columns, or the full Gram minus the others); the rounding-variance Gram, which only has to
+    be a good estimate, from every RVAR_STRIDE-th resolved element weighted by RVAR_STRIDE."""
+    few = int(torch.count_nonzero(resolved)) <= n // 2
+    cols = torch.nonzero(resolved if few else ~resolved).squeeze(1)
+    yc = y.index_select(1, cols)
+    part = (yc @ yc.T).numpy()
+    gram_resolved = part if few else gram - part
+    stride = RVAR_STRIDE if n >= RVAR_MIN_ELEMENTS else 1
+    sub = torch.nonzero(resolved[::stride]).squeeze(1) * stride
+    ys = y.index_select(1, sub)
+    var = _variance(ys[-1].abs().add_(spread.view(-1).index_select(0, sub)), dtype).mul_(stride)
+    return gram_resolved[None], ((ys * var) @ ys.T).numpy()[None], np.array([float(var.sum())])
 
 
 def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from attest.forensics.verdict import MERGE_SHARE_CRITICAL
 
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 0
+NORMAL_MIN_TENSORS = 250
+"""From this many effective tensors (Kish) the bootstrap's interval is taken in closed form (`normal_interval`): the
+resampling costs 2000 passes over the tensors (seconds at 10^5 tensors), the closed form one sort."""
 BLOCK_ELEMENTS = 1 << 21
 """Work-array elements per block of bootstrap draws (16 MiB of int64/float64)."""
 
@@ -65,8 +69,38 @@ def _bootstrap_medians(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
+def effective_tensors(w: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2: how many equal-size tensors the weights are worth."""
+    return float(w.sum() ** 2 / np.square(w).sum())
+
+
+def normal_interval(v: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the bootstrap's weighted median in closed form (SPEC.md §6.4), O(n log n) instead of the
+    O(2000 n) resampling. With values sorted, cumulative weights W_j and total T, a resample's median is <= v_j
+    exactly when its resampled cumulative weight S_j reaches T/2; S_j - T/2 = sum_i c_i a_i with multinomial counts
+    c ~ Mult(n, 1/n) and a_i = +w_i/2 (i <= j) or -w_i/2, so it has mean W_j - T/2 and variance
+    Q/4 - (W_j - T/2)^2 / n (Q = sum w^2), and is close to normal when many tensors carry the weight. The interval
+    ends are the first values where Phi(mean / sd) reaches 2.5% and 97.5%."""
+    order = np.argsort(v, kind="stable")
+    vs, ws = v[order], w[order]
+    n = len(vs)
+    cum = np.cumsum(ws)
+    d = cum - cum[-1] / 2
+    var = np.maximum(float(np.square(ws).sum()) / 4 - np.square(d) / n, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, d / np.sqrt(var), np.sign(d) * math.inf)
+    # z is increasing in j (d increases, and |d| <= T/2 keeps the variance term from turning it back)
+    z = np.maximum.accumulate(z)
+    lo_z, hi_z = NormalDist().inv_cdf(0.025), NormalDist().inv_cdf(0.975)
+    lo = vs[min(int(np.searchsorted(z, lo_z, side="left")), n - 1)]
+    hi = vs[min(int(np.searchsorted(z, hi_z, side="left")), n - 1)]
+    return float(lo), float(hi)
+
+
 def robust_estimate(values: np.ndarray, weights: np.ndarray) -> RobustEstimate:
-    """Weighted median over tensors with a 95% percentile-bootstrap interval over tensors."""
+    """Weighted median over tensors with a 95% percentile-bootstrap interval over tensors (in closed form when at
+    least NORMAL_MIN_TENSORS effective tensors carry the weight; measured against the resampling down to ~100 effective
+    tensors, the ends agree within a few percent of the width)."""
     ok = np.isfinite(values) & (weights > 0)
     v, w = values[ok], weights[ok]
     if len(v) == 0:
@@ -74,9 +108,11 @@ def robust_estimate(values: np.ndarray, weights: np.ndarray) -> RobustEstimate:
     med = weighted_median(v, w)
     if len(v) < 2:
         return RobustEstimate(med, math.nan, math.nan, 1)
-    meds = _bootstrap_medians(v, w)
-    lo, hi = np.quantile(meds, [0.025, 0.975])
-    return RobustEstimate(med, min(float(lo), med), max(float(hi), med), len(v))
+    if effective_tensors(w) >= NORMAL_MIN_TENSORS:
+        lo, hi = normal_interval(v, w)
+    else:
+        lo, hi = (float(q) for q in np.quantile(_bootstrap_medians(v, w), [0.025, 0.975]))
+    return RobustEstimate(med, min(lo, med), max(hi, med), len(v))
 
 
 def participation(
@@ -86,10 +122,22 @@ def participation(
     0, model-wide or within one layer (a gradient merge can give a parent weight 0 in most tensors and 0.8 in the
     last layer: the median over all tensors is 0, the parent still takes part). `layers`: tensor indices per layer."""
     est = robust_estimate(values, weights)
-    for e in (est, *(robust_estimate(values[idx], weights[idx]) for idx in layers if len(idx) >= 2)):
-        if math.isfinite(e.value) and abs(e.value) >= minimum and (e.ci_low > 0 or e.ci_high < 0):
-            return est, True
+    if _takes_part(est, minimum):
+        return est, True
+    for idx in layers:
+        # The bootstrap (the costly part) only where the layer's median is large enough to count.
+        if len(idx) >= 2 and _takes_part(weighted_median(values[idx], weights[idx]), minimum):
+            if _takes_part(robust_estimate(values[idx], weights[idx]), minimum):
+                return est, True
     return est, False
+
+
+def _takes_part(e: RobustEstimate | float, minimum: float) -> bool:
+    """|value| >= minimum and (for an estimate) an interval that excludes 0."""
+    value = e.value if isinstance(e, RobustEstimate) else e
+    if not (math.isfinite(value) and abs(value) >= minimum):
+        return False
+    return not isinstance(e, RobustEstimate) or e.ci_low > 0 or e.ci_high < 0
 
 
 def merge_shares(rss: np.ndarray, nearest: np.ndarray) -> np.ndarray:
