@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from attest.checkpoint.reader import TensorTable
 from attest.errors import InputError
@@ -49,8 +50,7 @@ class Relayout:
     canonical: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ExpertKey:
+class ExpertKey(NamedTuple):
     """`model.layers.3.mlp.experts.5.up_proj.weight` -> prefix `model.layers.3.mlp.experts`, expert 5, `up_proj`."""
 
     prefix: str
