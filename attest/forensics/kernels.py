@@ -107,8 +107,8 @@ class GramBlock:
 
 _EXPONENT_BITS = 0x7FF0000000000000
 RVAR_STRIDE = 8
-RVAR_MIN_ELEMENTS = 1 << 14
-"""Tensors of at least this many elements estimate the rounding-variance Gram from every RVAR_STRIDE-th element."""
+RVAR_MIN_ELEMENTS = 2048
+"""Pieces of at least this many elements estimate the rounding-variance Gram from every RVAR_STRIDE-th element."""
 
 
 def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
@@ -154,26 +154,41 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
 
 
 def _variance(s: torch.Tensor, dtype: str) -> torch.Tensor:
-    """u^2/12 per element, u = 2^floor(log2 s) * 2^(1-p) from s's exponent bits (not below the subnormal spacing)."""
+    """u^2/12 per element, in place of s: u = 2^floor(log2 s) * 2^(1-p) from s's exponent bits (not below the
+    subnormal spacing)."""
     bits = PRECISION_BITS[dtype]
-    u = (s.view(torch.int64) & _EXPONENT_BITS).view(torch.float64)
-    return u.mul_(2.0 ** (1 - bits)).clamp_(min=2.0 ** (MIN_EXPONENT[dtype] + 1 - bits)).square_().mul_(1 / 12)
+    s.view(torch.int64).bitwise_and_(_EXPONENT_BITS)  # in place: s becomes 2^floor(log2 s)
+    return s.mul_(2.0 ** (1 - bits)).clamp_(min=2.0 ** (MIN_EXPONENT[dtype] + 1 - bits)).square_().mul_(1 / 12)
 
 
 def _resolved_block(
     y: torch.Tensor, resolved: torch.Tensor, spread: torch.Tensor, dtype: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resolved and rounding-variance Gram matrices of a block of small pieces, batched over the pieces."""
+    """Resolved and rounding-variance Gram matrices of a block of small pieces, batched over the pieces (the
+    rounding-variance one from every _rvar_stride(n)-th element of each piece, so a piece's result does not depend on
+    its block)."""
     nvec, g, n = y.shape
     yb = y.permute(1, 0, 2)
-    mask = resolved.to(torch.float64)
+    mask = _buffer("mask64", 1, g * n, torch.float64)[0].view(g, n).copy_(resolved)  # bool x float64 is 4x slower
     masked = _buffer("masked", nvec, g * n, torch.float64).view(nvec, g, n)
     torch.mul(y, mask, out=masked)
     gram_resolved = torch.bmm(masked.permute(1, 0, 2), yb.transpose(1, 2)).numpy()
-    var = _variance(y[-1].abs().add_(spread), dtype).mul_(mask)
-    torch.mul(y, var, out=masked)
-    rounding_gram = torch.bmm(masked.permute(1, 0, 2), yb.transpose(1, 2)).numpy()
+    stride = _rvar_stride(n)
+    ns = (n + stride - 1) // stride
+    ys = _buffer("ys", nvec, g * ns, torch.float64).view(nvec, g, ns).copy_(y[:, :, ::stride])
+    var = _buffer("var", 1, g * ns, torch.float64)[0].view(g, ns)
+    torch.abs(ys[-1], out=var).add_(spread[:, ::stride])
+    var = _variance(var, dtype).mul_(mask[:, ::stride]).mul_(stride)
+    weighted = _buffer("weighted", nvec, g * ns, torch.float64).view(nvec, g, ns)
+    torch.mul(ys, var, out=weighted)
+    rounding_gram = torch.bmm(weighted.permute(1, 0, 2), ys.permute(1, 2, 0)).numpy()
     return gram_resolved, rounding_gram, var.sum(dim=1).numpy()
+
+
+def _rvar_stride(n: int) -> int:
+    """The rounding-variance Gram only has to be a good estimate: every RVAR_STRIDE-th element of a piece of at least
+    RVAR_MIN_ELEMENTS (weighted by RVAR_STRIDE)."""
+    return RVAR_STRIDE if n >= RVAR_MIN_ELEMENTS else 1
 
 
 def _resolved_one(
@@ -194,7 +209,7 @@ def _resolved_one(
         masked = _buffer("masked", nvec, n, torch.float64)
         torch.mul(y, resolved.to(torch.float64), out=masked)  # a float mask: bool x float64 is 4x slower
         gram_resolved = (masked @ y.T).numpy()
-    stride = RVAR_STRIDE if n >= RVAR_MIN_ELEMENTS else 1
+    stride = _rvar_stride(n)
     ys = y[:, ::stride].contiguous()
     s = ys[-1].abs().add_(spread.view(-1)[::stride])
     var = _variance(s, dtype).mul_(resolved[::stride].to(torch.float64)).mul_(stride)
