@@ -110,14 +110,13 @@ def _run(
     fits: list[TensorFit] = []
     mdig: dict[str, bytes] = {}
     cdig: list[dict[str, bytes]] = [{} for _ in csrc]
-    done: set[tuple[int, str]] = set()
+    done: set[str] = set()  # fitted names: done in every source
 
-    def finish(si: int, name: str) -> None:
+    def finish(si: int, names: list[str]) -> None:
         src = all_sources[si]
-        src.release(name)
-        done.add((si, name))
+        src.release_many(names)
         if on_bytes is not None:
-            on_bytes(src.info(name).nbytes)
+            on_bytes(sum(src.info(name).nbytes for name in names))
 
     non_finite: list[NonFinite] = []
     if executor is not None:
@@ -125,19 +124,20 @@ def _run(
         notes.extend(unit_notes)
     else:
 
-        def fitted(name: str) -> None:
+        def fitted(names: list[str]) -> None:
+            done.update(names)
             for si in range(len(all_sources)):
-                finish(si, name)
+                finish(si, names)
 
         for ev in fit_evidence(pairing.fitted, msrc, csrc, bsrc, fitted):
             ev.add_to(fits, non_finite, notes, mdig, cdig)
         # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
         for si, src in enumerate(all_sources[: 1 + len(csrc)]):
             for name in src.where:
-                if (si, name) in done:
+                if name in done:
                     continue
                 (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
-                finish(si, name)
+                finish(si, [name])
     if non_finite:
         names = sorted({n.tensor for n in non_finite})
         if not fits:

@@ -18,7 +18,8 @@ from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, fit_block, fit_large
 from attest.forensics.kernels import Piece
 from attest.forensics.report import NonFinite
 
-Done = Callable[[str], None]
+Done = Callable[[list[str]], None]
+"""Called with the names of each finished block (their pages can be released together)."""
 """Called with a tensor's name once its evidence is taken (the caller releases its pages there)."""
 
 
@@ -73,8 +74,8 @@ def fit_evidence(
     def collect(evs: list[TensorEvidence]) -> None:
         for ev in evs:
             out[ev.name] = ev
-            if done is not None:
-                done(ev.name)
+        if done is not None:
+            done([ev.name for ev in evs])
 
     def start(group: list[str]) -> None:
         # Views are made here, in the calling thread (the reader silences a warning per view, not thread-safe),

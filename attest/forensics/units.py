@@ -36,9 +36,9 @@ def detect_group(args: DetectArgs) -> UnitResult:
         bview = views[1 + k] if len(views) > 1 + k else None
         digested = []
 
-        def release(name: str) -> None:
+        def release(names: list[str]) -> None:
             for v in views:
-                v.release(name)
+                v.release_many(names)
 
         with single_threaded_ops():
             evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, release)
