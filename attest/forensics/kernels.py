@@ -106,6 +106,7 @@ class GramBlock:
 
 
 _EXPONENT_BITS = 0x7FF0000000000000
+RESOLVED_STRIDE = 4
 RVAR_STRIDE = 8
 RVAR_MIN_ELEMENTS = 2048
 """Pieces of at least this many elements estimate the rounding-variance Gram from every RVAR_STRIDE-th element."""
@@ -113,7 +114,8 @@ RVAR_MIN_ELEMENTS = 2048
 
 def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
     """The Gram matrices of every piece of a block (`dtype`: M's storage dtype). `chunk`: the block is one chunk of
-    a large tensor (chunks are cut the same way on every path); small tensors' results must not depend on which
+    a large tensor (chunks are cut the same way on every path; its resolved-element statistics come from every
+    RESOLVED_STRIDE-th element); small tensors' results must not depend on which
     others share their block, so they take the batched path whatever the block's size."""
     g, n, nvec = len(pieces), pieces[0][0].numel(), k + 2
     bits = PRECISION_BITS[dtype]
@@ -131,10 +133,17 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
     # Fresh small results: an array left alive inside the reused buffer would pin it.
     gram = torch.bmm(yb, yb.transpose(1, 2)).numpy()
     sums = y.sum(dim=2).T.contiguous().numpy()
+    # A chunk of a large tensor (2^18 elements) takes its resolved-element statistics from every RESOLVED_STRIDE-th
+    # element: plenty for the coefficients, and the costliest part of the sweep falls 4x.
+    src = y
+    if chunk and n >= RESOLVED_STRIDE * RVAR_MIN_ELEMENTS:
+        ns = (n + RESOLVED_STRIDE - 1) // RESOLVED_STRIDE
+        src = _buffer("strided", nvec, g * ns, torch.float64).view(nvec, g, ns).copy_(y[:, :, ::RESOLVED_STRIDE])
     # Resolved elements: the spread of the given models (the base's own deviation 0 included) is at least
     # RESOLVED_RATIO * 2^-p of s = |A| + spread, i.e. spread >= r / (1 - r) * |A| with r = RESOLVED_RATIO * 2^-p.
-    deltas = y[1 : k + 1]
-    spread, low = (_buffer(tag, 1, g * n, torch.float64)[0].view(g, n) for tag in ("spread", "low"))
+    gs, ns = src.shape[1], src.shape[2]
+    deltas = src[1 : k + 1]
+    spread, low = (_buffer(tag, 1, gs * ns, torch.float64)[0].view(gs, ns) for tag in ("spread", "low"))
     torch.amax(deltas, dim=0, out=spread)
     torch.amin(deltas, dim=0, out=low)
     if with_base:
@@ -142,14 +151,9 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
         low.clamp_(max=0.0)
     spread.sub_(low)
     ratio = RESOLVED_RATIO * 2.0**-bits
-    resolved = torch.ge(spread, torch.abs(a, out=low).mul_(ratio / (1 - ratio)))  # bool (g, n)
+    resolved = torch.ge(spread, torch.abs(src[-1], out=low).mul_(ratio / (1 - ratio)))  # bool (g, n)
     count = torch.count_nonzero(resolved, dim=1).numpy().astype(np.float64)
-    if chunk:
-        gram_resolved, rounding_gram, rounding = _resolved_one(
-            y.view(nvec, n), gram[0], resolved.view(-1), spread, n, dtype
-        )
-    else:
-        gram_resolved, rounding_gram, rounding = _resolved_block(y, resolved, spread, dtype)
+    gram_resolved, rounding_gram, rounding = _resolved_block(src, resolved, spread, dtype)
     return GramBlock(gram, sums, gram_resolved, rounding_gram, rounding, count)
 
 
@@ -189,31 +193,6 @@ def _rvar_stride(n: int) -> int:
     """The rounding-variance Gram only has to be a good estimate: every RVAR_STRIDE-th element of a piece of at least
     RVAR_MIN_ELEMENTS (weighted by RVAR_STRIDE)."""
     return RVAR_STRIDE if n >= RVAR_MIN_ELEMENTS else 1
-
-
-def _resolved_one(
-    y: torch.Tensor, gram: np.ndarray, resolved: torch.Tensor, spread: torch.Tensor, n: int, dtype: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same for one chunk of a large tensor. The resolved Gram by gathering the columns of whichever set is
-    small (under 1/16: a gather is ~10x slower per element than a masked copy), else by a masked copy; the
-    rounding-variance Gram, which only has to be a good estimate, from every RVAR_STRIDE-th element weighted by
-    RVAR_STRIDE (chunks are cut the same way on every path)."""
-    nvec = y.shape[0]
-    count = int(torch.count_nonzero(resolved))
-    if min(count, n - count) <= n // 16:
-        few = count <= n // 2
-        yc = y.index_select(1, torch.nonzero(resolved if few else ~resolved).squeeze(1))
-        part = (yc @ yc.T).numpy()
-        gram_resolved = part if few else gram - part
-    else:
-        masked = _buffer("masked", nvec, n, torch.float64)
-        torch.mul(y, resolved.to(torch.float64), out=masked)  # a float mask: bool x float64 is 4x slower
-        gram_resolved = (masked @ y.T).numpy()
-    stride = _rvar_stride(n)
-    ys = y[:, ::stride].contiguous()
-    s = ys[-1].abs().add_(spread.view(-1)[::stride])
-    var = _variance(s, dtype).mul_(resolved[::stride].to(torch.float64)).mul_(stride)
-    return gram_resolved[None], ((ys * var) @ ys.T).numpy()[None], np.array([float(var.sum())])
 
 
 def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
