@@ -17,7 +17,14 @@ hashing its input once. Between scales, the marginal wall/CPU per added tensor (
 the per-tensor overhead that fixed costs cannot hide) and the peak-RSS growth per added tensor are printed. The
 load average is printed with every row: the machine may be shared.
 
+With --baseline-repo DIR (a checkout or `git archive` of main: DIR/attest is its package), each step also runs with
+that package, just before this checkout's, in the same run and on the same files (rows `step@base`): an A/B of time
+and peak RSS under the same load.
+
+Generated checkpoints are kept under --dir and reused by later runs (delete a scale's folder to regenerate it).
+
 Usage: python benchmarks/bench_moe_scale.py [--experts 2 50 512] [--dir /tmp/attest-moe] [--mergekit-max 50]
+       [--steps hash verify merge replay detect] [--baseline-repo /tmp/attest-main]
 """
 
 from __future__ import annotations
@@ -86,7 +93,8 @@ def _child(step: str, root: Path) -> dict[str, object]:
     elif step == "merge":
         from attest.merge import parse_recipe, run_merge
 
-        run_merge(parse_recipe(recipe_text), {str(a): a, str(b): b}, merged)  # mergekit's (fused) layout
+        out = root / os.environ.get("BENCH_MERGE_OUT", "attest_merge")
+        run_merge(parse_recipe(recipe_text), {str(a): a, str(b): b}, out)  # mergekit's (fused) layout
     elif step == "replay":
         from attest.merge import parse_recipe
         from attest.replay import replay
@@ -113,9 +121,19 @@ def _entry_bytes(entry: object) -> int:
     return sum(sys.getsizeof(x) for x in own)
 
 
-def _run_child(step: str, root: Path) -> dict[str, object]:
+def _run_child(step: str, root: Path, baseline: Path | None = None) -> dict[str, object]:
+    """One step in a fresh interpreter, with this checkout's attest package or (`baseline`) that checkout's; the
+    baseline's merge is written beside ours (replay and detect read ours)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(baseline if baseline is not None else Path(__file__).resolve().parent.parent)
+    if baseline is not None:
+        env["BENCH_MERGE_OUT"] = "attest_merge_baseline"
     out = subprocess.run(
-        [sys.executable, __file__, "--child", step, "--dir", str(root)], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--child", step, "--dir", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     if out.returncode:
         raise SystemExit(f"{step} failed:\n{out.stderr[-3000:]}")
@@ -173,7 +191,9 @@ def _prepare_verify(root: Path, a: Path) -> None:
     )
 
 
-def scale(root: Path, experts: int, mergekit_max: int, steps: list[str]) -> dict[str, object]:
+def scale(
+    root: Path, experts: int, mergekit_max: int, steps: list[str], baseline: Path | None = None
+) -> dict[str, object]:
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     n = int(_run_child("generate", root)["tensors"])  # type: ignore[call-overload]
@@ -186,13 +206,16 @@ def scale(root: Path, experts: int, mergekit_max: int, steps: list[str]) -> dict
     )
     rows: dict[str, dict[str, object]] = {}
     merged = root / "attest_merge"
-    if merged.exists():
-        import shutil
+    for old in (merged, root / "attest_merge_baseline"):
+        if old.exists():
+            import shutil
 
-        shutil.rmtree(merged)
+            shutil.rmtree(old)
     _warm(a, b)
     rows["sha256sum"] = {**_timed(["sha256sum", *_shards(a)]), "load": load()}
     for step in steps:
+        if baseline is not None:  # the same step with the baseline's package, just before ours
+            rows[f"{step}@base"] = {**_run_child(step, root, baseline), "load": load()}
         rows[step] = {**_run_child(step, root), "load": load()}
         if step == "merge":
             _warm(merged)
@@ -214,9 +237,10 @@ def scale(root: Path, experts: int, mergekit_max: int, steps: list[str]) -> dict
     for step, r in rows.items():
         r_s, r_c = float(r["seconds"]), float(r["cpu"])  # type: ignore[arg-type]
         pt = " " * 44
-        if step in reads:
-            r["per_tensor_ms"] = (r_s - reads[step] * sha) / n * 1e3
-            r["per_tensor_cpu_ms"] = (r_c - reads[step] * sha_cpu) / n * 1e3
+        k = reads.get(step.split("@")[0])
+        if k is not None:
+            r["per_tensor_ms"] = (r_s - k * sha) / n * 1e3
+            r["per_tensor_cpu_ms"] = (r_c - k * sha_cpu) / n * 1e3
             pt = f"{r['per_tensor_ms']:7.3f} ms wall {r['per_tensor_cpu_ms']:7.3f} ms cpu /tensor"
         extra = {k: v for k, v in r.items() if k not in skip}
         print(
@@ -233,13 +257,20 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/attest-moe"))
     ap.add_argument("--mergekit-max", type=int, default=50, help="run mergekit only up to this many experts/layer")
     ap.add_argument("--steps", nargs="*", choices=STEPS, default=STEPS)
+    ap.add_argument(
+        "--baseline-repo",
+        type=Path,
+        help="also run each step with the attest package under this folder (e.g. `git archive main attest`), same run",
+    )
     ap.add_argument("--child", choices=[*STEPS, "generate"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.dir)))
         return
     print(f"cpus: {os.cpu_count()}  python {sys.version.split()[0]}  load {load()}")
-    results = [scale(args.dir / f"e{e}", e, args.mergekit_max, args.steps) for e in args.experts]
+    if args.baseline_repo is not None and not (args.baseline_repo / "attest" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline-repo {args.baseline_repo}: no attest package there")
+    results = [scale(args.dir / f"e{e}", e, args.mergekit_max, args.steps, args.baseline_repo) for e in args.experts]
     for lo, hi in itertools.pairwise(results):
         _growth(lo, hi)
     if len(results) > 2:
