@@ -71,6 +71,8 @@ def expert_of(name: str) -> ExpertKey | None:
 class CanonicalView(TensorTable):
     """The canonical tensors of a table: per-expert names, fused experts mapped onto byte ranges of the stored ones."""
 
+    where: dict[str, tuple[SafetensorsFile, TensorInfo]]
+
     def __init__(self, table: TensorTable) -> None:
         super().__init__(table.folder, table.label, {})
         self.relayouts: list[Relayout] = []

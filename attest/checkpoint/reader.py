@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,63 @@ def torch_dtype(tag: str, where: Path) -> torch.dtype:
         raise InputError(where, f"tensors of dtype {tag} cannot be merged") from None
 
 
+class StoredTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
+    """name -> (open file, entry) of a folder's stored tensors, over the folder scan's name index (one dict probe)
+    and the files' header columns: the entry is made on access, nothing else is held per tensor."""
+
+    __slots__ = ("_files", "_index", "_starts")
+
+    def __init__(self, index: dict[str, int], starts: list[int], files: list[SafetensorsFile]) -> None:
+        self._index = index
+        self._starts = starts
+        self._files = files
+
+    def __getitem__(self, name: str) -> tuple[SafetensorsFile, TensorInfo]:
+        return self.at(self._index[name])
+
+    def at(self, position: int) -> tuple[SafetensorsFile, TensorInfo]:
+        """(file, entry) of the tensor at a position of the name index."""
+        k = bisect_right(self._starts, position) - 1
+        f = self._files[k]
+        return f, f.header.tensors.info(position - self._starts[k])
+
+    def position_of(self, name: str) -> int:
+        """The position of a stored tensor (KeyError for a name not stored)."""
+        return self._index[name]
+
+    def position(self, name: str) -> int | None:
+        """The tensor's position in the folder's name index (None when absent): a stable small handle."""
+        return self._index.get(name)
+
+    def positions(self, names: Iterable[str]) -> array[int]:
+        """The positions of these stored tensors, in order (KeyError for a name not stored)."""
+        return array("I", map(self._index.__getitem__, names))
+
+    def span(self, position: int) -> tuple[SafetensorsFile, int, int]:
+        """(file, begin, end) of the tensor at a position: its bytes, without making its entry."""
+        k = bisect_right(self._starts, position) - 1
+        f = self._files[k]
+        i = position - self._starts[k]
+        offsets = f.header.tensors.offsets
+        return f, offsets[i], offsets[i + 1]
+
+    def get(self, name: str, default: None = None) -> tuple[SafetensorsFile, TensorInfo] | None:  # type: ignore[override]
+        return self[name] if name in self._index else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 class TensorTable:
     """Tensors by name, each a range of bytes in a mapped file: the stored tensors of a folder, or a view of them."""
 
-    def __init__(self, folder: Path, label: str, where: dict[str, tuple[SafetensorsFile, TensorInfo]]) -> None:
+    def __init__(self, folder: Path, label: str, where: Mapping[str, tuple[SafetensorsFile, TensorInfo]]) -> None:
         self.folder = folder
         self.label = label
         self.where = where
@@ -150,8 +206,7 @@ class Checkpoint(TensorTable):
                 self.files.append(f)
                 if file_key(f.stat) != scan.stats[rel]:
                     raise InputError(root / rel, "file changed after the folder was scanned")
-                for t in f.tensors:
-                    self.where[t.name] = (f, t)
+            self.where = StoredTensors(scan.index, scan.starts, self.files)
             self.config: dict[str, Any] = self._read_config() if with_config else {}
         except BaseException:
             self.close()

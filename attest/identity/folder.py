@@ -7,8 +7,10 @@ verifier: symlinks that leave the folder, special files, index entries that poin
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -16,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from attest.bounded import read_bounded
 from attest.errors import InputError
 from attest.identity.safetensors_reader import MAX_TENSORS, SafetensorsHeader, TensorCountError, read_header
-from attest.strict_json import strict_loads
+from attest.strict_json import strict_loads_string_map
 
 ATTEST_DIR = ".attest"
 """attest's own folder inside a model folder (attestations); excluded from the identity."""
@@ -46,6 +48,15 @@ class FolderScan:
     # relative POSIX path -> (device, inode, size, mtime ns, ctime ns) when listed, to notice files that change
     # while they are read
     stats: dict[str, tuple[int, int, int, int, int]] = field(default_factory=dict)
+    # every tensor name of the weight files -> its position counting through `headers` in order (one dict slot
+    # and one integer per tensor); `starts[k]` is the position of the first entry of the k-th header
+    index: dict[str, int] = field(default_factory=dict)
+    starts: list[int] = field(default_factory=list)
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(k, i): entry i of the k-th header, for a position of `index`."""
+        k = bisect_right(self.starts, position) - 1
+        return k, position - self.starts[k]
 
 
 def file_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -127,6 +138,7 @@ def scan_folder(
         raise InputError(root, "empty folder")
     if require_weights and not scan.weight_files and not scan.pickle_files:
         raise InputError(root, "no weights: no *.safetensors or PyTorch pickle files at the top level")
+    indexes = {index: _read_index(scan, index) for index in scan.index_files}
     budget = MAX_TENSORS  # per folder, not per file: three shards must not hold three times the cap
     for rel_path in scan.weight_files:
         rel = rel_path.as_posix()
@@ -139,7 +151,7 @@ def scan_folder(
         budget -= len(scan.headers[rel].tensors)
     _check_duplicates(scan)
     for index in scan.index_files:
-        _check_index(scan, index)
+        _check_index(scan, index, indexes.pop(index))
     return scan
 
 
@@ -187,12 +199,27 @@ def _is_hf_blob(target: Path, real_root: Path) -> bool:
 
 
 def _check_duplicates(scan: FolderScan) -> None:
+    """Build the folder's name index; a name stored twice is refused."""
+    index: dict[str, int] = {}
+    starts: list[int] = []
+    for header in scan.headers.values():
+        names = header.tensors.names
+        starts.append(len(index))
+        index.update(zip(names, range(len(index), len(index) + len(names)), strict=True))
+        if len(index) != starts[-1] + len(names):
+            _refuse_duplicate(scan)
+    scan.index, scan.starts = index, starts
+
+
+def _refuse_duplicate(scan: FolderScan) -> None:
+    """The error for the first name stored twice (in file order, then entry order)."""
     seen: dict[str, str] = {}
     for rel, header in scan.headers.items():
-        for t in header.tensors:
-            if t.name in seen:
-                raise InputError(scan.root / rel, f"tensor {t.name!r} is also stored in {seen[t.name]}")
-            seen[t.name] = rel
+        for name in header.tensors.names:
+            if name in seen:
+                raise InputError(scan.root / rel, f"tensor {name!r} is also stored in {seen[name]}")
+            seen[name] = rel
+    raise AssertionError("a duplicate name was counted but not found")
 
 
 def _check_index_metadata(path: Path, metadata: object) -> None:
@@ -212,16 +239,34 @@ def _check_index_metadata(path: Path, metadata: object) -> None:
             raise InputError(path, f"shard index metadata {key!r} is not a string")
 
 
-def _check_index(scan: FolderScan, index: str) -> None:
+def _read_index(scan: FolderScan, index: str) -> object:
+    """The parsed shard index, or the InputError that reading it raised (raised later, in the order of checks).
+
+    Read before the headers, so that its text does not stack on the folder's header tables; the weight_map is
+    parsed entry by entry (strict_loads_string_map: no parser bookkeeping per entry), its names interned (the
+    headers' names are then the same strings) and one string per distinct shard."""
     path = scan.root / index
-    real = scan.real_paths[index]
-    raw = read_bounded(real, MAX_INDEX_BYTES, f"shard index larger than {MAX_INDEX_BYTES} bytes", shown=path)
     try:
-        data = strict_loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(path, f"shard index is not valid JSON ({str(exc).splitlines()[0]})") from None
+        raw = read_bounded(
+            scan.real_paths[index], MAX_INDEX_BYTES, f"shard index larger than {MAX_INDEX_BYTES} bytes", shown=path
+        )
+        try:
+            # What json.loads does with bytes, done here so that the bytes are freed before the parse.
+            text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+            del raw
+            return strict_loads_string_map(text, "weight_map")
+        except (ValueError, RecursionError) as exc:
+            raise InputError(path, f"shard index is not valid JSON ({str(exc).splitlines()[0]})") from None
+    except InputError as exc:
+        return exc
+
+
+def _check_index(scan: FolderScan, index: str, data: object) -> None:
+    path = scan.root / index
+    if isinstance(data, InputError):
+        raise data
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict):
+    if not isinstance(data, dict) or not isinstance(weight_map, dict):
         raise InputError(path, "shard index has no weight_map object")
     if not weight_map:
         # An index outside the roots that covers nothing would say nothing the weights root fixes.
@@ -233,28 +278,53 @@ def _check_index(scan: FolderScan, index: str) -> None:
     if unknown:
         raise InputError(path, f"shard index has unexpected key {unknown[0]!r} (only weight_map and metadata)")
     _check_index_metadata(path, data.get("metadata", {}))
-    by_shard: dict[str, set[str]] = {}
     checked: dict[str, str] = {}  # shard as written -> its checked name: ~100 shards for 10^5 entries
     for tensor, shard in weight_map.items():
-        name = checked.get(shard) if isinstance(shard, str) else None
-        if name is None:
-            name = _index_shard(scan, path, tensor, shard)
-            checked[shard] = name
-        by_shard.setdefault(name, set()).add(tensor)
+        if not (isinstance(shard, str) and shard in checked):
+            checked[shard] = _index_shard(scan, path, tensor, shard)
+    if not _index_matches(scan, weight_map, checked):
+        _refuse_index(scan, path, weight_map, checked)
+    unlisted = sorted(set(scan.headers) - set(checked.values()))
+    if unlisted:
+        # A loader that follows the index would not read this file, yet its tensors are in the weights root.
+        raise InputError(
+            path, f"weight_map does not cover {unlisted[0]}; hash with --ignore {unlisted[0]} if no loader reads it"
+        )
+
+
+def _index_matches(scan: FolderScan, weight_map: dict[str, str], checked: dict[str, str]) -> bool:
+    """Whether weight_map lists every tensor of the shards it names, each in the shard that holds it (through the
+    folder's name index: no set of names per shard)."""
+    rels = list(scan.headers)
+    listed = [0] * len(rels)
+    index, starts = scan.index, scan.starts
+    number = {shard: rels.index(name) for shard, name in checked.items()}
+    for tensor, shard in weight_map.items():
+        position = index.get(tensor)
+        if position is None:
+            return False
+        k = number[shard]
+        if not starts[k] <= position < (starts[k + 1] if k + 1 < len(starts) else len(index)):
+            return False
+        listed[k] += 1
+    return all(listed[number[s]] == len(scan.headers[n].tensors) for s, n in checked.items())
+
+
+def _refuse_index(scan: FolderScan, path: Path, weight_map: dict[str, str], checked: dict[str, str]) -> None:
+    """The error for a weight_map that does not match the shards: the first shard (in weight_map order) that lacks
+    a tensor listed for it, or holds one not listed, naming the first such tensor in sorted order."""
+    by_shard: dict[str, set[str]] = {}
+    for tensor, shard in weight_map.items():
+        by_shard.setdefault(checked[shard], set()).add(tensor)
     for shard, names in by_shard.items():
-        present = {t.name for t in scan.headers[shard].tensors}
+        present = set(scan.headers[shard].tensors.names)
         missing = sorted(names - present)
         if missing:
             raise InputError(path, f"weight_map puts {missing[0]!r} in {shard}, which does not hold it")
         extra = sorted(present - names)
         if extra:
             raise InputError(path, f"{shard} holds {extra[0]!r}, which weight_map does not list")
-    unlisted = sorted(set(scan.headers) - set(by_shard))
-    if unlisted:
-        # A loader that follows the index would not read this file, yet its tensors are in the weights root.
-        raise InputError(
-            path, f"weight_map does not cover {unlisted[0]}; hash with --ignore {unlisted[0]} if no loader reads it"
-        )
+    raise AssertionError("weight_map was found not to match, but no difference was found")
 
 
 def _index_shard(scan: FolderScan, path: Path, tensor: str, shard: object) -> str:

@@ -12,11 +12,13 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from attest.errors import InputError
 from attest.identity.dtypes import DTYPE_BITS, expected_nbytes
+from attest.identity.header_table import HeaderEntries, TensorInfo
 from attest.strict_json import reject_duplicate_keys, strict_loads
 
 FAULT_AROUND_BYTES = 2 * 1024 * 1024
@@ -41,27 +43,12 @@ class TensorCountError(InputError):
     """A header that holds more tensors than the caller's budget."""
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """One tensor entry of a validated header. Offsets are absolute positions in the file."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
-
 @dataclass(frozen=True)
 class SafetensorsHeader:
     path: Path
     file_size: int
     data_start: int
-    tensors: tuple[TensorInfo, ...]
+    tensors: HeaderEntries  # in data-offset order; TensorInfo made on access
     metadata: dict[str, str]
 
     def by_name(self) -> dict[str, TensorInfo]:
@@ -70,6 +57,11 @@ class SafetensorsHeader:
 
 _DTYPES = {d: d for d in DTYPE_BITS}
 """Each dtype tag as one shared string: 10^5 tensor entries hold a reference, not a copy each."""
+
+
+_Entry = tuple[int, int, str, str, tuple[int, ...]]
+"""(begin, end, name, dtype, shape) of a checked entry, offsets absolute."""
+_SPAN = itemgetter(0, 1)
 
 
 def read_header(path: str | os.PathLike[str], max_tensors: int = MAX_TENSORS) -> SafetensorsHeader:
@@ -129,7 +121,7 @@ def parse_header(p: Path, raw: bytes, size: int, max_tensors: int = MAX_TENSORS)
     data_start = 8 + n
     buffer_len = size - data_start
     metadata: dict[str, str] = {}
-    tensors: list[TensorInfo] = []
+    tensors: list[_Entry] = []
     shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple per distinct shape (experts share theirs)
     for name, entry in header.items():
         if name == "__metadata__":
@@ -143,19 +135,20 @@ def parse_header(p: Path, raw: bytes, size: int, max_tensors: int = MAX_TENSORS)
     if len(tensors) > max_tensors:
         raise TensorCountError(p, f"safetensors header holds more than the {max_tensors} tensors allowed")
 
-    ordered = sorted(tensors, key=lambda t: (t.begin, t.end))
+    del header
+    tensors.sort(key=_SPAN)  # stable: entries at the same offsets (empty tensors) keep the header's order
     cursor = data_start
-    for t in ordered:
-        if t.begin < cursor:
+    for begin, end, name, _, _ in tensors:
+        if begin < cursor:
             raise InputError(
-                p, f"tensor {t.name!r} overlaps the previous tensor (data_offsets start {t.begin - data_start})"
+                p, f"tensor {name!r} overlaps the previous tensor (data_offsets start {begin - data_start})"
             )
-        if t.begin > cursor:
-            raise InputError(p, f"gap of {t.begin - cursor} bytes before tensor {t.name!r} in the data buffer")
-        cursor = t.end
+        if begin > cursor:
+            raise InputError(p, f"gap of {begin - cursor} bytes before tensor {name!r} in the data buffer")
+        cursor = end
     if cursor != size:
         raise InputError(p, f"{size - cursor} bytes after the last tensor are not covered by any tensor")
-    return SafetensorsHeader(p, size, data_start, tuple(ordered), metadata)
+    return SafetensorsHeader(p, size, data_start, HeaderEntries(tensors, size), metadata)
 
 
 def _is_unicode(text: str) -> bool:
@@ -169,7 +162,7 @@ def _is_unicode(text: str) -> bool:
 
 def _parse_entry(
     p: Path, name: str, entry: Any, data_start: int, buffer_len: int, shapes: dict[tuple[int, ...], tuple[int, ...]]
-) -> TensorInfo:
+) -> _Entry:
     if not name:
         raise InputError(p, "empty tensor name in safetensors header")
     if not name.isascii() and not _is_unicode(name):
@@ -208,7 +201,7 @@ def _parse_entry(
             p, f"tensor {name!r}: shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}"
         )
     dims = tuple(shape)
-    return TensorInfo(name, _DTYPES[dtype], shapes.setdefault(dims, dims), data_start + begin, data_start + end)
+    return (data_start + begin, data_start + end, name, _DTYPES[dtype], shapes.setdefault(dims, dims))
 
 
 class SafetensorsFile:
@@ -252,7 +245,7 @@ class SafetensorsFile:
         self._fh.close()
 
     @property
-    def tensors(self) -> tuple[TensorInfo, ...]:
+    def tensors(self) -> HeaderEntries:
         return self.header.tensors
 
     def info(self, name: str) -> TensorInfo:

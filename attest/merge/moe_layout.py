@@ -15,13 +15,15 @@ declared here per architecture (SPEC.md section 5.5), checked against real merge
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from attest.checkpoint.reader import Checkpoint
+from attest.checkpoint.reader import Checkpoint, StoredTensors
 from attest.errors import InputError
 from attest.identity.safetensors_reader import TensorInfo
 
@@ -81,8 +83,11 @@ def moe_architecture(ckpt: Checkpoint) -> MoeArchitecture:
 
 @dataclass
 class _Fused:
+    """A fused tensor: the stored per-expert tensors concatenated along dim 0, expert by expert, held as their
+    positions in the wrapped checkpoint's name index (4 bytes each, not a list of names per expert)."""
+
     info: TensorInfo
-    parts: list[list[str]]  # per expert, the stored tensors concatenated along dim 0
+    parts: Sequence[int]  # positions (StoredTensors.position), expert-major
 
 
 @dataclass
@@ -103,42 +108,51 @@ def _renamed(name: str, arch: MoeArchitecture) -> str:
 
 
 def _plan(ckpt: Checkpoint, arch: MoeArchitecture) -> _Plan:
-    groups: dict[tuple[str, str], dict[int, dict[str, str]]] = {}
+    where = ckpt.where
+    if not isinstance(where, StoredTensors):
+        raise TypeError("the fused expert view reads a folder's stored tensors")
+    # (head, which) -> {2 x expert + the projection's rank: position}: one dict slot per stored expert tensor (its
+    # position is the int the name index already holds), not a dict per expert
+    groups: dict[tuple[str, str], dict[int, int]] = {}
+    rank = {arch.gate: 0, arch.up: 1, arch.down: 0}
     plan = _Plan()
-    for name in ckpt.names:
+    for name in where:
         m = PER_EXPERT_RE.match(name)
-        if m is None or m.group("proj") not in (arch.gate, arch.up, arch.down):
+        if m is None or m.group("proj") not in rank:
             written = _renamed(name, arch)
             if written in plan.alias:
                 raise InputError(ckpt.folder, f"tensors {plan.alias[written]!r} and {name!r} both read as {written!r}")
             plan.alias[written] = name
             plan.order.append(written)
             continue
-        which = "down_proj" if m.group("proj") == arch.down else "gate_up_proj"
-        groups.setdefault((m.group("head"), which), {}).setdefault(int(m.group("expert")), {})[m.group("proj")] = name
-    for (head, which), experts in sorted(groups.items()):
+        proj = m.group("proj")
+        which = "down_proj" if proj == arch.down else "gate_up_proj"
+        slots = groups.setdefault((m.group("head"), which), {})
+        slots[2 * int(m.group("expert")) + rank[proj]] = where.position_of(name)
+    for (head, which), slots in sorted(groups.items()):
         name = _fused_name(head, which, arch)
         if name in plan.alias:
             raise InputError(ckpt.folder, f"{name!r} is stored both fused and per expert")
-        if sorted(experts) != list(range(len(experts))):
-            raise InputError(ckpt.folder, f"the experts of {head} are not numbered 0..{len(experts) - 1}")
+        count = len({slot >> 1 for slot in slots})
+        if any(slot >> 1 >= count for slot in slots):
+            raise InputError(ckpt.folder, f"the experts of {head} are not numbered 0..{count - 1}")
         projs = [arch.down] if which == "down_proj" else [arch.gate, arch.up]
-        parts = []
-        for e in range(len(experts)):
-            missing = [p for p in projs if p not in experts[e]]
-            if missing:
-                raise InputError(ckpt.folder, f"expert {e} of {head} has no {', '.join(missing)} tensor")
-            parts.append([experts[e][p] for p in projs])
-        infos = [ckpt.info(n) for row in parts for n in row]
+        k = len(projs)  # each expert's k parts, in turn
+        if len(slots) != k * count:
+            for e in range(count):
+                missing = [p for r, p in enumerate(projs) if 2 * e + r not in slots]
+                if missing:
+                    raise InputError(ckpt.folder, f"expert {e} of {head} has no {', '.join(missing)} tensor")
+        positions = array("I", [slots[2 * e + r] for e in range(count) for r in range(k)])
+        infos = [where.at(p)[1] for p in positions]
         if len({(i.dtype, i.shape[1:]) for i in infos}) != 1 or any(len(i.shape) != 2 for i in infos):
             raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in dtype or shape")
-        k = len(projs)  # infos holds each expert's k parts in turn
         rows = sum(i.shape[0] for i in infos[:k])
         if any(sum(i.shape[0] for i in infos[j : j + k]) != rows for j in range(0, len(infos), k)):
             raise InputError(ckpt.folder, f"the experts of {head} ({which}) differ in shape")
-        shape = (len(parts), rows, infos[0].shape[1])
+        shape = (count, rows, infos[0].shape[1])
         nbytes = sum(i.nbytes for i in infos)
-        plan.fused[name] = _Fused(TensorInfo(name, infos[0].dtype, shape, 0, nbytes), parts)
+        plan.fused[name] = _Fused(TensorInfo(name, infos[0].dtype, shape, 0, nbytes), positions)
         plan.order.append(name)
     return plan
 
@@ -158,6 +172,10 @@ class FusedExpertView(Checkpoint):
         self.label = inner.label
         self.files = []  # the wrapped checkpoint owns the files
         self._plan = _plan(inner, arch)
+        where = inner.where
+        if not isinstance(where, StoredTensors):
+            raise TypeError("the fused expert view reads a folder's stored tensors")
+        self._where = where
 
     @property
     def names(self) -> list[str]:
@@ -186,14 +204,13 @@ class FusedExpertView(Checkpoint):
         # whole rows of one dtype): copied as bytes, one memcpy per part instead of torch ops per part, and each
         # file's pages released once for the whole range read (10^5 small experts: 10^5 system calls saved).
         runs: list[list[Any]] = []  # [file, begin, end]: parts that follow each other in one file read as one
-        where = self.inner.where
-        for row in fused.parts:
-            for part in row:
-                fh, info = where[part]
-                if runs and runs[-1][0] is fh and runs[-1][2] == info.begin:
-                    runs[-1][2] = info.end
-                else:
-                    runs.append([fh, info.begin, info.end])
+        span_of = self._where.span
+        for position in fused.parts:
+            fh, begin, end = span_of(position)
+            if runs and runs[-1][0] is fh and runs[-1][2] == begin:
+                runs[-1][2] = end
+            else:
+                runs.append([fh, begin, end])
         buf = bytearray(fused.info.nbytes)
         dst = memoryview(buf)
         pos = 0
@@ -216,7 +233,8 @@ class FusedExpertView(Checkpoint):
         fused = self._plan.fused.get(name)
         if fused is None:
             return self.inner.files_of(self._plan.alias.get(name, name))
-        return sorted({f for row in fused.parts for part in row for f in self.inner.files_of(part)})
+        span = self._where.span
+        return sorted({str(Path(fh.path).resolve()) for fh in {span(p)[0] for p in fused.parts}})
 
     def release(self, name: str) -> None:
         if name in self._plan.alias:
