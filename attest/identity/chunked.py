@@ -35,7 +35,7 @@ only while it runs), and a deep queue keeps every worker busy when the collectin
 on a loaded machine."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     path: Path
     offset: int
@@ -46,7 +46,7 @@ class Span:
         return max(1, -(-self.length // CHUNK_SIZE))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Piece:
     span: int  # index into the spans list
     first: int  # first chunk index in the span

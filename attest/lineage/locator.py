@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from attest.errors import AttestError, InputError
 from attest.executor import ClusterError, Executor
 from attest.identity import IdentityManifest, hash_model
-from attest.identity.hashing import ProgressAdvance, ProgressStart
+from attest.identity.hashing import ModelRoots, ProgressAdvance, ProgressStart, hash_roots
 
 HF_SCHEME = "hf://"
 HF_DATASETS = "hf://datasets/"
@@ -126,6 +127,7 @@ def uri_path(uri: str | None) -> Path | None:
 
 
 _Key = tuple[Path, tuple[str, ...], bool]
+_Hashed = TypeVar("_Hashed", IdentityManifest, ModelRoots)
 
 
 class Locator:
@@ -150,8 +152,9 @@ class Locator:
     ) -> IdentityManifest:
         """Hash the folder now and remember its roots; an error is remembered too."""
         key = (Path(folder).resolve(), tuple(ignore), require_weights)
-        try:
-            m = hash_model(
+        return self._remembered(
+            key,
+            lambda: hash_model(
                 folder,
                 "sha256",
                 use_cache=False,
@@ -160,14 +163,45 @@ class Locator:
                 on_total=on_total,
                 on_bytes=on_bytes,
                 executor=self.executor,
-            )
+            ),
+        )
+
+    def identity(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        ignore: Iterable[str] = (),
+        require_weights: bool = True,
+        on_total: ProgressStart | None = None,
+        on_bytes: ProgressAdvance | None = None,
+    ) -> ModelRoots:
+        """Hash the folder now for its roots only (no manifest: memory does not grow with its tensor count) and
+        remember them; an error is remembered too."""
+        key = (Path(folder).resolve(), tuple(ignore), require_weights)
+        return self._remembered(
+            key,
+            lambda: hash_roots(
+                folder,
+                "sha256",
+                ignore=list(key[1]),
+                require_weights=require_weights,
+                on_total=on_total,
+                on_bytes=on_bytes,
+                executor=self.executor,
+            ),
+        )
+
+    def _remembered(self, key: _Key, hashed: Callable[[], _Hashed]) -> _Hashed:
+        """Run `hashed` and remember the roots it gives under `key`, or the error it raises."""
+        try:
+            result = hashed()
         except ClusterError:  # the cluster failed, not the folder: nothing to remember
             raise
         except AttestError as exc:
             self._roots[key] = exc
             raise
-        self._roots[key] = (m.model_root, m.weights_root)
-        return m
+        self._roots[key] = (result.model_root, result.weights_root)
+        return result
 
     def roots(self, folder: str | os.PathLike[str]) -> tuple[str, str]:
         """(model root, weights root) of a folder, hashed on first use; a folder that could not be hashed raises
@@ -175,7 +209,7 @@ class Locator:
         key = (Path(folder).resolve(), (), True)
         if key not in self._roots:
             try:
-                self.manifest(folder)
+                self.identity(folder)
             except ClusterError:
                 raise
             except AttestError:

@@ -13,6 +13,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +211,10 @@ def verify_lineage(
     options = options or VerifyOptions()
     locator = locator if locator is not None else Locator(options.parents_dirs, options.executor)
     folder = Path(folder)
-    manifest = locator.manifest(
+    require_weights = not (folder / "model.sig").is_file()
+    identity = locator.identity(  # roots only: the manifest is built only to explain a mismatch
         folder,
-        require_weights=not (folder / "model.sig").is_file(),
+        require_weights=require_weights,
         ignore=options.ignore,
         on_total=options.on_total,
         on_bytes=options.on_bytes,
@@ -229,14 +231,15 @@ def verify_lineage(
     if trust.empty:
         walk.notes.append("no trusted keys, identities or roots given (--key, --identity/--issuer, --policy)")
 
-    root_digest = manifest.model_root
+    root_digest = identity.model_root
     lineage = walk.node(root_digest, folder.name, None, ())
     file_signer, file_failure = _model_signing(walk, folder, trust, options)
     if lineage.verdict == "unattested" and not walk.about(root_digest):
         if file_signer is not None and not entries:
             lineage.verdict, lineage.signers, lineage.step = "verified", [file_signer], None
         else:
-            _explain_missing(walk, folder, manifest, entries)
+            manifest = partial(locator.manifest, folder, require_weights=require_weights, ignore=options.ignore)
+            _explain_missing(walk, folder, root_digest, manifest, entries)
     if file_failure is not None:
         if lineage.verdict in ("verified", "trusted_root"):
             # The statements already bind every byte (model.sig is outside the identity): a stray or foreign
@@ -261,10 +264,10 @@ def verify_lineage(
         verified=not walk.problems and lineage.verdict in ("verified", "trusted_root"),
         model=str(folder),
         model_root=root_digest,
-        weights_root=manifest.weights_root,
+        weights_root=identity.weights_root,
         problems=walk.problems,
         lineage=lineage,
-        notes=walk.notes + manifest.notes,
+        notes=walk.notes + identity.notes,
     )
     trusted_statements: dict[str, set[str]] = {}
     for e in entries:
@@ -293,9 +296,12 @@ def _step_records(entries: list[Entry]) -> dict[str, StepRecord]:
     return out
 
 
-def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entries: list[Entry]) -> None:
+def _explain_missing(
+    walk: _Walk, folder: Path, model_root: str, manifest_of: Callable[[], IdentityManifest], entries: list[Entry]
+) -> None:
     """No statement names the folder as it is: if the folder's own statements name another root, the content changed
-    after signing. Name what changed from the recorded manifest, when it is authentic."""
+    after signing. Name what changed from the recorded manifest, when it is authentic (the folder's manifest is
+    built for that by hashing it again: the first pass kept only its roots)."""
     own = [e for e in entries if e.origin.startswith("folder bundle") and e.trusted and e.statement and e.subjects()]
     depended = {d for e in own for d in dependency_digests(e)}
     heads = [e for e in own if not set(e.subjects()) & depended]
@@ -306,18 +312,22 @@ def _explain_missing(walk: _Walk, folder: Path, manifest: IdentityManifest, entr
     if recorded is None:
         walk.problem(
             "no_statement",
-            f"no statement names this model (model root {manifest.model_root}); the folder's statements name "
+            f"no statement names this model (model root {model_root}); the folder's statements name "
             f"{signed[:16]}: its content changed after signing, or the statements belong to another model",
-            manifest.model_root,
+            model_root,
         )
         return
     walk.visited.update(s for e in own for s in e.subjects())
+    manifest = manifest_of()
+    if manifest.model_root != model_root:
+        walk.problem("content_mismatch", f"folder content changed while it was being verified ({folder})", model_root)
+        return
     lines = diff_manifests(recorded, manifest).lines()
     shown = "; ".join(lines[:20]) + (f"; and {len(lines) - 20} more" if len(lines) > 20 else "")
     walk.problem(
         "content_mismatch",
-        f"folder content (model root {manifest.model_root[:16]}) is not what was signed ({signed[:16]}): {shown}",
-        manifest.model_root,
+        f"folder content (model root {model_root[:16]}) is not what was signed ({signed[:16]}): {shown}",
+        model_root,
     )
 
 

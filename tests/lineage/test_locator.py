@@ -42,13 +42,13 @@ def test_find_binds_by_digest_and_hashes_each_folder_once(
     shutil.copytree(tiny_models["ft_a"], pdir / "ft_a")
     (pdir / "empty").mkdir()
     calls: list[Path] = []
-    real = locator_mod.hash_model
+    real = locator_mod.hash_roots  # what the locator hashes a folder with (roots only)
 
     def counting(path, *a, **k):  # type: ignore[no-untyped-def]
         calls.append(Path(path).resolve())
         return real(path, *a, **k)
 
-    monkeypatch.setattr(locator_mod, "hash_model", counting)
+    monkeypatch.setattr(locator_mod, "hash_roots", counting)
     loc = Locator([pdir])
     root = hash_model(tiny_models["ft_a"]).model_root
     assert loc.find(root, "ft_a", None) == pdir / "ft_a"

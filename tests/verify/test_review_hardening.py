@@ -210,13 +210,13 @@ def test_shared_ancestor_is_hashed_once(signed_chain: dict[str, Path], monkeypat
     import attest.lineage.locator as locator
 
     calls: list[Path] = []
-    real = locator.hash_model
+    real = locator.hash_roots  # what the locator hashes a folder with (roots only)
 
     def counting(path, *a, **k):  # type: ignore[no-untyped-def]
         calls.append(Path(path).resolve())
         return real(path, *a, **k)
 
-    monkeypatch.setattr(locator, "hash_model", counting)
+    monkeypatch.setattr(locator, "hash_roots", counting)
     report = verify_model(signed_chain["merged"], build_trust(signed_chain["policy"]), VerifyOptions())
     assert report.verified
     assert calls.count(signed_chain["base"].resolve()) == 1
