@@ -15,7 +15,9 @@ excluded) on a warm page cache, next to the baselines of the same run:
 Per-tensor overhead = (seconds - sha256sum seconds of the bytes the step reads) / tensors: what the step costs beyond
 hashing its input once. Between scales, the marginal wall/CPU per added tensor (bytes included: an upper bound on
 the per-tensor overhead that fixed costs cannot hide) and the peak-RSS growth per added tensor are printed. The
-load average is printed with every row: the machine may be shared.
+load average is printed with every row: the machine may be shared. merge and replay also report the peak RSS when
+their first tensor is computed (rss_at_compute_mb: parents opened and planned), apart from the largest tensor's
+working memory, which grows with the expert count here (a layer's fused experts are one tensor).
 
 With --baseline-repo DIR (a checkout or `git archive` of main: DIR/attest is its package), each step also runs with
 that package, just before this checkout's, in the same run and on the same files (rows `step@base`): an A/B of time
@@ -77,8 +79,10 @@ def _child(step: str, root: Path) -> dict[str, object]:
         _prepare_verify(root, a)
         return {"tensors": n}
     recipe_text = (root / "linear.yml").read_text()
-    t0, c0 = time.perf_counter(), _cpu()
     extra: dict[str, object] = {}
+    if step in ("merge", "replay"):
+        _note_rss_at_compute(extra)
+    t0, c0 = time.perf_counter(), _cpu()
     if step == "hash":
         from attest.identity import hash_model
 
@@ -111,6 +115,23 @@ def _child(step: str, root: Path) -> dict[str, object]:
     else:
         raise SystemExit(f"unknown step {step}")
     return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "rss_mb": peak_rss_mb(), **extra}
+
+
+def _note_rss_at_compute(extra: dict[str, object]) -> None:
+    """Record the peak RSS when the first tensor is about to be computed (parents opened, merge planned) in
+    extra["rss_at_compute_mb"]: what the step holds per tensor, apart from the largest tensor's working memory
+    (which grows with the expert count here: the fused experts of a layer are one tensor)."""
+    import attest.merge.engine as merge_engine
+    import attest.replay.engine as replay_engine
+
+    real = merge_engine.compute_tensors
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        extra.setdefault("rss_at_compute_mb", peak_rss_mb())
+        return real(*args, **kwargs)
+
+    merge_engine.compute_tensors = noting  # type: ignore[assignment]
+    replay_engine.compute_tensors = noting  # type: ignore[attr-defined]
 
 
 def _entry_bytes(entry: object) -> int:
@@ -289,9 +310,13 @@ def _growth(lo: dict[str, Any], hi: dict[str, Any]) -> None:
             wall = (float(row["seconds"]) - float(old["seconds"])) / dt * 1e3
             cpu = (float(row["cpu"]) - float(old["cpu"])) / dt * 1e3
             grow = float(row["rss_mb"]) - float(old["rss_mb"])
+            at_compute = ""
+            if "rss_at_compute_mb" in row and "rss_at_compute_mb" in old:
+                meta = float(row["rss_at_compute_mb"]) - float(old["rss_at_compute_mb"])
+                at_compute = f"; before the first tensor {meta:+7.1f} MB ({meta * 1e6 / dt:6.0f} B/added tensor)"
             print(
                 f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MB "
-                f"({grow * 1e6 / dt:6.0f} B/added tensor)"
+                f"({grow * 1e6 / dt:6.0f} B/added tensor){at_compute}"
             )
 
 
