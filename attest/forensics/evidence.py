@@ -19,8 +19,7 @@ from attest.forensics.kernels import Piece
 from attest.forensics.report import NonFinite
 
 Done = Callable[[list[str]], None]
-"""Called with the names of each finished block (their pages can be released together)."""
-"""Called with a tensor's name once its evidence is taken (the caller releases its pages there)."""
+"""Called with the names of each finished block once their evidence is taken (the caller releases their pages)."""
 
 
 @dataclass
@@ -78,7 +77,7 @@ def fit_evidence(
             done([ev.name for ev in evs])
 
     def start(group: list[str]) -> None:
-        # Views are made here, in the calling thread (the reader silences a warning per view, not thread-safe),
+        # Views are made here, in the calling thread (the reader's first view silences a warning: not thread-safe),
         # while the pool fits the blocks before; at most two blocks per worker are resident at a time.
         block = [(n, tuple(s.flat(n) for s in sources)) for n in group]
         running.append(submit(lambda: _block_evidence(block, sources, k, with_base)))

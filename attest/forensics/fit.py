@@ -28,6 +28,7 @@ from attest.forensics.kernels import (
     GramBlock,
     Piece,
     ResidualCounts,
+    chunks_of,
     gram_block,
     residual_block,
 )
@@ -117,7 +118,7 @@ def _refinable(fit: TensorFit) -> bool:
 def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> TensorFit:
     """Fit one tensor chunk by chunk, the chunks spread over the pool: each sweep is a block per chunk."""
     n = piece[0].numel()
-    chunks = [slice(s, min(n, s + CHUNK_ELEMENTS)) for s in range(0, n, CHUNK_ELEMENTS)]
+    chunks = chunks_of(n)
 
     def cut(sl: slice) -> list[Piece]:
         return [tuple(t[sl] for t in piece)]
@@ -162,29 +163,28 @@ def _fits(
     # Raw vectors R = T Y: M = Y0 + A, P_i = Y_i + A, A itself (= B with a base).
     t = np.eye(nvec)
     t[: k + 1, -1] = 1.0
-    with np.errstate(invalid="ignore", over="ignore"):  # an Inf input makes these NaN: `finite` below says so
-        raw_gram = t @ gram @ t.T
+
+    def raw(m: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):  # an Inf input makes these NaN: `finite` below says so
+            return t @ m @ t.T
+
+    raw_gram = raw(gram)
+    with np.errstate(invalid="ignore", over="ignore"):
         raw_sums = sums @ t.T
-        raw_resolved = t @ grams.gram_resolved @ t.T
-        raw_rounding = t @ grams.rounding_gram @ t.T
     # With a base: M - B on {P_i - B} and B itself (the extra B column is a per-tensor rescaling of the base: slerp's
-    # weights do not sum to 1; for linear and task arithmetic its coefficient is 0). Without: M on {P_i}.
-    rows, col = (slice(1, None), 0) if with_base else (slice(1, k + 1), 0)
-    g_all = gram if with_base else raw_gram
-    g_res, h_res = (grams.gram_resolved, grams.rounding_gram) if with_base else (raw_resolved, raw_rounding)
+    # weights do not sum to 1; for linear and task arithmetic its coefficient is 0). Without: M on {P_i}. Row and
+    # column 0 are the fitted vector.
+    rows = slice(1, None) if with_base else slice(1, k + 1)
+    if with_base:
+        g_all, g_res, h_res = gram, grams.gram_resolved, grams.rounding_gram
+    else:
+        g_all, g_res, h_res = raw_gram, raw(grams.gram_resolved), raw(grams.rounding_gram)
     # Too few resolved elements (norm weights, rows no model changed): all elements, and no rounding sandwich.
     few = grams.resolved < MIN_RESOLVED
     g_use = np.where(few[:, None, None], g_all, g_res)
     n_use = np.where(few, n, grams.resolved).astype(np.int64)
-    coef, cov, ginv, cond, rss_use = solve_batch(g_use[:, rows, rows], g_use[:, rows, col], g_use[:, col, col], n_use)
+    coef, cov, ginv, cond, rss_use = solve_batch(g_use[:, rows, rows], g_use[:, rows, 0], g_use[:, 0, 0], n_use)
     cov, se_rounding = _rounding_covariance(cov, ginv, h_res[:, rows, rows], grams.rounding, rss_use, n_use, few)
-    # The whole tensor's RSS for these coefficients (the residual sweep recomputes it from the elements).
-    with np.errstate(invalid="ignore", over="ignore"):
-        rss_gram = (
-            g_all[:, col, col]
-            - 2 * np.einsum("gk,gk->g", coef, g_all[:, rows, col])
-            + np.einsum("gk,gkl,gl->g", coef, g_all[:, rows, rows], coef)
-        )
     finite = np.isfinite(gram).all(axis=(1, 2)) & np.isfinite(sums).all(axis=1)
     # Rounding to p significand bits: error uniform within half an ulp, ulp between 2^-p and 2^(1-p) of |x|.
     floor_var = (2.0 ** (1 - PRECISION_BITS[dtype])) ** 2 / 12 * raw_gram[:, 0, 0] / n
@@ -224,7 +224,7 @@ def _fits(
             se_design=se_design[i],
             cond=float(cond[i]),
             ref_energy=float(gram[i, 0, 0]),
-            rss=max(float(rss_gram[i]), 0.0),
+            rss=math.nan,  # set by the residual sweep (every finite tensor has one)
             dist2=dist2[i],
             corr=corr[i, :nx],
             raw_gram=raw_kept[i],

@@ -195,10 +195,26 @@ def _rvar_stride(n: int) -> int:
     return RVAR_STRIDE if n >= RVAR_MIN_ELEMENTS else 1
 
 
-def _ulp(x: np.ndarray, dtype: str) -> np.ndarray:
+def chunks_of(n: int) -> list[slice]:
+    """The CHUNK_ELEMENTS-element chunks a tensor of n elements is cut into (the same on every path)."""
+    return [slice(s, min(n, s + CHUNK_ELEMENTS)) for s in range(0, n, CHUNK_ELEMENTS)]
+
+
+def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
     """ulp of |x| in the storage dtype (in x's float dtype)."""
     _, exp = np.frexp(x)
     return np.ldexp(np.ones_like(x), np.maximum(exp, MIN_EXPONENT[dtype] + 1) - PRECISION_BITS[dtype])
+
+
+def arith_allowance(abs_terms: np.ndarray, abs_b: np.ndarray | None, k: int, dtype: str) -> np.ndarray:
+    """What any order of computing the recipe may add to its exact value (SPEC.md §6.3; `abs_terms` = sum_i |l_i x_i|,
+    `abs_b` = |B| with a base, None without)."""
+    if abs_b is not None:
+        # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum may round
+        # there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
+        return (k + 1) * 2.0 ** -PRECISION_BITS[dtype] * abs_terms + 4 * 2.0**-24 * (abs_b + abs_terms)
+    # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
+    return (k + 2) * 2.0**-24 * abs_terms
 
 
 def _ordered(bits: np.ndarray) -> np.ndarray:
@@ -238,23 +254,15 @@ def _unexplained(
     usually small, where torch's per-call cost dominates."""
     g, nreg = coef.shape[0], coef.shape[1]
     work = rows.numpy().dtype.type
-    eps_s = 2.0 ** -PRECISION_BITS[dtype]  # half-ulp bound, relative, in the storage dtype
-    eps_32 = 2.0**-24
-    eps_w = eps_32 if work == np.float32 else 2.0**-53
+    eps_w = 2.0**-24 if work == np.float32 else 2.0**-53
     piece = flat // n
     r = rows.numpy().reshape(rows.shape[0], -1)
     xd = r[1 : 1 + nreg][:, flat]  # regressors of the differing elements
     md, vd = r[0][flat], r[k + 2][flat]  # M and the recipe
     abs_terms = np.abs(xd * np.nan_to_num(coef).astype(work)[piece].T).sum(axis=0)
-    if with_base:
-        # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum may round
-        # there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
-        arith = (k + 1) * eps_s * abs_terms + 4 * eps_32 * (np.abs(r[k + 1][flat]) + abs_terms)
-    else:
-        # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
-        arith = (k + 2) * eps_32 * abs_terms
+    arith = arith_allowance(abs_terms, np.abs(r[k + 1][flat]) if with_base else None, k, dtype)
     arith += 2 * (k + 2) * eps_w * (np.abs(vd) + abs_terms)  # our own work precision
-    bound = _ulp(np.maximum(np.abs(md), np.abs(vd)), dtype) * 0.5 + arith
+    bound = ulp(np.maximum(np.abs(md), np.abs(vd)), dtype) * 0.5 + arith
     # float64 even for float32 work: without a base the candidates are nearly collinear and x^T Cov x cancels.
     xd64 = xd.astype(np.float64)
     covd = np.nan_to_num(cov, nan=0.0, posinf=0.0)[piece]

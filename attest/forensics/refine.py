@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attest.forensics.kernels import CHUNK_ELEMENTS, Piece
-from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
+from attest.forensics.kernels import Piece, arith_allowance, chunks_of, ulp
 
 REFINE_MAX_FRACTION = 0.05
 """Only tensors whose least-squares recipe leaves at most this share of elements unexplained are refined (the bias
@@ -45,29 +44,22 @@ def _chunk(
 
 def _half_width(m: np.ndarray, abs_terms: np.ndarray, abs_b: np.ndarray | None, k: int, dtype: str) -> np.ndarray:
     """Half the rounding interval: half M's grid spacing plus the arithmetic allowance of §6.3."""
-    _, exp = np.frexp(np.abs(m))
-    bits = PRECISION_BITS[dtype]
-    u = np.ldexp(1.0, np.maximum(exp, MIN_EXPONENT[dtype] + 1) - bits)
-    if abs_b is not None:
-        arith = (k + 1) * 2.0**-bits * abs_terms + 4 * 2.0**-24 * (abs_b + abs_terms)
-    else:
-        arith = (k + 2) * 2.0**-24 * abs_terms
-    return 0.5 * u + arith
+    return 0.5 * ulp(np.abs(m), dtype) + arith_allowance(abs_terms, abs_b, k, dtype)
 
 
 def refine(piece: Piece, k: int, dtype: str, coef: np.ndarray, with_base: bool) -> np.ndarray | None:
     """A coefficient vector under which every element of the tensor rounds to its stored value, starting from the
     least-squares `coef`; None when the iteration finds none (training, or a recipe this form cannot express)."""
-    n = piece[0].numel()
-    chunks = [slice(s, min(n, s + CHUNK_ELEMENTS)) for s in range(0, n, CHUNK_ELEMENTS)]
+    chunks = chunks_of(piece[0].numel())
+    # A one-chunk tensor (the common case: routed experts) is converted once, not once per pass.
+    held = [_chunk(piece, chunks[0], k, with_base)] if len(chunks) == 1 else None
     c = np.nan_to_num(coef).astype(np.float64)
     first = None
     for it in range(REFINE_ITERATIONS):
         gram = np.zeros((len(c), len(c)))
         rhs = np.zeros(len(c))
         violations = 0
-        for sl in chunks:
-            x, target, m, abs_b = _chunk(piece, sl, k, with_base)
+        for x, target, m, abs_b in held or (_chunk(piece, sl, k, with_base) for sl in chunks):
             v = c @ x
             half = _half_width(m, np.abs(c) @ np.abs(x), abs_b, k, dtype)
             err = np.clip(v, target - half, target + half) - v

@@ -125,19 +125,23 @@ def participation(
     if _takes_part(est, minimum):
         return est, True
     for idx in layers:
-        # The bootstrap (the costly part) only where the layer's median is large enough to count.
-        if len(idx) >= 2 and _takes_part(weighted_median(values[idx], weights[idx]), minimum):
-            if _takes_part(robust_estimate(values[idx], weights[idx]), minimum):
-                return est, True
+        # The interval (the costly part) only where the layer's median is large enough to count.
+        if (
+            len(idx) >= 2
+            and _large(weighted_median(values[idx], weights[idx]), minimum)
+            and _takes_part(robust_estimate(values[idx], weights[idx]), minimum)
+        ):
+            return est, True
     return est, False
 
 
-def _takes_part(e: RobustEstimate | float, minimum: float) -> bool:
-    """|value| >= minimum and (for an estimate) an interval that excludes 0."""
-    value = e.value if isinstance(e, RobustEstimate) else e
-    if not (math.isfinite(value) and abs(value) >= minimum):
-        return False
-    return not isinstance(e, RobustEstimate) or e.ci_low > 0 or e.ci_high < 0
+def _large(value: float, minimum: float) -> bool:
+    return math.isfinite(value) and abs(value) >= minimum
+
+
+def _takes_part(e: RobustEstimate, minimum: float) -> bool:
+    """|value| >= minimum and an interval that excludes 0."""
+    return _large(e.value, minimum) and (e.ci_low > 0 or e.ci_high < 0)
 
 
 def merge_shares(rss: np.ndarray, nearest: np.ndarray) -> np.ndarray:

@@ -47,9 +47,7 @@ def hash_model(
     """Hash a model folder. With use_cache, data roots of files unchanged since the last cached run are reused
     (never use it for verification). With an executor (attest.executor), the spans are hashed as its work units,
     near their files; the roots are the same."""
-    if algorithm not in ALGORITHMS:
-        raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
-    scan = scan_folder(path, ignore=ignore, require_weights=require_weights)
+    scan = _scan(path, algorithm, ignore, require_weights)
     return hash_scan(
         scan,
         algorithm,
@@ -59,6 +57,15 @@ def hash_model(
         on_bytes=on_bytes,
         executor=executor,
     )
+
+
+def _scan(
+    path: str | os.PathLike[str], algorithm: Algorithm, ignore: list[str] | None, require_weights: bool
+) -> FolderScan:
+    """The folder's listing, after checking the algorithm name (before any file is read)."""
+    if algorithm not in ALGORITHMS:
+        raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
+    return scan_folder(path, ignore=ignore, require_weights=require_weights)
 
 
 def hash_scan(
@@ -142,9 +149,7 @@ def hash_roots(
 ) -> ModelRoots:
     """The roots hash_model gives (never from the cache), holding 32 bytes per tensor leaf instead of a manifest
     entry (~0.7 KB each): memory does not grow with the tensor count beyond the folder's header columns."""
-    if algorithm not in ALGORITHMS:
-        raise InputError(None, f"unknown hash algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
-    scan = scan_folder(path, ignore=ignore, require_weights=require_weights)
+    scan = _scan(path, algorithm, ignore, require_weights)
     leaves = bytearray()  # tensor leaves in scan.index order, 32 bytes each
     file_leaves: list[tuple[str, bytes]] = []
     for _, table, roots_hex in _roots_by_file(scan, algorithm, False, workers, on_total, on_bytes, executor):
