@@ -8,6 +8,7 @@ of the mapping and each tensor's pages can be released once used, so resident me
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from array import array
@@ -44,6 +45,17 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _quiet = [False]
 """Views over the read-only file mapping are read-only by design. torch warns about that once per process, so only
 the first view is made under catch_warnings (one per view cost ~10 us, a tenth of detect's per-tensor time)."""
+
+
+_THREADED_DIGEST = 1 << 22
+"""Tensors of at least this many bytes are digested on blake3's own threads (a 32 MB tensor: 9.7 -> 6.7 ms)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """What raw_digest hashes before the bytes (`BF16|[512, 64]|`), once per dtype and shape: routed experts share a
+    handful of shapes, and formatting it cost ~1 us for each of the 10^5 tensors of a large MoE."""
+    return f"{dtype}|{list(shape)}|".encode()
 
 
 def torch_dtype(tag: str, where: Path) -> torch.dtype:
@@ -160,7 +172,8 @@ class TensorTable:
     def raw_digest(self, name: str) -> bytes:
         """blake3 of dtype, shape and bytes: equality of whole tensors (passthrough layers, copied experts)."""
         fh, info = self.where[name]
-        h = blake3.blake3(f"{info.dtype}|{list(info.shape)}|".encode())
+        threads = blake3.blake3.AUTO if info.nbytes >= _THREADED_DIGEST else 1  # the same digest either way
+        h = blake3.blake3(_digest_prefix(info.dtype, tuple(info.shape)), max_threads=threads)
         h.update(fh.view_of(info))
         return h.digest()
 

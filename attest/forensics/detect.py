@@ -18,7 +18,7 @@ from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
 from attest.forensics.evidence import fit_evidence
-from attest.forensics.experts import expert_map, expert_rows
+from attest.forensics.experts import expert_key, expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
@@ -91,6 +91,8 @@ def detect(
     finally:
         for s in opened:
             s.close()
+        layer_of.cache_clear()
+        expert_key.cache_clear()
 
 
 def _run(
@@ -293,7 +295,7 @@ def _report(
                 hint_list.append(Hint(method=sp[0], evidence=sp[1]))
         endpoints = (1, 2) if (not with_base and k == 2) else ((k + 1, 1) if (with_base and k == 1) else None)
         if endpoints is not None:
-            sl = H.slerp_hint(fits, endpoints)
+            sl = H.slerp_hint(inf, endpoints)
             if sl is not None:
                 hint_list.append(Hint(method="slerp", evidence=sl))
         if mapping and len(mapping) < n_layers:

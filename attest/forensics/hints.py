@@ -104,9 +104,10 @@ def sparse_hint(fits: list[TensorFit]) -> tuple[str, str] | None:
 def slerp_hint(fits: list[TensorFit], pair: tuple[int, int]) -> str | None:
     """slerp: each tensor's two coefficients (a, b) lie on (sin((1-t)θ), sin(tθ)) / sin θ, not on a + b = 1.
 
-    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model). Arrays over tensors."""
+    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model); `fits`: the informative ones.
+    Arrays over tensors."""
     i, j = pair
-    inf = [f.raw_gram for f in fits if f.informative]
+    inf = [f.raw_gram for f in fits]
     if len(inf) < 2:
         return None
     g = np.array(inf)

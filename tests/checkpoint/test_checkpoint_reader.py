@@ -29,3 +29,19 @@ def test_release_many_merges_adjacent_ranges(tmp_path: Path, monkeypatch: pytest
         assert not any(b <= span[gap][0] < e for b, e in calls)
     finally:
         ck.close()
+
+
+def test_raw_digest_is_blake3_of_dtype_shape_and_bytes(tmp_path: Path) -> None:
+    """The documented digest (blake3 of `DTYPE|[shape]|` then the bytes), whether blake3 runs on its own threads
+    (tensors of 4 MiB and more) or not, and with the per-shape prefix cached across tensors."""
+    import blake3
+
+    big = torch.arange(3 << 20, dtype=torch.float16).reshape(1536, 2048)  # 6 MiB
+    small = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)
+    same_shape = small + 1
+    save_file({"big": big, "small": small, "same_shape": same_shape}, tmp_path / "model.safetensors")
+    with Checkpoint(tmp_path, with_config=False) as ckpt:
+        for name, t, tag in (("big", big, "F16"), ("small", small, "BF16"), ("same_shape", same_shape, "BF16")):
+            want = blake3.blake3(f"{tag}|{list(t.shape)}|".encode() + t.view(torch.uint8).numpy().tobytes())
+            assert ckpt.raw_digest(name) == want.digest()
+        assert ckpt.raw_digest("small") != ckpt.raw_digest("same_shape")
