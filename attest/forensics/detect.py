@@ -18,7 +18,7 @@ from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
 from attest.forensics.evidence import fit_evidence
-from attest.forensics.experts import expert_key, expert_map, expert_rows
+from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
@@ -91,8 +91,6 @@ def detect(
     finally:
         for s in opened:
             s.close()
-        layer_of.cache_clear()
-        expert_key.cache_clear()
 
 
 def _run(
@@ -250,7 +248,7 @@ def _report(
     elements = sum(f.numel for f in inf)
     unexplained = sum(f.unexplained for f in inf)
     hist = np.sum([f.ulp_hist for f in inf if f.ulp_hist is not None], axis=0) if inf else np.zeros(len(ULP_BINS))
-    conc = concentration(inf)
+    conc = concentration(inf, by_layer)
     loose = [f for f, ok in zip(fits, flags, strict=True) if not ok]
     if loose:
         notes.append(
@@ -276,8 +274,7 @@ def _report(
         if d.keys() == mdig.keys() and all(d[n] == mdig[n] for n in mdig):
             identical_to = labels[ci]
             break
-    mapping, non_layer_ok, n_layers = H.layer_mapping(mdig, cdig)
-    cand_layers = [len({key.index for n in d if (key := layer_of(n)) is not None}) for d in cdig]
+    mapping, non_layer_ok, n_layers, cand_layers = H.layer_mapping(mdig, cdig)
     passthrough = identical_to is None and non_layer_ok and H.is_passthrough(mapping, n_layers, cand_layers)
 
     hint_list: list[Hint] = []

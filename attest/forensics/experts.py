@@ -8,7 +8,6 @@ other. The expert map says which, for every expert, once any expert shows that p
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 
@@ -16,13 +15,10 @@ import numpy as np
 
 from attest.checkpoint.canonical import PER_EXPERT, expert_of
 from attest.forensics.fit import TensorFit
-from attest.forensics.pairing import NAME_CACHE, layer_of
+from attest.forensics.pairing import layer_of
 from attest.forensics.report import ExpertMatch, ExpertRow
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
-
-expert_key = functools.lru_cache(maxsize=NAME_CACHE)(expert_of)
-"""expert_of, cached for the report's several passes over every name (`detect` clears it when it returns)."""
 NEAR_RATIO = 0.5
 """An expert is nearest one candidate when its distance to it is at most this share of the distance to the next."""
 
@@ -31,12 +27,12 @@ def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]]) -> li
     """Size-weighted coefficients of each routed expert over its gate, up and down projections."""
     groups: dict[str, list[TensorFit]] = defaultdict(list)
     for f in fits:
-        key = expert_key(f.name)
+        key = expert_of(f.name)
         if key is not None:
             groups[key.expert_name].append(f)
     rows = []
     for name, fs in groups.items():
-        key = expert_key(fs[0].name)
+        key = expert_of(fs[0].name)
         assert key is not None
         coefs: list[float | None] = []
         cols = [(per_tensor[f.name], float(f.numel)) for f in fs if f.name in per_tensor]
@@ -61,7 +57,7 @@ def _expert_digests(digests: dict[str, bytes]) -> dict[str, tuple[bytes, ...]]:
     """expert name -> (gate, up, down) digests, for experts with all three projections."""
     parts: dict[str, dict[str, bytes]] = defaultdict(dict)
     for name, dig in digests.items():
-        key = expert_key(name)
+        key = expert_of(name)
         if key is not None:
             parts[key.expert_name][key.proj] = dig
     return {e: tuple(p[x] for x in PROJS) for e, p in parts.items() if set(p) == set(PROJS)}
@@ -101,11 +97,12 @@ def expert_map(
     for ci, d in enumerate(cdig):
         for name, dig in [*_expert_digests(d).items(), *_dense_mlps(d).items()]:
             pool.setdefault((_layer(name), dig), (ci, name))
-    identical = {e: pool[(_layer(e), dig)] for e, dig in model_experts.items() if (_layer(e), dig) in pool}
+    found = ((e, pool.get((_layer(e), dig))) for e, dig in model_experts.items())
+    identical = {e: src for e, src in found if src is not None}
     dist2: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(labels)))
     norm2: dict[str, float] = defaultdict(float)
     for f in fits:
-        key = expert_key(f.name)
+        key = expert_of(f.name)
         if key is not None:
             dist2[key.expert_name] += f.dist2[: len(labels)]
             norm2[key.expert_name] += float(f.raw_gram[0, 0])

@@ -33,17 +33,19 @@ class Mapping:
 
 def layer_mapping(
     model_digests: dict[str, bytes], cand_digests: list[dict[str, bytes]]
-) -> tuple[list[Mapping], bool, int]:
+) -> tuple[list[Mapping], bool, int, list[int]]:
     """Map each model layer to a candidate layer whose every tensor is bit-identical (renumbering allowed).
 
-    Returns the mapping, whether every non-layer tensor equals the same-name tensor of some candidate, and the
-    number of model layers."""
+    Returns the mapping, whether every non-layer tensor equals the same-name tensor of some candidate, the number of
+    model layers and each candidate's number of layers (every name is parsed once: 10^5 in a large MoE)."""
     index: dict[tuple[str, str, bytes], set[tuple[int, int]]] = defaultdict(set)
+    cand_layers: list[set[int]] = [set() for _ in cand_digests]
     for c, digests in enumerate(cand_digests):
         for name, dig in digests.items():
             key = layer_of(name)
             if key is not None:
                 index[(key.prefix, key.suffix, dig)].add((c, key.index))
+                cand_layers[c].add(key.index)
     layers: dict[tuple[str, int], list[tuple[LayerKey, bytes]]] = defaultdict(list)
     non_layer_ok = True
     for name, dig in model_digests.items():
@@ -65,7 +67,7 @@ def layer_mapping(
             c, k = min(common, key=lambda ck: (ck[1] != idx, ck[0], ck[1]))
             mapping.append(Mapping(idx, c, k))
     n_layers = len({idx for (_p, idx) in layers})
-    return mapping, non_layer_ok, n_layers
+    return mapping, non_layer_ok, n_layers, [len(c) for c in cand_layers]
 
 
 def is_passthrough(mapping: list[Mapping], n_layers: int, cand_layers: list[int]) -> bool:

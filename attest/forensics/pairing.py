@@ -7,7 +7,6 @@ times the number of inputs, plus fixed-size chunk buffers.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,9 +32,6 @@ PRECISION_BITS: dict[str, int] = {"BF16": 8, "F16": 11, "F32": 24, "F64": 53}
 MIN_EXPONENT: dict[str, int] = {"BF16": -126, "F16": -14, "F32": -126, "F64": -1022}
 """Smallest normal exponent: below it the ulp stops shrinking (subnormals)."""
 
-NAME_CACHE = 1 << 17
-"""Names remembered by the per-name key caches (layer_of, experts.expert_key): bounded, cleared after each detect."""
-
 _LAYER = re.compile(r"^(?P<prefix>(?:.*?\.)?)(?P<index>\d+)\.(?P<suffix>.+)$")
 
 
@@ -48,10 +44,8 @@ class LayerKey(NamedTuple):
     suffix: str
 
 
-@functools.lru_cache(maxsize=NAME_CACHE)
 def layer_of(name: str) -> LayerKey | None:
-    """The first numeric path component of a tensor name is its layer (mergekit and HF naming). Cached: detect's
-    report asks ~9 times per tensor (10^5 tensors in a large MoE); `detect` clears the cache when it returns."""
+    """The first numeric path component of a tensor name is its layer (mergekit and HF naming)."""
     m = _LAYER.match(name)
     if m is None:
         return None

@@ -3,6 +3,7 @@ and passthrough readings of the coefficients (SPEC.md §6.4-6.6)."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 
@@ -40,18 +41,13 @@ def participant_weights(f: TensorFit, with_base: bool) -> list[float]:
     return [*vals, 1.0 - sum(vals) + float(f.coef[-1])]
 
 
-def concentration(fits: list[TensorFit]) -> list[Concentration]:
-    out = [
-        Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel)
-        for f in sorted(fits, key=lambda f: -f.unexplained / max(f.numel, 1))
-        if f.unexplained > 0
-    ][:5]
-    per_layer: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for f in fits:
-        key = layer_of(f.name)
-        if key is not None:
-            per_layer[key.index][0] += f.unexplained
-            per_layer[key.index][1] += f.numel
+def concentration(fits: list[TensorFit], by_layer: dict[int, list[int]]) -> list[Concentration]:
+    """The tensors and layers with the largest unexplained share (`by_layer`: layer -> indices into `fits`)."""
+    worst = heapq.nsmallest(5, (f for f in fits if f.unexplained > 0), key=lambda f: -f.unexplained / max(f.numel, 1))
+    out = [Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel) for f in worst]
+    per_layer = {
+        li: (sum(fits[i].unexplained for i in idx), sum(fits[i].numel for i in idx)) for li, idx in by_layer.items()
+    }
     layers = sorted(per_layer.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1))
     out += [Concentration(name=f"layer {li}", unexplained=u, fraction=u / n) for li, (u, n) in layers[:3] if u > 0]
     return out

@@ -18,8 +18,6 @@ from safetensors.torch import load_file, save_file
 
 from attest.cli import cli
 from attest.forensics import DetectReport, detect
-from attest.forensics.experts import expert_key
-from attest.forensics.pairing import layer_of
 from tests.support.builders import copy_model, token_batches
 
 FOUR_SEVENTHS = 4 / 7
@@ -111,8 +109,6 @@ def test_detect_recovers_four_sevenths_over_every_expert(moe: dict[str, Path], l
         assert a is not None and abs(a - FOUR_SEVENTHS) < 0.01, row
     assert r.expert_map == []  # a uniform merge: no expert comes from one parent alone
     assert not any("not fitted" in n for n in r.notes)
-    # The report's per-name key caches are not kept past the call (bounded, but per tensor: 10^5 in a large MoE).
-    assert layer_of.cache_info().currsize == 0 and expert_key.cache_info().currsize == 0
 
 
 def test_training_one_layers_experts_reads_merge_plus_training(moe: dict[str, Path], tmp_path: Path) -> None:
