@@ -35,6 +35,7 @@ from attest.forensics.report import (
     UlpBin,
 )
 from attest.forensics.rows import (
+    candidate_shares,
     concentration,
     finite,
     finite_or_none,
@@ -206,7 +207,8 @@ def _report(
         hi = est.ci_high if math.isfinite(est.ci_high) else None
         coefs.append(Coefficient(candidate=lab, value=finite(est.value), ci_low=lo, ci_high=hi, significant=sig))
     coef_sum = finite_or_none(weighted_median(per_tensor[:, :k].sum(axis=1), weights)) if len(inf) else None
-    test = merge_test(inf)
+    shares = candidate_shares(per_tensor[:, :k], weights, labels)
+    test = merge_test(inf, with_base)
 
     # Spread over layers.
     layer_ids = sorted(by_layer)
@@ -284,6 +286,7 @@ def _report(
         text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
         hint_list.append(Hint(method="passthrough", evidence=f"layers copied bit for bit: {text}"))
         coefs = passthrough_coefficients(mapping, labels, fits, msrc)
+        shares = []  # layers copied whole: the coefficients are the layer shares
         participants = [labels[c] for c in used]
     else:
         if with_base:
@@ -340,6 +343,7 @@ def _report(
         derived_from=derived_from,
         coefficients=coefs,
         coefficient_sum=coef_sum,
+        shares=shares,
         explained=explained if math.isfinite(explained) else None,
         fit_cos=fit_cos,
         merge_test=test,

@@ -30,6 +30,18 @@ class Coefficient(_Model):
     )
 
 
+class Share(_Model):
+    """A candidate's share of the candidates' weight (SPEC.md §6.4): in each informative tensor its coefficient over
+    the sum of the candidate coefficients, the size-weighted median with its 95% interval. Training that continues
+    along the merged delta (fine-tuning on the parents' kind of data) scales every candidate coefficient alike, which
+    the fit cannot tell from a task-arithmetic scale; the shares stay those of the merge."""
+
+    candidate: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
 class LayerPoint(_Model):
     layer: int
     values: list[float] = Field(description="coefficients in the order of `coefficients`")
@@ -203,6 +215,10 @@ class DetectReport(_Model):
     coefficients: list[Coefficient]
     coefficient_sum: float | None = Field(
         default=None, description="sum of the candidate coefficients (1 for a normalized merge)"
+    )
+    shares: list[Share] = Field(
+        default_factory=list,
+        description="each candidate's share of the candidates' weight (two or more candidates; empty for passthrough)",
     )
     explained: float | None = Field(
         default=None,

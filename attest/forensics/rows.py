@@ -7,11 +7,14 @@ import heapq
 import math
 from collections import defaultdict
 
+import numpy as np
+
 from attest.checkpoint.reader import TensorTable
 from attest.forensics import hints as H
 from attest.forensics.fit import TensorFit
 from attest.forensics.pairing import layer_of
-from attest.forensics.report import Coefficient, Concentration, Hint, TensorRow
+from attest.forensics.report import Coefficient, Concentration, Hint, Share, TensorRow
+from attest.forensics.stats import robust_estimate
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT
 
 
@@ -31,6 +34,29 @@ def tensor_rows(fits: list[TensorFit], part_of: list[list[float]], with_base: bo
         )
         for f, parts in zip(fits, part_of, strict=True)
     ]
+
+
+SHARE_MIN_SUM = 0.1
+"""Tensors whose candidate coefficients sum to less than this in magnitude are left out of the shares: a ratio over
+a sum near 0 is noise (a model unrelated to the candidates, a tensor no candidate changed)."""
+
+
+def candidate_shares(per_tensor: np.ndarray, weights: np.ndarray, labels: list[str]) -> list[Share]:
+    """Each candidate's share of the candidates' weight (SPEC.md §6.4) over the informative tensors (`per_tensor`:
+    their candidate coefficients, a row per tensor; `weights`: their sizes). Empty with one candidate."""
+    if len(labels) < 2 or not len(per_tensor):
+        return []
+    total = per_tensor.sum(axis=1)
+    ok = np.abs(total) >= SHARE_MIN_SUM
+    if not ok.any():
+        return []
+    ratios = per_tensor[ok] / total[ok, None]
+    out = []
+    for j, lab in enumerate(labels):
+        est = robust_estimate(ratios[:, j], weights[ok])
+        lo, hi = finite_or_none(est.ci_low), finite_or_none(est.ci_high)
+        out.append(Share(candidate=lab, value=finite(est.value), ci_low=lo, ci_high=hi))
+    return out
 
 
 def participant_weights(f: TensorFit, with_base: bool) -> list[float]:

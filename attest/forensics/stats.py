@@ -19,7 +19,7 @@ import numpy as np
 
 from attest.forensics.fit import TensorFit
 from attest.forensics.report import MergeTest
-from attest.forensics.verdict import MERGE_SHARE_CRITICAL
+from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE
 
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 0
@@ -151,8 +151,9 @@ def merge_shares(rss: np.ndarray, nearest: np.ndarray) -> np.ndarray:
         return np.where(nearest > 0, 1.0 - rss / np.where(nearest > 0, nearest, 1.0), math.nan)
 
 
-def merge_test(fits: list[TensorFit]) -> MergeTest | None:
-    """The merge test over informative tensors (SPEC.md §6.5)."""
+def merge_test(fits: list[TensorFit], with_base: bool) -> MergeTest | None:
+    """The merge test over informative tensors (SPEC.md §6.5); its critical value depends on whether a base is a
+    reference."""
     if not fits:
         return None
     weights = np.array([f.numel for f in fits], dtype=float)
@@ -162,7 +163,7 @@ def merge_test(fits: list[TensorFit]) -> MergeTest | None:
     nearest = np.array([min(float(np.min(f.dist2)), f.ref_energy, float(f.raw_gram[0, 0])) for f in fits])
     shares = merge_shares(np.array([f.rss for f in fits]), nearest)
     est = robust_estimate(shares, weights)
-    critical = MERGE_SHARE_CRITICAL
+    critical = MERGE_SHARE_CRITICAL_BASE if with_base else MERGE_SHARE_CRITICAL
     value = est.value if math.isfinite(est.value) else 0.0
     return MergeTest(
         merge_share=value,

@@ -283,8 +283,11 @@ def test_cli_json_matches_schema_and_plot(forensic_models: dict[str, Path], tmp_
     assert doc["verdict"] == "pure_merge"
     assert {"candidate", "value", "ci_low", "ci_high"} <= set(doc["coefficients"][0])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [s["candidate"] for s in doc["shares"]] == [str(m["ft_a"]), str(m["ft_b"])]
+    assert abs(doc["shares"][0]["value"] - 4 / 7) < 0.005 and doc["shares"][0]["ci_low"] <= 4 / 7
     summary = CliRunner().invoke(cli, args)
     assert summary.exit_code == 0 and "pure_merge" in summary.output and "4/7" in summary.output
+    assert "candidate shares" in summary.output
 
 
 def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attest.forensics.rows import candidate_shares
 from attest.forensics.stats import (
     NORMAL_MIN_TENSORS,
     _bootstrap_medians,
@@ -77,3 +78,43 @@ def test_participation_in_one_layer_only() -> None:
     assert abs(est.value) < 0.01 and takes_part
     _est0, part0 = participation(values[:450], weights[:450], layers[:9], 0.05)
     assert not part0
+
+
+def test_candidate_shares_are_scale_free_and_skip_empty_sums() -> None:
+    """Shares are each candidate's coefficient over their sum: scaling a tensor's coefficients leaves them; tensors
+    whose coefficients sum to ~0 (nothing of the candidates in them) are left out; one candidate has no shares."""
+    rng = np.random.default_rng(0)
+    base = np.tile([4 / 7, 3 / 7], (400, 1)) + rng.normal(0, 1e-3, (400, 2))
+    scaled = base * rng.uniform(1.0, 1.3, (400, 1))  # training along the merged delta, by a different amount per tensor
+    noise = rng.normal(0, 1e-3, (50, 2))  # tensors the candidates do not explain: sums near 0
+    weights = np.ones(450)
+    shares = candidate_shares(np.vstack([scaled, noise]), weights, ["a", "b"])
+    assert [s.candidate for s in shares] == ["a", "b"]
+    assert abs(shares[0].value - 4 / 7) < 1e-3 and abs(shares[1].value - 3 / 7) < 1e-3
+    assert shares[0].ci_low is not None and shares[0].ci_low <= shares[0].value <= (shares[0].ci_high or 0)
+    assert candidate_shares(noise, np.ones(50), ["a", "b"]) == []
+    assert candidate_shares(scaled[:, :1], weights[:400], ["a"]) == []
+
+
+def test_merge_test_critical_value_depends_on_the_base() -> None:
+    """A merge share of 0.45 rejects "single parent" with a base (critical 0.4: null shares at most 0.29 there) but
+    not without one (critical 0.5: a sibling reads ~0.34 against the candidates' mean). Regression: two 4/7 merges
+    trained 50 SFT steps at lr 1e-3 read 0.49 and 0.50 with a base and were called derived_not_merge at 0.5."""
+    from attest.forensics.fit import TensorFit
+    from attest.forensics.stats import merge_test
+    from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE
+
+    def fit(i: int) -> TensorFit:
+        near = 1.0 + i
+        return TensorFit(
+            name=f"model.layers.{i}.mlp.up_proj.weight", numel=1000, dtype="BF16", candidates=2,
+            coef=np.array([0.5, 0.5, 0.0]), se=np.zeros(3), se_design=np.zeros(3), cond=1.0, ref_energy=near,
+            rss=0.55 * near, dist2=np.array([near, 2 * near, 3 * near]), corr=np.zeros(3), raw_gram=np.eye(4) * 1e3,
+        )  # fmt: skip
+
+    fits = [fit(i) for i in range(20)]
+    with_base, without = merge_test(fits, True), merge_test(fits, False)
+    assert with_base is not None and without is not None
+    assert abs(with_base.merge_share - 0.45) < 1e-9 and with_base.merge_share == without.merge_share
+    assert with_base.critical == MERGE_SHARE_CRITICAL_BASE == 0.4 and with_base.rejects_single_parent
+    assert without.critical == MERGE_SHARE_CRITICAL == 0.5 and not without.rejects_single_parent

@@ -229,6 +229,11 @@ def run_case(case: Case, fam: Family, detect: Callable[..., Any]) -> dict[str, A
         hint = next((h.evidence for h in r.hints if h.method == "slerp"), None)
         found = re.search(r"median t = ([0-9.]+)", hint or "")
         err = abs(float(found.group(1)) - float(case.meta["t"])) if found else None  # the hint needs 2 endpoints
+    shares = [s.value for s in r.shares]
+    share_err = None
+    if case.coefs is not None and shares and sum(case.coefs[:2]) != 0:
+        truth = [c / sum(case.coefs[:2]) for c in case.coefs[:2]]
+        share_err = max(abs(a - b) for a, b in zip(shares, truth, strict=True))
     mt = r.merge_test
     return {
         "case": case.name,
@@ -239,6 +244,8 @@ def run_case(case: Case, fam: Family, detect: Callable[..., Any]) -> dict[str, A
         "coefficients": coefs,
         "truth": case.coefs,
         "coef_error": err,
+        "shares": shares,
+        "share_error": share_err,
         "merge_share": mt.merge_share if mt else None,
         "training_share": mt.training_share if mt else None,
         "unexplained_fraction": r.residual.unexplained_fraction if r.residual else None,
