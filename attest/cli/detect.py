@@ -128,11 +128,11 @@ def _summary(r: DetectReport) -> None:
         extra.append(f"sum of candidate coefficients {r.coefficient_sum:.5f}")
     stdout.print("fit: " + ", ".join(e for e in extra if e))
     if r.shares and r.verdict in ("pure_merge", "merge_plus_training"):
-        parts = [
+        shares = [
             f"{names.get(s.candidate, s.candidate)} {s.value:.4f} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
             for s in r.shares
         ]
-        stdout.print("candidate shares (each candidate's coefficient over their sum): " + ", ".join(parts))
+        stdout.print("candidate shares (each candidate's coefficient over their sum): " + ", ".join(shares))
     for s in r.spread:
         stdout.print(
             f"spread over layers, {names.get(s.candidate, s.candidate)}: {s.shape} (range {s.layer_range:.4f})"
