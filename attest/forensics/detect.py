@@ -358,7 +358,9 @@ def _report(
         ],
         tensors=tensor_rows(fits, part_of, with_base),
         coverage=coverage,
-        experts=expert_rows(fits, {f.name: p for f, p, ok in zip(fits, part_of, flags, strict=True) if ok}),
+        experts=expert_rows(
+            fits, {f.name: p for f, p, ok in zip(fits, part_of, flags, strict=True) if ok}, len(part_labels)
+        ),
         expert_map=emap,
         notes=notes,
     )

@@ -16,41 +16,40 @@ import numpy as np
 from attest.checkpoint.canonical import PER_EXPERT, expert_of
 from attest.forensics.fit import TensorFit
 from attest.forensics.pairing import layer_of
-from attest.forensics.report import ExpertMatch, ExpertRow
+from attest.forensics.report import ExpertMatch, ExpertRows
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
 NEAR_RATIO = 0.5
 """An expert is nearest one candidate when its distance to it is at most this share of the distance to the next."""
 
 
-def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]]) -> list[ExpertRow]:
-    """Size-weighted coefficients of each routed expert over its gate, up and down projections."""
+def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]], participants: int) -> ExpertRows:
+    """Size-weighted coefficients of each routed expert over its gate, up and down projections, held as columns
+    (`participants`: the length of each `per_tensor` list)."""
     groups: dict[str, list[TensorFit]] = defaultdict(list)
     for f in fits:
         key = expert_of(f.name)
         if key is not None:
             groups[key.expert_name].append(f)
-    rows = []
-    for name, fs in groups.items():
+    order = sorted(groups, key=_order)
+    n = len(order)
+    ints = np.zeros((n, 4), dtype=np.int64)  # layer (-1: none), index, numel, unexplained
+    coefs = np.full((n, participants), math.nan)
+    informative = np.zeros(n, dtype=bool)  # some tensor of the expert determines coefficients (else none listed)
+    for r, name in enumerate(order):
+        fs = groups[name]
         key = expert_of(fs[0].name)
         assert key is not None
-        coefs: list[float | None] = []
         cols = [(per_tensor[f.name], float(f.numel)) for f in fs if f.name in per_tensor]
-        for j in range(len(cols[0][0]) if cols else 0):  # size-weighted mean of the finite values (a few tensors)
+        for j in range(participants if cols else 0):  # size-weighted mean of the finite values (a few tensors)
             ok = [(v[j], w) for v, w in cols if math.isfinite(v[j])]
-            coefs.append(sum(v * w for v, w in ok) / sum(w for _, w in ok) if ok else None)
-        lk = layer_of(name + ".x")
-        rows.append(
-            ExpertRow(
-                expert=name,
-                layer=lk.index if lk is not None else None,
-                index=key.expert,
-                numel=sum(f.numel for f in fs),
-                coefficients=coefs,
-                unexplained=sum(f.unexplained for f in fs),
-            )
-        )
-    return sorted(rows, key=lambda r: _order(r.expert))
+            if ok:
+                coefs[r, j] = sum(v * w for v, w in ok) / sum(w for _, w in ok)
+        layer = _layer(name)
+        ints[r] = (-1 if layer is None else layer, key.expert, sum(f.numel for f in fs), sum(f.unexplained for f in fs))
+        informative[r] = bool(cols)
+    layer_col, index, numel, unexplained = (ints[:, c].copy() for c in range(4))
+    return ExpertRows(order, layer_col, index, numel, coefs, unexplained, informative)
 
 
 def _expert_digests(digests: dict[str, bytes]) -> dict[str, tuple[bytes, ...]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from attest.atomic import atomic_write_bytes
@@ -27,7 +28,7 @@ def module_group(name: str) -> str:
     return "other"
 
 
-def _per_layer(rows: list[TensorRow], j: int | None) -> dict[str, list[tuple[int, float]]]:
+def _per_layer(rows: Sequence[TensorRow], j: int | None) -> dict[str, list[tuple[int, float]]]:
     """group -> [(layer, size-weighted coefficient j, or unexplained fraction when j is None)]."""
     acc: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for r in rows:

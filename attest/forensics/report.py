@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from attest.packed_rows import PackedRows
 
 Verdict = Literal["pure_merge", "merge_plus_training", "derived_not_merge", "not_derived"]
 SpreadShape = Literal["flat", "linear_gradient", "piecewise_gradient", "irregular", "single_layer"]
@@ -133,6 +138,49 @@ class TensorRow(_Model):
     unexplained: int
 
 
+def _optional(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class TensorRows(PackedRows[TensorRow]):
+    """detect's per-tensor rows as columns (~100 B per tensor beside the shared name instead of a ~1 KB TensorRow;
+    10^5 rows for a large MoE). Non-finite floats stand for null."""
+
+    __slots__ = ("_coefficients", "_cond", "_cos", "_differing", "_names", "_numel", "_unexplained")
+    row_model = TensorRow
+
+    def __init__(
+        self,
+        names: list[str],
+        numel: np.ndarray,
+        coefficients: np.ndarray,
+        cond: np.ndarray,
+        cos: np.ndarray,
+        differing: np.ndarray,
+        unexplained: np.ndarray,
+    ) -> None:
+        self._names = names
+        self._numel, self._coefficients, self._cond, self._cos = numel, coefficients, cond, cos
+        self._differing, self._unexplained = differing, unexplained
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def row(self, i: int) -> TensorRow:
+        return TensorRow(
+            name=self._names[i],
+            numel=int(self._numel[i]),
+            coefficients=[_optional(x) for x in self._coefficients[i].tolist()],
+            cond=_optional(float(self._cond[i])),
+            cos=_optional(float(self._cos[i])),
+            differing=int(self._differing[i]),
+            unexplained=int(self._unexplained[i]),
+        )
+
+
+Tensors = Annotated[Sequence[TensorRow], TensorRows]
+
+
 class Coverage(_Model):
     """How much of the model the fit compared (SPEC.md §6.1): under 99% the verdict is never pure_merge."""
 
@@ -151,6 +199,45 @@ class ExpertRow(_Model):
     numel: int
     coefficients: list[float | None] = Field(description="in the order of `coefficients`")
     unexplained: int
+
+
+class ExpertRows(PackedRows[ExpertRow]):
+    """detect's per-expert rows as columns (one name string and ~60 B per expert). Non-finite floats stand for null,
+    a negative layer for none."""
+
+    __slots__ = ("_coefficients", "_experts", "_index", "_informative", "_layer", "_numel", "_unexplained")
+    row_model = ExpertRow
+
+    def __init__(
+        self,
+        experts: list[str],
+        layer: np.ndarray,
+        index: np.ndarray,
+        numel: np.ndarray,
+        coefficients: np.ndarray,
+        unexplained: np.ndarray,
+        informative: np.ndarray,
+    ) -> None:
+        """`informative[i]`: some tensor of expert i determines coefficients (else its row lists none)."""
+        self._experts, self._layer, self._index, self._numel = experts, layer, index, numel
+        self._coefficients, self._unexplained, self._informative = coefficients, unexplained, informative
+
+    def __len__(self) -> int:
+        return len(self._experts)
+
+    def row(self, i: int) -> ExpertRow:
+        layer = int(self._layer[i])
+        return ExpertRow(
+            expert=self._experts[i],
+            layer=layer if layer >= 0 else None,
+            index=int(self._index[i]),
+            numel=int(self._numel[i]),
+            coefficients=[_optional(x) for x in self._coefficients[i].tolist()] if self._informative[i] else [],
+            unexplained=int(self._unexplained[i]),
+        )
+
+
+Experts = Annotated[Sequence[ExpertRow], ExpertRows]
 
 
 class ExpertMatch(_Model):
@@ -232,9 +319,9 @@ class DetectReport(_Model):
     relations: list[Relation]
     hints: list[Hint]
     layer_mapping: list[LayerMap]
-    tensors: list[TensorRow]
+    tensors: Tensors
     coverage: Coverage | None = Field(default=None, description="always written by this version")
-    experts: list[ExpertRow] = Field(default_factory=list, description="per routed expert (MoE models)")
+    experts: Experts = Field(default_factory=list, description="per routed expert (MoE models)")
     expert_map: list[ExpertMatch] = Field(
         default_factory=list, description="each expert's source, when experts come from different candidates"
     )

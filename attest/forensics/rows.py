@@ -13,27 +13,25 @@ from attest.checkpoint.reader import TensorTable
 from attest.forensics import hints as H
 from attest.forensics.fit import TensorFit
 from attest.forensics.pairing import layer_of
-from attest.forensics.report import Coefficient, Concentration, Hint, Share, TensorRow
+from attest.forensics.report import Coefficient, Concentration, Hint, Share, TensorRows
 from attest.forensics.stats import robust_estimate
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT
 
 
-def tensor_rows(fits: list[TensorFit], part_of: list[list[float]], with_base: bool) -> list[TensorRow]:
-    """One row per fitted tensor (`part_of`: each tensor's participants' weights, `participant_weights`)."""
-    return [
-        TensorRow(
-            name=f.name,
-            numel=f.numel,
-            coefficients=[finite_or_none(x) for x in parts],
-            cond=finite_or_none(f.cond),
-            cos=finite_or_none(math.sqrt(max(0.0, 1 - f.rss / f.ref_energy)))
-            if with_base and f.ref_energy > 0
-            else None,
-            differing=f.differing,
-            unexplained=f.unexplained,
-        )
-        for f, parts in zip(fits, part_of, strict=True)
-    ]
+def tensor_rows(fits: list[TensorFit], part_of: list[list[float]], with_base: bool) -> TensorRows:
+    """One row per fitted tensor (`part_of`: each tensor's participants' weights, `participant_weights`), held as
+    columns."""
+    n = len(fits)
+    ints = np.array([(f.numel, f.differing, f.unexplained) for f in fits], dtype=np.int64).reshape(n, 3)
+    floats = np.array([(f.cond, f.rss, f.ref_energy) for f in fits], dtype=np.float64).reshape(n, 3)
+    cond, rss, ref = floats.T
+    cos = np.full(n, math.nan)
+    if with_base:
+        has = ref > 0
+        cos[has] = np.sqrt(np.maximum(0.0, 1 - rss[has] / ref[has]))
+    coefs = np.array(part_of, dtype=np.float64).reshape(n, -1)
+    names = [f.name for f in fits]
+    return TensorRows(names, ints[:, 0], coefs, cond.copy(), cos, ints[:, 1].copy(), ints[:, 2].copy())
 
 
 SHARE_MIN_SUM = 0.1

@@ -288,6 +288,12 @@ def test_cli_json_matches_schema_and_plot(forensic_models: dict[str, Path], tmp_
     summary = CliRunner().invoke(cli, args)
     assert summary.exit_code == 0 and "pure_merge" in summary.output and "4/7" in summary.output
     assert "candidate shares" in summary.output
+    # The report's per-tensor rows are held as columns; as JSON they are the list of rows, read back equal.
+    report = detect(m["linear"], [m["ft_a"], m["ft_b"]], m["base"])
+    assert type(report.tensors).__name__ == "TensorRows" and len(report.tensors) == len(doc["tensors"])
+    again = DetectReport.model_validate_json(report.model_dump_json())
+    assert again == report and again.model_dump_json() == report.model_dump_json()
+    assert [r.model_dump() for r in report.tensors] == [r.model_dump() for r in again.tensors]
 
 
 def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
