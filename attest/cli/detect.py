@@ -77,8 +77,13 @@ def detect_command(
         if as_json:
             stderr.print(f"plot written to {plot}")
     if as_json:
-        # Every field, nulls included: `ci_low: null` says "undetermined", an absent key says nothing.
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        from attest.forensics.report import report_json_chunks  # lazy: importing attest.forensics loads torch
+
+        # Every field, nulls included: `ci_low: null` says "undetermined", an absent key says nothing. Streamed: a
+        # large MoE's report lists 10^5 tensors.
+        for chunk in report_json_chunks(report):
+            sys.stdout.write(chunk)
+        sys.stdout.write("\n")
         return
     _summary(report)
     if plot is not None:

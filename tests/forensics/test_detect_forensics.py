@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from attest.cli import cli
 from attest.forensics import DetectReport, detect
+from attest.forensics.report import report_json_chunks
 from attest.schema_export import SCHEMA_DIR
 from tests.support.builders import distill, finetune, make_tiny_model
 
@@ -294,6 +295,11 @@ def test_cli_json_matches_schema_and_plot(forensic_models: dict[str, Path], tmp_
     again = DetectReport.model_validate_json(report.model_dump_json())
     assert again == report and again.model_dump_json() == report.model_dump_json()
     assert [r.model_dump() for r in report.tensors] == [r.model_dump() for r in again.tensors]
+    # --json streams it in pieces, the same bytes as pydantic's whole text (rows one at a time).
+    assert "".join(report_json_chunks(report)) == report.model_dump_json(indent=2)
+    empty = report.model_copy(update={"tensors": []})
+    assert "".join(report_json_chunks(empty)) == empty.model_dump_json(indent=2)
+    assert result.stdout == report.model_dump_json(indent=2) + "\n"
 
 
 def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

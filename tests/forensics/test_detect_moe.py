@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from attest.cli import cli
 from attest.forensics import DetectReport, detect
+from attest.forensics.report import report_json_chunks
 from tests.support.builders import copy_model, token_batches
 
 FOUR_SEVENTHS = 4 / 7
@@ -109,6 +110,7 @@ def test_detect_recovers_four_sevenths_over_every_expert(moe: dict[str, Path], l
         assert a is not None and abs(a - FOUR_SEVENTHS) < 0.01, row
     assert r.expert_map == []  # a uniform merge: no expert comes from one parent alone
     assert not any("not fitted" in n for n in r.notes)
+    assert "".join(report_json_chunks(r)) == r.model_dump_json(indent=2)  # --json streams both row tables
 
 
 def test_training_one_layers_experts_reads_merge_plus_training(moe: dict[str, Path], tmp_path: Path) -> None:
