@@ -59,7 +59,6 @@ class TensorFit:
     dtype: str
     candidates: int  # k
     coef: np.ndarray  # (k,) coefficients on the candidates; with a base (k + 1,): then the base rescaling s
-    se: np.ndarray  # (k,) their standard errors (OLS, residual variance from this tensor)
     se_design: np.ndarray  # (k,) standard errors if the residual were rounding to the stored dtype only
     cond: float  # condition number of the Gram matrix that was solved
     ref_energy: float  # |M - B|^2 with a base, |M - mean(P)|^2 without
@@ -212,7 +211,6 @@ def _fits(
             np.inf,
         )
     se_design = np.where(few[:, None], se_floor, se_rounding)
-    se = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
     fits = [
         TensorFit(
             name=name,
@@ -220,7 +218,6 @@ def _fits(
             dtype=dtype,
             candidates=k,
             coef=coef[i],
-            se=se[i],
             se_design=se_design[i],
             cond=float(cond[i]),
             ref_energy=float(gram[i, 0, 0]),

@@ -108,7 +108,7 @@ def test_merge_test_critical_value_depends_on_the_base() -> None:
         near = 1.0 + i
         return TensorFit(
             name=f"model.layers.{i}.mlp.up_proj.weight", numel=1000, dtype="BF16", candidates=2,
-            coef=np.array([0.5, 0.5, 0.0]), se=np.zeros(3), se_design=np.zeros(3), cond=1.0, ref_energy=near,
+            coef=np.array([0.5, 0.5, 0.0]), se_design=np.zeros(3), cond=1.0, ref_energy=near,
             rss=0.55 * near, dist2=np.array([near, 2 * near, 3 * near]), corr=np.zeros(3), raw_gram=np.eye(4) * 1e3,
         )  # fmt: skip
 
