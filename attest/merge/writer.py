@@ -1,12 +1,13 @@
 """Streaming safetensors output: headers are fixed up front from the plan, tensor bytes are appended as they are
-computed, so only one output tensor is in memory. Shards split at 5e9 bytes like mergekit."""
+computed (a tensor merged slice by slice, a slice at a time), so at most one output tensor is in memory. Shards
+split at 5e9 bytes like mergekit."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -75,18 +76,32 @@ class ShardedWriter:
         self._shard = -1
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        self.write_pieces(name, tensor.dtype, tuple(tensor.shape), [tensor])
+
+    def write_pieces(
+        self, name: str, dtype: torch.dtype, shape: tuple[int, ...], pieces: Iterable[torch.Tensor]
+    ) -> None:
+        """Write one tensor given as pieces whose elements, in order, are its elements in row-major order (a tensor
+        merged slice by slice is written as it is computed: only one slice is held)."""
         shard, planned = self._queue[self._next]
-        if name != planned.name or tensor.dtype != planned.dtype or tuple(tensor.shape) != planned.shape:
-            raise RuntimeError(f"writer expected {planned} but got {name} {tensor.dtype} {tuple(tensor.shape)}")
+        if name != planned.name or dtype != planned.dtype or tuple(shape) != planned.shape:
+            raise RuntimeError(f"writer expected {planned} but got {name} {dtype} {tuple(shape)}")
         if shard != self._shard:
             self._close_file()
             self._fh = open(self.folder / self.file_names[shard], "wb")
             self._fh.write(_header(self.shards[shard]))
             self._shard = shard
         assert self._fh is not None
-        if planned.nbytes:
-            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._fh.write(data.data)
+        written = 0
+        for piece in pieces:
+            if piece.dtype != dtype:
+                raise RuntimeError(f"writer expected {dtype} pieces of {name} but got {piece.dtype}")
+            if piece.numel():
+                data = piece.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+                self._fh.write(data.data)
+                written += data.nbytes
+        if written != planned.nbytes:
+            raise RuntimeError(f"writer expected {planned.nbytes} bytes of {name} but got {written}")
         self._next += 1
 
     def _close_file(self) -> None:
