@@ -87,7 +87,7 @@ def _child(step: str, root: Path) -> dict[str, object]:
         from attest.identity import hash_model
 
         manifest = hash_model(a, "sha256")
-        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors[len(manifest.tensors) // 2])
+        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors)
     elif step == "verify":
         from attest.policy import verify_model
         from attest.verify import build_trust
@@ -134,9 +134,13 @@ def _note_rss_at_compute(extra: dict[str, object]) -> None:
     replay_engine.compute_tensors = noting  # type: ignore[attr-defined]
 
 
-def _entry_bytes(entry: object) -> int:
-    """Bytes one manifest tensor entry holds on its own (sys.getsizeof of the object, its field dict and the values
-    it does not share with other entries: name, shape, hex digests; dtype and file name strings are shared)."""
+def _entry_bytes(tensors: Any) -> int:
+    """Bytes one manifest tensor entry holds on its own: for columns (TensorEntries), their bytes per entry plus the
+    name string; for a list of TensorEntry, sys.getsizeof of the object, its field dict and the values it does not
+    share with other entries (name, shape, hex digests; dtype and file name strings are shared)."""
+    entry = tensors[len(tensors) // 2]
+    if hasattr(tensors, "held_bytes"):
+        return tensors.held_bytes() // len(tensors) + sys.getsizeof(entry.name)
     d = vars(entry)
     own = [entry, d, d["name"], d["shape"], *d["shape"], d["nbytes"], d["data_root"], d["digest"]]
     return sum(sys.getsizeof(x) for x in own)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from attest.checkpoint.reader import SAFETENSORS_TAGS
 MAX_SHARD_BYTES = 5_000_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputTensor:
     name: str
     dtype: torch.dtype
@@ -70,7 +71,8 @@ class ShardedWriter:
         self.file_names = (
             ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         )
-        self._queue = [(i, t) for i, shard in enumerate(self.shards) for t in shard]
+        self._queue = [t for shard in self.shards for t in shard]  # the planned order
+        self._shard_of = array("I", [i for i, shard in enumerate(self.shards) for _ in shard])
         self._next = 0
         self._fh: BinaryIO | None = None
         self._shard = -1
@@ -83,7 +85,7 @@ class ShardedWriter:
     ) -> None:
         """Write one tensor given as pieces whose elements, in order, are its elements in row-major order (a tensor
         merged slice by slice is written as it is computed: only one slice is held)."""
-        shard, planned = self._queue[self._next]
+        shard, planned = self._shard_of[self._next], self._queue[self._next]
         if name != planned.name or dtype != planned.dtype or tuple(shape) != planned.shape:
             raise RuntimeError(f"writer expected {planned} but got {name} {dtype} {tuple(shape)}")
         if shard != self._shard:
