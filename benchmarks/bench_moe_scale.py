@@ -270,7 +270,7 @@ def scale(
         extra = {k: v for k, v in r.items() if k not in skip}
         print(
             f"{step:10s} {r_s:8.2f} s (x{r_s / sha:6.2f})  cpu {r_c:7.2f} s (x{r_c / sha_cpu:6.2f})  {pt}  "
-            f"peak RSS {float(r['rss_mb']):6.0f} MB  load {r['load']}  {extra if extra else ''}",  # type: ignore[arg-type]
+            f"peak RSS {float(r['rss_mb']):6.0f} MiB  load {r['load']}  {extra if extra else ''}",  # type: ignore[arg-type]
             flush=True,
         )
     return {"experts": experts, "tensors": n, "bytes": nbytes, "shards": len(_shards(a)), "rows": rows}
@@ -317,10 +317,10 @@ def _growth(lo: dict[str, Any], hi: dict[str, Any]) -> None:
             at_compute = ""
             if "rss_at_compute_mb" in row and "rss_at_compute_mb" in old:
                 meta = float(row["rss_at_compute_mb"]) - float(old["rss_at_compute_mb"])
-                at_compute = f"; before the first tensor {meta:+7.1f} MB ({meta * 1e6 / dt:6.0f} B/added tensor)"
+                at_compute = f"; before the first tensor {meta:+7.1f} MiB ({meta * 2**20 / dt:6.0f} B/added tensor)"
             print(
-                f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MB "
-                f"({grow * 1e6 / dt:6.0f} B/added tensor){at_compute}"
+                f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MiB "
+                f"({grow * 2**20 / dt:6.0f} B/added tensor){at_compute}"
             )
 
 

@@ -168,13 +168,9 @@ def compute_tensors(
 ) -> Iterator[tuple[TensorPlan, MergedTensor]]:
     """Yield (plan, merged tensor) for each planned tensor, streaming: a tensor's pieces must be consumed before
     the next tensor is asked for (what is left of them is computed then, and dropped)."""
+    run = _Compute(plan, ckpts, device, masks, tie_order)
     for tp in order if order is not None else plan.tensors:
-        if sliced(plan, tp):
-            merged = MergedTensor(tp.shape, tp.out_dtype, _slices(plan, tp, ckpts, device, masks, tie_order))
-        else:
-            result = _whole(plan, tp, ckpts, device, masks, tie_order)
-            merged = MergedTensor(tuple(result.shape), result.dtype, iter([result.reshape(-1)]))
-            del result
+        merged = run.merged(tp)
         yield tp, merged
         for _ in merged.pieces:  # pieces a consumer left (a tensor the candidate lacks): computed all the same
             pass
@@ -182,51 +178,52 @@ def compute_tensors(
             ckpts[m].release(src)
 
 
-def _whole(
-    plan: MergePlan,
-    tp: TensorPlan,
-    ckpts: Mapping[str, Checkpoint],
-    device: torch.device,
-    masks: MaskSource | None,
-    tie_order: str,
-) -> torch.Tensor:
-    raw = [ckpts[m].load(src) for m, src in zip(tp.models, tp.sources, strict=True)]
-    inputs = [t.to(device=device, dtype=tp.dtype) for t in raw]
-    if not tp.dtype.is_floating_point:
-        if any(not torch.equal(inputs[0], x) for x in inputs[1:]):
-            raise InputError(None, f"non-floating tensor {tp.name} differs between inputs; cannot merge it")
-        result = inputs[0].clone()
-    else:
-        group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
-        result = plan.method.merge(group).to(tp.out_dtype)
-    if result.data_ptr() in {t.data_ptr() for t in raw}:
-        result = result.clone()  # never hand out a view of a parent's mapped file
-    return result
+@dataclass(frozen=True)
+class _Compute:
+    plan: MergePlan
+    ckpts: Mapping[str, Checkpoint]
+    device: torch.device
+    masks: MaskSource | None
+    tie_order: str
 
+    def merged(self, tp: TensorPlan) -> MergedTensor:
+        if sliced(self.plan, tp):
+            return MergedTensor(tp.shape, tp.out_dtype, self._slices(tp))
+        result = self._whole(tp)
+        return MergedTensor(tuple(result.shape), result.dtype, iter([result.reshape(-1)]))
 
-def _slices(
-    plan: MergePlan,
-    tp: TensorPlan,
-    ckpts: Mapping[str, Checkpoint],
-    device: torch.device,
-    masks: MaskSource | None,
-    tie_order: str,
-) -> Iterator[torch.Tensor]:
-    """The merged tensor, SLICE_ELEMENTS flat elements at a time (an elementwise method: the same bits as merging
-    it whole). Each input slice is read on its own (a fused expert tensor: only those experts' bytes) and its
-    pages released once its piece has been used."""
-    inputs = list(zip(tp.models, tp.sources, strict=True))
-    total = math.prod(tp.shape)
-    for start in range(0, total, SLICE_ELEMENTS):
-        stop = min(total, start + SLICE_ELEMENTS)
-        part = [ckpts[m].flat_range(src, start, stop).to(device=device, dtype=tp.dtype) for m, src in inputs]
-        group = TensorGroup(tp.name, part, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
-        piece = plan.method.merge(group).to(tp.out_dtype)
-        del part, group
-        yield piece
-        del piece
-        for m, src in inputs:
-            ckpts[m].release_flat(src, start, stop)
+    def _merge(self, tp: TensorPlan, inputs: list[torch.Tensor]) -> torch.Tensor:
+        group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, self.masks, self.tie_order)
+        return self.plan.method.merge(group).to(tp.out_dtype)
+
+    def _whole(self, tp: TensorPlan) -> torch.Tensor:
+        raw = [self.ckpts[m].load(src) for m, src in zip(tp.models, tp.sources, strict=True)]
+        inputs = [t.to(device=self.device, dtype=tp.dtype) for t in raw]
+        if not tp.dtype.is_floating_point:
+            if any(not torch.equal(inputs[0], x) for x in inputs[1:]):
+                raise InputError(None, f"non-floating tensor {tp.name} differs between inputs; cannot merge it")
+            result = inputs[0].clone()
+        else:
+            result = self._merge(tp, inputs)
+        if result.data_ptr() in {t.data_ptr() for t in raw}:
+            result = result.clone()  # never hand out a view of a parent's mapped file
+        return result
+
+    def _slices(self, tp: TensorPlan) -> Iterator[torch.Tensor]:
+        """The merged tensor, SLICE_ELEMENTS flat elements at a time (an elementwise method: the same bits as
+        merging it whole). Each input slice is read on its own (a fused expert tensor: only those experts' bytes)
+        and its pages released once its piece has been used."""
+        inputs = [(self.ckpts[m], src) for m, src in zip(tp.models, tp.sources, strict=True)]
+        total = math.prod(tp.shape)
+        for start in range(0, total, SLICE_ELEMENTS):
+            stop = min(total, start + SLICE_ELEMENTS)
+            part = [c.flat_range(src, start, stop).to(device=self.device, dtype=tp.dtype) for c, src in inputs]
+            piece = self._merge(tp, part)
+            del part
+            yield piece
+            del piece
+            for c, src in inputs:
+                c.release_flat(src, start, stop)
 
 
 def merge_layout(ckpts: Mapping[str, Checkpoint], layout: str) -> str | None:
