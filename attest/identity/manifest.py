@@ -6,10 +6,9 @@ import json
 import re
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, Final, Literal, overload
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
-from pydantic_core import CoreSchema, core_schema
+from pydantic import BaseModel, ConfigDict, Field
 
 from attest.identity.header_table import DTYPE_CODES, DTYPE_TAGS
 from attest.identity.merkle import (
@@ -21,6 +20,7 @@ from attest.identity.merkle import (
     hash_record,
     hash_tagged,
 )
+from attest.packed_rows import PackedRows
 
 IDENTITY_FORMAT: Final = "attest-identity/v1"
 MANIFEST_TYPE: Final = "https://attest.dev/identity-manifest/v1"
@@ -65,14 +65,26 @@ class TensorEntry(_Strict):
 _TENSOR_FIELDS = set(TensorEntry.model_fields)
 
 
-class TensorEntries(Sequence[TensorEntry]):
+class TensorEntries(PackedRows[TensorEntry]):
     """A manifest's tensor entries as columns: what `hash_model` returns (a `TensorEntry` is ~0.7 KB, 10^5 of them
     for a large MoE). Per tensor: its name (the string the folder's header tables hold, shared), a dtype code, a
     shape number into the few distinct shapes, 8 bytes of size, a file number, and the data root and the digest as
     32 raw bytes each in two buffers. `TensorEntry` objects are made on access; the JSON form is a list of them,
     exactly as before (`IdentityManifest.tensors` reads either)."""
 
-    __slots__ = ("_digests", "_dtypes", "_file_ids", "_files", "_names", "_nbytes", "_roots", "_shape_ids", "_shapes")
+    __slots__ = (
+        "_digests",
+        "_dtypes",
+        "_file_ids",
+        "_files",
+        "_names",
+        "_nbytes",
+        "_numbers",
+        "_roots",
+        "_shape_ids",
+        "_shapes",
+    )
+    row_model = TensorEntry
 
     def __init__(self, count: int) -> None:
         """`count` entries, each to be filled once with `set`."""
@@ -83,8 +95,9 @@ class TensorEntries(Sequence[TensorEntry]):
         self._file_ids = array("I", bytes(4 * count))
         self._roots = bytearray(32 * count)
         self._digests = bytearray(32 * count)
-        self._shapes: dict[tuple[int, ...], int] = {}
-        self._files: dict[str, int] = {}
+        self._numbers: dict[tuple[int, ...] | str, int] = {}  # each distinct shape or file -> its number
+        self._shapes: list[tuple[int, ...]] = []
+        self._files: list[str] = []
 
     def set(
         self,
@@ -99,11 +112,18 @@ class TensorEntries(Sequence[TensorEntry]):
     ) -> None:
         self._names[i] = name
         self._dtypes[i] = DTYPE_CODES[dtype]
-        self._shape_ids[i] = self._shapes.setdefault(shape, len(self._shapes))
+        self._shape_ids[i] = self._number(shape, self._shapes)
         self._nbytes[i] = nbytes
-        self._file_ids[i] = self._files.setdefault(file, len(self._files))
+        self._file_ids[i] = self._number(file, self._files)
         self._roots[32 * i : 32 * i + 32] = data_root
         self._digests[32 * i : 32 * i + 32] = digest
+
+    def _number(self, value: Any, values: list[Any]) -> int:
+        n = self._numbers.get(value)
+        if n is None:
+            n = self._numbers[value] = len(values)
+            values.append(value)
+        return n
 
     def leaves(self) -> PackedLeaves:
         """The entries' digests as raw leaf hashes, in order (the weights root's leaves)."""
@@ -115,61 +135,21 @@ class TensorEntries(Sequence[TensorEntry]):
     def __len__(self) -> int:
         return len(self._names)
 
-    def _entry(self, i: int, shapes: Sequence[tuple[int, ...]], files: Sequence[str]) -> TensorEntry:
+    def row(self, i: int) -> TensorEntry:
         return TensorEntry.from_validated(
             self._names[i],
             DTYPE_TAGS[self._dtypes[i]],
-            list(shapes[self._shape_ids[i]]),
+            list(self._shapes[self._shape_ids[i]]),
             self._nbytes[i],
             self._roots[32 * i : 32 * i + 32].hex(),
             self._digests[32 * i : 32 * i + 32].hex(),
-            files[self._file_ids[i]],
+            self._files[self._file_ids[i]],
         )
-
-    @overload
-    def __getitem__(self, i: int) -> TensorEntry: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[TensorEntry]: ...
-    def __getitem__(self, i: int | slice) -> TensorEntry | list[TensorEntry]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError("tensor index out of range")
-        return self._entry(i, list(self._shapes), list(self._files))
-
-    def __iter__(self) -> Iterator[TensorEntry]:
-        shapes, files = list(self._shapes), list(self._files)
-        for i in range(len(self)):
-            yield self._entry(i, shapes, files)
-
-    def __eq__(self, other: object) -> bool:
-        """Equal to any sequence of the same entries (a manifest read back from its JSON holds a list)."""
-        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
-            return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
-
-    def __repr__(self) -> str:
-        return f"TensorEntries({len(self)} tensors)"
 
     def held_bytes(self) -> int:
         """Bytes held per entry beyond the (shared) name strings: the columns."""
         columns = (self._dtypes, self._shape_ids, self._nbytes, self._file_ids, self._roots, self._digests)
         return 8 * len(self._names) + sum(len(c) * getattr(c, "itemsize", 1) for c in columns)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        """Validated and written as a list of TensorEntry (the JSON schema is that list's); a TensorEntries is
-        taken as it is, a list is validated into a list."""
-        as_list = handler.generate_schema(list[TensorEntry])
-        return core_schema.json_or_python_schema(
-            json_schema=as_list,
-            python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), as_list]),
-            serialization=core_schema.plain_serializer_function_ser_schema(list, return_schema=as_list),
-        )
 
 
 Tensors = Annotated[Sequence[TensorEntry], TensorEntries]
