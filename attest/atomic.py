@@ -7,16 +7,21 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    atomic_write_chunks(path, [data], mode)
+
+
+def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes], mode: int = 0o644) -> None:
+    """atomic_write_bytes of the chunks' concatenation, written as they come (a large document never held whole)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.writelines(chunks)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)

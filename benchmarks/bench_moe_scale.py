@@ -87,7 +87,7 @@ def _child(step: str, root: Path) -> dict[str, object]:
         from attest.identity import hash_model
 
         manifest = hash_model(a, "sha256")
-        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors[len(manifest.tensors) // 2])
+        extra["manifest_bytes_per_tensor"] = _entry_bytes(manifest.tensors)
     elif step == "verify":
         from attest.policy import verify_model
         from attest.verify import build_trust
@@ -134,9 +134,13 @@ def _note_rss_at_compute(extra: dict[str, object]) -> None:
     replay_engine.compute_tensors = noting  # type: ignore[attr-defined]
 
 
-def _entry_bytes(entry: object) -> int:
-    """Bytes one manifest tensor entry holds on its own (sys.getsizeof of the object, its field dict and the values
-    it does not share with other entries: name, shape, hex digests; dtype and file name strings are shared)."""
+def _entry_bytes(tensors: Any) -> int:
+    """Bytes one manifest tensor entry holds on its own: for columns (TensorEntries), their bytes per entry plus the
+    name string; for a list of TensorEntry, sys.getsizeof of the object, its field dict and the values it does not
+    share with other entries (name, shape, hex digests; dtype and file name strings are shared)."""
+    entry = tensors[len(tensors) // 2]
+    if hasattr(tensors, "held_bytes"):
+        return tensors.held_bytes() // len(tensors) + sys.getsizeof(entry.name)
     d = vars(entry)
     own = [entry, d, d["name"], d["shape"], *d["shape"], d["nbytes"], d["data_root"], d["digest"]]
     return sum(sys.getsizeof(x) for x in own)
@@ -266,7 +270,7 @@ def scale(
         extra = {k: v for k, v in r.items() if k not in skip}
         print(
             f"{step:10s} {r_s:8.2f} s (x{r_s / sha:6.2f})  cpu {r_c:7.2f} s (x{r_c / sha_cpu:6.2f})  {pt}  "
-            f"peak RSS {float(r['rss_mb']):6.0f} MB  load {r['load']}  {extra if extra else ''}",  # type: ignore[arg-type]
+            f"peak RSS {float(r['rss_mb']):6.0f} MiB  load {r['load']}  {extra if extra else ''}",  # type: ignore[arg-type]
             flush=True,
         )
     return {"experts": experts, "tensors": n, "bytes": nbytes, "shards": len(_shards(a)), "rows": rows}
@@ -313,10 +317,10 @@ def _growth(lo: dict[str, Any], hi: dict[str, Any]) -> None:
             at_compute = ""
             if "rss_at_compute_mb" in row and "rss_at_compute_mb" in old:
                 meta = float(row["rss_at_compute_mb"]) - float(old["rss_at_compute_mb"])
-                at_compute = f"; before the first tensor {meta:+7.1f} MB ({meta * 1e6 / dt:6.0f} B/added tensor)"
+                at_compute = f"; before the first tensor {meta:+7.1f} MiB ({meta * 2**20 / dt:6.0f} B/added tensor)"
             print(
-                f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MB "
-                f"({grow * 1e6 / dt:6.0f} B/added tensor){at_compute}"
+                f"  {step:10s} {wall:7.3f} ms wall {cpu:7.3f} ms cpu /added tensor   peak RSS {grow:+7.1f} MiB "
+                f"({grow * 2**20 / dt:6.0f} B/added tensor){at_compute}"
             )
 
 

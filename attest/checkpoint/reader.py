@@ -162,6 +162,17 @@ class TensorTable:
         _quiet[0] = True
         return out
 
+    def flat_range(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of the tensor, flat and read-only over the mapped bytes (no copy): a slice of a
+        tensor too large to hold whole in its working dtype."""
+        return self.flat(name)[start:stop]
+
+    def release_flat(self, name: str, start: int, stop: int) -> None:
+        """`release` for elements [start, stop) of a tensor (a slice read with flat_range)."""
+        fh, info = self.where[name]
+        size = torch_dtype(info.dtype, self.folder).itemsize
+        fh.release_range(info.begin + start * size, info.begin + stop * size)
+
     def load(self, name: str) -> torch.Tensor:
         """The tensor in its shape, read-only over the mapped bytes (no copy)."""
         info = self.info(name)

@@ -2,7 +2,7 @@
 
 from attest.identity.diff import ManifestDiff, diff_manifests
 from attest.identity.hashing import ModelRoots, hash_model, hash_roots
-from attest.identity.manifest import FileEntry, IdentityManifest, TensorEntry
+from attest.identity.manifest import FileEntry, IdentityManifest, TensorEntries, TensorEntry
 from attest.identity.proofs import TensorProof, check_proof, make_proof
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo, read_header
 
@@ -12,6 +12,7 @@ __all__ = [
     "ManifestDiff",
     "ModelRoots",
     "SafetensorsFile",
+    "TensorEntries",
     "TensorEntry",
     "TensorInfo",
     "TensorProof",

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from typing import Any, Final, Literal
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attest.identity.merkle import TAG_FILE, TAG_MODEL, TAG_TENSOR, Algorithm, hash_record, hash_tagged
+from attest.identity.header_table import DTYPE_CODES, DTYPE_TAGS
+from attest.identity.merkle import (
+    TAG_FILE,
+    TAG_MODEL,
+    TAG_TENSOR,
+    Algorithm,
+    PackedLeaves,
+    hash_record,
+    hash_tagged,
+)
+from attest.packed_rows import PackedRows
 
 IDENTITY_FORMAT: Final = "attest-identity/v1"
 MANIFEST_TYPE: Final = "https://attest.dev/identity-manifest/v1"
@@ -54,6 +65,98 @@ class TensorEntry(_Strict):
 _TENSOR_FIELDS = set(TensorEntry.model_fields)
 
 
+class TensorEntries(PackedRows[TensorEntry]):
+    """A manifest's tensor entries as columns: what `hash_model` returns (a `TensorEntry` is ~0.7 KB, 10^5 of them
+    for a large MoE). Per tensor: its name (the string the folder's header tables hold, shared), a dtype code, a
+    shape number into the few distinct shapes, 8 bytes of size, a file number, and the data root and the digest as
+    32 raw bytes each in two buffers. `TensorEntry` objects are made on access; the JSON form is a list of them,
+    exactly as before (`IdentityManifest.tensors` reads either)."""
+
+    __slots__ = (
+        "_digests",
+        "_dtypes",
+        "_file_ids",
+        "_files",
+        "_names",
+        "_nbytes",
+        "_numbers",
+        "_roots",
+        "_shape_ids",
+        "_shapes",
+    )
+    row_model = TensorEntry
+
+    def __init__(self, count: int) -> None:
+        """`count` entries, each to be filled once with `set`."""
+        self._names: list[str] = [""] * count
+        self._dtypes = bytearray(count)
+        self._shape_ids = array("I", bytes(4 * count))
+        self._nbytes = array("Q", bytes(8 * count))
+        self._file_ids = array("I", bytes(4 * count))
+        self._roots = bytearray(32 * count)
+        self._digests = bytearray(32 * count)
+        self._numbers: dict[tuple[int, ...] | str, int] = {}  # each distinct shape or file -> its number
+        self._shapes: list[tuple[int, ...]] = []
+        self._files: list[str] = []
+
+    def set(
+        self,
+        i: int,
+        name: str,
+        dtype: str,
+        shape: tuple[int, ...],
+        nbytes: int,
+        data_root: bytes,
+        digest: bytes,
+        file: str,
+    ) -> None:
+        self._names[i] = name
+        self._dtypes[i] = DTYPE_CODES[dtype]
+        self._shape_ids[i] = self._number(shape, self._shapes)
+        self._nbytes[i] = nbytes
+        self._file_ids[i] = self._number(file, self._files)
+        self._roots[32 * i : 32 * i + 32] = data_root
+        self._digests[32 * i : 32 * i + 32] = digest
+
+    def _number(self, value: Any, values: list[Any]) -> int:
+        n = self._numbers.get(value)
+        if n is None:
+            n = self._numbers[value] = len(values)
+            values.append(value)
+        return n
+
+    def leaves(self) -> PackedLeaves:
+        """The entries' digests as raw leaf hashes, in order (the weights root's leaves)."""
+        return PackedLeaves(self._digests)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def row(self, i: int) -> TensorEntry:
+        return TensorEntry.from_validated(
+            self._names[i],
+            DTYPE_TAGS[self._dtypes[i]],
+            list(self._shapes[self._shape_ids[i]]),
+            self._nbytes[i],
+            self._roots[32 * i : 32 * i + 32].hex(),
+            self._digests[32 * i : 32 * i + 32].hex(),
+            self._files[self._file_ids[i]],
+        )
+
+    def held_bytes(self) -> int:
+        """Bytes held per entry beyond the (shared) name strings: the columns."""
+        columns = (self._dtypes, self._shape_ids, self._nbytes, self._file_ids, self._roots, self._digests)
+        return 8 * len(self._names) + sum(len(c) * getattr(c, "itemsize", 1) for c in columns)
+
+
+Tensors = Annotated[Sequence[TensorEntry], TensorEntries]
+"""What `IdentityManifest.tensors` holds: a TensorEntries (hash_model) or a list of TensorEntry (a manifest read
+from JSON or built from entries)."""
+
+
 class FileEntry(_Strict):
     path: str = Field(description="POSIX path relative to the model folder")
     size: int = Field(ge=0)
@@ -75,7 +178,7 @@ class IdentityManifest(_Strict):
     weights_root: Hex
     files_root: Hex
     model_root: Hex
-    tensors: list[TensorEntry]
+    tensors: Tensors
     files: list[FileEntry]
     weight_files: list[str] = Field(description="safetensors shards and indexes covered by the weights root")
     excluded: list[str] = Field(description="paths left out of the identity (attest's own, VCS, signatures)")
@@ -86,6 +189,20 @@ class IdentityManifest(_Strict):
             if t.name == name:
                 return t
         return None
+
+
+def manifest_json(manifest: IdentityManifest, indent: int | None = None) -> Iterator[str]:
+    """The text of `manifest.model_dump_json(indent=indent)` in pieces, one per tensor entry, so that neither the
+    entries nor the whole text are held at once (10^5 tensors: ~70 MB of entries, ~40 MB of text)."""
+    head = manifest.model_copy(update={"tensors": []}).model_dump_json(indent=indent)
+    marker = '"tensors":[]' if indent is None else '"tensors": []'
+    at = head.index(marker)  # a key: a quote inside a JSON string is escaped, so the marker occurs only here
+    yield head[: at + len(marker) - 1]
+    pad = "" if indent is None else "\n" + " " * (2 * indent)  # entries sit two levels deep
+    for k, entry in enumerate(manifest.tensors):
+        yield ("," if k else "") + pad + entry.model_dump_json(indent=indent).replace("\n", pad)
+    close = "" if indent is None or not manifest.tensors else "\n" + " " * indent
+    yield close + "]" + head[at + len(marker) :]
 
 
 def tensor_record(name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import blake3
 import rfc8785
@@ -65,6 +65,35 @@ def _split(n: int) -> int:
     while k * 2 < n:
         k *= 2
     return k
+
+
+class PackedLeaves(Sequence[bytes]):
+    """Leaf hashes of 32 bytes packed in one buffer (not a bytes object each: 10^5 tensors), read as a sequence of
+    bytes (root's and audit_path's input)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, buf: bytes | bytearray) -> None:
+        self._buf = buf
+
+    def __len__(self) -> int:
+        return len(self._buf) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                return PackedLeaves(self._buf[32 * start : 32 * max(start, stop)])
+            return [self[j] for j in range(start, stop, step)]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self._buf[32 * i : 32 * i + 32])
 
 
 def root(algorithm: Algorithm, leaves: Sequence[bytes]) -> bytes:

@@ -6,13 +6,14 @@ the tensor leaf, then the weights root, then the model root.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from attest.errors import InputError, VerificationError
 from attest.identity.chunked import CHUNK_SIZE
-from attest.identity.manifest import IdentityManifest, model_root_of, tensor_leaf, tensor_record
+from attest.identity.manifest import IdentityManifest, TensorEntries, model_root_of, tensor_leaf, tensor_record
 from attest.identity.merkle import Algorithm, audit_path, root_from_path
 
 PROOF_TYPE: Final = "https://attest.dev/tensor-proof/v1"
@@ -42,12 +43,16 @@ class TensorProof(BaseModel):
 
 
 def make_proof(manifest: IdentityManifest, name: str) -> TensorProof:
-    names = [t.name for t in manifest.tensors]
+    tensors = manifest.tensors
+    leaves: Sequence[bytes]
+    if isinstance(tensors, TensorEntries):  # hash_model's columns: no entry objects made
+        names, leaves = tensors.names(), tensors.leaves()
+    else:
+        names, leaves = [t.name for t in tensors], [bytes.fromhex(x.digest) for x in tensors]
     if name not in names:
         raise InputError(None, f"no tensor named {name!r} in the model")
     index = names.index(name)
-    t = manifest.tensors[index]
-    leaves = [bytes.fromhex(x.digest) for x in manifest.tensors]
+    t = tensors[index]
     return TensorProof(
         algorithm=manifest.algorithm,
         chunk_size=manifest.chunk_size,

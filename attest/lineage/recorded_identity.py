@@ -8,13 +8,14 @@ modified folder changed, added or lost.
 from __future__ import annotations
 
 import os
+from itertools import chain
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from attest.atomic import atomic_write_text
+from attest.atomic import atomic_write_chunks
 from attest.identity import IdentityManifest
-from attest.identity.manifest import file_leaf, model_root_of, tensor_leaf
+from attest.identity.manifest import file_leaf, manifest_json, model_root_of, tensor_leaf
 from attest.identity.merkle import root
 from attest.lineage.store import attest_dir
 
@@ -35,7 +36,8 @@ def write_recorded_manifest(folder: str | os.PathLike[str], manifest: IdentityMa
     d = attest_dir(folder)
     d.mkdir(exist_ok=True)
     path = d / IDENTITY_FILE
-    atomic_write_text(path, manifest.model_dump_json() + "\n")
+    chunks = manifest_json(manifest)  # entry by entry: the text of 10^5 entries is never held whole
+    atomic_write_chunks(path, (c.encode("utf-8") for c in chain(chunks, ["\n"])))
     return path
 
 

@@ -1,6 +1,7 @@
 """Streaming merge engine for mergekit 0.1.5 recipes: parse, plan, merge tensor by tensor, write atomically."""
 
 from attest.merge.engine import (
+    MergedTensor,
     MergeResult,
     compute_tensors,
     open_parents,
@@ -14,6 +15,7 @@ __all__ = [
     "MergePlan",
     "MergeRecipe",
     "MergeResult",
+    "MergedTensor",
     "TensorPlan",
     "compute_tensors",
     "load_recipe",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -41,8 +42,9 @@ TOKENIZER_FILES = (
 )
 RNG_MODES = ("attest", "mergekit")
 ENGINE_ID = "attest-merge/v1"
-SLICE_ELEMENTS = 1 << 22
-"""Elementwise methods run over flat slices of this many elements: the same bits, far less scratch memory."""
+SLICE_ELEMENTS = 1 << 20
+"""Elementwise methods run over flat slices of this many elements (4 MiB in float32), read, merged and written or
+compared one at a time: the same bits, and working memory bound by a slice, not by the largest tensor."""
 
 
 @dataclass
@@ -139,6 +141,23 @@ def open_parents(
             c.close()
 
 
+@dataclass
+class MergedTensor:
+    """One merged tensor in its output dtype, as flat pieces in order: one piece, or (an elementwise method over a
+    tensor of more than SLICE_ELEMENTS elements) slice by slice, each computed from the same slice of every input
+    when it is asked for, so that neither the inputs nor the result are ever held whole (a layer's fused experts
+    of a 397B MoE are ~8 GiB in float32). A piece is valid until the next is asked for; pieces are read once."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    pieces: Iterator[torch.Tensor]
+
+
+def sliced(plan: MergePlan, tp: TensorPlan) -> bool:
+    """Whether compute_tensors computes this tensor slice by slice."""
+    return tp.dtype.is_floating_point and plan.method.elementwise and math.prod(tp.shape) > SLICE_ELEMENTS
+
+
 def compute_tensors(
     plan: MergePlan,
     ckpts: Mapping[str, Checkpoint],
@@ -146,31 +165,65 @@ def compute_tensors(
     masks: MaskSource | None = None,
     order: list[TensorPlan] | None = None,
     tie_order: str = "mergekit",
-) -> Iterator[tuple[TensorPlan, torch.Tensor]]:
-    """Yield (plan, merged tensor in its output dtype) for each planned tensor, streaming."""
+) -> Iterator[tuple[TensorPlan, MergedTensor]]:
+    """Yield (plan, merged tensor) for each planned tensor, streaming: a tensor's pieces must be consumed before
+    the next tensor is asked for (what is left of them is computed then, and dropped)."""
+    run = _Compute(plan, ckpts, device, masks, tie_order)
     for tp in order if order is not None else plan.tensors:
-        raw = [ckpts[m].load(src) for m, src in zip(tp.models, tp.sources, strict=True)]
-        inputs = [t.to(device=device, dtype=tp.dtype) for t in raw]
+        merged = run.merged(tp)
+        yield tp, merged
+        for _ in merged.pieces:  # pieces a consumer left (a tensor the candidate lacks): computed all the same
+            pass
+        for m, src in zip(tp.models, tp.sources, strict=True):
+            ckpts[m].release(src)
+
+
+@dataclass(frozen=True)
+class _Compute:
+    plan: MergePlan
+    ckpts: Mapping[str, Checkpoint]
+    device: torch.device
+    masks: MaskSource | None
+    tie_order: str
+
+    def merged(self, tp: TensorPlan) -> MergedTensor:
+        if sliced(self.plan, tp):
+            return MergedTensor(tp.shape, tp.out_dtype, self._slices(tp))
+        result = self._whole(tp)
+        return MergedTensor(tuple(result.shape), result.dtype, iter([result.reshape(-1)]))
+
+    def _merge(self, tp: TensorPlan, inputs: list[torch.Tensor]) -> torch.Tensor:
+        group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, self.masks, self.tie_order)
+        return self.plan.method.merge(group).to(tp.out_dtype)
+
+    def _whole(self, tp: TensorPlan) -> torch.Tensor:
+        raw = [self.ckpts[m].load(src) for m, src in zip(tp.models, tp.sources, strict=True)]
+        inputs = [t.to(device=self.device, dtype=tp.dtype) for t in raw]
         if not tp.dtype.is_floating_point:
             if any(not torch.equal(inputs[0], x) for x in inputs[1:]):
                 raise InputError(None, f"non-floating tensor {tp.name} differs between inputs; cannot merge it")
             result = inputs[0].clone()
-        elif plan.method.elementwise and inputs[0].numel() > SLICE_ELEMENTS:
-            result = torch.empty(tp.shape, dtype=tp.out_dtype, device=device)
-            flat_out, flat_in = result.view(-1), [x.reshape(-1) for x in inputs]
-            for start in range(0, flat_out.numel(), SLICE_ELEMENTS):
-                part = [x[start : start + SLICE_ELEMENTS] for x in flat_in]
-                group = TensorGroup(tp.name, part, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
-                flat_out[start : start + SLICE_ELEMENTS] = plan.method.merge(group)
         else:
-            group = TensorGroup(tp.name, inputs, tp.base_index, tp.shared, tp.per_input, masks, tie_order)
-            result = plan.method.merge(group).to(tp.out_dtype)
+            result = self._merge(tp, inputs)
         if result.data_ptr() in {t.data_ptr() for t in raw}:
             result = result.clone()  # never hand out a view of a parent's mapped file
-        del inputs, raw
-        for m, src in zip(tp.models, tp.sources, strict=True):
-            ckpts[m].release(src)
-        yield tp, result
+        return result
+
+    def _slices(self, tp: TensorPlan) -> Iterator[torch.Tensor]:
+        """The merged tensor, SLICE_ELEMENTS flat elements at a time (an elementwise method: the same bits as
+        merging it whole). Each input slice is read on its own (a fused expert tensor: only those experts' bytes)
+        and its pages released once its piece has been used."""
+        inputs = [(self.ckpts[m], src) for m, src in zip(tp.models, tp.sources, strict=True)]
+        total = math.prod(tp.shape)
+        for start in range(0, total, SLICE_ELEMENTS):
+            stop = min(total, start + SLICE_ELEMENTS)
+            part = [c.flat_range(src, start, stop).to(device=self.device, dtype=tp.dtype) for c, src in inputs]
+            piece = self._merge(tp, part)
+            del part
+            yield piece
+            del piece
+            for c, src in inputs:
+                c.release_flat(src, start, stop)
 
 
 def merge_layout(ckpts: Mapping[str, Checkpoint], layout: str) -> str | None:
@@ -243,9 +296,8 @@ def run_merge(
             writer = ShardedWriter(tmp, entries, *(() if max_shard_bytes is None else (max_shard_bytes,)))
             try:
                 with torch.inference_mode():
-                    for tp, tensor in compute_tensors(plan, ckpts, dev, masks, tie_order=tie_order):
-                        writer.write(tp.name, tensor)
-                        del tensor
+                    for tp, merged in compute_tensors(plan, ckpts, dev, masks, tie_order=tie_order):
+                        writer.write_pieces(tp.name, merged.dtype, merged.shape, merged.pieces)
                 writer.finish()
             finally:
                 writer.abort()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import re
 from array import array
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,7 @@ class FusedExpertView(Checkpoint):
         if not isinstance(where, StoredTensors):
             raise TypeError("the fused expert view reads a folder's stored tensors")
         self._where = where
+        self._last_runs: tuple[str, tuple[list[tuple[Any, int, int]], list[int]]] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -200,33 +203,61 @@ class FusedExpertView(Checkpoint):
         dtype = self.dtype(name)
         if fused.info.nbytes == 0:
             return torch.empty(fused.info.shape, dtype=dtype)
-        # The fused tensor's bytes are the parts' bytes in order (row-major [E, rows, cols], each part a block of
-        # whole rows of one dtype): copied as bytes, one memcpy per part instead of torch ops per part, and each
-        # file's pages released once for the whole range read (10^5 small experts: 10^5 system calls saved).
-        runs: list[list[Any]] = []  # [file, begin, end]: parts that follow each other in one file read as one
+        return torch.frombuffer(self._read(name, fused, 0, fused.info.nbytes), dtype=dtype).reshape(fused.info.shape)
+
+    def flat_range(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of a fused tensor, flat: a new tensor of those bytes only (a slice of a fused
+        tensor is read without assembling the rest); other tensors: the wrapped checkpoint's zero-copy view."""
+        fused = self._plan.fused.get(name)
+        if fused is None:
+            return self.inner.flat_range(self._plan.alias.get(name, name), start, stop)
+        dtype = self.dtype(name)
+        if stop <= start:
+            return torch.empty(0, dtype=dtype)
+        return torch.frombuffer(self._read(name, fused, start * dtype.itemsize, stop * dtype.itemsize), dtype=dtype)
+
+    def release_flat(self, name: str, start: int, stop: int) -> None:
+        if name in self._plan.alias:  # a fused tensor's pages are released as they are copied
+            self.inner.release_flat(self._plan.alias[name], start, stop)
+
+    def _runs(self, name: str, fused: _Fused) -> tuple[list[tuple[Any, int, int]], list[int]]:
+        """The fused tensor's bytes as runs (file, begin, end) of parts that follow each other in one file (read as
+        one: 10^5 small experts, one memcpy and one system call per run instead of per part), with the offset of
+        each run in the fused tensor. The last tensor's are kept: its slices are read one after another."""
+        if self._last_runs is not None and self._last_runs[0] == name:
+            return self._last_runs[1]
+        runs: list[tuple[Any, int, int]] = []
         span_of = self._where.span
         for position in fused.parts:
             fh, begin, end = span_of(position)
             if runs and runs[-1][0] is fh and runs[-1][2] == begin:
-                runs[-1][2] = end
+                runs[-1] = (fh, runs[-1][1], end)
             else:
-                runs.append([fh, begin, end])
-        buf = bytearray(fused.info.nbytes)
+                runs.append((fh, begin, end))
+        offsets = list(accumulate((end - begin for _, begin, end in runs), initial=0))
+        if offsets[-1] != fused.info.nbytes:
+            raise InputError(self.folder, f"the experts of {name} do not add up to its {fused.info.nbytes} bytes")
+        self._last_runs = (name, (runs, offsets))
+        return runs, offsets
+
+    def _read(self, name: str, fused: _Fused, begin: int, end: int) -> bytearray:
+        """Bytes [begin, end) of a fused tensor (row-major [E, rows, cols], each part a block of whole rows of one
+        dtype: the parts' bytes in order), copied from the mapped files, whose pages are then released."""
+        runs, offsets = self._runs(name, fused)
+        buf = bytearray(end - begin)
         dst = memoryview(buf)
-        pos = 0
-        for fh, begin, end in runs:
-            dst[pos : pos + end - begin] = fh.view_range(begin, end)
-            pos += end - begin
-        dst.release()
-        if pos != len(buf):
-            raise InputError(self.folder, f"the experts of {name} do not add up to its {len(buf)} bytes")
-        spans: dict[int, list[Any]] = {}
-        for fh, begin, end in runs:
-            span = spans.setdefault(id(fh), [fh, begin, end])
-            span[1], span[2] = min(span[1], begin), max(span[2], end)
-        for fh, lo, hi in spans.values():
+        k = bisect_right(offsets, begin) - 1
+        pos = begin
+        while pos < end:
+            fh, first, last = runs[k]
+            lo = first + pos - offsets[k]
+            hi = min(last, first + end - offsets[k])
+            dst[pos - begin : pos - begin + hi - lo] = fh.view_range(lo, hi)
             fh.release_range(lo, hi)
-        return torch.frombuffer(buf, dtype=dtype).reshape(fused.info.shape)
+            pos += hi - lo
+            k += 1
+        dst.release()
+        return buf
 
     def files_of(self, name: str) -> list[str]:
         """A fused tensor is read from the files of all its per-expert parts."""

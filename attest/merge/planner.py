@@ -28,9 +28,10 @@ PRE_LAYER_MARKERS = ("embed", "wte", "wpe")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorPlan:
-    """One output tensor: where its inputs come from and the parameters the method sees for it."""
+    """One output tensor: where its inputs come from and the parameters the method sees for it. Equal parameter
+    dicts and model lists are one object shared by every plan that has them (_Shared): read-only."""
 
     name: str
     models: list[str]  # recipe model references, in the order the method sees them
@@ -57,6 +58,31 @@ class MergePlan:
     donor: str  # the model whose config.json the output starts from
     layer_origins: list[tuple[str, int]] = field(default_factory=list)  # output layer -> (model, source layer)
     notes: list[str] = field(default_factory=list)
+
+
+class _Shared:
+    """One object for equal values: 10^5 planned tensors (an MoE in the per-expert layout) resolve to a handful of
+    distinct parameter dicts and model lists, ~1 KB per tensor when each has its own. Values are keyed by type and
+    repr, so 1, 1.0 and True, or 0.0 and -0.0, stay distinct; anything else is kept as it is."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            key = self._key(value)
+        except TypeError:
+            return value
+        return self._seen.setdefault(key, value)
+
+    def _key(self, value: Any) -> object:
+        if isinstance(value, dict):
+            return dict, tuple((self._key(k), self._key(v)) for k, v in value.items())
+        if isinstance(value, list):
+            return list, tuple(map(self._key, value))
+        if value is None or isinstance(value, str | int | float):  # bool is an int
+            return type(value), repr(value)
+        raise TypeError(type(value))
 
 
 def layer_count(ckpt: Checkpoint) -> int:
@@ -209,8 +235,10 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
     template = next((n for n in first_model.names if LAYER_RE.match(n)), None)
     plans: list[TensorPlan] = []
 
+    shared_value = _Shared()
+
     def add(out_name: str, s: OutputSlice, sources: list[str], t: float) -> None:
-        models = [src.model for src in s.sources]
+        models: list[str] = shared_value([src.model for src in s.sources])
         present = [src in ckpts[m] for m, src in zip(models, sources, strict=True)]
         if not any(present):
             return
@@ -241,8 +269,8 @@ def plan_merge(recipe: MergeRecipe, ckpts: Mapping[str, Checkpoint]) -> MergePla
                 models,
                 sources,
                 base_index,
-                shared,
-                per_input,
+                shared_value(shared),
+                shared_value(per_input),
                 dtype,
                 out_dtype if out_dtype is not None and dtype.is_floating_point else dtype,
                 infos[0].shape,

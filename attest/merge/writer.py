@@ -1,12 +1,14 @@
 """Streaming safetensors output: headers are fixed up front from the plan, tensor bytes are appended as they are
-computed, so only one output tensor is in memory. Shards split at 5e9 bytes like mergekit."""
+computed (a tensor merged slice by slice, a slice at a time), so at most one output tensor is in memory. Shards
+split at 5e9 bytes like mergekit."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +20,7 @@ from attest.checkpoint.reader import SAFETENSORS_TAGS
 MAX_SHARD_BYTES = 5_000_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputTensor:
     name: str
     dtype: torch.dtype
@@ -69,24 +71,39 @@ class ShardedWriter:
         self.file_names = (
             ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         )
-        self._queue = [(i, t) for i, shard in enumerate(self.shards) for t in shard]
+        self._queue = [t for shard in self.shards for t in shard]  # the planned order
+        self._shard_of = array("I", [i for i, shard in enumerate(self.shards) for _ in shard])
         self._next = 0
         self._fh: BinaryIO | None = None
         self._shard = -1
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        shard, planned = self._queue[self._next]
-        if name != planned.name or tensor.dtype != planned.dtype or tuple(tensor.shape) != planned.shape:
-            raise RuntimeError(f"writer expected {planned} but got {name} {tensor.dtype} {tuple(tensor.shape)}")
+        self.write_pieces(name, tensor.dtype, tuple(tensor.shape), [tensor])
+
+    def write_pieces(
+        self, name: str, dtype: torch.dtype, shape: tuple[int, ...], pieces: Iterable[torch.Tensor]
+    ) -> None:
+        """Write one tensor given as pieces whose elements, in order, are its elements in row-major order (a tensor
+        merged slice by slice is written as it is computed: only one slice is held)."""
+        shard, planned = self._shard_of[self._next], self._queue[self._next]
+        if name != planned.name or dtype != planned.dtype or tuple(shape) != planned.shape:
+            raise RuntimeError(f"writer expected {planned} but got {name} {dtype} {tuple(shape)}")
         if shard != self._shard:
             self._close_file()
             self._fh = open(self.folder / self.file_names[shard], "wb")
             self._fh.write(_header(self.shards[shard]))
             self._shard = shard
         assert self._fh is not None
-        if planned.nbytes:
-            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._fh.write(data.data)
+        written = 0
+        for piece in pieces:
+            if piece.dtype != dtype:
+                raise RuntimeError(f"writer expected {dtype} pieces of {name} but got {piece.dtype}")
+            if piece.numel():
+                data = piece.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+                self._fh.write(data.data)
+                written += data.nbytes
+        if written != planned.nbytes:
+            raise RuntimeError(f"writer expected {planned.nbytes} bytes of {name} but got {written}")
         self._next += 1
 
     def _close_file(self) -> None:

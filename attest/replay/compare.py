@@ -4,11 +4,13 @@ distance between two finite values is the difference of their integers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from attest.checkpoint.reader import SAFETENSORS_TAGS, Checkpoint
+from attest.merge.engine import MergedTensor
 from attest.replay.report import TensorComparison, TensorStatus
 
 CHUNK_ELEMENTS = 1 << 22  # bounds the int64 scratch to 32 MiB per side
@@ -41,14 +43,15 @@ def byte_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
-def difference(expected: torch.Tensor, actual: torch.Tensor) -> Difference:
-    """How far apart two tensors of the same dtype and shape are, chunk by chunk."""
+def difference(expected: torch.Tensor, actual: torch.Tensor, so_far: Difference | None = None) -> Difference:
+    """How far apart two tensors of the same dtype and shape are, chunk by chunk; with `so_far`, those of the
+    pieces before them (one tensor compared slice by slice) are counted in."""
     e = expected.reshape(-1)
     a = actual.reshape(-1)
     int_dtype = _INT_VIEW.get(e.dtype)
-    differing = 0
-    max_ulps: int | None = 0
-    nan_mismatch = False
+    differing = 0 if so_far is None else so_far.differing_elements
+    max_ulps: int | None = 0 if so_far is None else so_far.max_ulps
+    nan_mismatch = False if so_far is None else so_far.nan_mismatch
     for start in range(0, e.numel(), CHUNK_ELEMENTS):
         ec, ac = e[start : start + CHUNK_ELEMENTS], a[start : start + CHUNK_ELEMENTS]
         if int_dtype is None:
@@ -73,7 +76,7 @@ def difference(expected: torch.Tensor, actual: torch.Tensor) -> Difference:
     return Difference(differing, max_ulps, nan_mismatch)
 
 
-def tensor_row(name: str, expected: torch.Tensor, cand: Checkpoint, tolerance: int) -> TensorComparison:
+def tensor_row(name: str, expected: MergedTensor, cand: Checkpoint, tolerance: int) -> TensorComparison:
     """The report row of one recomputed tensor against the candidate's."""
     if name not in cand:
         return TensorComparison(
@@ -82,7 +85,7 @@ def tensor_row(name: str, expected: torch.Tensor, cand: Checkpoint, tolerance: i
     return _compare(name, expected, cand, tolerance)
 
 
-def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
+def _compare(name: str, expected: MergedTensor, ckpt: Checkpoint, tolerance: int) -> TensorComparison:
     tag = SAFETENSORS_TAGS.get(expected.dtype, str(expected.dtype))
     row = TensorComparison(name=name, status=TensorStatus.EXACT, dtype=tag, shape=list(expected.shape))
     info = ckpt.info(name)
@@ -90,21 +93,28 @@ def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int
         row.status = TensorStatus.MISMATCH
         row.detail = f"candidate is {info.dtype} {list(info.shape)}, the recipe gives {tag} {list(expected.shape)}"
         return row
-    actual = ckpt.load(name)
-    expected = expected.to("cpu")
-    try:
-        if byte_equal(expected, actual):
-            return row
-        diff = difference(expected, actual)
-    finally:
-        del actual
-        ckpt.release(name)
+    diff: Difference | None = None  # None while every piece is byte-equal
+    start = 0
+    for piece in expected.pieces:  # each against the same elements of the candidate, its pages released after
+        piece = piece.to("cpu").reshape(-1)
+        stop = start + piece.numel()
+        actual = ckpt.flat_range(name, start, stop)
+        try:
+            if not byte_equal(piece, actual):
+                diff = difference(piece, actual, diff)
+        finally:
+            del actual
+            ckpt.release_flat(name, start, stop)
+        start = stop
+    if diff is None:
+        return row
+    numel = math.prod(expected.shape)
     row.differing_elements = diff.differing_elements
     row.max_ulps = diff.max_ulps
     # At tolerance 0 any byte difference is a mismatch, a zero of the other sign (0 ulps apart) included.
     if tolerance > 0 and diff.max_ulps is not None and diff.max_ulps <= tolerance:
         row.status = TensorStatus.WITHIN_TOLERANCE
-        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ by at most {diff.max_ulps} ulp"
+        row.detail = f"{diff.differing_elements} of {numel} elements differ by at most {diff.max_ulps} ulp"
     else:
         row.status = TensorStatus.MISMATCH
         if diff.nan_mismatch:
@@ -115,5 +125,5 @@ def _compare(name: str, expected: torch.Tensor, ckpt: Checkpoint, tolerance: int
             how = "the values differ"
         else:
             how = f"up to {diff.max_ulps} ulps"
-        row.detail = f"{diff.differing_elements} of {expected.numel()} elements differ ({how})"
+        row.detail = f"{diff.differing_elements} of {numel} elements differ ({how})"
     return row

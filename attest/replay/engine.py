@@ -188,9 +188,8 @@ def replay(
                     "than on the CPU: replay on the CPU for an exact answer"
                 )
             if executor is None:
-                for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
-                    rows.append(tensor_row(tp.name, tensor, cand, tolerance))
-                    del tensor
+                for tp, merged in compute_tensors(plan, ckpts, dev, masks, order, tie_order):
+                    rows.append(tensor_row(tp.name, merged, cand, tolerance))
             else:
                 job = ReplayJob(
                     recipe, parents, candidate, str(dev), seed, mask_generator, tolerance, tie_order, layout

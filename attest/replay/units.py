@@ -16,7 +16,7 @@ import torch
 
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.executor import Executor, WorkUnit, group_by_file
-from attest.merge.engine import check_device, compute_tensors, mask_source, open_parents
+from attest.merge.engine import SLICE_ELEMENTS, check_device, compute_tensors, mask_source, open_parents, sliced
 from attest.merge.planner import MergePlan, TensorPlan, plan_merge
 from attest.replay.compare import tensor_row
 from attest.replay.report import TensorComparison
@@ -50,9 +50,8 @@ def replay_group(args: tuple[ReplayJob, list[str]]) -> list[TensorComparison]:
         masks = mask_source(plan, job.seed, job.mask_generator)
         rows = []
         with torch.inference_mode():
-            for tp, tensor in compute_tensors(plan, ckpts, dev, masks, order, job.tie_order):
-                rows.append(tensor_row(tp.name, tensor, cand, job.tolerance))
-                del tensor
+            for tp, merged in compute_tensors(plan, ckpts, dev, masks, order, job.tie_order):
+                rows.append(tensor_row(tp.name, merged, cand, job.tolerance))
     return rows
 
 
@@ -61,9 +60,11 @@ def _file(table: TensorTable, name: str) -> str | None:
     return files[0] if files else None
 
 
-def _memory(tp: TensorPlan) -> int:
-    """Inputs in the working dtype, the float32 accumulator and the result: the engine's peak for one tensor."""
-    return math.prod(tp.shape) * 4 * (len(tp.models) + 3)
+def _memory(plan: MergePlan, tp: TensorPlan) -> int:
+    """Inputs in the working dtype, the float32 accumulator and the result: the engine's peak for one tensor (for
+    one slice of a tensor merged slice by slice)."""
+    elements = SLICE_ELEMENTS if sliced(plan, tp) else math.prod(tp.shape)
+    return elements * 4 * (len(tp.models) + 3)
 
 
 def replay_units(
@@ -98,9 +99,8 @@ def replay_units(
         group = [plans[n] for n in names]
         inputs = {f for tp in group for m, s in zip(tp.models, tp.sources, strict=True) for f in ckpts[m].files_of(s)}
         files = tuple(([file] if file else []) + sorted(inputs - {file}))
-        units.append(
-            WorkUnit((job, names), files, sum(map(nbytes, group)), len(names), max(map(_memory, group), default=0))
-        )
+        memory = max((_memory(plan, tp) for tp in group), default=0)
+        units.append(WorkUnit((job, names), files, sum(map(nbytes, group)), len(names), memory))
     return [row for rows in executor.map("replaying", replay_group, units) for row in rows]
 
 

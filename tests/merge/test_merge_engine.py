@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attest.errors import InputError
-from attest.merge import parse_recipe, run_merge
+from attest.merge import open_parents, parse_recipe, plan_merge, run_merge
 from attest.merge.masks import KeyedMasks
 from attest.replay import Verdict, replay
 from tests.support.merge_recipes import recipes
@@ -179,3 +179,22 @@ def test_merge_cli_json(merge_models: dict[str, Path], tmp_path: Path) -> None:
     import hashlib
 
     assert doc["statement_sha256"] == hashlib.sha256(load_bundle(tmp_path / "m")[0].payload_bytes).hexdigest()
+
+
+def test_plans_share_equal_parameters_and_keep_distinct_ones(merge_models: dict[str, Path]) -> None:
+    """Planned tensors hold one object per distinct parameter value (10^5 tensors of an MoE in the per-expert
+    layout resolve to a handful), never one value standing for another that compares equal (-0.0 and 0.0)."""
+    a, b, base = merge_models["ft_a"], merge_models["ft_b"], merge_models["base"]
+    text = (
+        f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: [1.0, 0.5]}}\n"
+        f"  - model: {b}\n    parameters: {{weight: -0.0}}\n  - model: {base}\n    parameters: {{weight: 0.0}}\n"
+        "parameters: {normalize: false}\n"
+    )
+    recipe = parse_recipe(text)
+    with open_parents(recipe, _parents(text)) as ckpts:
+        plan = plan_merge(recipe, ckpts)
+    layer = [tp for tp in plan.tensors if ".layers." in tp.name]
+    weights = {json.dumps([p["weight"] for p in tp.per_input]) for tp in layer}
+    assert len({id(tp.per_input) for tp in layer}) == len(weights) == 2  # the gradient's two layers
+    assert len({id(tp.shared) for tp in plan.tensors}) == len({id(tp.models) for tp in plan.tensors}) == 1
+    assert all([str(p["weight"]) for p in tp.per_input[1:]] == ["-0.0", "0.0"] for tp in plan.tensors)
