@@ -68,4 +68,25 @@ class PackedRows(Sequence[RowT]):
         )
 
 
-__all__ = ["PackedRows", "RowT"]
+def json_chunks(model: BaseModel, fields: Sequence[str], indent: int | None = None) -> Iterator[str]:
+    """`model.model_dump_json(indent=indent)` in pieces: the items of the named top-level list fields (in the
+    model's field order) one at a time, spliced into pydantic's own text of the rest, so that neither every row model
+    nor the whole text is held (a manifest or a detect report of 10^5 tensors). The same bytes."""
+    shell = model.model_copy(update={f: [] for f in fields}).model_dump_json(indent=indent)
+    # A top-level key: with an indent it starts a line at the first level; a quote inside a JSON string is escaped.
+    key = "{}" if indent is None else "\n" + " " * indent + "{}"
+    pad = "" if indent is None else "\n" + " " * (2 * indent)  # items sit two levels deep
+    at = 0
+    for field in fields:
+        marker = key.format(f'"{field}":[]' if indent is None else f'"{field}": []')
+        cut = shell.index(marker, at) + len(marker) - 1  # just before the closing bracket
+        yield shell[at:cut]
+        items: Sequence[BaseModel] = getattr(model, field)
+        for k, item in enumerate(items):
+            yield ("," if k else "") + pad + item.model_dump_json(indent=indent).replace("\n", pad)
+        yield ("" if indent is None or not items else "\n" + " " * indent) + "]"
+        at = cut + 1
+    yield shell[at:]
+
+
+__all__ = ["PackedRows", "RowT", "json_chunks"]

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from attest.checkpoint.canonical import PER_EXPERT, expert_of
+from attest.checkpoint.canonical import PER_EXPERT, ExpertKey, expert_of
 from attest.forensics.fit import TensorFit
 from attest.forensics.pairing import layer_of
 from attest.forensics.report import ExpertMatch, ExpertRows
@@ -26,20 +26,18 @@ NEAR_RATIO = 0.5
 def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]], participants: int) -> ExpertRows:
     """Size-weighted coefficients of each routed expert over its gate, up and down projections, held as columns
     (`participants`: the length of each `per_tensor` list)."""
-    groups: dict[str, list[TensorFit]] = defaultdict(list)
+    groups: dict[str, tuple[ExpertKey, list[TensorFit]]] = {}
     for f in fits:
         key = expert_of(f.name)
         if key is not None:
-            groups[key.expert_name].append(f)
+            groups.setdefault(key.expert_name, (key, []))[1].append(f)
     order = sorted(groups, key=_order)
     n = len(order)
     ints = np.zeros((n, 4), dtype=np.int64)  # layer (-1: none), index, numel, unexplained
     coefs = np.full((n, participants), math.nan)
     informative = np.zeros(n, dtype=bool)  # some tensor of the expert determines coefficients (else none listed)
     for r, name in enumerate(order):
-        fs = groups[name]
-        key = expert_of(fs[0].name)
-        assert key is not None
+        key, fs = groups[name]
         cols = [(per_tensor[f.name], float(f.numel)) for f in fs if f.name in per_tensor]
         for j in range(participants if cols else 0):  # size-weighted mean of the finite values (a few tensors)
             ok = [(v[j], w) for v, w in cols if math.isfinite(v[j])]

@@ -59,9 +59,11 @@ def layer_mapping(
             continue
         lk = (key.prefix, key.index)
         items = layers.setdefault(lk, [])
-        if items is not None and dig in present:
+        if items is None:
+            continue
+        if dig in present:
             items.append((key, dig))
-        elif items is not None:
+        else:
             layers[lk] = None
     wanted = {dig for items in layers.values() if items for _, dig in items}
     index: dict[tuple[str, str, bytes], set[tuple[int, int]]] = defaultdict(set)

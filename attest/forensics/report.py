@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from attest.packed_rows import PackedRows
+from attest.packed_rows import PackedRows, json_chunks
 
 Verdict = Literal["pure_merge", "merge_plus_training", "derived_not_merge", "not_derived"]
 SpreadShape = Literal["flat", "linear_gradient", "piecewise_gradient", "irregular", "single_layer"]
@@ -335,26 +335,10 @@ class DetectReport(_Model):
     )
 
 
-_ROWS = ("tensors", "experts")
-
-
 def report_json_chunks(report: DetectReport) -> Iterator[str]:
-    """`report.model_dump_json(indent=2)` in pieces, the per-tensor and per-expert rows one at a time: neither every
-    row model nor the whole text is held at once (10^5 tensors: ~100 MB of rows, ~30 MB of text). The same bytes
-    (tested)."""
-    shell = report.model_copy(update={field: [] for field in _ROWS}).model_dump_json(indent=2)
-    at = 0
-    for field in _ROWS:
-        marker = f'\n  "{field}": []'  # a top-level key: nested keys are indented further, strings are escaped
-        cut = shell.index(marker, at) + len(marker) - 1
-        yield shell[at:cut]
-        rows: Sequence[BaseModel] = getattr(report, field)
-        for i, row in enumerate(rows):
-            text = row.model_dump_json(indent=2).replace("\n", "\n    ")
-            yield ("\n    " if i == 0 else ",\n    ") + text
-        yield "\n  ]" if rows else "]"
-        at = cut + 1
-    yield shell[at:]
+    """`report.model_dump_json(indent=2)` in pieces, the per-tensor and per-expert rows one at a time (json_chunks):
+    neither every row model nor the whole text is held at once (10^5 tensors: ~100 MB of rows, ~30 MB of text)."""
+    return json_chunks(report, ["tensors", "experts"], indent=2)
 
 
 def display_names(report: DetectReport) -> dict[str, str]:

@@ -20,7 +20,7 @@ from attest.identity.merkle import (
     hash_record,
     hash_tagged,
 )
-from attest.packed_rows import PackedRows
+from attest.packed_rows import PackedRows, json_chunks
 
 IDENTITY_FORMAT: Final = "attest-identity/v1"
 MANIFEST_TYPE: Final = "https://attest.dev/identity-manifest/v1"
@@ -194,15 +194,7 @@ class IdentityManifest(_Strict):
 def manifest_json(manifest: IdentityManifest, indent: int | None = None) -> Iterator[str]:
     """The text of `manifest.model_dump_json(indent=indent)` in pieces, one per tensor entry, so that neither the
     entries nor the whole text are held at once (10^5 tensors: ~70 MB of entries, ~40 MB of text)."""
-    head = manifest.model_copy(update={"tensors": []}).model_dump_json(indent=indent)
-    marker = '"tensors":[]' if indent is None else '"tensors": []'
-    at = head.index(marker)  # a key: a quote inside a JSON string is escaped, so the marker occurs only here
-    yield head[: at + len(marker) - 1]
-    pad = "" if indent is None else "\n" + " " * (2 * indent)  # entries sit two levels deep
-    for k, entry in enumerate(manifest.tensors):
-        yield ("," if k else "") + pad + entry.model_dump_json(indent=indent).replace("\n", pad)
-    close = "" if indent is None or not manifest.tensors else "\n" + " " * indent
-    yield close + "]" + head[at + len(marker) :]
+    return json_chunks(manifest, ["tensors"], indent)
 
 
 def tensor_record(name: str, dtype: str, shape: list[int], nbytes: int, data_root: Hex) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the result), independent of model size. The same `compute_tensors` drives `merge
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -172,8 +173,7 @@ def compute_tensors(
     for tp in order if order is not None else plan.tensors:
         merged = run.merged(tp)
         yield tp, merged
-        for _ in merged.pieces:  # pieces a consumer left (a tensor the candidate lacks): computed all the same
-            pass
+        collections.deque(merged.pieces, maxlen=0)  # pieces a consumer left (the candidate lacks the tensor): computed
         for m, src in zip(tp.models, tp.sources, strict=True):
             ckpts[m].release(src)
 
