@@ -3,7 +3,7 @@
 Two sweeps over a tensor while its pages are resident (attest.forensics.kernels): the first accumulates a float64
 Gram matrix, the solve gives the coefficients, the second recomputes the fitted recipe, rounds it to the stored dtype
 and counts the elements that differ and whether rounding can explain them. Small tensors of one size and dtype are
-fitted together as one block (`fit_block`: one batched GEMM, one stacked eigen-solve, one batched residual test);
+fitted together as one block (`fit_block`: one compiled sweep each, one stacked eigen-solve);
 a tensor larger than a block is cut into chunks spread over a thread pool (`fit_large`). A tensor's fit does not
 depend on which others share its block.
 """
