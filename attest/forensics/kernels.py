@@ -108,8 +108,14 @@ def _rows(parts: list[torch.Tensor], slot: int, kind: torch.dtype) -> torch.Tens
     that type, else a copy into this thread's buffer for the slot."""
     if len(parts) == 1 and parts[0].dtype == kind:
         return parts[0].unsqueeze(0)
-    out = _buffer(slot, len(parts), parts[0].numel(), kind)
-    return torch.stack([q.to(kind) for q in parts], out=out)
+    return _stack(_buffer(slot, len(parts), parts[0].numel(), kind), parts)
+
+
+def _stack(out: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+    """out <- the parts as rows, widened to out's type where they differ (exact)."""
+    if any(q.dtype != out.dtype for q in parts):
+        parts = [q.to(out.dtype) for q in parts]
+    return torch.stack(parts, out=out)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -125,7 +131,7 @@ def _inputs(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, n
     m = _rows([p[0] for p in pieces], 0, kind)
     cands = _buffer(1, k * g, n, kind).view(k, g, n)
     for i in range(k):
-        torch.stack([p[1 + i].to(kind) for p in pieces], out=cands[i])
+        _stack(cands[i], [p[1 + i] for p in pieces])
     base = _rows([p[k + 1] for p in pieces], 2, kind) if with_base else m
     return _array(m), _array(cands), _array(base)
 
