@@ -173,12 +173,12 @@ def gram_sweep(
     top = math.ldexp(1.0, 1 - bits)
     y = np.empty((nv, BLOCK))
     a = y[nv - 1]
-    low = np.empty(BLOCK)
+    scratch = np.empty(BLOCK)
     ext = np.empty((4, BLOCK))
     q = np.empty((nv, BLOCK))
     qvar = np.empty(BLOCK)
     weight = np.empty(BLOCK)  # 1 for a resolved element of the sample, else 0
-    zbuf = np.empty((nv, BLOCK // resolved_stride if resolved_stride <= BLOCK else 1))
+    zbuf = np.empty((nv, (BLOCK + resolved_stride - 1) // resolved_stride))  # the sample of one block
     for g in range(g_count):
         sub = (n + resolved_stride - 1) // resolved_stride
         vstride = rvar_stride if sub >= rvar_min else 1
@@ -189,8 +189,8 @@ def gram_sweep(
             else:
                 a[:w] = 0.0
                 for i in range(k):
-                    _decode(low, cands[i, g, s0 : s0 + w])
-                    _add(a, low, w)
+                    _decode(scratch, cands[i, g, s0 : s0 + w])
+                    _add(a, scratch, w)
                 for e in range(w):
                     a[e] /= k
             _decode(y[0], m[g, s0 : s0 + w], a)
@@ -288,12 +288,12 @@ def _delta(x: np.ndarray, src: np.ndarray, b: np.ndarray, c: float, v: np.ndarra
 
 
 @njit(inline="always")
-def _add(dst: np.ndarray, src: np.ndarray, w: int, scale: float = 1.0) -> None:
-    """dst[:w] += scale * src[:w]."""
+def _add(dst: np.ndarray, src: np.ndarray, w: int) -> None:
+    """dst[:w] += src[:w]."""
     d = dst[:w]
     s = src[:w]
     for e in range(w):
-        d[e] += scale * s[e]
+        d[e] += s[e]
 
 
 @njit(nogil=True, fastmath=_FAST, cache=True)
@@ -394,12 +394,12 @@ def residual_sweep(
                 else:
                     arith = (k + 2) * f32_eps * terms
                 arith += own * (abs(v[e]) + terms)
-                spread = 0.0
+                fitted_var = 0.0  # x^T Cov x: the fitted value's variance from the coefficients' uncertainty
                 for i in range(nreg):
                     for j in range(nreg):
-                        spread += rows[i, e] * cov[g, i, j] * rows[j, e]
+                        fitted_var += rows[i, e] * cov[g, i, j] * rows[j, e]
                 spacing = _spacing(max(abs(mv[e]), abs(v[e])), bits, min_exp)
-                if abs(mv[e] - v[e]) > 0.5 * spacing + arith + math.sqrt(max(spread, 0.0)) * sigmas:
+                if abs(mv[e] - v[e]) > 0.5 * spacing + arith + math.sqrt(max(fitted_var, 0.0)) * sigmas:
                     unexplained[g] += 1
         rss[g] = acc_rss
         differing[g] = n_diff
