@@ -13,6 +13,7 @@ the permuted view; the report says which permutations were found and how well th
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from attest.bounded import read_bounded
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable
 from attest.errors import InputError
-from attest.forensics.fit import TensorFit
+from attest.forensics.fit_table import FitTable
 from attest.forensics.report import AlignmentReport, DetectReport, PermutationFound
 from attest.strict_json import strict_loads
 
@@ -341,17 +342,13 @@ class AlignedView(CanonicalView):
         return h.digest()
 
 
-def misaligned_matrices(fits: list[TensorFit], model: TensorTable) -> list[str]:
+def misaligned_matrices(fits: FitTable, model: TensorTable) -> list[str]:
     """Fitted weight matrices whose correlation with every given model is under MIN_COSINE: what a permutation of
     the model's units leaves behind (a fine-tune or a merge keeps every matrix near its parents)."""
-    out = []
-    for f in fits:
-        if len(model.info(f.name).shape) < 2:
-            continue
-        corr = f.corr[np.isfinite(f.corr)]
-        if len(corr) and float(np.abs(corr).max()) < MIN_COSINE:  # no finite correlation (constant): no evidence
-            out.append(f.name)
-    return out
+    finite = np.isfinite(fits.corr)
+    largest = np.where(finite, np.abs(fits.corr), -math.inf).max(axis=1, initial=-math.inf)
+    low = finite.any(axis=1) & (largest < MIN_COSINE)  # no finite correlation (constant): no evidence
+    return [fits.names[i] for i in np.flatnonzero(low).tolist() if len(model.info(fits.names[i]).shape) >= 2]
 
 
 def align_and_refit(

@@ -17,9 +17,11 @@ from attest.executor import Executor
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
+from attest.forensics.digests import DigestMap, NameIndex
 from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
-from attest.forensics.fit import ULP_BINS, TensorFit, single_threaded_ops
+from attest.forensics.fit import ULP_BINS, single_threaded_ops
+from attest.forensics.fit_table import FitTable, total
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
     Coefficient,
@@ -28,7 +30,6 @@ from attest.forensics.report import (
     Hint,
     LayerMap,
     LayerPoint,
-    NonFinite,
     Relation,
     Residual,
     Spread,
@@ -40,7 +41,6 @@ from attest.forensics.rows import (
     finite,
     finite_or_none,
     linear_hint,
-    participant_weights,
     passthrough_coefficients,
     tensor_rows,
 )
@@ -108,10 +108,8 @@ def _run(
     if on_total is not None:
         on_total(sum(info.nbytes for s in all_sources for _, info in s.where.values()))
     notes: list[str] = []
-    fits: list[TensorFit] = []
-    mdig: dict[str, bytes] = {}
-    cdig: list[dict[str, bytes]] = [{} for _ in csrc]
-    done: set[str] = set()  # fitted names: done in every source
+    fitted_index = NameIndex(pairing.fitted)
+    rest: list[dict[str, bytes]] = [{} for _ in range(1 + len(csrc))]  # digests of the tensors the fit does not use
 
     def finish(si: int, names: list[str]) -> None:
         src = all_sources[si]
@@ -119,29 +117,29 @@ def _run(
         if on_bytes is not None:
             on_bytes(sum(src.info(name).nbytes for name in names))
 
-    non_finite: list[NonFinite] = []
     if executor is not None:
-        fits, non_finite, mdig, cdig, unit_notes = detect_units(executor, pairing.fitted, all_sources, len(csrc))
-        notes.extend(unit_notes)
+        ev, rest = detect_units(executor, pairing.fitted, fitted_index, all_sources, len(csrc))
     else:
 
         def fitted(names: list[str]) -> None:
-            done.update(names)
             for si in range(len(all_sources)):
                 finish(si, names)
 
-        for ev in fit_evidence(pairing.fitted, msrc, csrc, bsrc, fitted):
-            ev.add_to(fits, non_finite, notes, mdig, cdig)
+        ev = fit_evidence(pairing.fitted, msrc, csrc, bsrc, fitted)
         # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
         for si, src in enumerate(all_sources[: 1 + len(csrc)]):
-            for name in src.where:
-                if name in done:
-                    continue
-                (mdig if si == 0 else cdig[si - 1])[name] = src.raw_digest(name)
-                finish(si, [name])
+            names = list(src.where)
+            for name, position in zip(names, fitted_index.positions(names).tolist(), strict=True):
+                if position < 0:
+                    rest[si][name] = src.raw_digest(name)
+                    finish(si, [name])
+    non_finite, pass_notes = ev.in_order()
+    notes.extend(pass_notes)
+    fits = ev.fits.select(ev.fits.finite)
+    mdig, *cdig = (DigestMap(pairing.fitted, fitted_index, ev.digests[:, si], d) for si, d in enumerate(rest))
     if non_finite:
         names = sorted({n.tensor for n in non_finite})
-        if not fits:
+        if not len(fits):
             raise InputError(
                 msrc.label,
                 f"every fitted tensor holds non-finite values (NaN/Inf) in some input ({len(names)} tensors, e.g. "
@@ -165,9 +163,9 @@ def _run(
     return report, misaligned_matrices(fits, msrc)
 
 
-def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: list[TensorFit]) -> Coverage:
+def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: FitTable) -> Coverage:
     total = sum(math.prod(info.shape) for _, info in msrc.where.values() if info.dtype in FLOAT_DTYPES)
-    compared = sum(f.numel for f in fits)
+    compared = int(fits.numel.sum())
     layouts = [f"{v.label}: {v.layout}" for v in views if v.layout]
     return Coverage(elements=total, compared=compared, fraction=compared / total if total else 1.0, layouts=layouts)
 
@@ -176,9 +174,9 @@ def _report(
     msrc: CanonicalView,
     csrc: list[CanonicalView],
     bsrc: CanonicalView | None,
-    fits: list[TensorFit],
-    mdig: dict[str, bytes],
-    cdig: list[dict[str, bytes]],
+    fits: FitTable,
+    mdig: DigestMap,
+    cdig: list[DigestMap],
     notes: list[str],
 ) -> DetectReport:
     labels = [c.label for c in csrc]
@@ -188,16 +186,16 @@ def _report(
     given = [*labels, *(["base"] if with_base else [])]
 
     # Coefficients: participants' weights per informative tensor; weighted median, bootstrap interval over tensors.
-    flags = [f.informative for f in fits]
-    inf = [f for f, ok in zip(fits, flags, strict=True) if ok]
-    part_of = [participant_weights(f, with_base) for f in fits]
-    if not inf and fits:
+    flags = fits.informative
+    inf = fits.select(flags)
+    part_of = fits.participant_weights()
+    if not len(inf) and len(fits):
         notes.append("no tensor determines the coefficients (candidates do not differ from the base/each other)")
-    weights = np.array([f.numel for f in inf], dtype=float)
-    per_tensor = np.array([p for p, ok in zip(part_of, flags, strict=True) if ok]).reshape(len(inf), len(part_labels))
+    weights = inf.numel.astype(float)
+    per_tensor = part_of[flags]
     by_layer: dict[int, list[int]] = defaultdict(list)
-    for i, f in enumerate(inf):
-        key = layer_of(f.name)
+    for i, name in enumerate(inf.names):
+        key = layer_of(name)
         if key is not None:
             by_layer[key.index].append(i)
     coefs: list[Coefficient] = []
@@ -225,20 +223,21 @@ def _report(
         )
 
     # Fit quality and relations over all fitted tensors.
-    rss = sum(f.rss for f in fits)
-    dist2 = np.sum([f.dist2 for f in fits], axis=0) if fits else np.full(len(given), math.nan)
-    m2 = sum(float(f.raw_gram[0, 0]) for f in fits)
-    nearest_j = int(np.nanargmin(dist2)) if fits else 0
-    explained = 1 - rss / float(dist2[nearest_j]) if fits and dist2[nearest_j] > 0 else (1.0 if fits else math.nan)
+    any_fit = len(fits) > 0
+    rss = total(fits.rss)
+    dist2 = fits.dist2.sum(axis=0) if any_fit else np.full(len(given), math.nan)
+    m2 = total(fits.raw_gram[:, 0, 0])
+    nearest_j = int(np.nanargmin(dist2)) if any_fit else 0
+    explained = math.nan if not any_fit else 1 - rss / float(dist2[nearest_j]) if dist2[nearest_j] > 0 else 1.0
     fit_cos = None
-    if with_base and fits:
-        ref = sum(f.ref_energy for f in fits)
+    if with_base and any_fit:
+        ref = total(fits.ref_energy)
         fit_cos = math.sqrt(max(0.0, 1 - rss / ref)) if ref > 0 else None
     relations = []
     corr_vals = []
+    ws = fits.numel.astype(float)
     for j, lab in enumerate(given):
-        cs = np.array([f.corr[j] for f in fits])
-        ws = np.array([f.numel for f in fits], dtype=float)
+        cs = fits.corr[:, j]
         ok = np.isfinite(cs)
         corr = float(np.average(cs[ok], weights=ws[ok])) if ok.any() else None
         corr_vals.append(corr if corr is not None else -math.inf)
@@ -247,25 +246,25 @@ def _report(
     best_corr_j = int(np.argmax(corr_vals)) if corr_vals else 0
 
     # Residual test, over the tensors that determine the recipe.
-    elements = sum(f.numel for f in inf)
-    unexplained = sum(f.unexplained for f in inf)
-    hist = np.sum([f.ulp_hist for f in inf if f.ulp_hist is not None], axis=0) if inf else np.zeros(len(ULP_BINS))
+    elements = int(inf.numel.sum())
+    unexplained = int(inf.unexplained.sum())
+    hist = inf.ulp_hist.sum(axis=0)
     conc = concentration(inf, by_layer)
-    loose = [f for f, ok in zip(fits, flags, strict=True) if not ok]
-    if loose:
+    loose = np.flatnonzero(~flags)
+    if len(loose):
         notes.append(
-            f"{len(loose)} tensors ({sum(f.numel for f in loose)} elements) do not determine the coefficients and are "
-            f"left out of the aggregate and the residual test ({sum(f.unexplained for f in loose)} unexplained "
-            f"elements under their own fit), e.g. {loose[0].name}"
+            f"{len(loose)} tensors ({int(fits.numel[loose].sum())} elements) do not determine the coefficients and "
+            f"are left out of the aggregate and the residual test ({int(fits.unexplained[loose].sum())} unexplained "
+            f"elements under their own fit), e.g. {fits.names[int(loose[0])]}"
         )
     residual = Residual(
         elements=elements,
-        differing=sum(f.differing for f in fits),
+        differing=int(fits.differing.sum()),
         unexplained=unexplained,
         unexplained_fraction=unexplained / elements if elements else 0.0,
         floor=UNEXPLAINED_FLOOR,
         ulp_histogram=[UlpBin(ulps=b, elements=int(n)) for b, n in zip(ULP_BINS, hist, strict=True)],
-        tensors_with_unexplained=sum(1 for f in inf if f.unexplained > 0),
+        tensors_with_unexplained=int(np.count_nonzero(inf.unexplained > 0)),
         tensors=len(inf),
         concentration=conc,
     )
@@ -273,7 +272,7 @@ def _report(
     # Byte equality: identical copies and passthrough layer mapping.
     identical_to = None
     for ci, d in enumerate(cdig):
-        if d.keys() == mdig.keys() and all(d[n] == mdig[n] for n in mdig):
+        if d.same_as(mdig):
             identical_to = labels[ci]
             break
     mapping, non_layer_ok, n_layers, cand_layers = H.layer_mapping(mdig, cdig)
@@ -285,7 +284,7 @@ def _report(
         used = sorted({m.candidate for m in mapping})
         text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
         hint_list.append(Hint(method="passthrough", evidence=f"layers copied bit for bit: {text}"))
-        coefs = passthrough_coefficients(mapping, labels, fits, msrc)
+        coefs = passthrough_coefficients(mapping, labels, msrc)
         shares = []  # layers copied whole: the coefficients are the layer shares
         participants = [labels[c] for c in used]
     else:
@@ -347,7 +346,7 @@ def _report(
         explained=explained if math.isfinite(explained) else None,
         fit_cos=fit_cos,
         merge_test=test,
-        residual=residual if inf else None,
+        residual=residual if len(inf) else None,
         spread=spread,
         layers=layers,
         relations=relations,
@@ -356,11 +355,9 @@ def _report(
             LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
             for m in mapping
         ],
-        tensors=tensor_rows(fits, part_of, with_base),
+        tensors=tensor_rows(fits, part_of),
         coverage=coverage,
-        experts=expert_rows(
-            fits, {f.name: p for f, p, ok in zip(fits, part_of, flags, strict=True) if ok}, len(part_labels)
-        ),
+        experts=expert_rows(fits, part_of, flags),
         expert_map=emap,
         notes=notes,
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from attest.checkpoint.canonical import PER_EXPERT, ExpertKey, expert_of
-from attest.forensics.fit import TensorFit
+from attest.forensics.fit_table import FitTable
 from attest.forensics.pairing import layer_of
 from attest.forensics.report import ExpertMatch, ExpertRows
 
@@ -23,34 +24,39 @@ NEAR_RATIO = 0.5
 """An expert is nearest one candidate when its distance to it is at most this share of the distance to the next."""
 
 
-def expert_rows(fits: list[TensorFit], per_tensor: dict[str, list[float]], participants: int) -> ExpertRows:
+def expert_rows(fits: FitTable, part_of: np.ndarray, informative: np.ndarray) -> ExpertRows:
     """Size-weighted coefficients of each routed expert over its gate, up and down projections, held as columns
-    (`participants`: the length of each `per_tensor` list)."""
-    groups: dict[str, tuple[ExpertKey, list[TensorFit]]] = {}
-    for f in fits:
-        key = expert_of(f.name)
+    (`part_of`: each tensor's participants' weights; only `informative` tensors count for them)."""
+    groups: dict[str, tuple[ExpertKey, list[int]]] = {}
+    for i, name in enumerate(fits.names):
+        key = expert_of(name)
         if key is not None:
-            groups.setdefault(key.expert_name, (key, []))[1].append(f)
+            groups.setdefault(key.expert_name, (key, []))[1].append(i)
     order = sorted(groups, key=_order)
-    n = len(order)
+    n, participants = len(order), part_of.shape[1]
     ints = np.zeros((n, 4), dtype=np.int64)  # layer (-1: none), index, numel, unexplained
     coefs = np.full((n, participants), math.nan)
-    informative = np.zeros(n, dtype=bool)  # some tensor of the expert determines coefficients (else none listed)
+    has = np.zeros(n, dtype=bool)  # some tensor of the expert determines coefficients (else none listed)
     for r, name in enumerate(order):
-        key, fs = groups[name]
-        cols = [(per_tensor[f.name], float(f.numel)) for f in fs if f.name in per_tensor]
-        for j in range(participants if cols else 0):  # size-weighted mean of the finite values (a few tensors)
-            ok = [(v[j], w) for v, w in cols if math.isfinite(v[j])]
-            if ok:
-                coefs[r, j] = sum(v * w for v, w in ok) / sum(w for _, w in ok)
+        key, rows = groups[name]
+        idx = np.array(rows, dtype=np.intp)
+        used = idx[informative[idx]]
+        if len(used):  # size-weighted mean of the finite values, summed left to right (a few tensors)
+            vals, w = part_of[used], fits.numel[used].astype(float)[:, None]
+            ok = np.isfinite(vals)
+            den = np.cumsum(np.where(ok, w, 0.0), axis=0)[-1] + 0.0
+            num = np.cumsum(np.where(ok, vals * w, 0.0), axis=0)[-1] + 0.0  # + 0.0: sum()'s start, no -0.0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                coefs[r] = np.where(ok.any(axis=0), num / den, math.nan)
         layer = _layer(name)
-        ints[r] = (-1 if layer is None else layer, key.expert, sum(f.numel for f in fs), sum(f.unexplained for f in fs))
-        informative[r] = bool(cols)
-    layer_col, index, numel, unexplained = (ints[:, c].copy() for c in range(4))
-    return ExpertRows(order, layer_col, index, numel, coefs, unexplained, informative)
+        numel, unexplained = int(fits.numel[idx].sum()), int(fits.unexplained[idx].sum())
+        ints[r] = (-1 if layer is None else layer, key.expert, numel, unexplained)
+        has[r] = bool(len(used))
+    layer_col, index, numel_col, unexplained_col = (ints[:, c].copy() for c in range(4))
+    return ExpertRows(order, layer_col, index, numel_col, coefs, unexplained_col, has)
 
 
-def _expert_digests(digests: dict[str, bytes], among: set[bytes] | None = None) -> dict[str, tuple[bytes, ...]]:
+def _expert_digests(digests: Mapping[str, bytes], among: set[bytes] | None = None) -> dict[str, tuple[bytes, ...]]:
     """expert name -> (gate, up, down) digests, for experts with all three projections (and, with `among`, all three
     digests in it: a model expert can only be a copy of a candidate's if every projection is some candidate tensor)."""
     parts: dict[str, list[bytes | None]] = {}
@@ -63,7 +69,7 @@ def _expert_digests(digests: dict[str, bytes], among: set[bytes] | None = None) 
     }
 
 
-def _dense_mlps(digests: dict[str, bytes]) -> dict[str, tuple[bytes, ...]]:
+def _dense_mlps(digests: Mapping[str, bytes]) -> dict[str, tuple[bytes, ...]]:
     """`P.mlp` -> digests of a dense MLP's (gate, up, down) (a candidate whose MLP became an expert)."""
     out: dict[str, tuple[bytes, ...]] = {}
     for name in digests:
@@ -87,7 +93,7 @@ def _layer(name: str) -> int | None:
 
 
 def expert_map(
-    mdig: dict[str, bytes], cdig: list[dict[str, bytes]], labels: list[str], fits: list[TensorFit]
+    mdig: Mapping[str, bytes], cdig: Sequence[Mapping[str, bytes]], labels: list[str], fits: FitTable
 ) -> list[ExpertMatch]:
     """Each model expert's source, when the experts come from different places; [] for a uniform merge. Candidate
     experts are indexed only for model experts whose every projection is some candidate tensor (none for a plain
@@ -105,11 +111,11 @@ def expert_map(
         identical = {e: hit for e, digs in copies.items() if (hit := pool.get((_layer(e), digs))) is not None}
     dist2: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(labels)))
     norm2: dict[str, float] = defaultdict(float)
-    for f in fits:
-        key = expert_of(f.name)
+    for i, name in enumerate(fits.names):
+        key = expert_of(name)
         if key is not None:
-            dist2[key.expert_name] += f.dist2[: len(labels)]
-            norm2[key.expert_name] += float(f.raw_gram[0, 0])
+            dist2[key.expert_name] += fits.dist2[i, : len(labels)]
+            norm2[key.expert_name] += float(fits.raw_gram[i, 0, 0])
     nearest: dict[str, tuple[int, float]] = {}
     for e, d2 in dist2.items():
         order = np.argsort(d2)

@@ -16,12 +16,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import TypeVar
 
 import numpy as np
 import torch
 
+from attest.forensics.fit_table import FitTable
 from attest.forensics.kernels import (
     CHUNK_ELEMENTS,
     ULP_BINS,
@@ -35,12 +36,7 @@ from attest.forensics.kernels import (
 from attest.forensics.pairing import PRECISION_BITS
 from attest.forensics.refine import REFINE_MAX_FRACTION, refine
 
-__all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "TensorFit", "fit_block", "fit_large", "parallel_map", "submit", "workers"]
-
-INFORMATIVE_SE = 0.005
-"""A tensor whose coefficients would have a larger standard error even for an exact merge (rounding noise of the
-stored dtype only: deltas of a few ulps such as norm weights, frozen rows) does not determine the recipe; it is left
-out of the aggregate and of the residual verdict, and reported apart."""
+__all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "FitTable", "fit_block", "fit_large", "parallel_map", "submit", "workers"]
 
 MAX_COND = 1e12
 """Gram matrices worse conditioned than this (a candidate equal to another, or to the base) determine nothing."""
@@ -50,72 +46,33 @@ MIN_RESOLVED = 64
 its candidates barely differ anywhere, so it is not informative either way)."""
 
 
-@dataclass(slots=True)
-class TensorFit:
-    """Everything the aggregate, the verdict and the hints need from one tensor."""
-
-    name: str
-    numel: int
-    dtype: str
-    candidates: int  # k
-    coef: np.ndarray  # (k,) coefficients on the candidates; with a base (k + 1,): then the base rescaling s
-    se_design: np.ndarray  # (k,) standard errors if the residual were rounding to the stored dtype only
-    cond: float  # condition number of the Gram matrix that was solved
-    ref_energy: float  # |M - B|^2 with a base, |M - mean(P)|^2 without
-    rss: float  # |M - fit|^2, exact (second sweep)
-    dist2: np.ndarray  # |M - X_j|^2 for each candidate, then the base when given
-    corr: np.ndarray  # Pearson correlation of M with each candidate, then the base (nan: zero variance)
-    raw_gram: np.ndarray  # Gram matrix of the raw vectors [M, P_1..P_k, (B)] (slerp angles)
-    differing: int = 0  # elements whose recomputed value, rounded to the stored dtype, differs from M
-    unexplained: int = 0  # differing elements that no rounding of the recipe (in any order) can produce
-    ulp_hist: np.ndarray | None = None  # differing elements by ulp distance, bins ULP_BINS
-    zero_eligible: int = 0  # elements where some candidate delta is non-zero (base only)
-    zero_observed: int = 0  # ... and M equals B exactly
-    zero_expected: int = 0  # ... and the rounded linear recipe equals B exactly
-    excess_zero: int = 0  # elements zero in M - B but not in the rounded recipe
-    excess_zero_delta: float = 0.0  # sum over elements zero in M but not in the recipe of sum_i |D_i|
-    kept_delta: float = 0.0  # sum over elements where M != B of sum_i |D_i|
-    kept: int = 0
-    finite: bool = True  # False: some input holds NaN/Inf here (its float64 Gram is not finite); nothing else is set
-
-    @property
-    def informative(self) -> bool:
-        """Tensors whose coefficients are determined: finite, and rounding alone would leave them within
-        INFORMATIVE_SE (a property of the candidates' deltas, not of how well the model fits)."""
-        cand = self.se_design[: self.candidates].tolist()  # not the base rescaling s: a zero base bias leaves it open
-        finite = all(math.isfinite(c) for c in self.coef.tolist()) and all(math.isfinite(c) for c in cand)
-        return finite and max(cand) <= INFORMATIVE_SE
-
-
-def fit_block(names: list[str], dtype: str, pieces: list[Piece], k: int, with_base: bool) -> list[TensorFit]:
+def fit_block(names: list[str], dtype: str, pieces: list[Piece], k: int, with_base: bool) -> FitTable:
     """Fit tensors of one size and stored dtype, each whole as one piece of a block (at most CHUNK_ELEMENTS in all
-    per input): M - B on {P_i - B} with a base, M on {P_i} without, then the residual test."""
+    per input): M - B on {P_i - B} with a base, M on {P_i} without, then the residual test. A row per tensor."""
     grams = gram_block(pieces, k, with_base, dtype)
-    fits, coef, cov = _fits(names, dtype, pieces[0][0].numel(), grams, k, with_base)
-    ok = [i for i, f in enumerate(fits) if f.finite]
-    if ok:
-        counts = residual_block([pieces[i] for i in ok], k, dtype, coef[ok], cov[ok], with_base)
-        for j, i in enumerate(ok):
-            _set_counts(fits[i], counts, j)
+    fits, cov = _fits(names, dtype, pieces[0][0].numel(), grams, k, with_base)
+    ok = np.flatnonzero(fits.finite)
+    if len(ok):
+        fits.set_counts(ok, residual_block([pieces[i] for i in ok], k, dtype, fits.coef[ok], cov[ok], with_base))
     # Nearly explained tensors: look for the exact recipe (least squares is biased on few-ulp differences).
-    tried = {i: refine(pieces[i], k, dtype, coef[i], with_base) for i in ok if _refinable(fits[i])}
+    tried = {i: refine(pieces[i], k, dtype, fits.coef[i], with_base) for i in ok[_refinable(fits, ok)].tolist()}
     exact = {i: c for i, c in tried.items() if c is not None}
     if exact:
-        idx = list(exact)
-        new = np.stack([exact[i] for i in idx])
-        counts = residual_block([pieces[i] for i in idx], k, dtype, new, cov[idx], with_base)
-        for j, i in enumerate(idx):
-            fits[i].coef = new[j]
-            _set_counts(fits[i], counts, j)
+        idx = np.array(list(exact), dtype=np.intp)
+        new = np.stack([exact[i] for i in idx.tolist()])
+        counts = residual_block([pieces[i] for i in idx.tolist()], k, dtype, new, cov[idx], with_base)
+        fits.coef[idx] = new
+        fits.set_counts(idx, counts)
     return fits
 
 
-def _refinable(fit: TensorFit) -> bool:
-    return 0 < fit.unexplained <= REFINE_MAX_FRACTION * fit.numel
+def _refinable(fits: FitTable, rows: np.ndarray) -> np.ndarray:
+    u = fits.unexplained[rows]
+    return (u > 0) & (u <= REFINE_MAX_FRACTION * fits.numel[rows])
 
 
-def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> TensorFit:
-    """Fit one tensor chunk by chunk, the chunks spread over the pool: each sweep is a block per chunk."""
+def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> FitTable:
+    """Fit one tensor chunk by chunk, the chunks spread over the pool: each sweep is a block per chunk. One row."""
     n = piece[0].numel()
     chunks = chunks_of(n)
 
@@ -123,39 +80,29 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> T
         return [tuple(t[sl] for t in piece)]
 
     grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), chunks))
-    fits, coef, cov = _fits([name], dtype, n, grams, k, with_base)
-    fit = fits[0]
-    if fit.finite:
-        fitted = coef
+    fit, cov = _fits([name], dtype, n, grams, k, with_base)
+    row = np.zeros(1, dtype=np.intp)
+    if fit.finite[0]:
+        fitted = fit.coef.copy()
 
         def residual() -> ResidualCounts:
             done = parallel_map(lambda sl: residual_block(cut(sl), k, dtype, fitted, cov, with_base), chunks)
             return ResidualCounts(*(np.sum([getattr(c, f.name) for c in done], axis=0) for f in fields(ResidualCounts)))
 
-        _set_counts(fit, residual(), 0)
-        exact = refine(piece, k, dtype, coef[0], with_base) if _refinable(fit) else None
+        fit.set_counts(row, residual())
+        exact = refine(piece, k, dtype, fitted[0], with_base) if _refinable(fit, row)[0] else None
         if exact is not None:
             fitted = exact[None, :]
-            fit.coef = exact
-            _set_counts(fit, residual(), 0)
+            fit.coef[0] = exact
+            fit.set_counts(row, residual())
     return fit
-
-
-def _set_counts(fit: TensorFit, c: ResidualCounts, j: int) -> None:
-    fit.rss = float(c.rss[j])
-    fit.differing = int(c.differing[j])
-    fit.unexplained = int(c.unexplained[j])
-    fit.ulp_hist = c.hist[j]
-    fit.zero_eligible, fit.zero_observed, fit.zero_expected, fit.excess_zero, fit.kept = (int(z) for z in c.zero[j])
-    fit.excess_zero_delta = float(c.excess_delta[j])
-    fit.kept_delta = float(c.kept_delta[j])
 
 
 def _fits(
     names: list[str], dtype: str, n: int, grams: GramBlock, k: int, with_base: bool
-) -> tuple[list[TensorFit], np.ndarray, np.ndarray]:
-    """TensorFits (residual counts not yet set), coefficients and their covariances, from each tensor's Gram
-    matrices (arrays over tensors, one row per tensor). The coefficients come from the resolved elements only
+) -> tuple[FitTable, np.ndarray]:
+    """The fits (residual counts not yet set) and the coefficients' covariances, from each tensor's Gram matrices
+    (arrays over tensors, one row per tensor). The coefficients come from the resolved elements only
     (attest.forensics.kernels.RESOLVED_RATIO), distances and correlations from all."""
     nvec = k + 2
     gram, sums = grams.gram, grams.sums
@@ -211,25 +158,11 @@ def _fits(
             np.inf,
         )
     se_design = np.where(few[:, None], se_floor, se_rounding)
-    fits = [
-        TensorFit(
-            name=name,
-            numel=n,
-            dtype=dtype,
-            candidates=k,
-            coef=coef[i],
-            se_design=se_design[i],
-            cond=float(cond[i]),
-            ref_energy=float(gram[i, 0, 0]),
-            rss=math.nan,  # set by the residual sweep (every finite tensor has one)
-            dist2=dist2[i],
-            corr=corr[i, :nx],
-            raw_gram=raw_kept[i],
-            finite=bool(finite[i]),
-        )
-        for i, name in enumerate(names)
-    ]
-    return fits, coef, cov
+    fits = FitTable.empty(names, k, with_base)  # the residual counts are set by the residual sweep
+    fits.numel[:] = n
+    fits.coef, fits.se_design, fits.cond, fits.ref_energy = coef, se_design, cond, gram[:, 0, 0].copy()
+    fits.dist2, fits.corr, fits.raw_gram, fits.finite = dist2, corr[:, :nx], raw_kept, finite
+    return fits, cov
 
 
 def _rounding_covariance(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import defaultdict
+from collections import abc, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from attest.forensics.fit import TensorFit
+from attest.forensics.fit_table import FitTable, total
 from attest.forensics.pairing import LayerKey, layer_of
 
 SPARSE_EXCESS = 0.05
@@ -32,7 +33,7 @@ class Mapping:
 
 
 def layer_mapping(
-    model_digests: dict[str, bytes], cand_digests: list[dict[str, bytes]]
+    model_digests: abc.Mapping[str, bytes], cand_digests: Sequence[abc.Mapping[str, bytes]]
 ) -> tuple[list[Mapping], bool, int, list[int]]:
     """Map each model layer to a candidate layer whose every tensor is bit-identical (renumbering allowed).
 
@@ -96,20 +97,20 @@ def is_passthrough(mapping: list[Mapping], n_layers: int, cand_layers: list[int]
     return len(sources) > 1 or renumbered or any(n != n_layers for n in cand_layers)
 
 
-def sparse_hint(fits: list[TensorFit]) -> tuple[str, str] | None:
+def sparse_hint(fits: FitTable) -> tuple[str, str] | None:
     """TIES / DARE: far more exact-zero deltas than the dense recipe rounds to (needs a base)."""
-    eligible = sum(f.zero_eligible for f in fits)
+    eligible = int(fits.zero_eligible.sum())
     if eligible == 0:
         return None
-    observed = sum(f.zero_observed for f in fits)
-    expected = sum(f.zero_expected for f in fits)
+    observed = int(fits.zero_observed.sum())
+    expected = int(fits.zero_expected.sum())
     excess = (observed - expected) / eligible
     if excess < SPARSE_EXCESS:
         return None
-    n_excess = sum(f.excess_zero for f in fits)
-    kept = sum(f.kept for f in fits)
-    dropped_mag = sum(f.excess_zero_delta for f in fits) / max(n_excess, 1)
-    kept_mag = sum(f.kept_delta for f in fits) / max(kept, 1)
+    n_excess = int(fits.excess_zero.sum())
+    kept = int(fits.kept.sum())
+    dropped_mag = total(fits.excess_zero_delta) / max(n_excess, 1)
+    kept_mag = total(fits.kept_delta) / max(kept, 1)
     ratio = dropped_mag / kept_mag if kept_mag > 0 else math.nan
     method = "ties" if ratio < TIES_MAGNITUDE_RATIO else "dare"
     why = "smallest deltas were trimmed" if method == "ties" else "deltas were dropped regardless of size"
@@ -120,16 +121,15 @@ def sparse_hint(fits: list[TensorFit]) -> tuple[str, str] | None:
     )
 
 
-def slerp_hint(fits: list[TensorFit], pair: tuple[int, int]) -> str | None:
+def slerp_hint(fits: FitTable, pair: tuple[int, int]) -> str | None:
     """slerp: each tensor's two coefficients (a, b) lie on (sin((1-t)θ), sin(tθ)) / sin θ, not on a + b = 1.
 
-    `pair` indexes the two endpoint vectors in TensorFit.raw_gram (0 is the model); `fits`: the informative ones.
+    `pair` indexes the two endpoint vectors in FitTable.raw_gram (0 is the model); `fits`: the informative ones.
     Arrays over tensors."""
     i, j = pair
-    inf = [f.raw_gram for f in fits]
-    if len(inf) < 2:
+    if len(fits) < 2:
         return None
-    g = np.array(inf)
+    g = fits.raw_gram
     gii, gjj, gij = g[:, i, i], g[:, j, j], g[:, i, j]
     ok = (gii > 0) & (gjj > 0)
     with np.errstate(invalid="ignore", divide="ignore"):

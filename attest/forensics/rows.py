@@ -3,7 +3,6 @@ and passthrough readings of the coefficients (SPEC.md §6.4-6.6)."""
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import defaultdict
 
@@ -11,27 +10,23 @@ import numpy as np
 
 from attest.checkpoint.reader import TensorTable
 from attest.forensics import hints as H
-from attest.forensics.fit import TensorFit
+from attest.forensics.fit_table import FitTable
 from attest.forensics.pairing import layer_of
 from attest.forensics.report import Coefficient, Concentration, Hint, Share, TensorRows
 from attest.forensics.stats import robust_estimate
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT
 
 
-def tensor_rows(fits: list[TensorFit], part_of: list[list[float]], with_base: bool) -> TensorRows:
-    """One row per fitted tensor (`part_of`: each tensor's participants' weights, `participant_weights`), held as
-    columns."""
-    n = len(fits)
-    ints = np.array([(f.numel, f.differing, f.unexplained) for f in fits], dtype=np.int64).reshape(n, 3)
-    floats = np.array([(f.cond, f.rss, f.ref_energy) for f in fits], dtype=np.float64).reshape(n, 3)
-    cond, rss, ref = floats.T
-    cos = np.full(n, math.nan)
-    if with_base:
+def tensor_rows(fits: FitTable, part_of: np.ndarray) -> TensorRows:
+    """One row per fitted tensor (`part_of`: each tensor's participants' weights, FitTable.participant_weights),
+    held as columns."""
+    cos = np.full(len(fits), math.nan)
+    if fits.with_base:
+        rss, ref = fits.rss, fits.ref_energy
         has = ref > 0
         cos[has] = np.sqrt(np.maximum(0.0, 1 - rss[has] / ref[has]))
-    coefs = np.array(part_of, dtype=np.float64).reshape(n, -1)
-    names = [f.name for f in fits]
-    return TensorRows(names, ints[:, 0], coefs, cond.copy(), cos, ints[:, 1].copy(), ints[:, 2].copy())
+    names = list(fits.names)
+    return TensorRows(names, fits.numel, part_of, fits.cond, cos, fits.differing, fits.unexplained)
 
 
 SHARE_MIN_SUM = 0.1
@@ -57,23 +52,16 @@ def candidate_shares(per_tensor: np.ndarray, weights: np.ndarray, labels: list[s
     return out
 
 
-def participant_weights(f: TensorFit, with_base: bool) -> list[float]:
-    """Candidates' coefficients, then with a base its weight 1 - sum(l) + s (s: the fitted base rescaling)."""
-    if not with_base:
-        return [float(x) for x in f.coef]
-    vals = [float(x) for x in f.coef[:-1]]
-    return [*vals, 1.0 - sum(vals) + float(f.coef[-1])]
-
-
-def concentration(fits: list[TensorFit], by_layer: dict[int, list[int]]) -> list[Concentration]:
-    """The tensors and layers with the largest unexplained share (`by_layer`: layer -> indices into `fits`)."""
-    worst = heapq.nsmallest(5, (f for f in fits if f.unexplained > 0), key=lambda f: -f.unexplained / max(f.numel, 1))
-    out = [Concentration(name=f.name, unexplained=f.unexplained, fraction=f.unexplained / f.numel) for f in worst]
-    per_layer = {
-        li: (sum(fits[i].unexplained for i in idx), sum(fits[i].numel for i in idx)) for li, idx in by_layer.items()
-    }
+def concentration(fits: FitTable, by_layer: dict[int, list[int]]) -> list[Concentration]:
+    """The tensors and layers with the largest unexplained share (`by_layer`: layer -> rows of `fits`)."""
+    u, n = fits.unexplained, fits.numel
+    some = np.flatnonzero(u > 0)
+    share = -u[some] / np.maximum(n[some], 1)
+    worst = some[np.argsort(share, kind="stable")[:5]].tolist()  # ties in row order
+    out = [Concentration(name=fits.names[i], unexplained=int(u[i]), fraction=int(u[i]) / int(n[i])) for i in worst]
+    per_layer = {li: (int(u[idx].sum()), int(n[idx].sum())) for li, idx in by_layer.items()}
     layers = sorted(per_layer.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1))
-    out += [Concentration(name=f"layer {li}", unexplained=u, fraction=u / n) for li, (u, n) in layers[:3] if u > 0]
+    out += [Concentration(name=f"layer {li}", unexplained=x, fraction=x / m) for li, (x, m) in layers[:3] if x > 0]
     return out
 
 
@@ -92,9 +80,7 @@ def linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
     return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
 
 
-def passthrough_coefficients(
-    mapping: list[H.Mapping], labels: list[str], fits: list[TensorFit], msrc: TensorTable
-) -> list[Coefficient]:
+def passthrough_coefficients(mapping: list[H.Mapping], labels: list[str], msrc: TensorTable) -> list[Coefficient]:
     """For a passthrough merge a candidate's coefficient is the share of layer parameters copied from it."""
     size: dict[int, int] = defaultdict(int)
     for name in msrc.where:

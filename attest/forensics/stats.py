@@ -17,7 +17,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from attest.forensics.fit import TensorFit
+from attest.forensics.fit_table import FitTable
 from attest.forensics.report import MergeTest
 from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE
 
@@ -151,17 +151,19 @@ def merge_shares(rss: np.ndarray, nearest: np.ndarray) -> np.ndarray:
         return np.where(nearest > 0, 1.0 - rss / np.where(nearest > 0, nearest, 1.0), math.nan)
 
 
-def merge_test(fits: list[TensorFit], with_base: bool) -> MergeTest | None:
+def merge_test(fits: FitTable, with_base: bool) -> MergeTest | None:
     """The merge test over informative tensors (SPEC.md §6.5); its critical value depends on whether a base is a
     reference."""
-    if not fits:
+    if not len(fits):
         return None
-    weights = np.array([f.numel for f in fits], dtype=float)
+    weights = fits.numel.astype(float)
     # References: the given models; without a base also the candidates' mean, standing in for their unknown common
     # base (a sibling sits near it and the fit reproduces it with weights 1/k; with a base ref_energy is |M - B|^2,
     # already among dist2); and the zero model (an unrelated model is nearer to nothing than to any candidate).
-    nearest = np.array([min(float(np.min(f.dist2)), f.ref_energy, float(f.raw_gram[0, 0])) for f in fits])
-    shares = merge_shares(np.array([f.rss for f in fits]), nearest)
+    nearest = fits.dist2.min(axis=1)
+    for other in (fits.ref_energy, fits.raw_gram[:, 0, 0]):  # min() of the three as Python took it: a NaN later on
+        nearest = np.where(other < nearest, other, nearest)  # is skipped
+    shares = merge_shares(fits.rss, nearest)
     est = robust_estimate(shares, weights)
     critical = MERGE_SHARE_CRITICAL_BASE if with_base else MERGE_SHARE_CRITICAL
     value = est.value if math.isfinite(est.value) else 0.0

@@ -5,7 +5,7 @@ driver assembles them in the single-process order, so the report is the same."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,16 @@ import numpy as np
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.executor import Executor, WorkUnit, group_by_file
-from attest.forensics.evidence import TensorEvidence, fit_evidence
-from attest.forensics.fit import CHUNK_ELEMENTS, TensorFit, single_threaded_ops
+from attest.forensics.digests import DIGEST_BYTES, NameIndex
+from attest.forensics.evidence import PassEvidence, fit_evidence
+from attest.forensics.fit import CHUNK_ELEMENTS, FitTable, single_threaded_ops
 from attest.forensics.report import NonFinite
 from attest.unit_cache import UnitCodec
 
 DetectArgs = tuple[list[tuple[str, str]], int, list[str], list[tuple[int, str]]]
 """([(folder, label)] of the model, the candidates, then the base), candidate count, names to fit, (source, name)
 pairs to digest only."""
-UnitResult = tuple[list[TensorEvidence], list[tuple[int, str, bytes]]]
+UnitResult = tuple[PassEvidence, list[tuple[int, str, bytes]]]
 
 
 def detect_group(args: DetectArgs) -> UnitResult:
@@ -56,10 +57,10 @@ def _file(table: TensorTable, name: str) -> str:
 
 
 def detect_units(
-    executor: Executor, fitted: list[str], sources: list[CanonicalView], k: int
-) -> tuple[list[TensorFit], list[NonFinite], dict[str, bytes], list[dict[str, bytes]], list[str]]:
-    """fits, non-finite inputs, the model's and each candidate's digests and notes: what detect's single pass
-    collects, in its order."""
+    executor: Executor, fitted: list[str], fitted_index: NameIndex, sources: list[CanonicalView], k: int
+) -> tuple[PassEvidence, list[dict[str, bytes]]]:
+    """The evidence of the paired tensors `fitted` (a row each, in that order) and the digests of the model's and
+    each candidate's other tensors: what detect's single pass collects."""
     folders = [(str(Path(s.folder).resolve()), s.label) for s in sources]
     msrc = sources[0]
 
@@ -67,8 +68,10 @@ def detect_units(
         return sum(s.info(name).nbytes for s in sources)
 
     fit_groups = group_by_file((n, _file(msrc, n), nbytes(n)) for n in fitted)
-    paired = set(fitted)
-    rest = [(si, n) for si, s in enumerate(sources[: 1 + k]) for n in s.where if n not in paired]
+    rest = []
+    for si, s in enumerate(sources[: 1 + k]):
+        names = list(s.where)
+        rest += [(si, n) for n, p in zip(names, fitted_index.positions(names).tolist(), strict=True) if p < 0]
     digest_groups = group_by_file(((si, n), _file(sources[si], n), sources[si].info(n).nbytes) for si, n in rest)
     work = 8 * CHUNK_ELEMENTS * (k + 3)  # the float64 chunk buffers of one fit
     units: list[WorkUnit[DetectArgs]] = []
@@ -87,92 +90,69 @@ def detect_units(
         size = [sources[si].info(n).nbytes for si, n in items]
         units.append(WorkUnit((folders, k, [], items), (file,), sum(size), len(items), max(size)))
 
-    evidence: dict[str, TensorEvidence] = {}
-    digests: dict[tuple[int, str], bytes] = {}
-    for evs, digested in executor.map("fitting", detect_group, units):
-        evidence.update((e.name, e) for e in evs)
-        digests.update(((si, n), d) for si, n, d in digested)
-    fits: list[TensorFit] = []
-    non_finite: list[NonFinite] = []
-    notes: list[str] = []
-    mdig: dict[str, bytes] = {}
-    cdig: list[dict[str, bytes]] = [{} for _ in range(k)]
-    for name in fitted:
-        evidence[name].add_to(fits, non_finite, notes, mdig, cdig)
-    for si, name in rest:
-        (mdig if si == 0 else cdig[si - 1])[name] = digests[(si, name)]
-    return fits, non_finite, mdig, cdig, notes
+    out = PassEvidence.empty(fitted, k, len(sources) > 1 + k)
+    digests: list[dict[str, bytes]] = [{} for _ in range(1 + k)]
+    for unit, (ev, digested) in zip(units, executor.map("fitting", detect_group, units), strict=True):
+        out.put(fitted_index.positions(unit.args[2]).tolist(), ev)
+        for si, name, d in digested:
+            digests[si][name] = d
+    # the other tensors' digests in the single pass's order (each model's own order)
+    return out, [{name: digests[si][name] for s, name in rest if s == si} for si in range(1 + k)]
 
 
 def _array(a: np.ndarray) -> dict[str, object]:
     return {"dtype": str(a.dtype), "shape": list(a.shape), "values": a.ravel().tolist()}
 
 
-def _unarray(d: dict[str, Any]) -> np.ndarray:
+def _unarray(d: dict[str, Any], like: np.ndarray) -> np.ndarray:
+    """An array from its cache form, checked to have the dtype and shape of `like` (else ValueError: a miss)."""
     dtype = np.dtype(d["dtype"])
-    if dtype not in (np.dtype(np.float64), np.dtype(np.int64)):
-        raise ValueError(f"unexpected array dtype {dtype}")
-    return np.asarray(d["values"], dtype=dtype).reshape(d["shape"])
+    if dtype != like.dtype or list(d["shape"]) != list(like.shape):
+        raise ValueError(f"unexpected array {dtype} {d['shape']}")
+    return np.asarray(d["values"], dtype=dtype).reshape(like.shape)
 
 
-def _encode_fit(fit: TensorFit) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for f in fields(fit):
-        v = getattr(fit, f.name)
-        out[f.name] = _array(v) if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v
-    return out
+_COLUMNS = [f.name for f in fields(FitTable) if f.name not in ("names", "candidates")]
 
 
-_SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+def _encode_fits(fits: FitTable) -> dict[str, object]:
+    columns = {c: _array(getattr(fits, c)) for c in _COLUMNS}
+    return {"names": list(fits.names), "candidates": fits.candidates, "with_base": fits.with_base, **columns}
 
 
-def _decode_fit(d: dict[str, Any]) -> TensorFit:
-    """A TensorFit from its cache form; every field checked against its declared type (else ValueError: a miss)."""
-    values: dict[str, Any] = {}
-    for f in fields(TensorFit):
-        v, kind = d[f.name], str(f.type)
-        if kind.startswith("np.ndarray"):
-            values[f.name] = None if v is None and kind.endswith("| None") else _unarray(v)
-        elif isinstance(v, _SCALARS[kind]):
-            values[f.name] = v
-        else:
-            raise ValueError(f"field {f.name}: not a {kind}")
-    return TensorFit(**values)
+def _decode_fits(d: dict[str, Any]) -> FitTable:
+    """A FitTable from its cache form; every column checked against the shape and dtype it must have."""
+    names, k = [str(n) for n in d["names"]], int(d["candidates"])
+    like = FitTable.empty(names, k, bool(d["with_base"]))
+    columns: dict[str, Any] = {c: _unarray(d[c], getattr(like, c)) for c in _COLUMNS}
+    return replace(like, **columns)
 
 
 def _encode_result(result: UnitResult) -> object:
-    evidence, digested = result
+    ev, digested = result
     return {
-        "evidence": [
-            {
-                "name": e.name,
-                "fit": None if e.fit is None else _encode_fit(e.fit),
-                "non_finite": [n.model_dump(mode="json") for n in e.non_finite],
-                "model_digest": e.model_digest.hex(),
-                "candidate_digests": [c.hex() for c in e.candidate_digests],
-                "notes": e.notes,
-            }
-            for e in evidence
-        ],
-        "digests": [[si, name, d.hex()] for si, name, d in digested],
+        "fits": _encode_fits(ev.fits),
+        "digests": [row.tobytes().hex() for row in ev.digests],
+        "non_finite": [[r, n.model_dump(mode="json")] for r, n in ev.non_finite],
+        "notes": [[r, n] for r, n in ev.notes],
+        "digests_only": [[si, name, d.hex()] for si, name, d in digested],
     }
 
 
 def _decode_result(stored: Any) -> UnitResult:
-    evidence = [
-        TensorEvidence(
-            str(e["name"]),
-            None if e["fit"] is None else _decode_fit(e["fit"]),
-            [NonFinite.model_validate(n) for n in e["non_finite"]],
-            bytes.fromhex(e["model_digest"]),
-            [bytes.fromhex(c) for c in e["candidate_digests"]],
-            [str(n) for n in e["notes"]],
-        )
-        for e in stored["evidence"]
-    ]
-    return evidence, [(int(si), str(name), bytes.fromhex(d)) for si, name, d in stored["digests"]]
+    fits = _decode_fits(stored["fits"])
+    k = fits.candidates
+    raw = b"".join(bytes.fromhex(h) for h in stored["digests"])
+    digests = np.frombuffer(raw, dtype=np.uint8).reshape(len(fits), 1 + k, DIGEST_BYTES).copy()
+    ev = PassEvidence(
+        fits,
+        digests,
+        [(int(r), NonFinite.model_validate(n)) for r, n in stored["non_finite"]],
+        [(int(r), str(n)) for r, n in stored["notes"]],
+    )
+    return ev, [(int(si), str(name), bytes.fromhex(d)) for si, name, d in stored["digests_only"]]
 
 
 DETECT_CODEC: UnitCodec[DetectArgs, UnitResult] = UnitCodec(lambda args: args, _encode_result, _decode_result)
-"""detect_group's results in the unit cache (attest.unit_cache): fits with their arrays (dtype, shape, values;
-floats round-trip exactly through JSON), non-finite counts and hex digests."""
+"""detect_group's results in the unit cache (attest.unit_cache): the fits' columns (dtype, shape, values; floats
+round-trip exactly through JSON), non-finite counts, notes and hex digests."""

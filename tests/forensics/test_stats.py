@@ -100,19 +100,15 @@ def test_merge_test_critical_value_depends_on_the_base() -> None:
     """A merge share of 0.45 rejects "single parent" with a base (critical 0.4: null shares at most 0.29 there) but
     not without one (critical 0.5: a sibling reads ~0.34 against the candidates' mean). Regression: two 4/7 merges
     trained 50 SFT steps at lr 1e-3 read 0.49 and 0.50 with a base and were called derived_not_merge at 0.5."""
-    from attest.forensics.fit import TensorFit
+    from attest.forensics.fit_table import FitTable
     from attest.forensics.stats import merge_test
     from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE
 
-    def fit(i: int) -> TensorFit:
-        near = 1.0 + i
-        return TensorFit(
-            name=f"model.layers.{i}.mlp.up_proj.weight", numel=1000, dtype="BF16", candidates=2,
-            coef=np.array([0.5, 0.5, 0.0]), se_design=np.zeros(3), cond=1.0, ref_energy=near,
-            rss=0.55 * near, dist2=np.array([near, 2 * near, 3 * near]), corr=np.zeros(3), raw_gram=np.eye(4) * 1e3,
-        )  # fmt: skip
-
-    fits = [fit(i) for i in range(20)]
+    near = 1.0 + np.arange(20)
+    fits = FitTable.empty([f"model.layers.{i}.mlp.up_proj.weight" for i in range(20)], 2, True)
+    fits.numel[:], fits.coef[:], fits.se_design[:], fits.cond[:] = 1000, [0.5, 0.5, 0.0], 0.0, 1.0
+    fits.ref_energy[:], fits.rss[:], fits.dist2[:] = near, 0.55 * near, near[:, None] * [1, 2, 3]
+    fits.corr[:], fits.raw_gram[:], fits.finite[:] = 0.0, np.eye(4) * 1e3, True
     with_base, without = merge_test(fits, True), merge_test(fits, False)
     assert with_base is not None and without is not None
     assert abs(with_base.merge_share - 0.45) < 1e-9 and with_base.merge_share == without.merge_share
