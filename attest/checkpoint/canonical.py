@@ -11,6 +11,7 @@ identity root stays over the stored tensors.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -68,47 +69,131 @@ def expert_of(name: str) -> ExpertKey | None:
     return ExpertKey(m["prefix"], int(m["expert"]), m["proj"]) if m else None
 
 
-class CanonicalView(TensorTable):
-    """The canonical tensors of a table: per-expert names, fused experts mapped onto byte ranges of the stored ones."""
+class _Pieces(NamedTuple):
+    """A fused stored tensor read as per-expert pieces of one shape, each `size` bytes after the one before."""
 
-    where: dict[str, tuple[SafetensorsFile, TensorInfo]]
+    stored: str
+    file: SafetensorsFile
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    size: int
+
+
+_PIECE = 1 << 32
+"""A piece's code in the name index: fused tensor number * _PIECE + its piece number."""
+
+
+class CanonicalTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
+    """name -> (open file, entry) of a table's canonical tensors, each entry made on access: a stored tensor under
+    its canonical name, a fused tensor's pieces at their byte ranges. It holds a name -> stored name (or piece code)
+    dict; a dict of made entries held ~0.35 KB per tensor and view (10^5 tensors for a large MoE)."""
+
+    __slots__ = ("_index", "_pieces", "_stored")
+
+    def __init__(
+        self,
+        stored: Mapping[str, tuple[SafetensorsFile, TensorInfo]],
+        index: dict[str, str | int],
+        pieces: list[_Pieces],
+    ) -> None:
+        self._stored, self._index, self._pieces = stored, index, pieces
+
+    def __getitem__(self, name: str) -> tuple[SafetensorsFile, TensorInfo]:
+        at = self._index[name]
+        if isinstance(at, str):
+            return self._stored[at]
+        g, i = divmod(at, _PIECE)
+        p = self._pieces[g]
+        start = p.begin + i * p.size
+        return p.file, TensorInfo(name, p.dtype, p.shape, start, start + p.size)
+
+    def stored_name(self, name: str) -> str:
+        """The stored tensor holding a canonical tensor's bytes (KeyError for a name not here)."""
+        at = self._index[name]
+        return at if isinstance(at, str) else self._pieces[at // _PIECE].stored
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class StoredNames(Mapping[str, str]):
+    """Canonical name -> the stored tensor holding its bytes (itself when the view reads it as stored)."""
+
+    __slots__ = ("_where",)
+
+    def __init__(self, where: Mapping[str, tuple[SafetensorsFile, TensorInfo]]) -> None:
+        self._where = where
+
+    def __getitem__(self, name: str) -> str:
+        if isinstance(self._where, CanonicalTensors):
+            return self._where.stored_name(name)
+        if name not in self._where:
+            raise KeyError(name)
+        return name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class CanonicalView(TensorTable):
+    """The canonical tensors of a table: per-expert names, fused experts mapped onto byte ranges of the stored ones.
+    A table with neither fused experts nor Mixtral names is its own canonical view: its tensors are not copied."""
 
     def __init__(self, table: TensorTable) -> None:
-        super().__init__(table.folder, table.label, {})
+        super().__init__(table.folder, table.label, table.where)
         self.relayouts: list[Relayout] = []
         self.notes: list[str] = []
-        self.stored_of: dict[str, str] = {}
         self.renamed = 0  # Mixtral block_sparse_moe tensors read under their mlp names
         fused = _fused_groups(table)
-        per_expert = {m["prefix"] for n in table.where if (m := PER_EXPERT.match(canonical_name(n)))}
+        per_expert: set[str] = set()
+        renames = False
+        for n in table.where:
+            canon = canonical_name(n)
+            renames = renames or canon != n
+            if m := PER_EXPERT.match(canon):
+                per_expert.add(m["prefix"])
         both = sorted(set(fused) & per_expert)
         if both:
             raise InputError(
                 table.folder, f"{both[0]} is stored both fused and per expert: two copies of the same experts"
             )
-        for name, entry in table.where.items():
+        for prefix, group in sorted(fused.items()):
+            if not group:
+                self.notes.append(f"{prefix}: fused expert tensors of an unrecognised shape are compared as stored")
+        if renames or any(fused.values()):
+            self.where = self._index(table, fused)
+        self.stored_of = StoredNames(self.where)
+
+    def _index(self, table: TensorTable, fused: dict[str, dict[str, _Pieces]]) -> CanonicalTensors:
+        index: dict[str, str | int] = {}
+        pieces: list[_Pieces] = []
+        for name in table.where:
             m = FUSED.match(name)
-            if m is None or m["prefix"] not in fused:
+            if m is None or not fused.get(m["prefix"]):  # read as stored: a group that could not be relaid out too
                 canon = canonical_name(name)
                 if canon != name and canon in table.where:
                     raise InputError(table.folder, f"{name} and {canon} are two copies of the same tensor")
                 if canon != name:
                     self.renamed += 1
-                self.where[canon] = entry
-                self.stored_of[canon] = name
+                index[canon] = name
                 continue
-            pieces = fused[m["prefix"]].get(m["kind"])
-            if pieces is None:  # the group could not be relaid out: keep the stored tensors, say why once
-                self.where[name] = entry
-                self.stored_of[name] = name
-                continue
-            for info in pieces:
-                self.where[info.name] = (entry[0], info)
-                self.stored_of[info.name] = name
-            self.relayouts.append(Relayout(name, tuple(p.name for p in pieces)))
-        for prefix, group in sorted(fused.items()):
-            if not group:
-                self.notes.append(f"{prefix}: fused expert tensors of an unrecognised shape are compared as stored")
+            p = fused[m["prefix"]][m["kind"]]
+            g = len(pieces)
+            pieces.append(p)
+            names = _piece_names(m["prefix"], m["kind"], table.where[name][1].shape[0])
+            index.update((n, g * _PIECE + i) for i, n in enumerate(names))
+            self.relayouts.append(Relayout(name, tuple(names)))
+        return CanonicalTensors(table.where, index, pieces)
 
     @property
     def fused(self) -> bool:
@@ -130,36 +215,34 @@ def canonical_view(table: TensorTable) -> CanonicalView:
     return CanonicalView(table)
 
 
-def _fused_groups(table: TensorTable) -> dict[str, dict[str, list[TensorInfo]]]:
-    """prefix -> {"gate_up_proj": its canonical pieces, "down_proj": ...}; {} when the pair's shapes do not fit."""
+def _piece_names(prefix: str, kind: str, experts: int) -> list[str]:
+    """The canonical tensors of a fused tensor in byte order: each expert's gate then up rows, or its down rows."""
+    projs = ("gate_proj", "up_proj") if kind == "gate_up_proj" else ("down_proj",)
+    return [f"{prefix}.{x}.{proj}.weight" for x in range(experts) for proj in projs]
+
+
+def _fused_groups(table: TensorTable) -> dict[str, dict[str, _Pieces]]:
+    """prefix -> {"gate_up_proj": its pieces, "down_proj": ...}; {} when the pair's shapes do not fit."""
     found: dict[str, dict[str, tuple[SafetensorsFile, TensorInfo]]] = {}
-    for name, entry in table.where.items():
+    for name in table.where:
         m = FUSED.match(name)
         if m is not None:
-            found.setdefault(m["prefix"], {})[m["kind"]] = entry
-    out: dict[str, dict[str, list[TensorInfo]]] = {}
+            found.setdefault(m["prefix"], {})[m["kind"]] = table.where[name]
+    out: dict[str, dict[str, _Pieces]] = {}
     for prefix, kinds in found.items():
         out[prefix] = {}
         if set(kinds) != {"gate_up_proj", "down_proj"}:
             continue
-        gu, down = kinds["gate_up_proj"][1], kinds["down_proj"][1]
+        (gu_file, gu), (down_file, down) = kinds["gate_up_proj"], kinds["down_proj"]
         if gu.dtype != down.dtype or len(gu.shape) != 3 or len(down.shape) != 3 or DTYPE_BITS[gu.dtype] % 8:
             continue
         e, two_i, h = gu.shape
         inter = down.shape[2]
         if down.shape[:2] != (e, h) or two_i != 2 * inter:
             continue
-        size = DTYPE_BITS[gu.dtype] // 8
-        rows = inter * h * size  # bytes of one [I, H] (or [H, I]) matrix
-        gate_up: list[TensorInfo] = []
-        downs: list[TensorInfo] = []
-        for x in range(e):
-            start = gu.begin + 2 * x * rows
-            gate_up.append(TensorInfo(f"{prefix}.{x}.gate_proj.weight", gu.dtype, (inter, h), start, start + rows))
-            gate_up.append(
-                TensorInfo(f"{prefix}.{x}.up_proj.weight", gu.dtype, (inter, h), start + rows, start + 2 * rows)
-            )
-            start = down.begin + x * rows
-            downs.append(TensorInfo(f"{prefix}.{x}.down_proj.weight", down.dtype, (h, inter), start, start + rows))
-        out[prefix] = {"gate_up_proj": gate_up, "down_proj": downs}
+        rows = inter * h * (DTYPE_BITS[gu.dtype] // 8)  # bytes of one [I, H] (or [H, I]) matrix
+        out[prefix] = {
+            "gate_up_proj": _Pieces(gu.name, gu_file, gu.dtype, (inter, h), gu.begin, rows),
+            "down_proj": _Pieces(down.name, down_file, down.dtype, (h, inter), down.begin, rows),
+        }
     return out
