@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from attest.checkpoint.reader import TensorTable
+from attest.checkpoint.reader import IndexedTensors, TensorTable
 from attest.errors import InputError
 from attest.identity.dtypes import DTYPE_BITS
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
@@ -84,12 +84,12 @@ _PIECE = 1 << 32
 """A piece's code in the name index: fused tensor number * _PIECE + its piece number."""
 
 
-class CanonicalTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
+class CanonicalTensors(IndexedTensors):
     """name -> (open file, entry) of a table's canonical tensors, each entry made on access: a stored tensor under
     its canonical name, a fused tensor's pieces at their byte ranges. It holds a name -> stored name (or piece code)
     dict; a dict of made entries held ~0.35 KB per tensor and view (10^5 tensors for a large MoE)."""
 
-    __slots__ = ("_index", "_pieces", "_stored")
+    __slots__ = ("_pieces", "_stored")
 
     def __init__(
         self,
@@ -112,15 +112,6 @@ class CanonicalTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
         """The stored tensor holding a canonical tensor's bytes (KeyError for a name not here)."""
         at = self._index[name]
         return at if isinstance(at, str) else self._pieces[at // _PIECE].stored
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
 
 
 class StoredNames(Mapping[str, str]):

@@ -65,11 +65,28 @@ def torch_dtype(tag: str, where: Path) -> torch.dtype:
         raise InputError(where, f"tensors of dtype {tag} cannot be merged") from None
 
 
-class StoredTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
+class IndexedTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
+    """name -> (open file, entry), the names being a dict's keys (`_index`, in its order) and each entry made on
+    access from what the dict's value points at: nothing else is held per tensor."""
+
+    __slots__ = ("_index",)
+    _index: dict[str, Any]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class StoredTensors(IndexedTensors):
     """name -> (open file, entry) of a folder's stored tensors, over the folder scan's name index (one dict probe)
     and the files' header columns: the entry is made on access, nothing else is held per tensor."""
 
-    __slots__ = ("_files", "_index", "_starts")
+    __slots__ = ("_files", "_starts")
 
     def __init__(self, index: dict[str, int], starts: list[int], files: list[SafetensorsFile]) -> None:
         self._index = index
@@ -107,15 +124,6 @@ class StoredTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
 
     def get(self, name: str, default: None = None) -> tuple[SafetensorsFile, TensorInfo] | None:  # type: ignore[override]
         return self[name] if name in self._index else default
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
 
 
 class TensorTable:
