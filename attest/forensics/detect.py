@@ -17,7 +17,7 @@ from attest.executor import Executor
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
-from attest.forensics.digests import DigestMap, NameIndex
+from attest.forensics.digests import DigestMap, NameIndex, shared_digests
 from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, single_threaded_ops
@@ -275,7 +275,8 @@ def _report(
         if d.same_as(mdig):
             identical_to = labels[ci]
             break
-    mapping, non_layer_ok, n_layers, cand_layers = H.layer_mapping(mdig, cdig)
+    shared = shared_digests(mdig, cdig)
+    mapping, non_layer_ok, n_layers, cand_layers = H.layer_mapping(mdig, cdig, shared)
     passthrough = identical_to is None and non_layer_ok and H.is_passthrough(mapping, n_layers, cand_layers)
 
     hint_list: list[Hint] = []
@@ -306,7 +307,7 @@ def _report(
         notes.append(
             f"the fit compared {coverage.compared} of {coverage.elements} weight elements ({coverage.fraction:.2%})"
         )
-    emap = expert_map(mdig, cdig, labels, fits)
+    emap = expert_map(mdig, cdig, labels, fits, shared)
     if emap:
         sources = sorted({m.candidate for m in emap})
         copied = sum(1 for m in emap if m.identical)

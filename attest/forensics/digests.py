@@ -89,8 +89,30 @@ class DigestMap(Mapping[str, bytes]):
         for _, digest in self.items():
             yield digest
 
+    def prefixes(self) -> np.ndarray:
+        """The first 8 bytes of each digest as one uint64, in iteration order: a compact key for set operations."""
+        head = np.ascontiguousarray(self._column[:, :8]).view(np.uint64).reshape(-1)
+        rest = np.frombuffer(b"".join(d[:8] for d in self._rest.values()), dtype=np.uint64)
+        return np.concatenate([head, rest])
+
     def same_as(self, other: DigestMap) -> bool:
         """The same tensors with the same bytes (dict equality), the paired part compared as arrays."""
         if self._names is not other._names:
             return dict(self.items()) == dict(other.items())
         return self._rest == other._rest and np.array_equal(self._column, other._column)
+
+
+def shared_digests(model: DigestMap, others: Sequence[DigestMap]) -> set[bytes]:
+    """The model's digests that some other map holds too (copied tensors). Compared by their first 8 bytes as arrays
+    first, so only those that can match become bytes: a set of every candidate digest held ~0.2 KB per tensor at
+    10^5 tensors, and a plain merge shares none."""
+    mine = model.prefixes()
+    theirs = [o.prefixes() for o in others]
+    hit = np.isin(mine, np.concatenate(theirs)) if theirs else np.zeros(len(mine), dtype=bool)
+    if not hit.any():
+        return set()
+    keys = mine[hit]
+    found: set[bytes] = set()
+    for other, prefixes in zip(others, theirs, strict=True):
+        found.update(d for d, h in zip(other.values(), np.isin(prefixes, keys), strict=True) if h)
+    return {d for d, h in zip(model.values(), hit, strict=True) if h and d in found}

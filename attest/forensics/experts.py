@@ -93,14 +93,16 @@ def _layer(name: str) -> int | None:
 
 
 def expert_map(
-    mdig: Mapping[str, bytes], cdig: Sequence[Mapping[str, bytes]], labels: list[str], fits: FitTable
+    mdig: Mapping[str, bytes],
+    cdig: Sequence[Mapping[str, bytes]],
+    labels: list[str],
+    fits: FitTable,
+    shared: set[bytes],
 ) -> list[ExpertMatch]:
     """Each model expert's source, when the experts come from different places; [] for a uniform merge. Candidate
     experts are indexed only for model experts whose every projection is some candidate tensor (none for a plain
     merge: the whole index held ~0.5 KB per tensor at 10^5 tensors)."""
-    present = {dig for d in cdig for dig in d.values()}
-    copies = _expert_digests(mdig, among=present)
-    del present
+    copies = _expert_digests(mdig, among=shared)
     identical: dict[str, tuple[int, str]] = {}
     if copies:
         wanted = {dig for digs in copies.values() for dig in digs}

@@ -33,21 +33,24 @@ class Mapping:
 
 
 def layer_mapping(
-    model_digests: abc.Mapping[str, bytes], cand_digests: Sequence[abc.Mapping[str, bytes]]
+    model_digests: abc.Mapping[str, bytes],
+    cand_digests: Sequence[abc.Mapping[str, bytes]],
+    shared: set[bytes] | None = None,
 ) -> tuple[list[Mapping], bool, int, list[int]]:
     """Map each model layer to a candidate layer whose every tensor is bit-identical (renumbering allowed).
 
-    Returns the mapping, whether every non-layer tensor equals the same-name tensor of some candidate, the number of
-    model layers and each candidate's number of layers. Memory: a set of the candidates' layer digests, then an index
-    only over the digests of model layers whose every tensor is among them (none for a plain merge; building the whole
-    index held ~1 KB per tensor at 10^5 tensors)."""
-    present: set[bytes] = set()
+    `shared`: the model's digests that some candidate tensor has (attest.forensics.digests.shared_digests; found
+    here as sets when not given). Returns the mapping, whether every non-layer tensor equals the same-name tensor of
+    some candidate, the number of model layers and each candidate's number of layers. Memory: an index only over
+    the digests of model layers whose every tensor is shared (none for a plain merge; building the whole index held
+    ~1 KB per tensor at 10^5 tensors)."""
+    if shared is None:
+        shared = set(model_digests.values()) & {dig for d in cand_digests for dig in d.values()}
     cand_layers: list[set[int]] = [set() for _ in cand_digests]
     for c, digests in enumerate(cand_digests):
-        for name, dig in digests.items():
+        for name in digests:
             key = layer_of(name)
             if key is not None:
-                present.add(dig)
                 cand_layers[c].add(key.index)
     # Model layers in first-seen order; None once some tensor of the layer is in no candidate layer.
     layers: dict[tuple[str, int], list[tuple[LayerKey, bytes]] | None] = {}
@@ -62,7 +65,7 @@ def layer_mapping(
         items = layers.setdefault(lk, [])
         if items is None:
             continue
-        if dig in present:
+        if dig in shared:  # a candidate tensor has it; whether a layer tensor, the index below says
             items.append((key, dig))
         else:
             layers[lk] = None

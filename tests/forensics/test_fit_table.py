@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from attest.forensics.digests import DIGEST_BYTES, DigestMap, NameIndex
+from attest.forensics.digests import DIGEST_BYTES, DigestMap, NameIndex, shared_digests
 from attest.forensics.evidence import PassEvidence
 from attest.forensics.fit import fit_block
 from attest.forensics.fit_table import FitTable
@@ -107,3 +107,16 @@ def test_digest_map_reads_like_the_dict_it_replaces() -> None:
     assert not model.same_as(DigestMap(names, index, changed, {"z": b"z" * DIGEST_BYTES}))
     assert not model.same_as(DigestMap(names, index, column, {}))
     assert not model.same_as(DigestMap(["a", "b", "c"], index, column, {}))  # another list: compared as dicts
+
+
+def test_shared_digests_are_exact_beyond_the_prefix() -> None:
+    names = ["a", "b", "c"]
+    index = NameIndex(names)
+    column = np.arange(3 * DIGEST_BYTES, dtype=np.uint8).reshape(3, DIGEST_BYTES)
+    model = DigestMap(names, index, column, {"z": b"z" * DIGEST_BYTES})
+    near = column[1].copy()
+    near[-1] ^= 1  # b's first 8 bytes, another digest
+    other = np.stack([column[2], near, np.zeros(DIGEST_BYTES, np.uint8)])
+    cand = DigestMap(names, index, other, {"y": b"z" * DIGEST_BYTES})
+    assert shared_digests(model, [cand]) == {column[2].tobytes(), b"z" * DIGEST_BYTES}
+    assert shared_digests(model, [DigestMap(names, index, np.zeros_like(column), {})]) == set()
