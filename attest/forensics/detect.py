@@ -268,6 +268,11 @@ def _report(
         tensors=len(inf),
         concentration=conc,
     )
+    endpoints = (1, 2) if (not with_base and k == 2) else ((k + 1, 1) if (with_base and k == 1) else None)
+    slerp = H.slerp_hint(inf, endpoints) if endpoints is not None else None  # a hint unless passthrough
+    any_informative = len(inf) > 0
+    # the informative rows' copy (~0.3 KB each) and their groups are not held through the byte comparisons and rows
+    del inf, by_layer, per_tensor, weights
 
     # Byte equality: identical copies and passthrough layer mapping.
     identical_to = None
@@ -293,11 +298,8 @@ def _report(
             sp = H.sparse_hint(fits)
             if sp is not None:
                 hint_list.append(Hint(method=sp[0], evidence=sp[1]))
-        endpoints = (1, 2) if (not with_base and k == 2) else ((k + 1, 1) if (with_base and k == 1) else None)
-        if endpoints is not None:
-            sl = H.slerp_hint(inf, endpoints)
-            if sl is not None:
-                hint_list.append(Hint(method="slerp", evidence=sl))
+        if slerp is not None:
+            hint_list.append(Hint(method="slerp", evidence=slerp))
         if mapping and len(mapping) < n_layers:
             text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
             notes.append(f"{len(mapping)} of {n_layers} layers are bit-identical copies of candidate layers: {text}")
@@ -347,7 +349,7 @@ def _report(
         explained=explained if math.isfinite(explained) else None,
         fit_cos=fit_cos,
         merge_test=test,
-        residual=residual if len(inf) else None,
+        residual=residual if any_informative else None,
         spread=spread,
         layers=layers,
         relations=relations,
