@@ -130,6 +130,9 @@ def _decode(dst: np.ndarray, src: np.ndarray, minus: np.ndarray | None = None) -
 def _products(y: np.ndarray, w: int, weight: np.ndarray | None, out: np.ndarray) -> None:
     """out[r, c] += sum_e weight[e] y[r, e] y[c, e] over the first w columns, upper triangle (weight None: 1)."""
     nv = y.shape[0]
+    if nv == 4 and weight is None:
+        _products4(y, w, out)
+        return
     for r in range(nv):
         yr = y[r, :w]
         for c in range(r, nv):
@@ -143,6 +146,36 @@ def _products(y: np.ndarray, w: int, weight: np.ndarray | None, out: np.ndarray)
                 for e in range(w):
                     acc += wt[e] * yr[e] * yc[e]
             out[r, c] += acc
+
+
+@njit(inline="always")
+def _products4(y: np.ndarray, w: int, out: np.ndarray) -> None:
+    """`_products` for four rows (two candidates and a base, the common case) in one loop with ten accumulators:
+    each row is read once instead of four times (the Gram sweep's full products 0.47 -> 0.27 ms per chunk)."""
+    y0, y1, y2, y3 = y[0, :w], y[1, :w], y[2, :w], y[3, :w]
+    g00 = g01 = g02 = g03 = g11 = g12 = g13 = g22 = g23 = g33 = 0.0
+    for e in range(w):
+        a, b, c, d = y0[e], y1[e], y2[e], y3[e]
+        g00 += a * a
+        g01 += a * b
+        g02 += a * c
+        g03 += a * d
+        g11 += b * b
+        g12 += b * c
+        g13 += b * d
+        g22 += c * c
+        g23 += c * d
+        g33 += d * d
+    out[0, 0] += g00
+    out[0, 1] += g01
+    out[0, 2] += g02
+    out[0, 3] += g03
+    out[1, 1] += g11
+    out[1, 2] += g12
+    out[1, 3] += g13
+    out[2, 2] += g22
+    out[2, 3] += g23
+    out[3, 3] += g33
 
 
 @njit(nogil=True, fastmath=_FAST, cache=True)
