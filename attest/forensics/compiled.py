@@ -6,7 +6,9 @@ took 5.5x the time of hashing the same bytes. Fused, the work per element is a f
 Inputs: M and B as (pieces, elements) arrays, the candidates as one (k, pieces, elements) array, all of bf16 bit
 patterns (uint16) or all float32 or all float64 values (attest.forensics.kernels widens mixed or float16 inputs:
 exact), so each sweep has three specializations whatever k is. `nogil`: the thread pool runs chunks in parallel.
-`cache`: compiled once per machine (a few seconds each), then loaded.
+`cache`: compiled once per machine (a few seconds each), then loaded. Every compiled helper lives in this file on
+purpose: numba's cache is invalidated by changes to the file of the cached function only, so a helper inlined from
+another module could change while the cached sweeps kept its old code.
 """
 
 from __future__ import annotations
@@ -422,7 +424,7 @@ def residual_sweep(
                 terms = 0.0
                 for j in range(nreg):
                     terms += abs(rows[j, e] * coef[g, j])
-                if with_base:
+                if with_base:  # attest.forensics.kernels.arith_allowance, per element
                     arith = (k + 1) * grid * terms + 4.0 * f32_eps * (abs(b[e]) + terms)
                 else:
                     arith = (k + 2) * f32_eps * terms

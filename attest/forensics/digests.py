@@ -102,17 +102,20 @@ class DigestMap(Mapping[str, bytes]):
         return self._rest == other._rest and np.array_equal(self._column, other._column)
 
 
-def shared_digests(model: DigestMap, others: Sequence[DigestMap]) -> set[bytes]:
-    """The model's digests that some other map holds too (copied tensors). Compared by their first 8 bytes as arrays
-    first, so only those that can match become bytes: a set of every candidate digest held ~0.2 KB per tensor at
-    10^5 tensors, and a plain merge shares none."""
+def shared_digests(model: Mapping[str, bytes], others: Sequence[Mapping[str, bytes]]) -> set[bytes]:
+    """The model's digests that some other map holds too (copied tensors). DigestMaps are compared by their first 8
+    bytes as arrays first, so only those that can match become bytes: a set of every candidate digest held ~0.2 KB
+    per tensor at 10^5 tensors, and a plain merge shares none. Other mappings are intersected as sets."""
+    maps = [o for o in others if isinstance(o, DigestMap)]
+    if not isinstance(model, DigestMap) or len(maps) != len(others):
+        return set(model.values()) & {d for o in others for d in o.values()}
     mine = model.prefixes()
-    theirs = [o.prefixes() for o in others]
+    theirs = [o.prefixes() for o in maps]
     hit = np.isin(mine, np.concatenate(theirs)) if theirs else np.zeros(len(mine), dtype=bool)
     if not hit.any():
         return set()
     keys = mine[hit]
     found: set[bytes] = set()
-    for other, prefixes in zip(others, theirs, strict=True):
+    for other, prefixes in zip(maps, theirs, strict=True):
         found.update(d for d, h in zip(other.values(), np.isin(prefixes, keys), strict=True) if h)
     return {d for d, h in zip(model.values(), hit, strict=True) if h and d in found}

@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields
 from typing import TypeVar
 
 import numpy as np
@@ -86,8 +85,9 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         fitted = fit.coef.copy()
 
         def residual() -> ResidualCounts:
-            done = parallel_map(lambda sl: residual_block(cut(sl), k, dtype, fitted, cov, with_base), chunks)
-            return ResidualCounts(*(np.sum([getattr(c, f.name) for c in done], axis=0) for f in fields(ResidualCounts)))
+            return ResidualCounts.total(
+                parallel_map(lambda sl: residual_block(cut(sl), k, dtype, fitted, cov, with_base), chunks)
+            )
 
         fit.set_counts(row, residual())
         exact = refine(piece, k, dtype, fitted[0], with_base) if _refinable(fit, row)[0] else None

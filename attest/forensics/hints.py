@@ -35,17 +35,15 @@ class Mapping:
 def layer_mapping(
     model_digests: abc.Mapping[str, bytes],
     cand_digests: Sequence[abc.Mapping[str, bytes]],
-    shared: set[bytes] | None = None,
+    shared: set[bytes],
 ) -> tuple[list[Mapping], bool, int, list[int]]:
     """Map each model layer to a candidate layer whose every tensor is bit-identical (renumbering allowed).
 
-    `shared`: the model's digests that some candidate tensor has (attest.forensics.digests.shared_digests; found
-    here as sets when not given). Returns the mapping, whether every non-layer tensor equals the same-name tensor of
-    some candidate, the number of model layers and each candidate's number of layers. Memory: an index only over
-    the digests of model layers whose every tensor is shared (none for a plain merge; building the whole index held
-    ~1 KB per tensor at 10^5 tensors)."""
-    if shared is None:
-        shared = set(model_digests.values()) & {dig for d in cand_digests for dig in d.values()}
+    `shared`: the model's digests that some candidate tensor has (attest.forensics.digests.shared_digests).
+    Returns the mapping, whether every non-layer tensor equals the same-name tensor of some candidate, the number of
+    model layers and each candidate's number of layers. Memory: an index only over the digests of model layers whose
+    every tensor is shared (none for a plain merge; building the whole index held ~1 KB per tensor at 10^5
+    tensors)."""
     cand_layers: list[set[int]] = [set() for _ in cand_digests]
     for c, digests in enumerate(cand_digests):
         for name in digests:

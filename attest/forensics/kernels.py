@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from attest.forensics import compiled
-from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
+from attest.forensics.pairing import MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 
 CHUNK_ELEMENTS = 1 << 18
 """Elements per piece row of a block (a larger tensor is cut into chunks of this size)."""
@@ -27,23 +27,25 @@ ULP_BINS = ("1", "2", "3-4", "5-16", ">16")
 Piece = tuple[torch.Tensor, ...]
 """Flat tensors of one length: the model's, each candidate's, then the base's when given."""
 
-_MAX_FINITE = {
-    tag: float(torch.finfo(t).max)
-    for tag, t in {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}.items()
-}
-
 
 @dataclass
 class ResidualCounts:
     """Per piece of a block (arrays of length G; `hist` and `zero` G x 5)."""
 
-    rss: np.ndarray  # |M - v|^2 in the work dtype
+    rss: np.ndarray  # |M - v|^2 (float64)
     differing: np.ndarray
     unexplained: np.ndarray
     hist: np.ndarray  # differing elements by ulp distance, bins ULP_BINS
     zero: np.ndarray  # eligible, observed, expected, excess, kept (with a base; zeros without)
     excess_delta: np.ndarray
     kept_delta: np.ndarray
+
+    @staticmethod
+    def total(parts: list[ResidualCounts]) -> ResidualCounts:
+        """The sums over chunks of one tensor."""
+        return ResidualCounts(
+            *(np.sum([getattr(p, f) for p in parts], axis=0) for f in ResidualCounts.__dataclass_fields__)
+        )
 
 
 RESOLVED_RATIO = 32.0
@@ -171,7 +173,7 @@ def residual_block(
     compiled.residual_sweep(
         m, cands, base, with_base, np.ascontiguousarray(np.nan_to_num(coef), dtype=np.float64),
         np.ascontiguousarray(np.nan_to_num(cov, nan=0.0, posinf=0.0), dtype=np.float64),
-        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], _MAX_FINITE[dtype], COEF_SIGMAS,
+        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS,
         (out.rss, out.differing, out.unexplained, out.hist, out.zero, out.excess_delta, out.kept_delta),
     )  # fmt: skip
     return out

@@ -32,6 +32,9 @@ PRECISION_BITS: dict[str, int] = {"BF16": 8, "F16": 11, "F32": 24, "F64": 53}
 MIN_EXPONENT: dict[str, int] = {"BF16": -126, "F16": -14, "F32": -126, "F64": -1022}
 """Smallest normal exponent: below it the ulp stops shrinking (subnormals)."""
 
+MAX_FINITE: dict[str, float] = {tag: float(torch.finfo(t).max) for tag, t in FLOAT_DTYPES.items()}
+"""Largest finite value: a recipe rounding past it is stored as an infinity."""
+
 _LAYER = re.compile(r"^(?P<prefix>(?:.*?\.)?)(?P<index>\d+)\.(?P<suffix>.+)$")
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from attest.forensics import compiled, kernels
-from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
+from attest.forensics.pairing import FLOAT_DTYPES, MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
 
-TAGS = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float64: "F64"}
+TAGS = {t: tag for tag, t in FLOAT_DTYPES.items()}
 
 
 def _family(n: int, k: int, dtype: torch.dtype, merged: bool, seed: int) -> tuple[torch.Tensor, ...]:
@@ -155,7 +155,7 @@ def test_rounding_to_the_storage_grid_is_torchs(dtype: torch.dtype) -> None:
     values = _edge_values(dtype)
     expected = values.to(dtype).double().numpy()
     ours = np.array(
-        [compiled._rounded(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag], kernels._MAX_FINITE[tag]) for v in values]
+        [compiled._rounded(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag], MAX_FINITE[tag]) for v in values]
     )
     np.testing.assert_array_equal(ours, expected)
 
