@@ -8,7 +8,10 @@ its own subprocess so that peak RSS is per run, with the page cache warm:
   detect   attest.forensics.detect(merge, [cand_a, cand_b], base): the whole forensic pass over the same bytes,
            timed as the first call in its process (loading the compiled sweeps included) and again warm
 
-Usage: python benchmarks/bench_detect.py [--size-mb 256] [--repeat 2] [--dir /tmp/attest-bench-detect]
+`--cold` evicts the four files from the page cache (posix_fadvise DONTNEED: clean pages, no privileges needed)
+before every timed call, so both read from the disk: detect should then be I/O-bound, as hashing is.
+
+Usage: python benchmarks/bench_detect.py [--size-mb 256] [--repeat 2] [--dir /tmp/attest-bench-detect] [--cold]
 Memory bound to compare with: largest tensor x 4 inputs (mapped pages) plus float64 chunk buffers.
 """
 
@@ -52,12 +55,24 @@ def _build(root: Path, size_mb: int) -> dict[str, Path]:
     return folders
 
 
-def _child(kind: str, folders: dict[str, str]) -> None:
+def _evict(folders: dict[str, str]) -> None:
+    """Drop the models' pages from the page cache (clean file pages: the next read comes from the disk)."""
+    for f in folders.values():
+        fd = os.open(Path(f) / "model.safetensors", os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _child(kind: str, folders: dict[str, str], cold: bool) -> None:
     """Run one measurement in this process and print a JSON line."""
     from attest import hash_model
     from attest.forensics import detect
 
     start_mb = _status_mb("VmRSS")
+    if cold:
+        _evict(folders)
     if kind == "hash":
         t0 = time.perf_counter()
         for f in folders.values():
@@ -69,6 +84,8 @@ def _child(kind: str, folders: dict[str, str]) -> None:
         t0 = time.perf_counter()
         report = detect(*args)
         wall = time.perf_counter() - t0
+        if cold:
+            _evict(folders)
         t0 = time.perf_counter()
         detect(*args)  # again in the same process: the compiled sweeps are loaded (once per process, ~0.5 s)
         warm = time.perf_counter() - t0
@@ -92,11 +109,12 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=256, help="bytes of each of the four models")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/attest-bench-detect"))
+    ap.add_argument("--cold", action="store_true", help="read every timed call's bytes from the disk")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--folders", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(args.child, json.loads(args.folders))
+        _child(args.child, json.loads(args.folders), args.cold)
         return
     folders = {k: str(v) for k, v in _build(args.dir, args.size_mb).items()}
     for f in folders.values():  # warm the page cache
@@ -104,12 +122,23 @@ def main() -> None:
             while fh.read(64 << 20):
                 pass
     largest = (args.size_mb * MB) // 8
-    print(f"4 models x {args.size_mb} MB, largest tensor {largest / MB:.0f} MB; bound ~{4 * largest / MB:.0f} MB")
+    print(
+        f"4 models x {args.size_mb} MB, largest tensor {largest / MB:.0f} MB; bound ~{4 * largest / MB:.0f} MB; "
+        f"page cache {'cold' if args.cold else 'warm'}"
+    )
     best: dict[str, dict[str, object]] = {}
     for kind in ("hash", "detect"):
         for _ in range(args.repeat):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", kind, "--folders", json.dumps(folders)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    kind,
+                    "--folders",
+                    json.dumps(folders),
+                    *(["--cold"] if args.cold else []),
+                ],
                 check=True,
                 capture_output=True,
                 text=True,

@@ -13,7 +13,7 @@ import os
 import warnings
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,29 @@ _THREADED_DIGEST = 1 << 22
 """Tensors of at least this many bytes are digested on blake3's own threads (a 32 MB tensor: 9.7 -> 6.7 ms)."""
 
 
+SAMPLE_BYTES = 4096
+"""Bytes read at each of the three places `sample_digest` reads."""
+_SAMPLE_CONTEXT = "attest 2026-12 sampled tensor bytes v1"
+"""blake3 key-derivation context of `sample_digest`: a different function from `raw_digest`'s plain blake3, so a
+sample digest never equals a raw digest."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _digest_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
     """What raw_digest hashes before the bytes (`BF16|[512, 64]|`), once per dtype and shape: routed experts share a
     handful of shapes, and formatting it cost ~1 us for each of the 10^5 tensors of a large MoE."""
     return f"{dtype}|{list(shape)}|".encode()
+
+
+def sampled_digest(info: TensorInfo, read: Callable[[int, int], bytes]) -> bytes:
+    """blake3, keyed apart from raw_digest, of a tensor's dtype, shape, size and its first, middle and last
+    SAMPLE_BYTES (`read(begin, end)`: bytes of the tensor's data)."""
+    h = blake3.blake3(derive_key_context=_SAMPLE_CONTEXT)
+    h.update(_digest_prefix(info.dtype, tuple(info.shape)))
+    h.update(info.nbytes.to_bytes(8, "little"))
+    for at in (0, (info.nbytes - SAMPLE_BYTES) // 2, info.nbytes - SAMPLE_BYTES):
+        h.update(read(max(at, 0), min(at + SAMPLE_BYTES, info.nbytes)))
+    return h.digest()
 
 
 def torch_dtype(tag: str, where: Path) -> torch.dtype:
@@ -80,6 +98,10 @@ class IndexedTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def larger_than(self, nbytes: int) -> Iterator[str]:
+        """The names of the tensors of more than `nbytes` bytes."""
+        return (name for name, (_, info) in self.items() if info.nbytes > nbytes)
 
 
 class StoredTensors(IndexedTensors):
@@ -124,6 +146,15 @@ class StoredTensors(IndexedTensors):
 
     def get(self, name: str, default: None = None) -> tuple[SafetensorsFile, TensorInfo] | None:  # type: ignore[override]
         return self[name] if name in self._index else default
+
+    def larger_than(self, nbytes: int) -> Iterator[str]:
+        """The stored tensors of more than `nbytes` bytes, file by file (from the offset columns)."""
+        for f in self._files:
+            entries = f.header.tensors
+            offsets = entries.offsets
+            for i in range(len(entries)):
+                if offsets[i + 1] - offsets[i] > nbytes:
+                    yield entries.names[i]
 
 
 class TensorTable:
@@ -195,6 +226,20 @@ class TensorTable:
         h = blake3.blake3(_digest_prefix(info.dtype, tuple(info.shape)), max_threads=threads)
         h.update(fh.view_of(info))
         return h.digest()
+
+    def sample_digest(self, name: str) -> bytes:
+        """`sampled_digest` of a stored tensor, its pages read with pread: tensors with equal bytes have equal
+        samples, so tensors whose samples differ cannot be copies of each other and need no raw digest
+        (attest.forensics.digests.DigestPlan)."""
+        fh, info = self.where[name]
+        return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
+
+    def larger_than(self, nbytes: int) -> list[str]:
+        """The names of the tensors of more than `nbytes` bytes (from the header columns where the table is a
+        folder's or a canonical view of one: no entry is made per tensor)."""
+        if isinstance(self.where, IndexedTensors):
+            return list(self.where.larger_than(nbytes))
+        return [name for name, (_, info) in self.where.items() if info.nbytes > nbytes]
 
     def release(self, name: str) -> None:
         """Drop this tensor's pages from our resident memory once it has been used."""

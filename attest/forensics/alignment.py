@@ -25,7 +25,7 @@ import torch
 
 from attest.bounded import read_bounded
 from attest.checkpoint.canonical import CanonicalView
-from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable
+from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable, sampled_digest
 from attest.errors import InputError
 from attest.forensics.fit_table import FitTable
 from attest.forensics.report import AlignmentReport, DetectReport, PermutationFound
@@ -340,6 +340,13 @@ class AlignedView(CanonicalView):
         h = blake3.blake3(f"{info.dtype}|{list(info.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # one tensor copy, alignment path only
         return h.digest()
+
+    def sample_digest(self, name: str) -> bytes:
+        t = self._aligned(name)
+        if t is None:
+            return self.base_view.sample_digest(name)
+        data = t.reshape(-1).view(torch.uint8).numpy()
+        return sampled_digest(self.info(name), lambda b, e: data[b:e].tobytes())
 
 
 def misaligned_matrices(fits: FitTable, model: TensorTable) -> list[str]:

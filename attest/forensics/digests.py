@@ -8,8 +8,55 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from attest.checkpoint.reader import TensorTable
+
 DIGEST_BYTES = 32
 """blake3's digest (attest.checkpoint.reader.TensorTable.raw_digest)."""
+
+SAMPLED_ABOVE = 64 * 1024
+"""Tensors larger than this are sampled before the pass (DigestPlan); smaller ones are digested whole in it, which
+costs about what sampling would."""
+
+
+class DigestPlan:
+    """Which tensors detect digests whole. The digests serve one purpose: finding model tensors that are byte copies
+    of candidate tensors (identical models, passthrough layers, copied experts). Digesting every tensor of every
+    model costs a fifth of detect's time; a model tensor can only be a copy of a candidate tensor with the same
+    sampled bytes (TensorTable.sample_digest), so only tensors whose sample some tensor on the other side shares are
+    digested whole, and every other large tensor stands in the digest maps under its sample digest (keyed apart from
+    raw digests: it equals no raw digest, and no sample digest on the other side, which by construction differs).
+    Every comparison of a model digest with a candidate digest therefore says what comparing raw digests would."""
+
+    __slots__ = ("whole",)
+
+    def __init__(self, whole: Sequence[frozenset[str]]) -> None:
+        """`whole[si]`: the large tensors of source si (the model, then each candidate) to digest whole."""
+        self.whole = list(whole)
+
+    @classmethod
+    def for_sources(cls, model: TensorTable, candidates: Sequence[TensorTable]) -> DigestPlan:
+        """Sample every large tensor of the model and the candidates (a few pages each, with pread) and keep those
+        whose sample (its first 8 bytes: a shared prefix only costs a whole digest) the other side has."""
+        names = [t.larger_than(SAMPLED_ABOVE) for t in (model, *candidates)]
+        keys = [
+            np.frombuffer(b"".join(t.sample_digest(n)[:8] for n in ns), dtype=np.uint64)
+            for t, ns in zip((model, *candidates), names, strict=True)
+        ]
+        theirs = np.concatenate(keys[1:]) if len(keys) > 1 else np.zeros(0, np.uint64)
+        hit = [np.isin(keys[0], theirs)] + [np.isin(k, keys[0]) for k in keys[1:]]
+        return cls(
+            [frozenset(n for n, h in zip(ns, hs.tolist(), strict=True) if h) for ns, hs in zip(names, hit, strict=True)]
+        )
+
+    def restricted(self, names: Sequence[tuple[int, str]]) -> DigestPlan:
+        """The plan for these (source, name) pairs only (what a work unit needs)."""
+        return DigestPlan([frozenset(n for si, n in names if si == s and n in w) for s, w in enumerate(self.whole)])
+
+    def digest(self, si: int, table: TensorTable, name: str) -> bytes:
+        """Source si's digest of a tensor: raw unless it is large and cannot be a copy."""
+        if name in self.whole[si] or table.info(name).nbytes <= SAMPLED_ABOVE:
+            return table.raw_digest(name)
+        return table.sample_digest(name)
 
 
 class NameIndex:

@@ -274,6 +274,16 @@ class SafetensorsFile:
             raise ValueError(f"range [{begin}, {end}) outside {self.path}")
         return memoryview(self._map)[begin:end]
 
+    def read_at(self, begin: int, end: int) -> bytes:
+        """Bytes [begin, end) of the file, read with pread rather than through the mapping: a few pages of many
+        tensors sampled ahead of a pass do not become resident memory of this process. Within the file only."""
+        if not 0 <= begin <= end <= self.header.file_size:
+            raise ValueError(f"range [{begin}, {end}) outside {self.path}")
+        out = os.pread(self._fh.fileno(), end - begin, begin)
+        if len(out) != end - begin:
+            raise InputError(self.path, "file shrank while being read")
+        return out
+
     def release(self, name: str) -> None:
         self.release_of(self.info(name))
 

@@ -45,3 +45,36 @@ def test_raw_digest_is_blake3_of_dtype_shape_and_bytes(tmp_path: Path) -> None:
             want = blake3.blake3(f"{tag}|{list(t.shape)}|".encode() + t.view(torch.uint8).numpy().tobytes())
             assert ckpt.raw_digest(name) == want.digest()
         assert ckpt.raw_digest("small") != ckpt.raw_digest("same_shape")
+
+
+def test_sample_digest_is_the_documented_keyed_blake3_of_three_pages(tmp_path: Path) -> None:
+    """SPEC.md §6.6: blake3 keyed by the context string, over `DTYPE|[shape]|`, the byte size (8 bytes, little
+    endian) and the first, middle and last SAMPLE_BYTES (the whole tensor, three times, when it is smaller), read
+    with pread: reading them maps none of the file's pages."""
+    import blake3
+
+    from attest.checkpoint.reader import _SAMPLE_CONTEXT, SAMPLE_BYTES
+
+    big = torch.arange(5000, dtype=torch.float32)  # 20,000 bytes
+    small = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)
+    save_file({"big": big, "small": small}, tmp_path / "model.safetensors")
+    with Checkpoint(tmp_path, with_config=False) as ckpt:
+        for name, t, tag in (("big", big, "F32"), ("small", small, "BF16")):
+            raw = t.view(torch.uint8).numpy().tobytes()
+            n = len(raw)
+            mid = (n - SAMPLE_BYTES) // 2
+            pages = [raw[max(a, 0) : min(a + SAMPLE_BYTES, n)] for a in (0, mid, n - SAMPLE_BYTES)]
+            want = blake3.blake3(derive_key_context=_SAMPLE_CONTEXT)
+            want.update(f"{tag}|{list(t.shape)}|".encode() + n.to_bytes(8, "little") + b"".join(pages))
+            assert ckpt.sample_digest(name) == want.digest()
+            assert ckpt.sample_digest(name) != ckpt.raw_digest(name)
+
+
+def test_read_at_is_bounded_by_the_file(tmp_path: Path) -> None:
+    save_file({"t": torch.zeros(16)}, tmp_path / "model.safetensors")
+    with SafetensorsFile(tmp_path / "model.safetensors") as f:
+        size = f.header.file_size
+        assert f.read_at(size - 4, size) == f.view_range(size - 4, size).tobytes()
+        for begin, end in ((-1, 4), (0, size + 1), (8, 4)):
+            with pytest.raises(ValueError, match="outside"):
+                f.read_at(begin, end)
