@@ -121,21 +121,22 @@ def _stack(out: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
-    """The compiled sweeps read bf16 as its bit patterns (numpy has no bfloat16)."""
-    return t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+    """The compiled sweeps read bf16 as its bit patterns (numpy has no bfloat16). Read-only whether a view of the
+    mapped file or a copy in a buffer: numba types the two differently, and one type keeps one compiled sweep."""
+    a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+    a.flags.writeable = False
+    return a
 
 
-def _inputs(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """M (G, n), the candidates (k, G, n) and B (G, n) in one kernel type; without a base M stands in for B, unread.
-    The candidates are one array (copied together) so that the compiled sweep has one specialization for every k."""
+def _inputs(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """M (G, n), the candidates as a tuple of k (G, n) arrays and B (G, n), all of one kernel type; without a base M
+    stands in for B, unread. Each is a view of the stored tensor for a single piece of that type (a large tensor's
+    chunk: nothing is copied), else a copy into this thread's buffer for its slot."""
     kind = _kernel_dtype(pieces)
-    g, n = len(pieces), pieces[0][0].numel()
     m = _rows([p[0] for p in pieces], 0, kind)
-    cands = _buffer(1, k * g, n, kind).view(k, g, n)
-    for i in range(k):
-        _stack(cands[i], [p[1 + i] for p in pieces])
-    base = _rows([p[k + 1] for p in pieces], 2, kind) if with_base else m
-    return _array(m), _array(cands), _array(base)
+    cands = tuple(_array(_rows([p[1 + i] for p in pieces], 2 + i, kind)) for i in range(k))
+    base = _rows([p[k + 1] for p in pieces], 1, kind) if with_base else m
+    return _array(m), cands, _array(base)
 
 
 def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
@@ -153,7 +154,7 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
     )  # fmt: skip
     compiled.gram_sweep(
         m, cands, base, with_base, bits, MIN_EXPONENT[dtype], stride, RVAR_MIN_ELEMENTS, RVAR_STRIDE,
-        RESOLVED_RATIO * 2.0**-bits,
+        RESOLVED_RATIO * 2.0**-bits, True,
         (out.gram, out.sums, out.gram_resolved, out.rounding_gram, out.rounding, out.resolved),
     )  # fmt: skip
     return out
@@ -173,7 +174,7 @@ def residual_block(
     compiled.residual_sweep(
         m, cands, base, with_base, np.ascontiguousarray(np.nan_to_num(coef), dtype=np.float64),
         np.ascontiguousarray(np.nan_to_num(cov, nan=0.0, posinf=0.0), dtype=np.float64),
-        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS,
+        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS, True,
         (out.rss, out.differing, out.unexplained, out.hist, out.zero, out.excess_delta, out.kept_delta),
     )  # fmt: skip
     return out

@@ -1,14 +1,18 @@
 """The compiled sweeps (attest.forensics.compiled, through attest.forensics.kernels) against the torch/numpy
 implementation they replaced (tests/support/kernel_oracle.py): same Gram matrices to float64 summation order, same
-verdict-relevant counts; and their bit-level helpers against torch's own conversions."""
+verdict-relevant counts; their fused two-candidate loops against their general path; and their bit-level helpers
+against torch's own conversions."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from attest.forensics import compiled, kernels
+from attest.forensics import kernels
+from attest.forensics.compiled import elements, gram, residual
 from attest.forensics.pairing import FLOAT_DTYPES, MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
 
@@ -93,11 +97,12 @@ def _coefficients(piece: tuple[torch.Tensor, ...], k: int, with_base: bool) -> n
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 @pytest.mark.parametrize("with_base", [True, False])
 @pytest.mark.parametrize("merged", [True, False])
-def test_residual_counts_match_the_reference(dtype: torch.dtype, with_base: bool, merged: bool) -> None:
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_residual_counts_match_the_reference(dtype: torch.dtype, with_base: bool, merged: bool, k: int) -> None:
     """Counts agree up to the elements where float32 work (the reference) and float64 work (ours) round the recipe
     to different neighbours. For a merge, ours counts the elements that are not the nearest storage value to the
     recipe's exact value: the producer's own float32 arithmetic, nearly all an ulp or two away, and all explained."""
-    k, n = 2, kernels.CHUNK_ELEMENTS
+    n = kernels.CHUNK_ELEMENTS
     piece = _family(n, k, dtype, merged=merged, seed=20)
     if not with_base:
         piece = piece[:-1]
@@ -155,7 +160,7 @@ def test_rounding_to_the_storage_grid_is_torchs(dtype: torch.dtype) -> None:
     values = _edge_values(dtype)
     expected = values.to(dtype).double().numpy()
     ours = np.array(
-        [compiled._rounded(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag], MAX_FINITE[tag]) for v in values]
+        [elements.rounded(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag], MAX_FINITE[tag]) for v in values]
     )
     np.testing.assert_array_equal(ours, expected)
 
@@ -169,5 +174,95 @@ def test_grid_index_counts_ulps_like_the_bit_patterns(dtype: torch.dtype) -> Non
     ints = stored.view({2: torch.int16, 4: torch.int32}[stored.element_size()]).numpy().astype(np.int64)
     magnitude = ints & ((1 << (8 * stored.element_size() - 1)) - 1)
     ordered = np.where(ints < 0, -magnitude, magnitude)
-    ours = np.array([compiled._grid_index(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag]) for v in stored.double()])
+    ours = np.array([elements.grid_index(float(v), PRECISION_BITS[tag], MIN_EXPONENT[tag]) for v in stored.double()])
     np.testing.assert_array_equal(ours, ordered)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rounding_by_bits_is_rounding_on_the_normal_range(dtype: torch.dtype) -> None:
+    """The fused residual loop's integer rounding equals `rounded` wherever it is used: values in the storage
+    type's normal range (or zero) whose rounding does not overflow."""
+    tag = TAGS[dtype]
+    bits, min_exp, top = PRECISION_BITS[tag], MIN_EXPONENT[tag], MAX_FINITE[tag]
+    shift = 53 - bits
+    used = 0
+    for v in _edge_values(dtype).double().tolist():
+        exact = elements.rounded(v, bits, min_exp, top)
+        if (0.0 < abs(v) < 2.0**min_exp) or abs(exact) > top:
+            continue  # the loop sends these to the general path
+        assert elements.rounded_normal(v, shift, (1 << (shift - 1)) - 1, -(1 << shift)) == exact, v
+        used += 1
+    assert used > 10000  # of 35,006 values: the rest are outside the storage type's normal range
+
+
+def _frozen(a: np.ndarray | tuple[np.ndarray, ...]) -> Any:
+    """A read-only copy (of each array of a tuple), typed as the sweeps' inputs are."""
+    if isinstance(a, tuple):
+        return tuple(_frozen(x) for x in a)
+    out = a.copy()
+    out.flags.writeable = False
+    return out
+
+
+def _sweep_both_ways(
+    piece: tuple[torch.Tensor, ...], k: int, with_base: bool, tag: str, coef: np.ndarray | None = None
+) -> None:
+    """Both sweeps with fused=True and fused=False on the same inputs give the same results: exactly for every
+    count, to summation order for the float64 sums."""
+    m, cands, base = (_frozen(a) for a in kernels._inputs([piece], k, with_base))  # views, or per-thread buffers
+    bits, min_exp = PRECISION_BITS[tag], MIN_EXPONENT[tag]
+    if coef is None:
+        coef = _coefficients(piece, k, with_base) * 1.0000001  # slightly off: some elements differ
+    cov = np.eye(coef.shape[1])[None] * 1e-12
+    outs = []
+    for fused in (True, False):
+        g_out = tuple(np.zeros(s) for s in ((1, k + 2, k + 2), (1, k + 2), (1, k + 2, k + 2), (1, k + 2, k + 2), 1, 1))
+        gram.gram_sweep(m, cands, base, with_base, bits, min_exp, 4, kernels.RVAR_MIN_ELEMENTS, kernels.RVAR_STRIDE,
+                        kernels.RESOLVED_RATIO * 2.0**-bits, fused, g_out)  # fmt: skip
+        r_out = (np.zeros(1), *(np.zeros(s, np.int64) for s in (1, 1, (1, 5), (1, 5))), np.zeros(1), np.zeros(1))
+        residual.residual_sweep(m, cands, base, with_base, coef, cov, bits, min_exp, MAX_FINITE[tag], 4.0, fused,
+                                r_out)  # fmt: skip
+        outs.append((g_out, r_out))
+    (g_f, r_f), (g_g, r_g) = outs
+    for a, b in zip(g_f, g_g, strict=True):
+        _close(a, b)
+    np.testing.assert_array_equal(g_f[5], g_g[5])  # resolved counts
+    for i, (a, b) in enumerate(zip(r_f, r_g, strict=True)):
+        if i in (0, 5, 6):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert r_f[1][0] > 0  # the comparison covered differing elements
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("with_base", [True, False])
+@pytest.mark.parametrize("merged", [True, False])
+def test_fused_two_candidate_loops_equal_the_general_path(dtype: torch.dtype, with_base: bool, merged: bool) -> None:
+    piece = _family(3 * 512 + 77, 2, dtype, merged=merged, seed=40)
+    _sweep_both_ways(piece if with_base else piece[:-1], 2, with_base, TAGS[dtype])
+
+
+def test_fused_residual_hands_values_off_the_normal_range_to_the_general_path() -> None:
+    """Blocks holding recipe values below bf16's normal range or rounding past its largest value are redone by the
+    general path, with the same counts. Recipe 1.0025 x the inputs (base 0): 127 units of the subnormal spacing
+    2^-133 become 127.3, which rounds to 127 on bf16's grid (not differing) but to 127.5 on the normal grid the
+    loop's integer rounding assumes; +-max becomes +-Inf, which the loop would round to +-2^128 (1 ulp, not >16)."""
+    m, a, b, base = (t.clone() for t in _family(2048, 2, torch.bfloat16, merged=True, seed=41))
+    big = torch.finfo(torch.bfloat16).max
+    for t, x in ((m, 127 * 2.0**-133), (a, 127 * 2.0**-133), (b, 127 * 2.0**-133), (base, 0.0)):
+        t[5] = x  # in the first block
+    for t, x in ((m, big), (a, big), (b, big), (base, 0.0)):
+        t[600], t[601] = x, -x  # in the second block
+    _sweep_both_ways((m, a, b, base), 2, True, "BF16", coef=np.array([[0.50125, 0.50125, 0.0]]))
+
+
+def test_each_sweep_module_carries_the_hash_of_the_elements_it_compiles_in() -> None:
+    """numba's cache follows the cached function's own file: after an edit of elements.py the sweep modules must
+    change too (update ELEMENTS_SHA256 in both), or machines would keep running the sweeps with the old helpers."""
+    import hashlib
+    from pathlib import Path
+
+    want = hashlib.sha256(Path(elements.__file__).read_bytes()).hexdigest()
+    assert gram.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram.py"
+    assert residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/residual.py"
