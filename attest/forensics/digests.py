@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+import blake3
 import numpy as np
 
 from attest.checkpoint.reader import TensorTable
@@ -18,14 +19,17 @@ SAMPLED_ABOVE = 64 * 1024
 costs about what sampling would."""
 
 
+_PLACEHOLDER_CONTEXT = ("attest 2026-12 detect placeholder v1 model", "attest 2026-12 detect placeholder v1 candidate")
+
+
 class DigestPlan:
     """Which tensors detect digests whole. The digests serve one purpose: finding model tensors that are byte copies
     of candidate tensors (identical models, passthrough layers, copied experts). Digesting every tensor of every
     model costs a fifth of detect's time; a model tensor can only be a copy of a candidate tensor with the same
     sampled bytes (TensorTable.sample_digest), so only tensors whose sample some tensor on the other side shares are
-    digested whole, and every other large tensor stands in the digest maps under its sample digest (keyed apart from
-    raw digests: it equals no raw digest, and no sample digest on the other side, which by construction differs).
-    Every comparison of a model digest with a candidate digest therefore says what comparing raw digests would."""
+    digested whole, and every other large tensor stands in the digest maps under a placeholder (`digest`) that equals
+    no raw digest and nothing on the other side. Every comparison of a model digest with a candidate digest
+    therefore says what comparing raw digests would."""
 
     __slots__ = ("whole",)
 
@@ -53,10 +57,14 @@ class DigestPlan:
         return DigestPlan([frozenset(n for si, n in names if si == s and n in w) for s, w in enumerate(self.whole)])
 
     def digest(self, si: int, table: TensorTable, name: str) -> bytes:
-        """Source si's digest of a tensor: raw unless it is large and cannot be a copy."""
+        """Source si's digest of a tensor: raw unless it is large and cannot be a copy, then a placeholder keyed by
+        the side (model or candidate), so that no model placeholder equals a candidate's whatever the bytes (a work
+        unit whose files differed from the driver's could not turn two different tensors into a copy)."""
         if name in self.whole[si] or table.info(name).nbytes <= SAMPLED_ABOVE:
             return table.raw_digest(name)
-        return table.sample_digest(name)
+        h = blake3.blake3(derive_key_context=_PLACEHOLDER_CONTEXT[min(si, 1)])
+        h.update(table.sample_digest(name))
+        return h.digest()
 
 
 class NameIndex:
