@@ -108,17 +108,6 @@ class CanonicalTensors(IndexedTensors):
         start = p.begin + i * p.size
         return p.file, TensorInfo(name, p.dtype, p.shape, start, start + p.size)
 
-    def larger_than(self, nbytes: int) -> Iterator[str]:
-        """The canonical tensors of more than `nbytes` bytes (the stored table's answer for stored tensors)."""
-        stored = self._stored
-        if isinstance(stored, IndexedTensors):
-            big = set(stored.larger_than(nbytes))
-        else:
-            big = {name for name, (_, info) in stored.items() if info.nbytes > nbytes}
-        for name, at in self._index.items():
-            if at in big if isinstance(at, str) else self._pieces[at // _PIECE].size > nbytes:
-                yield name
-
     def stored_name(self, name: str) -> str:
         """The stored tensor holding a canonical tensor's bytes (KeyError for a name not here)."""
         at = self._index[name]

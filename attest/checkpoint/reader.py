@@ -99,10 +99,6 @@ class IndexedTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
     def __len__(self) -> int:
         return len(self._index)
 
-    def larger_than(self, nbytes: int) -> Iterator[str]:
-        """The names of the tensors of more than `nbytes` bytes."""
-        return (name for name, (_, info) in self.items() if info.nbytes > nbytes)
-
 
 class StoredTensors(IndexedTensors):
     """name -> (open file, entry) of a folder's stored tensors, over the folder scan's name index (one dict probe)
@@ -146,15 +142,6 @@ class StoredTensors(IndexedTensors):
 
     def get(self, name: str, default: None = None) -> tuple[SafetensorsFile, TensorInfo] | None:  # type: ignore[override]
         return self[name] if name in self._index else default
-
-    def larger_than(self, nbytes: int) -> Iterator[str]:
-        """The stored tensors of more than `nbytes` bytes, file by file (from the offset columns)."""
-        for f in self._files:
-            entries = f.header.tensors
-            offsets = entries.offsets
-            for i in range(len(entries)):
-                if offsets[i + 1] - offsets[i] > nbytes:
-                    yield entries.names[i]
 
 
 class TensorTable:
@@ -230,16 +217,9 @@ class TensorTable:
     def sample_digest(self, name: str) -> bytes:
         """`sampled_digest` of a stored tensor, its pages read with pread: tensors with equal bytes have equal
         samples, so tensors whose samples differ cannot be copies of each other and need no raw digest
-        (attest.forensics.digests.DigestPlan)."""
+        (attest.forensics.digests.confirm_copies)."""
         fh, info = self.where[name]
         return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
-
-    def larger_than(self, nbytes: int) -> list[str]:
-        """The names of the tensors of more than `nbytes` bytes (from the header columns where the table is a
-        folder's or a canonical view of one: no entry is made per tensor)."""
-        if isinstance(self.where, IndexedTensors):
-            return list(self.where.larger_than(nbytes))
-        return [name for name, (_, info) in self.where.items() if info.nbytes > nbytes]
 
     def release(self, name: str) -> None:
         """Drop this tensor's pages from our resident memory once it has been used."""

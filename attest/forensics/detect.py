@@ -17,7 +17,7 @@ from attest.executor import Executor
 from attest.forensics import hints as H
 from attest.forensics.aggregate import classify_spread
 from attest.forensics.alignment import align_and_refit, misaligned_matrices
-from attest.forensics.digests import DigestMap, DigestPlan, NameIndex, shared_digests
+from attest.forensics.digests import DigestMap, NameIndex, confirm_copies, copy_digest, shared_digests
 from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, single_threaded_ops
@@ -109,7 +109,6 @@ def _run(
         on_total(sum(info.nbytes for s in all_sources for _, info in s.where.values()))
     notes: list[str] = []
     fitted_index = NameIndex(pairing.fitted)
-    plan = DigestPlan.for_sources(msrc, csrc)
     rest: list[dict[str, bytes]] = [{} for _ in range(1 + len(csrc))]  # digests of the tensors the fit does not use
 
     def finish(si: int, names: list[str]) -> None:
@@ -119,25 +118,26 @@ def _run(
             on_bytes(sum(src.info(name).nbytes for name in names))
 
     if executor is not None:
-        ev, rest = detect_units(executor, pairing.fitted, fitted_index, all_sources, len(csrc), plan)
+        ev, rest = detect_units(executor, pairing.fitted, fitted_index, all_sources, len(csrc))
     else:
 
         def fitted(names: list[str]) -> None:
             for si in range(len(all_sources)):
                 finish(si, names)
 
-        ev = fit_evidence(pairing.fitted, msrc, csrc, bsrc, plan, fitted)
+        ev = fit_evidence(pairing.fitted, msrc, csrc, bsrc, fitted)
         # Tensors the fit does not use still count for byte equality (passthrough layers, identical copies).
         for si, src in enumerate(all_sources[: 1 + len(csrc)]):
             names = list(src.where)
             for name, position in zip(names, fitted_index.positions(names).tolist(), strict=True):
                 if position < 0:
-                    rest[si][name] = plan.digest(si, src, name)
+                    rest[si][name] = copy_digest(src, name)
                     finish(si, [name])
     non_finite, pass_notes = ev.in_order()
     notes.extend(pass_notes)
     fits = ev.fits.select(ev.fits.finite)
     mdig, *cdig = (DigestMap(pairing.fitted, fitted_index, ev.digests[:, si], d) for si, d in enumerate(rest))
+    confirm_copies(mdig, cdig, [msrc, *csrc])
     if non_finite:
         names = sorted({n.tensor for n in non_finite})
         if not len(fits):

@@ -5,8 +5,8 @@ dicts held ~0.3 KB per tensor at detect's peak, the array and its name index ~0.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import compress
 
-import blake3
 import numpy as np
 
 from attest.checkpoint.reader import TensorTable
@@ -15,56 +15,39 @@ DIGEST_BYTES = 32
 """blake3's digest (attest.checkpoint.reader.TensorTable.raw_digest)."""
 
 SAMPLED_ABOVE = 64 * 1024
-"""Tensors larger than this are sampled before the pass (DigestPlan); smaller ones are digested whole in it, which
-costs about what sampling would."""
+"""Tensors larger than this are sampled in the pass (copy_digest); smaller ones are digested whole, which costs about
+what sampling would."""
 
 
-_PLACEHOLDER_CONTEXT = ("attest 2026-12 detect placeholder v1 model", "attest 2026-12 detect placeholder v1 candidate")
+def copy_digest(table: TensorTable, name: str) -> bytes:
+    """What detect's pass records of a tensor for byte equality: its raw digest, or for a tensor over SAMPLED_ABOVE
+    bytes its sample digest (a few pages: digesting every tensor of every model whole cost a fifth of detect's time,
+    and a plain merge shares no tensor with its candidates). `confirm_copies` digests whole those a tensor on the
+    other side shares."""
+    if table.info(name).nbytes <= SAMPLED_ABOVE:
+        return table.raw_digest(name)
+    return table.sample_digest(name)
 
 
-class DigestPlan:
-    """Which tensors detect digests whole. The digests serve one purpose: finding model tensors that are byte copies
-    of candidate tensors (identical models, passthrough layers, copied experts). Digesting every tensor of every
-    model costs a fifth of detect's time; a model tensor can only be a copy of a candidate tensor with the same
-    sampled bytes (TensorTable.sample_digest), so only tensors whose sample some tensor on the other side shares are
-    digested whole, and every other large tensor stands in the digest maps under a placeholder (`digest`) that equals
-    no raw digest and nothing on the other side. Every comparison of a model digest with a candidate digest
-    therefore says what comparing raw digests would."""
-
-    __slots__ = ("whole",)
-
-    def __init__(self, whole: Sequence[frozenset[str]]) -> None:
-        """`whole[si]`: the large tensors of source si (the model, then each candidate) to digest whole."""
-        self.whole = list(whole)
-
-    @classmethod
-    def for_sources(cls, model: TensorTable, candidates: Sequence[TensorTable]) -> DigestPlan:
-        """Sample every large tensor of the model and the candidates (a few pages each, with pread) and keep those
-        whose sample (its first 8 bytes: a shared prefix only costs a whole digest) the other side has."""
-        names = [t.larger_than(SAMPLED_ABOVE) for t in (model, *candidates)]
-        keys = [
-            np.frombuffer(b"".join(t.sample_digest(n)[:8] for n in ns), dtype=np.uint64)
-            for t, ns in zip((model, *candidates), names, strict=True)
-        ]
-        theirs = np.concatenate(keys[1:]) if len(keys) > 1 else np.zeros(0, np.uint64)
-        hit = [np.isin(keys[0], theirs)] + [np.isin(k, keys[0]) for k in keys[1:]]
-        return cls(
-            [frozenset(n for n, h in zip(ns, hs.tolist(), strict=True) if h) for ns, hs in zip(names, hit, strict=True)]
-        )
-
-    def restricted(self, names: Sequence[tuple[int, str]]) -> DigestPlan:
-        """The plan for these (source, name) pairs only (what a work unit needs)."""
-        return DigestPlan([frozenset(n for si, n in names if si == s and n in w) for s, w in enumerate(self.whole)])
-
-    def digest(self, si: int, table: TensorTable, name: str) -> bytes:
-        """Source si's digest of a tensor: raw unless it is large and cannot be a copy, then a placeholder keyed by
-        the side (model or candidate), so that no model placeholder equals a candidate's whatever the bytes (a work
-        unit whose files differed from the driver's could not turn two different tensors into a copy)."""
-        if name in self.whole[si] or table.info(name).nbytes <= SAMPLED_ABOVE:
-            return table.raw_digest(name)
-        h = blake3.blake3(derive_key_context=_PLACEHOLDER_CONTEXT[min(si, 1)])
-        h.update(table.sample_digest(name))
-        return h.digest()
+def confirm_copies(model: DigestMap, candidates: Sequence[DigestMap], tables: Sequence[TensorTable]) -> int:
+    """After the pass: every large tensor whose sample digest the other side (the model for a candidate, a candidate
+    for the model) shares, compared by 8-byte prefixes, gets its raw digest, read again from `tables` (the model's,
+    then each candidate's). Equal bytes give equal samples, a sample digest equals no raw digest (a keyed blake3),
+    and a sample left in place shares no prefix with the other side: every model-vs-candidate comparison of the maps
+    then says what comparing raw digests would. Returns how many tensors were digested whole."""
+    mine = model.prefixes()
+    theirs = [c.prefixes() for c in candidates]
+    hits = [np.isin(mine, np.concatenate(theirs)) if theirs else np.zeros(len(mine), dtype=bool)]
+    hits += [np.isin(t, mine) for t in theirs]
+    whole = 0
+    for dmap, table, hit in zip([model, *candidates], tables, hits, strict=True):
+        if not hit.any():
+            continue
+        for name in list(compress(dmap, hit.tolist())):
+            if table.info(name).nbytes > SAMPLED_ABOVE:
+                dmap.replace(name, table.raw_digest(name))
+                whole += 1
+    return whole
 
 
 class NameIndex:
@@ -139,6 +122,16 @@ class DigestMap(Mapping[str, bytes]):
         for name, digest in zip(self._names, self._column, strict=True):
             yield name, digest.tobytes()
         yield from self._rest.items()
+
+    def replace(self, name: str, digest: bytes) -> None:
+        """Set a tensor's digest (confirm_copies: a sample digest by the raw one)."""
+        if name in self._rest:
+            self._rest[name] = digest
+            return
+        p = self._index.position(name)
+        if p is None:
+            raise KeyError(name)
+        self._column[p] = np.frombuffer(digest, dtype=np.uint8)
 
     def values(self) -> Iterator[bytes]:  # type: ignore[override]
         for _, digest in self.items():

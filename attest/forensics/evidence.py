@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from attest.checkpoint.reader import TensorTable
-from attest.forensics.digests import DIGEST_BYTES, DigestPlan
+from attest.forensics.digests import DIGEST_BYTES, copy_digest
 from attest.forensics.fit import CHUNK_ELEMENTS, FitTable, fit_block, fit_large, submit, workers
 from attest.forensics.kernels import Piece
 from attest.forensics.report import NonFinite
@@ -58,7 +58,6 @@ def fit_evidence(
     msrc: TensorTable,
     csrc: Sequence[TensorTable],
     bsrc: TensorTable | None,
-    plan: DigestPlan,
     done: Done | None = None,
 ) -> PassEvidence:
     """Evidence of every paired tensor in `names`, a row each in that order. Tensors of one size and stored dtype up
@@ -81,7 +80,7 @@ def fit_evidence(
         # Views are made here, in the calling thread (the reader's first view silences a warning: not thread-safe),
         # while the pool fits the blocks before; at most two blocks per worker are resident at a time.
         block = [(names[i], tuple(s.flat(names[i]) for s in sources)) for i in rows]
-        running.append((rows, submit(lambda: _block_evidence(block, sources, k, with_base, plan))))
+        running.append((rows, submit(lambda: _block_evidence(block, sources, k, with_base))))
         while len(running) > 2 * workers():
             collect(*_result(running.popleft()))
 
@@ -90,7 +89,7 @@ def fit_evidence(
         n = math.prod(info.shape)
         if n > CHUNK_ELEMENTS:
             piece = tuple(s.flat(name) for s in sources)
-            collect([i], _evidence(fit_large(name, info.dtype, piece, k, with_base), [piece], sources, k, plan))
+            collect([i], _evidence(fit_large(name, info.dtype, piece, k, with_base), [piece], sources, k))
             continue
         group = pending.setdefault((n, info.dtype), [])
         group.append(i)
@@ -108,17 +107,15 @@ def _result(job: tuple[list[int], Future[PassEvidence]]) -> tuple[list[int], Pas
 
 
 def _block_evidence(
-    block: list[tuple[str, Piece]], sources: list[TensorTable], k: int, with_base: bool, plan: DigestPlan
+    block: list[tuple[str, Piece]], sources: list[TensorTable], k: int, with_base: bool
 ) -> PassEvidence:
     dtype = sources[0].info(block[0][0]).dtype
     fits = fit_block([n for n, _ in block], dtype, [p for _, p in block], k, with_base)
-    return _evidence(fits, [p for _, p in block], sources, k, plan)
+    return _evidence(fits, [p for _, p in block], sources, k)
 
 
-def _evidence(
-    fits: FitTable, pieces: list[Piece], sources: list[TensorTable], k: int, plan: DigestPlan
-) -> PassEvidence:
-    """Fitted tensors' evidence, their copies digested as the plan says (the caller releases the pages)."""
+def _evidence(fits: FitTable, pieces: list[Piece], sources: list[TensorTable], k: int) -> PassEvidence:
+    """Fitted tensors' evidence, their copies digested (copy_digest; the caller releases the pages)."""
     bad: list[tuple[int, NonFinite]] = []
     notes: list[tuple[int, str]] = []
     for r in np.flatnonzero(~fits.finite).tolist():
@@ -128,7 +125,7 @@ def _evidence(
         bad.extend((r, x) for x in found)
         if not found:
             notes.append((r, f"{fits.names[r]}: finite weights too large for a float64 Gram matrix, not fitted"))
-    raw = b"".join(plan.digest(si, sources[si], name) for name in fits.names for si in range(1 + k))
+    raw = b"".join(copy_digest(s, name) for name in fits.names for s in sources[: 1 + k])
     digests = np.frombuffer(raw, dtype=np.uint8).reshape(len(fits), 1 + k, DIGEST_BYTES)
     return PassEvidence(fits, digests, bad, notes)
 

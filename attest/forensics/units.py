@@ -14,23 +14,21 @@ import numpy as np
 from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.executor import Executor, WorkUnit, group_by_file
-from attest.forensics.digests import DIGEST_BYTES, DigestPlan, NameIndex
+from attest.forensics.digests import DIGEST_BYTES, NameIndex, copy_digest
 from attest.forensics.evidence import PassEvidence, fit_evidence
 from attest.forensics.fit import CHUNK_ELEMENTS, FitTable, single_threaded_ops
 from attest.forensics.report import NonFinite
 from attest.unit_cache import UnitCodec
 
-DetectArgs = tuple[list[tuple[str, str]], int, list[str], list[tuple[int, str]], list[list[str]]]
+DetectArgs = tuple[list[tuple[str, str]], int, list[str], list[tuple[int, str]]]
 """([(folder, label)] of the model, the candidates, then the base), candidate count, names to fit, (source, name)
-pairs to digest only, and per source (the model, then each candidate) the unit's large tensors to digest whole
-(attest.forensics.digests.DigestPlan)."""
+pairs to digest only."""
 UnitResult = tuple[PassEvidence, list[tuple[int, str, bytes]]]
 
 
 def detect_group(args: DetectArgs) -> UnitResult:
     """Evidence of the paired tensors `fitted` and the digests of `digests`, from the unit's own opened files."""
-    sources, k, fitted, digests, whole = args
-    plan = DigestPlan([frozenset(w) for w in whole])
+    sources, k, fitted, digests = args
     opened: list[Checkpoint] = []
     try:
         for folder, label in sources:
@@ -44,9 +42,9 @@ def detect_group(args: DetectArgs) -> UnitResult:
                 v.release_many(names)
 
         with single_threaded_ops():
-            evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, plan, release)
+            evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, release)
             for si, name in digests:
-                digested.append((si, name, plan.digest(si, views[si], name)))
+                digested.append((si, name, copy_digest(views[si], name)))
                 views[si].release(name)
         return evidence, digested
     finally:
@@ -59,12 +57,7 @@ def _file(table: TensorTable, name: str) -> str:
 
 
 def detect_units(
-    executor: Executor,
-    fitted: list[str],
-    fitted_index: NameIndex,
-    sources: list[CanonicalView],
-    k: int,
-    plan: DigestPlan,
+    executor: Executor, fitted: list[str], fitted_index: NameIndex, sources: list[CanonicalView], k: int
 ) -> tuple[PassEvidence, list[dict[str, bytes]]]:
     """The evidence of the paired tensors `fitted` (a row each, in that order) and the digests of the model's and
     each candidate's other tensors: what detect's single pass collects."""
@@ -84,10 +77,9 @@ def detect_units(
     units: list[WorkUnit[DetectArgs]] = []
     for file, names in fit_groups:
         others = {_file(s, n) for s in sources[1:] for n in names}
-        whole = _whole(plan.restricted([(si, n) for n in names for si in range(1 + k)]))
         units.append(
             WorkUnit(
-                (folders, k, names, [], whole),
+                (folders, k, names, []),
                 (file, *sorted(others - {file})),
                 sum(map(nbytes, names)),
                 len(names),
@@ -96,8 +88,7 @@ def detect_units(
         )
     for file, items in digest_groups:
         size = [sources[si].info(n).nbytes for si, n in items]
-        whole = _whole(plan.restricted(items))
-        units.append(WorkUnit((folders, k, [], items, whole), (file,), sum(size), len(items), max(size)))
+        units.append(WorkUnit((folders, k, [], items), (file,), sum(size), len(items), max(size)))
 
     out = PassEvidence.empty(fitted, k, len(sources) > 1 + k)
     digests: list[dict[str, bytes]] = [{} for _ in range(1 + k)]
@@ -107,11 +98,6 @@ def detect_units(
             digests[si][name] = d
     # the other tensors' digests in the single pass's order (each model's own order)
     return out, [{name: digests[si][name] for s, name in rest if s == si} for si in range(1 + k)]
-
-
-def _whole(plan: DigestPlan) -> list[list[str]]:
-    """A unit's part of the plan as arguments (sorted: the unit cache keys on them)."""
-    return [sorted(w) for w in plan.whole]
 
 
 def _array(a: np.ndarray) -> dict[str, object]:

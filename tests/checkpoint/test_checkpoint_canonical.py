@@ -170,17 +170,3 @@ def test_released_small_tensors_do_not_stay_resident(tmp_path: Path) -> None:
             ck.release(name)
         resident = _mapped_kb(folder / "model.safetensors")
         assert resident < 1024, resident
-
-
-def test_larger_than_lists_stored_and_fused_tensors_by_size(tmp_path: Path) -> None:
-    """The tensors over a size, from the header columns: stored tensors by their bytes, a fused tensor's canonical
-    pieces by theirs (an expert's matrix, not the fused tensor's)."""
-    per = _experts()
-    piece = INTER * HIDDEN * 4  # bytes of one expert's matrix (float32)
-    for layout, tensors in (("fused", _fused(per)), ("per", per)):
-        with Checkpoint(_folder(tmp_path / layout, tensors), with_config=False) as ck:
-            view = CanonicalView(ck)
-            for limit in (0, E * 4 * HIDDEN - 1, piece - 1, piece, 10**6):
-                want = sorted(n for n in view.names if view.info(n).nbytes > limit)
-                assert sorted(view.larger_than(limit)) == want, (layout, limit)
-            assert sorted(ck.larger_than(piece)) == sorted(n for n in ck.names if ck.info(n).nbytes > piece)

@@ -1,12 +1,14 @@
-"""attest.forensics.digests.DigestPlan: detect digests whole only the large tensors that can be byte copies across
-the model and its candidates, and every comparison of digests still says what raw digests would. The tiny fixture
-models' tensors are all under SAMPLED_ABOVE, so these tests use models 4x wider and synthetic folders."""
+"""attest.forensics.digests.copy_digest / confirm_copies: detect's pass samples the large tensors instead of digesting
+them whole, and only those whose sample the other side shares are digested whole after it; every comparison of a
+model digest with a candidate digest still says what raw digests would. The tiny fixture models' tensors are all
+under SAMPLED_ABOVE, so these tests use models 4x wider and synthetic folders."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,7 +17,7 @@ from attest.checkpoint.canonical import CanonicalView
 from attest.checkpoint.reader import SAMPLE_BYTES, Checkpoint
 from attest.executor import InProcess
 from attest.forensics import detect
-from attest.forensics.digests import SAMPLED_ABOVE, DigestPlan
+from attest.forensics.digests import SAMPLED_ABOVE, DigestMap, NameIndex, confirm_copies, copy_digest
 from attest.forensics.report import report_json_chunks
 from tests.support.builders import make_tiny_model
 
@@ -58,22 +60,31 @@ def test_sample_digest_is_keyed_apart_and_follows_the_sampled_bytes(synthetic: t
     assert m.sample_digest("b") != c.sample_digest("z")
 
 
-def test_plan_digests_whole_only_what_the_other_side_may_share(synthetic: tuple[Path, Path]) -> None:
+def _maps(*views: CanonicalView) -> list[DigestMap]:
+    """Each view's tensors as detect's pass records them: the paired names (those every view has) in a column, the
+    others in the dict, each digest by copy_digest."""
+    paired = sorted(set.intersection(*(set(v.names) for v in views)))
+    index = NameIndex(paired)
+    out = []
+    for v in views:
+        column = np.frombuffer(b"".join(copy_digest(v, n) for n in paired), np.uint8).reshape(len(paired), 32).copy()
+        out.append(DigestMap(paired, index, column, {n: copy_digest(v, n) for n in v.names if n not in index}))
+    return out
+
+
+def test_confirm_digests_whole_only_what_the_other_side_shares(synthetic: tuple[Path, Path]) -> None:
     m, c = _view(synthetic[0]), _view(synthetic[1])
-    plan = DigestPlan.for_sources(m, [c])
-    assert plan.whole == [frozenset({"a", "c"}), frozenset({"x", "y"})]
-    assert plan.digest(0, m, "a") == plan.digest(1, c, "x") == m.raw_digest("a")
-    assert plan.digest(0, m, "c") != plan.digest(1, c, "y")  # same samples, different bytes: no copy
-    assert plan.digest(0, m, "b") not in (m.raw_digest("b"), m.sample_digest("b"))  # a placeholder
-    # placeholders are keyed by side: equal bytes not digested whole still give different placeholders
-    assert DigestPlan([frozenset(), frozenset()]).digest(0, m, "a") != DigestPlan([frozenset()] * 2).digest(1, c, "x")
-    assert plan.digest(0, m, "s") == plan.digest(1, c, "s") == m.raw_digest("s")  # small: always whole
+    assert copy_digest(m, "b") == m.sample_digest("b") and copy_digest(m, "s") == m.raw_digest("s")
+    mdig, cdig = _maps(m, c)
+    assert confirm_copies(mdig, [cdig], [m, c]) == 4  # a, c and x, y: equal samples
+    assert mdig["a"] == cdig["x"] == m.raw_digest("a")
+    assert mdig["c"] == m.raw_digest("c") != cdig["y"] == c.raw_digest("y")  # same samples, different bytes
+    assert mdig["b"] == m.sample_digest("b") and cdig["z"] == c.sample_digest("z")  # no copy possible: kept
+    assert mdig["s"] == cdig["s"] == m.raw_digest("s")  # small: always whole
     # every model digest equals a candidate digest exactly when the raw digests are equal
     for name in ("a", "b", "c", "s"):
         for other in ("x", "y", "s", "z"):
-            same_raw = m.raw_digest(name) == c.raw_digest(other)
-            assert (plan.digest(0, m, name) == plan.digest(1, c, other)) == same_raw, (name, other)
-    assert plan.restricted([(0, "a"), (0, "b"), (1, "y")]).whole == [frozenset({"a"}), frozenset({"y"})]
+            assert (mdig[name] == cdig[other]) == (m.raw_digest(name) == c.raw_digest(other)), (name, other)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +117,10 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_passthrough_of_large_tensors_is_mapped(wide: dict[str, Path]) -> None:
     m, a, b = _view(wide["passthrough"]), _view(wide["a"]), _view(wide["b"])
     assert any(m.info(n).nbytes > SAMPLED_ABOVE for n in m.names)
-    plan = DigestPlan.for_sources(m, [a, b])
-    assert "model.layers.1.mlp.down_proj.weight" in plan.whole[0]
-    assert "model.layers.0.mlp.down_proj.weight" in plan.whole[1]  # A's layer 0
-    assert "model.layers.1.mlp.down_proj.weight" in plan.whole[2]  # B's layer 1
+    mdig, *cdig = _maps(m, a, b)
+    assert confirm_copies(mdig, cdig, [m, a, b]) > 0
+    assert mdig["model.layers.1.mlp.down_proj.weight"] == cdig[0]["model.layers.0.mlp.down_proj.weight"]  # A's 0
+    assert mdig["model.layers.0.mlp.down_proj.weight"] == cdig[1]["model.layers.1.mlp.down_proj.weight"]  # B's 1
     report = detect(wide["passthrough"], [wide["a"], wide["b"]])
     mapping = {(x.model_layer, x.candidate, x.candidate_layer) for x in report.layer_mapping}
     assert mapping == {(0, str(wide["b"]), 1), (1, str(wide["a"]), 0)}
@@ -141,5 +152,8 @@ def test_a_large_candidate_given_as_the_model_is_identical(wide: dict[str, Path]
 
 
 def test_unrelated_large_models_digest_nothing_whole(wide: dict[str, Path]) -> None:
-    plan = DigestPlan.for_sources(_view(wide["a"]), [_view(wide["b"])])
-    assert plan.whole == [frozenset(), frozenset()]
+    a, b = _view(wide["a"]), _view(wide["b"])
+    mdig, cdig = _maps(a, b)
+    large = [n for n in a.names if a.info(n).nbytes > SAMPLED_ABOVE]
+    assert large and confirm_copies(mdig, [cdig], [a, b]) == 0
+    assert all(mdig[n] == a.sample_digest(n) for n in large)
