@@ -8,11 +8,14 @@ its own subprocess so that peak RSS is per run, with the page cache warm:
   detect   attest.forensics.detect(merge, [cand_a, cand_b], base): the whole forensic pass over the same bytes,
            timed as the first call in its process (loading the compiled sweeps included) and again warm
 
-`--cold` evicts the four files from the page cache (posix_fadvise DONTNEED: clean pages, no privileges needed)
-before every timed call, so both read from the disk: detect should then be I/O-bound, as hashing is.
+`--no-base` drops the base: detect fits the merge on the two candidates alone and hashing covers those three folders
+(the configuration of issue #13's measurement). `--cold` evicts the files from the page cache (posix_fadvise
+DONTNEED: clean pages, no privileges needed) before every timed call, so both read from the disk: detect should then
+be I/O-bound, as hashing is.
 
 Usage: python benchmarks/bench_detect.py [--size-mb 256] [--repeat 2] [--dir /tmp/attest-bench-detect] [--cold]
-Memory bound to compare with: largest tensor x 4 inputs (mapped pages) plus float64 chunk buffers.
+       [--no-base]
+Memory bound to compare with: largest tensor x the inputs (mapped pages) plus float64 chunk buffers.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _child(kind: str, folders: dict[str, str], cold: bool) -> None:
         wall = time.perf_counter() - t0
         extra: dict[str, object] = {}
     else:
-        args = (folders["merge"], [folders["cand_a"], folders["cand_b"]], folders["base"])
+        args = (folders["merge"], [folders["cand_a"], folders["cand_b"]], folders.get("base"))
         t0 = time.perf_counter()
         report = detect(*args)
         wall = time.perf_counter() - t0
@@ -110,20 +113,22 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/attest-bench-detect"))
     ap.add_argument("--cold", action="store_true", help="read every timed call's bytes from the disk")
+    ap.add_argument("--no-base", action="store_true", help="the merge against its two candidates, without the base")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--folders", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(args.child, json.loads(args.folders), args.cold)
         return
-    folders = {k: str(v) for k, v in _build(args.dir, args.size_mb).items()}
+    folders = {k: str(v) for k, v in _build(args.dir, args.size_mb).items() if not (args.no_base and k == "base")}
     for f in folders.values():  # warm the page cache
         with open(Path(f) / "model.safetensors", "rb") as fh:
             while fh.read(64 << 20):
                 pass
     largest = (args.size_mb * MB) // 8
     print(
-        f"4 models x {args.size_mb} MB, largest tensor {largest / MB:.0f} MB; bound ~{4 * largest / MB:.0f} MB; "
+        f"{len(folders)} models x {args.size_mb} MB, largest tensor {largest / MB:.0f} MB; "
+        f"bound ~{len(folders) * largest / MB:.0f} MB; "
         f"page cache {'cold' if args.cold else 'warm'}"
     )
     best: dict[str, dict[str, object]] = {}

@@ -54,7 +54,9 @@ def fit_block(names: list[str], dtype: str, pieces: list[Piece], k: int, with_ba
     if len(ok):
         fits.set_counts(ok, residual_block([pieces[i] for i in ok], k, dtype, fits.coef[ok], cov[ok], with_base))
     # Nearly explained tensors: look for the exact recipe (least squares is biased on few-ulp differences).
-    tried = {i: refine(pieces[i], k, dtype, fits.coef[i], with_base) for i in ok[_refinable(fits, ok)].tolist()}
+    tried = {
+        i: refine(pieces[i], k, dtype, fits.coef[i], with_base, parallel_map) for i in ok[_refinable(fits, ok)].tolist()
+    }
     exact = {i: c for i, c in tried.items() if c is not None}
     if exact:
         idx = np.array(list(exact), dtype=np.intp)
@@ -90,7 +92,7 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
             )
 
         fit.set_counts(row, residual())
-        exact = refine(piece, k, dtype, fitted[0], with_base) if _refinable(fit, row)[0] else None
+        exact = refine(piece, k, dtype, fitted[0], with_base, parallel_map) if _refinable(fit, row)[0] else None
         if exact is not None:
             fitted = exact[None, :]
             fit.coef[0] = exact

@@ -1,8 +1,8 @@
-"""The two sweeps of detect's fit over a **block**: G equal-length pieces, each piece one small tensor whole or one
-chunk of a large tensor (SPEC.md §6.2-6.3, §6.8). The sweeps themselves are compiled (attest.forensics.compiled);
-this module defines their results, hands them the stored values without copies where it can, and keeps the
-per-element tolerance (ulp, arith_allowance) the refinement shares. Every result is per piece and does not depend on
-the other pieces of its block, so a tensor fits the same alone, in any group, in one process or in a work unit.
+"""The sweeps of detect's fit over a **block**: G equal-length pieces, each piece one small tensor whole or one chunk
+of a large tensor (SPEC.md §6.2-6.3, §6.8): the Gram sweep, the residual sweep and a refinement pass. The sweeps
+themselves are compiled (attest.forensics.compiled); this module defines their results and hands them the stored
+values without copies where it can. Every result is per piece and does not depend on the other pieces of its
+block, so a tensor fits the same alone, in any group, in one process or in a work unit.
 """
 
 from __future__ import annotations
@@ -180,23 +180,34 @@ def residual_block(
     return out
 
 
+@dataclass
+class RefineStep:
+    """One refinement pass over a block's pieces (SPEC.md §6.3, "Refinement"): per piece, the violating elements'
+    x x^T and x err, and their count."""
+
+    gram: np.ndarray  # (G, nreg, nreg)
+    rhs: np.ndarray  # (G, nreg)
+    violations: np.ndarray  # (G,)
+
+    @staticmethod
+    def total(parts: list[RefineStep]) -> RefineStep:
+        """The sums over chunks of one tensor."""
+        return RefineStep(*(np.sum([getattr(p, f) for p in parts], axis=0) for f in RefineStep.__dataclass_fields__))
+
+
+def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with_base: bool) -> RefineStep:
+    """One refinement pass with coefficients coef (G, nreg) over each piece."""
+    g = len(pieces)
+    m, cands, base = _inputs(pieces, k, with_base)
+    nreg = coef.shape[1]
+    out = RefineStep(np.zeros((g, nreg, nreg)), np.zeros((g, nreg)), np.zeros(g))
+    compiled.refine_sweep(
+        m, cands, base, with_base, np.ascontiguousarray(coef, dtype=np.float64), PRECISION_BITS[dtype],
+        MIN_EXPONENT[dtype], (out.gram, out.rhs, out.violations),
+    )  # fmt: skip
+    return out
+
+
 def chunks_of(n: int) -> list[slice]:
     """The CHUNK_ELEMENTS-element chunks a tensor of n elements is cut into (the same on every path)."""
     return [slice(s, min(n, s + CHUNK_ELEMENTS)) for s in range(0, n, CHUNK_ELEMENTS)]
-
-
-def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
-    """ulp of |x| in the storage dtype (in x's float dtype)."""
-    _, exp = np.frexp(x)
-    return np.ldexp(np.ones_like(x), np.maximum(exp, MIN_EXPONENT[dtype] + 1) - PRECISION_BITS[dtype])
-
-
-def arith_allowance(abs_terms: np.ndarray, abs_b: np.ndarray | None, k: int, dtype: str) -> np.ndarray:
-    """What any order of computing the recipe may add to its exact value (SPEC.md §6.3; `abs_terms` = sum_i |l_i x_i|,
-    `abs_b` = |B| with a base, None without)."""
-    if abs_b is not None:
-        # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum may round
-        # there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
-        return (k + 1) * 2.0 ** -PRECISION_BITS[dtype] * abs_terms + 4 * 2.0**-24 * (abs_b + abs_terms)
-    # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
-    return (k + 2) * 2.0**-24 * abs_terms

@@ -113,3 +113,49 @@ def test_real_low_lr_finetunes_merged_by_mergekit_read_pure_merge(tiny_models: d
     assert r.verdict == "pure_merge", r.reason
     assert r.residual is not None and r.residual.unexplained == 0
     assert abs(r.coefficients[0].value - 4 / 7) <= 0.005
+
+
+def test_a_tensor_of_many_chunks_is_refined_on_a_sample_first() -> None:
+    """At least 2 * SAMPLE_CHUNKS chunks: the iteration runs on about SAMPLE_CHUNKS evenly spaced chunks, then over
+    the whole tensor from there; the answer is still exact on every element, in few passes over the whole tensor."""
+    from attest.forensics.refine import SAMPLE_CHUNKS
+
+    n = 2 * SAMPLE_CHUNKS * CHUNK_ELEMENTS + 777
+    p1, p2, _ = _near_models(7, ulps=1.2, with_base=False, n=n)
+    m = _linear(p1, p2)
+    start = np.array([4 / 7 + 6e-4, 3 / 7 - 6e-4])  # the least-squares bias of few-ulp models
+    passes: list[int] = []
+
+    def counting(fn, chunks):  # type: ignore[no-untyped-def]
+        passes.append(len(chunks))
+        return [fn(sl) for sl in chunks]
+
+    exact = refine((m, p1, p2), 2, "BF16", start, False, counting)
+    assert exact is not None and np.allclose(exact, [4 / 7, 3 / 7], atol=1e-4), exact
+    whole = len(range(0, n, CHUNK_ELEMENTS))
+    assert passes[0] < whole and passes[-1] == whole  # sample first, the whole tensor last
+    assert 1 <= passes.count(whole) <= 3, passes
+    # every element of the tensor rounds to its stored value under the answer
+    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    assert fit.unexplained[0] == 0
+
+
+def test_training_gives_up_on_the_sample() -> None:
+    from attest.forensics.refine import SAMPLE_CHUNKS
+
+    n = 2 * SAMPLE_CHUNKS * CHUNK_ELEMENTS
+    p1, p2, _ = _near_models(8, ulps=2.5, with_base=False, n=n)
+    bits = _linear(p1, p2).view(torch.int16).clone()
+    g = torch.Generator().manual_seed(10)
+    moved = torch.rand(n, generator=g) < 0.02
+    bits[moved] += torch.randint(1, 4, (int(moved.sum()),), generator=g, dtype=torch.int16)
+    passes: list[int] = []
+
+    def counting(fn, chunks):  # type: ignore[no-untyped-def]
+        passes.append(len(chunks))
+        return [fn(sl) for sl in chunks]
+
+    assert refine((bits.view(torch.bfloat16), p1, p2), 2, "BF16", np.array([4 / 7, 3 / 7]), False, counting) is None
+    chunks = len(range(0, n, CHUNK_ELEMENTS))
+    sample = len(range(chunks)[:: chunks // SAMPLE_CHUNKS])
+    assert passes and set(passes) == {sample}  # never a pass over the whole tensor

@@ -21,9 +21,8 @@ from attest.forensics.kernels import (
     ULP_BINS,
     GramBlock,
     Piece,
+    RefineStep,
     ResidualCounts,
-    arith_allowance,
-    ulp,
 )
 from attest.forensics.pairing import MIN_EXPONENT, PRECISION_BITS
 
@@ -274,3 +273,45 @@ def residual_block(
         excess_delta = _row_dot(dmag, excess, sp)
         zero = np.stack(counts, axis=1)
     return ResidualCounts(rss, differing, unexplained, hist, zero, excess_delta, kept_delta)
+
+
+def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
+    """M's grid spacing at |x| in the storage dtype (SPEC.md §6.3): 2^(max(floor(log2 |x|), min_exp) + 1 - p), the
+    smallest spacing at zero."""
+    _, exp = np.frexp(x)  # x = f 2^exp, f in [0.5, 1): floor(log2 |x|) = exp - 1; frexp(0) gives exp 0
+    exp = np.where(x == 0, MIN_EXPONENT[dtype] + 1, exp)
+    return np.ldexp(np.ones_like(x), np.maximum(exp, MIN_EXPONENT[dtype] + 1) - PRECISION_BITS[dtype])
+
+
+def arith_allowance(abs_terms: np.ndarray, abs_b: np.ndarray | None, k: int, dtype: str) -> np.ndarray:
+    """What any order of computing the recipe may add to its exact value (SPEC.md §6.3; `abs_terms` = sum_i |l_i x_i|,
+    `abs_b` = |B| with a base, None without)."""
+    if abs_b is not None:
+        # Task arithmetic / TIES compute deltas in the storage dtype: each delta, product and partial sum may round
+        # there. Any float32 order of B + sum(l_i D_i) is covered by the second term.
+        return (k + 1) * 2.0 ** -PRECISION_BITS[dtype] * abs_terms + 4 * 2.0**-24 * (abs_b + abs_terms)
+    # Linear / slerp accumulate in float32 (products, partial sums, the final normalisation).
+    return (k + 2) * 2.0**-24 * abs_terms
+
+
+def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with_base: bool) -> RefineStep:
+    """The refinement pass as numpy over float64 copies (the implementation the compiled pass replaced)."""
+    g = len(pieces)
+    nreg = coef.shape[1]
+    out = RefineStep(np.zeros((g, nreg, nreg)), np.zeros((g, nreg)), np.zeros(g))
+    for i, piece in enumerate(pieces):
+        m = piece[0].to(torch.float64).numpy()
+        ps = [t.to(torch.float64).numpy() for t in piece[1 : k + 1]]
+        if with_base:
+            b = piece[-1].to(torch.float64).numpy()
+            x, target, abs_b = np.stack([*(p - b for p in ps), b]), m - b, np.abs(b)
+        else:
+            x, target, abs_b = np.stack(ps), m, None
+        v = coef[i] @ x
+        half = 0.5 * ulp(np.abs(m), dtype) + arith_allowance(np.abs(coef[i]) @ np.abs(x), abs_b, k, dtype)
+        err = np.clip(v, target - half, target + half) - v
+        idx = np.flatnonzero(err)
+        out.gram[i] = x[:, idx] @ x[:, idx].T
+        out.rhs[i] = x[:, idx] @ err[idx]
+        out.violations[i] = len(idx)
+    return out

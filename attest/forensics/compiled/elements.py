@@ -138,3 +138,49 @@ def add_into(dst: np.ndarray, src: np.ndarray, w: int) -> None:
     s = src[:w]
     for e in range(w):
         d[e] += s[e]
+
+
+@njit(inline="always")
+def products(y: np.ndarray, w: int, weight: np.ndarray | None, out: np.ndarray) -> None:
+    """out[r, c] += sum_e weight[e] y[r, e] y[c, e] over the first w columns, upper triangle (weight None: 1). A loop
+    per pair over 1-D rows: indexing the 2-D array inside the loop would keep it from vectorizing."""
+    nv = y.shape[0]
+    for r in range(nv):
+        yr = y[r, :w]
+        for c in range(r, nv):
+            yc = y[c, :w]
+            acc = 0.0
+            if weight is None:
+                for e in range(w):
+                    acc += yr[e] * yc[e]
+            else:
+                wt = weight[:w]
+                for e in range(w):
+                    acc += wt[e] * yr[e] * yc[e]
+            out[r, c] += acc
+
+
+@njit(inline="always")
+def block_rows(
+    m: np.ndarray,
+    cands: tuple[np.ndarray, ...],
+    base: np.ndarray,
+    g: int,
+    s0: int,
+    w: int,
+    with_base: bool,
+    rows: np.ndarray,
+    mv: np.ndarray,
+    b: np.ndarray,
+) -> None:
+    """Block [s0, s0 + w) of piece g: M, B (0 without a base) and x_i = P_i - B as float64 rows (x_{k+1} = B with a
+    base)."""
+    k = len(cands)
+    decode(mv, m[g, s0 : s0 + w])
+    if with_base:
+        decode(b, base[g, s0 : s0 + w])
+        rows[k, :w] = b[:w]
+    else:
+        b[:w] = 0.0
+    for i in range(k):
+        decode(rows[i], cands[i][g, s0 : s0 + w], b)

@@ -16,32 +16,19 @@ import math
 import numpy as np
 from numba import njit
 
-from attest.forensics.compiled.elements import BLOCK, FAST, add_into, decode, exponent, power
+from attest.forensics.compiled.elements import BLOCK, FAST, add_into, decode, exponent, power, products
 
-ELEMENTS_SHA256 = "abd58e39671318347e7585c7be1e42a594aca9185bd43cc496eab04b7fba94c9"
+ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
 
 
 @njit(inline="always")
 def _products(y: np.ndarray, w: int, weight: np.ndarray | None, out: np.ndarray) -> None:
-    """out[r, c] += sum_e weight[e] y[r, e] y[c, e] over the first w columns, upper triangle (weight None: 1)."""
-    nv = y.shape[0]
-    if nv == 4 and weight is None:
+    """`products`, four unweighted rows in one loop."""
+    if y.shape[0] == 4 and weight is None:
         _products4(y, w, out)
-        return
-    for r in range(nv):
-        yr = y[r, :w]
-        for c in range(r, nv):
-            yc = y[c, :w]
-            acc = 0.0
-            if weight is None:
-                for e in range(w):
-                    acc += yr[e] * yc[e]
-            else:
-                wt = weight[:w]
-                for e in range(w):
-                    acc += wt[e] * yr[e] * yc[e]
-            out[r, c] += acc
+    else:
+        products(y, w, weight, out)
 
 
 @njit(inline="always")

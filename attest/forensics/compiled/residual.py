@@ -18,7 +18,7 @@ from numba import njit
 from attest.forensics.compiled.elements import (
     BLOCK,
     FAST,
-    decode,
+    block_rows,
     grid_index,
     rounded,
     rounded_normal,
@@ -26,7 +26,7 @@ from attest.forensics.compiled.elements import (
     stored_value,
 )
 
-ELEMENTS_SHA256 = "abd58e39671318347e7585c7be1e42a594aca9185bd43cc496eab04b7fba94c9"
+ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
 
 
@@ -145,7 +145,7 @@ def residual_sweep(
                     res = _fused2(mb, p1, p2, bb, False, coef[g], shift, half, keep, tiny, max_finite, v, r, mv)
                 special, b_rss, nd_f, c0, c1, c2, c3, b_excess, b_kept = res
             if special != 0.0:
-                _rows(m, cands, base, g, s0, w, with_base, rows, mv, b)
+                block_rows(m, cands, base, g, s0, w, with_base, rows, mv, b)
                 if with_base:
                     scale = 1.0 + coef[g, k]  # B + s B
                     for e in range(w):
@@ -210,7 +210,7 @@ def residual_sweep(
                 terms = 0.0
                 for j in range(nreg):
                     terms += abs(rows[j, e] * coef[g, j])
-                if with_base:  # attest.forensics.kernels.arith_allowance, per element
+                if with_base:  # SPEC.md §6.3 `arith`, per element (the refine sweep has the same)
                     arith = (k + 1) * grid * terms + 4.0 * f32_eps * (abs(b[e]) + terms)
                 else:
                     arith = (k + 2) * f32_eps * terms
@@ -228,29 +228,3 @@ def residual_sweep(
         if with_base:  # without one, dmag summed the candidates themselves
             excess_delta[g] = d_excess
             kept_delta[g] = d_kept
-
-
-@njit(inline="always")
-def _rows(
-    m: np.ndarray,
-    cands: tuple[np.ndarray, ...],
-    base: np.ndarray,
-    g: int,
-    s0: int,
-    w: int,
-    with_base: bool,
-    rows: np.ndarray,
-    mv: np.ndarray,
-    b: np.ndarray,
-) -> None:
-    """Block [s0, s0 + w) of piece g: M, B (0 without a base) and x_i = P_i - B as float64 rows (x_{k+1} = B with a
-    base)."""
-    k = len(cands)
-    decode(mv, m[g, s0 : s0 + w])
-    if with_base:
-        decode(b, base[g, s0 : s0 + w])
-        rows[k, :w] = b[:w]
-    else:
-        b[:w] = 0.0
-    for i in range(k):
-        decode(rows[i], cands[i][g, s0 : s0 + w], b)
