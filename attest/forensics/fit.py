@@ -83,20 +83,27 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
     grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), chunks))
     fit, cov = _fits([name], dtype, n, grams, k, with_base)
     row = np.zeros(1, dtype=np.intp)
-    if fit.finite[0]:
-        fitted = fit.coef.copy()
+    if not fit.finite[0]:
+        return fit
 
-        def residual() -> ResidualCounts:
-            return ResidualCounts.total(
-                parallel_map(lambda sl: residual_block(cut(sl), k, dtype, fitted, cov, with_base), chunks)
-            )
+    def residual(coef: np.ndarray) -> ResidualCounts:
+        return ResidualCounts.total(
+            parallel_map(lambda sl: residual_block(cut(sl), k, dtype, coef[None, :], cov, with_base), chunks)
+        )
 
-        fit.set_counts(row, residual())
-        exact = refine(piece, k, dtype, fitted[0], with_base, parallel_map) if _refinable(fit, row)[0] else None
-        if exact is not None:
-            fitted = exact[None, :]
-            fit.coef[0] = exact
-            fit.set_counts(row, residual())
+    fit.set_counts(row, residual(fit.coef[0].copy()))
+    if not _refinable(fit, row)[0]:
+        return fit
+    settled: list[tuple[np.ndarray, ResidualCounts]] = []
+
+    def settles(c: np.ndarray) -> bool:
+        settled.append((c, residual(c)))
+        return int(settled[-1][1].unexplained[0]) == 0
+
+    exact = refine(piece, k, dtype, fit.coef[0].copy(), with_base, parallel_map, settles)
+    if exact is not None:
+        fit.coef[0] = exact
+        fit.set_counts(row, settled[-1][1] if settled and settled[-1][0] is exact else residual(exact))
     return fit
 
 

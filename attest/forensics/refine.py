@@ -46,16 +46,26 @@ passes over each 206-chunk tensor before, 1-2 after ~10 over its sample)."""
 
 
 def refine(
-    piece: Piece, k: int, dtype: str, coef: np.ndarray, with_base: bool, over_chunks: ChunkMap = _in_turn
+    piece: Piece,
+    k: int,
+    dtype: str,
+    coef: np.ndarray,
+    with_base: bool,
+    over_chunks: ChunkMap = _in_turn,
+    settles: Callable[[np.ndarray], bool] | None = None,
 ) -> np.ndarray | None:
     """A coefficient vector under which every element of the tensor rounds to its stored value, starting from the
     least-squares `coef`; None when the iteration finds none (training, or a recipe this form cannot express). Each
     pass is the compiled refine sweep over the tensor's chunks (attest.forensics.kernels.refine_block). A sample's
-    violations are some of the tensor's: when the iteration gives up on the sample, it gives up."""
+    violations are some of the tensor's: when the iteration gives up on the sample, it gives up. `settles(c)`: whether
+    the sample's solution already explains the whole tensor (the caller's residual test over it, SPEC.md §6.3); then
+    it is the answer, without passes over the whole tensor."""
     chunks = chunks_of(piece[0].numel())
     start: np.ndarray | None = np.nan_to_num(coef).astype(np.float64)
     if start is not None and len(chunks) >= 2 * SAMPLE_CHUNKS:
         start = _iterate(piece, k, dtype, start, with_base, chunks[:: len(chunks) // SAMPLE_CHUNKS], over_chunks)
+        if start is not None and settles is not None and settles(start):
+            return start
     return None if start is None else _iterate(piece, k, dtype, start, with_base, chunks, over_chunks)
 
 

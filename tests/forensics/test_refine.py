@@ -159,3 +159,35 @@ def test_training_gives_up_on_the_sample() -> None:
     chunks = len(range(0, n, CHUNK_ELEMENTS))
     sample = len(range(chunks)[:: chunks // SAMPLE_CHUNKS])
     assert passes and set(passes) == {sample}  # never a pass over the whole tensor
+
+
+def test_fit_large_takes_the_samples_answer_when_it_explains_the_whole_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit_large runs the residual test over the whole tensor with the sample's answer: when it leaves nothing
+    unexplained that answer is the refined recipe, and no refinement pass covers the whole tensor. The
+    least-squares recipe is offset by the bias of few-ulp models (what makes a large tensor need refining)."""
+    import attest.forensics.fit as fit_module
+    import attest.forensics.refine as refine_module
+    from attest.forensics.refine import SAMPLE_CHUNKS
+
+    n = 2 * SAMPLE_CHUNKS * CHUNK_ELEMENTS
+    p1, p2, _ = _near_models(11, ulps=2.5, with_base=False, n=n)
+    m = _linear(p1, p2)
+    real_fits, real_iterate = fit_module._fits, refine_module._iterate
+    iterated: list[int] = []  # the chunks each iteration ran over
+
+    def biased(*args):  # type: ignore[no-untyped-def]
+        fit, cov = real_fits(*args)
+        fit.coef[:, :2] += [6e-4, -6e-4]
+        return fit, cov
+
+    def counting(piece, k, dtype, c, with_base, chunks, over_chunks):  # type: ignore[no-untyped-def]
+        iterated.append(len(chunks))
+        return real_iterate(piece, k, dtype, c, with_base, chunks, over_chunks)
+
+    monkeypatch.setattr(fit_module, "_fits", biased)
+    monkeypatch.setattr(refine_module, "_iterate", counting)
+    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    assert iterated, "the biased recipe was refined"
+    assert fit.unexplained[0] == 0
+    assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-4), fit.coef
+    assert iterated == [len(range(n // CHUNK_ELEMENTS)[:: (n // CHUNK_ELEMENTS) // SAMPLE_CHUNKS])]  # the sample only
