@@ -65,6 +65,15 @@ def _digest_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
     return f"{dtype}|{list(shape)}|".encode()
 
 
+def raw_digest_of(info: TensorInfo, data: Any) -> bytes:
+    """blake3 of `DTYPE|[shape]|` then the tensor's bytes (`data`: a buffer), on blake3's own threads for large
+    tensors (the same digest either way)."""
+    threads = blake3.blake3.AUTO if info.nbytes >= _THREADED_DIGEST else 1
+    h = blake3.blake3(_digest_prefix(info.dtype, tuple(info.shape)), max_threads=threads)
+    h.update(data)
+    return h.digest()
+
+
 def sampled_digest(info: TensorInfo, read: Callable[[int, int], bytes]) -> bytes:
     """blake3, keyed apart from raw_digest, of a tensor's dtype, shape, size and its first, middle and last
     SAMPLE_BYTES (`read(begin, end)`: bytes of the tensor's data)."""
@@ -207,18 +216,23 @@ class TensorTable:
         return self.flat(name).reshape(info.shape)
 
     def raw_digest(self, name: str) -> bytes:
-        """blake3 of dtype, shape and bytes: equality of whole tensors (passthrough layers, copied experts)."""
+        """`raw_digest_of` a stored tensor: equality of whole tensors (passthrough layers, copied experts)."""
         fh, info = self.where[name]
-        threads = blake3.blake3.AUTO if info.nbytes >= _THREADED_DIGEST else 1  # the same digest either way
-        h = blake3.blake3(_digest_prefix(info.dtype, tuple(info.shape)), max_threads=threads)
-        h.update(fh.view_of(info))
-        return h.digest()
+        return raw_digest_of(info, fh.view_of(info))
 
     def sample_digest(self, name: str) -> bytes:
         """`sampled_digest` of a stored tensor, its pages read with pread: tensors with equal bytes have equal
         samples, so tensors whose samples differ cannot be copies of each other and need no raw digest
         (attest.forensics.digests.confirm_copies)."""
         fh, info = self.where[name]
+        return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
+
+    def copy_digest(self, name: str, sampled_above: int) -> bytes:
+        """`raw_digest`, or `sample_digest` for a tensor of more than `sampled_above` bytes, with one lookup of the
+        tensor (detect's pass digests every tensor of every model: 10^5 per model for a large MoE)."""
+        fh, info = self.where[name]
+        if info.nbytes <= sampled_above:
+            return raw_digest_of(info, fh.view_of(info))
         return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
 
     def release(self, name: str) -> None:

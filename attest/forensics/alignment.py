@@ -19,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
 import numpy as np
 import torch
 
 from attest.bounded import read_bounded
 from attest.checkpoint.canonical import CanonicalView
-from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable, sampled_digest
+from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable, raw_digest_of, sampled_digest
 from attest.errors import InputError
 from attest.forensics.fit_table import FitTable
 from attest.forensics.report import AlignmentReport, DetectReport, PermutationFound
@@ -336,10 +335,7 @@ class AlignedView(CanonicalView):
         t = self._aligned(name)
         if t is None:
             return self.base_view.raw_digest(name)
-        info = self.info(name)
-        h = blake3.blake3(f"{info.dtype}|{list(info.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # one tensor copy, alignment path only
-        return h.digest()
+        return raw_digest_of(self.info(name), t.reshape(-1).view(torch.uint8).numpy())
 
     def sample_digest(self, name: str) -> bytes:
         t = self._aligned(name)
@@ -347,6 +343,10 @@ class AlignedView(CanonicalView):
             return self.base_view.sample_digest(name)
         data = t.reshape(-1).view(torch.uint8).numpy()
         return sampled_digest(self.info(name), lambda b, e: data[b:e].tobytes())
+
+    def copy_digest(self, name: str, sampled_above: int) -> bytes:
+        """As stored, through the two methods above (each reads the tensor permuted where it is)."""
+        return self.raw_digest(name) if self.info(name).nbytes <= sampled_above else self.sample_digest(name)
 
 
 def misaligned_matrices(fits: FitTable, model: TensorTable) -> list[str]:

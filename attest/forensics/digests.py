@@ -24,9 +24,7 @@ def copy_digest(table: TensorTable, name: str) -> bytes:
     bytes its sample digest (a few pages: digesting every tensor of every model whole cost a fifth of detect's time,
     and a plain merge shares no tensor with its candidates). `confirm_copies` digests whole those a tensor on the
     other side shares."""
-    if table.info(name).nbytes <= SAMPLED_ABOVE:
-        return table.raw_digest(name)
-    return table.sample_digest(name)
+    return table.copy_digest(name, SAMPLED_ABOVE)
 
 
 def confirm_copies(model: DigestMap, candidates: Sequence[DigestMap], tables: Sequence[TensorTable]) -> int:

@@ -8,7 +8,8 @@ block, so a tensor fits the same alone, in any group, in one process or in a wor
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,8 +29,20 @@ Piece = tuple[torch.Tensor, ...]
 """Flat tensors of one length: the model's, each candidate's, then the base's when given."""
 
 
+_S = TypeVar("_S", bound="ChunkSums")
+
+
+class ChunkSums:
+    """Per-piece arrays that add up over the chunks of a large tensor (a dataclass of numpy arrays)."""
+
+    @classmethod
+    def total(cls: type[_S], parts: list[_S]) -> _S:
+        """The sums over chunks of one tensor."""
+        return cls(*(np.sum([getattr(p, f.name) for p in parts], axis=0) for f in fields(cls)))  # type: ignore[arg-type]
+
+
 @dataclass
-class ResidualCounts:
+class ResidualCounts(ChunkSums):
     """Per piece of a block (arrays of length G; `hist` and `zero` G x 5)."""
 
     rss: np.ndarray  # |M - v|^2 (float64)
@@ -39,13 +52,6 @@ class ResidualCounts:
     zero: np.ndarray  # eligible, observed, expected, excess, kept (with a base; zeros without)
     excess_delta: np.ndarray
     kept_delta: np.ndarray
-
-    @staticmethod
-    def total(parts: list[ResidualCounts]) -> ResidualCounts:
-        """The sums over chunks of one tensor."""
-        return ResidualCounts(
-            *(np.sum([getattr(p, f) for p in parts], axis=0) for f in ResidualCounts.__dataclass_fields__)
-        )
 
 
 RESOLVED_RATIO = 32.0
@@ -57,7 +63,7 @@ times 3/7 rounds to no difference at all), and least squares over those elements
 
 
 @dataclass
-class GramBlock:
+class GramBlock(ChunkSums):
     """Per piece (arrays over G pieces) for Y = [M - A, P_1 - A, ..., P_k - A, A] (A = B, or mean(P) without a base):
     its float64 Gram matrix and row sums over all elements; over the resolved elements its Gram matrix, the same
     weighted by each element's rounding variance u^2/12 (u: the storage grid's spacing at the element; the middle of
@@ -69,11 +75,6 @@ class GramBlock:
     rounding_gram: np.ndarray  # (G, k+2, k+2)
     rounding: np.ndarray  # (G,)
     resolved: np.ndarray  # (G,)
-
-    @staticmethod
-    def total(parts: list[GramBlock]) -> GramBlock:
-        """The sums over chunks of one tensor."""
-        return GramBlock(*(np.sum([getattr(p, f) for p in parts], axis=0) for f in GramBlock.__dataclass_fields__))
 
 
 RESOLVED_STRIDE = 4
@@ -181,18 +182,13 @@ def residual_block(
 
 
 @dataclass
-class RefineStep:
+class RefineStep(ChunkSums):
     """One refinement pass over a block's pieces (SPEC.md §6.3, "Refinement"): per piece, the violating elements'
     x x^T and x err, and their count."""
 
     gram: np.ndarray  # (G, nreg, nreg)
     rhs: np.ndarray  # (G, nreg)
     violations: np.ndarray  # (G,)
-
-    @staticmethod
-    def total(parts: list[RefineStep]) -> RefineStep:
-        """The sums over chunks of one tensor."""
-        return RefineStep(*(np.sum([getattr(p, f) for p in parts], axis=0) for f in RefineStep.__dataclass_fields__))
 
 
 def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with_base: bool) -> RefineStep:
