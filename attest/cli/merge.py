@@ -32,8 +32,8 @@ tie_order_option = choice_option(
     "--tie-order",
     ["mergekit", "stable"],
     "mergekit",
-    "TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's sort (bit-exact with mergekit on "
-    "the CPU) or by lower index (linear time, identical on every device).",
+    "TIES/breadcrumbs: break ties at the magnitude cutoff like mergekit's CPU sort (bit-exact with mergekit; "
+    "ranked on the CPU on every device) or by lower index (linear time, identical on every device).",
 )
 layout_option = choice_option(
     "--layout",

@@ -277,7 +277,8 @@ def run_merge(
     """Merge into `out` (which must not exist, or be empty). Written in a temporary folder, renamed at the end.
 
     tie_order: how TIES/breadcrumbs cutoffs break ties between equal magnitudes: "mergekit" (bit-exact with
-    mergekit 0.1.5 on the CPU) or "stable" (lower index first; linear time; the same on every device).
+    mergekit 0.1.5 on the CPU; ranked by the CPU sort on every device) or "stable" (lower index first; linear
+    time; the same on every device).
     layout: for mixture-of-experts models, "mergekit" (fused experts and config.json as mergekit 0.1.5 writes them)
     or "per-expert" (the experts as the parents store them); see attest.merge.moe_layout."""
     if layout not in LAYOUTS:

@@ -184,8 +184,8 @@ def replay(
         with torch.inference_mode():
             if dev.type == "cuda" and tie_order == "mergekit" and plan.method.name in SORTING_METHODS:
                 notes.append(
-                    "on CUDA, equal magnitudes at a TIES/breadcrumbs cutoff may be ordered differently "
-                    "than on the CPU: replay on the CPU for an exact answer"
+                    f"{plan.method.name}'s magnitude cutoffs ranked by torch's CPU sort, as mergekit ranks them on "
+                    "the CPU; the rest computed on CUDA"
                 )
             if executor is None:
                 for tp, merged in compute_tensors(plan, ckpts, dev, masks, order, tie_order):

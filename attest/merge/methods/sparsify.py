@@ -2,8 +2,10 @@
 rank-scaled random (DELLA), with optional L1 rescaling, in the input dtype like mergekit 0.1.5.
 
 Which of several equal magnitudes at a cutoff is kept (the tie order) is either:
-- "mergekit": torch's default (unstable) sort, exactly as mergekit 0.1.5 does. Deterministic on the CPU (so CPU
-  results are bit-exact with mergekit), different on a GPU, and O(n log n).
+- "mergekit": torch's default (unstable) CPU sort, exactly as mergekit 0.1.5 runs it on the CPU (its default).
+  Deterministic, so results are bit-exact with mergekit's; O(n log n). The sort runs on the CPU whatever the
+  compute device: CUDA's sort orders equal magnitudes differently (measured on an H100: thousands of elements kept
+  instead of their equals in a tiny TIES merge), and only the mask goes to the device.
 - "stable": lower flat index first among equals (what a stable sort gives), found in linear time with a histogram
   (16-bit dtypes) or selection (others); the same on every device.
 """
@@ -72,6 +74,14 @@ def _magnitude_keys(tensor: torch.Tensor, descending: bool) -> torch.Tensor:
     return -w if descending else w
 
 
+def _cpu_sorted_mask(tensor: torch.Tensor, start: int, stop: int, descending: bool) -> torch.Tensor:
+    """Mask of positions [start, stop) of torch's default CPU sort of |x| (mergekit's tie order), on x's device."""
+    order = torch.sort(_float_magnitude(tensor.cpu()), descending=descending).indices[start:stop]
+    mask = torch.zeros(tensor.numel(), dtype=tensor.dtype)
+    mask[order] = 1
+    return mask.to(tensor.device)
+
+
 def magnitude(tensor: torch.Tensor, density: float, rescale: bool, tie_order: str = "mergekit") -> torch.Tensor:
     """Keep the k = max(1, int(density * n)) largest |x|."""
     if density >= 1:
@@ -83,8 +93,7 @@ def magnitude(tensor: torch.Tensor, density: float, rescale: bool, tie_order: st
     if tie_order == "stable":
         mask = _ascending_rank_range(_magnitude_keys(tensor, descending=True), 0, k).to(tensor.dtype)
     else:
-        mask = torch.zeros(n, dtype=tensor.dtype, device=tensor.device)
-        mask[torch.argsort(_float_magnitude(tensor), descending=True)[:k]] = 1
+        mask = _cpu_sorted_mask(tensor, 0, k, descending=True)
     return rescale_masked(tensor, mask.reshape(tensor.shape), rescale)
 
 
@@ -102,8 +111,7 @@ def magnitude_outliers(
     if tie_order == "stable":
         mask = _ascending_rank_range(_magnitude_keys(tensor, descending=False), n_bottom, stop).to(tensor.dtype)
     else:
-        mask = torch.zeros(n, dtype=tensor.dtype, device=tensor.device)
-        mask[torch.sort(_float_magnitude(tensor), descending=False).indices[n_bottom:stop]] = 1
+        mask = _cpu_sorted_mask(tensor, n_bottom, stop, descending=False)
     return rescale_masked(tensor, mask.reshape(tensor.shape), rescale)
 
 
