@@ -134,7 +134,7 @@ def test_stable_tie_order_equals_a_stable_sort(dtype: torch.dtype, n: int) -> No
 def test_mergekit_tie_order_on_cuda_is_the_cpu_sort(dtype: torch.dtype, n: int) -> None:
     """Regression: on CUDA the mergekit tie order sorted on the GPU, whose sort keeps other equals at the cutoff (an
     H100 replay of real mergekit TIES merges of tiny MoE models: 2,197-5,334 elements, up to 30,246 ulps off)."""
-    from attest.merge.methods.sparsify import magnitude, magnitude_outliers
+    from attest.merge.methods.sparsify import magnitude, magnitude_outliers, rank_scaled_drop
 
     g = torch.Generator().manual_seed(n)
     x = (torch.randn(n, generator=g) * 0.01).to(dtype)
@@ -146,6 +146,11 @@ def test_mergekit_tie_order_on_cuda_is_the_cpu_sort(dtype: torch.dtype, n: int) 
         assert torch.equal(magnitude(x.cuda(), density, False, "mergekit").cpu(), on_cpu)
         outliers = magnitude_outliers(x.cuda(), density, 0.05, False, "mergekit").cpu()
         assert torch.equal(outliers, magnitude_outliers(x, density, 0.05, False, "mergekit"))
+        # DELLA's keep probabilities follow the magnitude ranks: equal magnitudes ranked by the CPU sort too.
+        della = rank_scaled_drop(x.reshape(-1, 100).cuda(), density, 0.05, False, KeyedMasks(3), "w", 0)
+        assert torch.equal(
+            della.cpu(), rank_scaled_drop(x.reshape(-1, 100), density, 0.05, False, KeyedMasks(3), "w", 0)
+        )
 
 
 def test_stable_tie_order_merge_replays(merge_models: dict[str, Path], tmp_path: Path) -> None:

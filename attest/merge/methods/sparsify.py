@@ -145,8 +145,10 @@ def rank_scaled_drop(
     shape = tensor.shape
     work = _work_dtype(tensor) if tensor.device.type == "cpu" else tensor.dtype
     rows = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
-    order = torch.argsort(rows.abs(), dim=1, descending=False)
-    ranks = order.argsort(dim=1).to(work) + 1
+    # Ranked by torch's CPU sort on every device, like the magnitude cutoffs: equal magnitudes get the ranks the
+    # CPU gives them (mergekit's on the CPU), where CUDA's sort would give them others.
+    order = torch.argsort(rows.abs().cpu(), dim=1, descending=False)
+    ranks = order.argsort(dim=1).to(tensor.device, work) + 1
     lo = ranks.min(dim=1, keepdim=True).values
     hi = ranks.max(dim=1, keepdim=True).values
     rank_norm = ((ranks - lo) / (hi - lo)).clamp(0, 1)
