@@ -33,7 +33,7 @@ from attest.forensics.kernels import (
     residual_block,
 )
 from attest.forensics.pairing import PRECISION_BITS
-from attest.forensics.refine import REFINE_MAX_FRACTION, refine
+from attest.forensics.refine import REFINE_MAX_FRACTION, SAMPLE_CHUNKS, refine, refine_sample, sample_chunks
 
 __all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "FitTable", "fit_block", "fit_large", "parallel_map", "submit", "workers"]
 
@@ -73,18 +73,51 @@ def _refinable(fits: FitTable, rows: np.ndarray) -> np.ndarray:
 
 
 def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> FitTable:
-    """Fit one tensor chunk by chunk, the chunks spread over the pool: each sweep is a block per chunk. One row."""
+    """Fit one tensor chunk by chunk, the chunks spread over the pool: each sweep is a block per chunk. One row.
+
+    Without a base, least squares is biased by the storage grid and a large tensor is nearly always refined: one of
+    2 * SAMPLE_CHUNKS chunks or more is first fitted and refined on its sample (attest.forensics.refine), and when
+    that gives an exact recipe of the sample, the one pass over the tensor both sums its Gram matrices and runs the
+    residual test of that recipe, chunk by chunk while each is in cache; when no element is left unexplained the
+    tensor is done in one pass (SPEC.md §6.3). Otherwise (and with a base, whose least squares is unbiased and
+    explains a merge by itself), the least-squares pass, then the residual test and the refinement as for any
+    tensor."""
     n = piece[0].numel()
     chunks = chunks_of(n)
+    nreg = k + 1 if with_base else k
 
     def cut(sl: slice) -> list[Piece]:
         return [tuple(t[sl] for t in piece)]
 
-    grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), chunks))
-    fit, cov = _fits([name], dtype, n, grams, k, with_base)
+    def gram(sl: slice) -> GramBlock:
+        return gram_block(cut(sl), k, with_base, dtype, chunk=True)
+
     row = np.zeros(1, dtype=np.intp)
-    if not fit.finite[0]:
-        return fit
+    sampled = not with_base and len(chunks) >= 2 * SAMPLE_CHUNKS
+    start = _sample_recipe(name, dtype, piece, k, with_base, cut) if sampled else None
+    if start is not None:
+        # Zero covariance: the strictest test. Nothing unexplained under it is nothing unexplained under the fit's
+        # own covariance, and every other count does not depend on it.
+        strict = np.zeros((1, nreg, nreg))
+
+        def both(sl: slice) -> tuple[GramBlock, ResidualCounts]:
+            return gram(sl), residual_block(cut(sl), k, dtype, start[None, :], strict, with_base)
+
+        parts = parallel_map(both, chunks)
+        grams = GramBlock.total([g for g, _ in parts])
+        fit, cov = _fits([name], dtype, n, grams, k, with_base)
+        if not fit.finite[0]:
+            return fit
+        counts = ResidualCounts.total([r for _, r in parts])
+        if int(counts.unexplained[0]) == 0:
+            fit.coef[0] = start
+            fit.set_counts(row, counts)
+            return fit
+    else:
+        grams = GramBlock.total(parallel_map(gram, chunks))
+        fit, cov = _fits([name], dtype, n, grams, k, with_base)
+        if not fit.finite[0]:
+            return fit
 
     def residual(coef: np.ndarray) -> ResidualCounts:
         return ResidualCounts.total(
@@ -105,6 +138,19 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         fit.coef[0] = exact
         fit.set_counts(row, settled[-1][1] if settled and settled[-1][0] is exact else residual(exact))
     return fit
+
+
+def _sample_recipe(
+    name: str, dtype: str, piece: Piece, k: int, with_base: bool, cut: Callable[[slice], list[Piece]]
+) -> np.ndarray | None:
+    """The exact recipe of the tensor's sample (attest.forensics.refine.sample_chunks): least squares over the
+    sample, refined there; None when the sample has none."""
+    sample = sample_chunks(chunks_of(piece[0].numel()))
+    grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), sample))
+    fit, _ = _fits([name], dtype, sum(sl.stop - sl.start for sl in sample), grams, k, with_base)
+    if not fit.finite[0]:
+        return None
+    return refine_sample(piece, k, dtype, fit.coef[0].copy(), with_base, parallel_map)
 
 
 def _fits(

@@ -199,7 +199,7 @@ def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with
     out = RefineStep(np.zeros((g, nreg, nreg)), np.zeros((g, nreg)), np.zeros(g))
     compiled.refine_sweep(
         m, cands, base, with_base, np.ascontiguousarray(coef, dtype=np.float64), PRECISION_BITS[dtype],
-        MIN_EXPONENT[dtype], (out.gram, out.rhs, out.violations),
+        MIN_EXPONENT[dtype], True, (out.gram, out.rhs, out.violations),
     )  # fmt: skip
     return out
 

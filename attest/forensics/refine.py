@@ -63,16 +63,42 @@ def refine(
     chunks = chunks_of(piece[0].numel())
     start: np.ndarray | None = np.nan_to_num(coef).astype(np.float64)
     if start is not None and len(chunks) >= 2 * SAMPLE_CHUNKS:
-        start = _iterate(piece, k, dtype, start, with_base, chunks[:: len(chunks) // SAMPLE_CHUNKS], over_chunks)
+        start = _iterate(piece, k, dtype, start, with_base, sample_chunks(chunks), over_chunks)
         if start is not None and settles is not None and settles(start):
             return start
     return None if start is None else _iterate(piece, k, dtype, start, with_base, chunks, over_chunks)
 
 
-def _iterate(
-    piece: Piece, k: int, dtype: str, c: np.ndarray, with_base: bool, chunks: list[slice], over_chunks: ChunkMap
+def sample_chunks(chunks: list[slice]) -> list[slice]:
+    """Every floor(c / SAMPLE_CHUNKS)-th chunk from the first: the sample of a tensor of c >= 2 * SAMPLE_CHUNKS."""
+    return chunks[:: len(chunks) // SAMPLE_CHUNKS]
+
+
+def refine_sample(
+    piece: Piece, k: int, dtype: str, coef: np.ndarray, with_base: bool, over_chunks: ChunkMap
 ) -> np.ndarray | None:
-    """The iteration of SPEC.md §6.3 over these chunks, from c."""
+    """The iteration over the tensor's sample only, from `coef` (the sample's least squares): the recipe to test over
+    the whole tensor before its first pass (attest.forensics.fit.fit_large). None as soon as the first pass leaves
+    more than REFINE_MAX_FRACTION of the sample outside its rounding intervals (training, not a rounding bias), or
+    when the iteration gives up."""
+    sample = sample_chunks(chunks_of(piece[0].numel()))
+    elements = sum(sl.stop - sl.start for sl in sample)
+    start = np.nan_to_num(coef).astype(np.float64)
+    return _iterate(piece, k, dtype, start, with_base, sample, over_chunks, REFINE_MAX_FRACTION * elements)
+
+
+def _iterate(
+    piece: Piece,
+    k: int,
+    dtype: str,
+    c: np.ndarray,
+    with_base: bool,
+    chunks: list[slice],
+    over_chunks: ChunkMap,
+    first_at_most: float = np.inf,
+) -> np.ndarray | None:
+    """The iteration of SPEC.md §6.3 over these chunks, from c; None when the first pass finds more than
+    `first_at_most` violations."""
     first = None
     for it in range(REFINE_ITERATIONS):
         coef_now = c[None]
@@ -85,6 +111,8 @@ def _iterate(
         if violations == 0:
             return c
         if first is None:
+            if violations > first_at_most:
+                return None
             first = violations
         elif it >= PROGRESS_AFTER and violations > first / 2:
             return None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attest.forensics import kernels
-from attest.forensics.compiled import elements, gram, residual
+from attest.forensics.compiled import elements, gram, refine, residual
 from attest.forensics.pairing import FLOAT_DTYPES, MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
 
@@ -214,6 +214,8 @@ def _sweep_both_ways(
     if coef is None:
         coef = _coefficients(piece, k, with_base) * 1.0000001  # slightly off: some elements differ
     cov = np.eye(coef.shape[1])[None] * 1e-12
+    off = coef.copy()
+    off[:, -1] += 0.01  # moves v by ~2e-4: elements leave their rounding intervals
     outs = []
     for fused in (True, False):
         g_out = tuple(np.zeros(s) for s in ((1, k + 2, k + 2), (1, k + 2), (1, k + 2, k + 2), (1, k + 2, k + 2), 1, 1))
@@ -222,8 +224,14 @@ def _sweep_both_ways(
         r_out = (np.zeros(1), *(np.zeros(s, np.int64) for s in (1, 1, (1, 5), (1, 5))), np.zeros(1), np.zeros(1))
         residual.residual_sweep(m, cands, base, with_base, coef, cov, bits, min_exp, MAX_FINITE[tag], 4.0, fused,
                                 r_out)  # fmt: skip
-        outs.append((g_out, r_out))
-    (g_f, r_f), (g_g, r_g) = outs
+        f_out = (np.zeros((1,) + coef.shape[1:] * 2), np.zeros(coef.shape), np.zeros(1))
+        refine.refine_sweep(m, cands, base, with_base, off, bits, min_exp, fused, f_out)
+        outs.append((g_out, r_out, f_out))
+    (g_f, r_f, f_f), (g_g, r_g, f_g) = outs
+    np.testing.assert_array_equal(f_f[2], f_g[2])  # refinement: violations exactly, the sums to summation order
+    assert f_f[2][0] > 0
+    for a, b in zip(f_f[:2], f_g[:2], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-300)
     for a, b in zip(g_f, g_g, strict=True):
         _close(a, b)
     np.testing.assert_array_equal(g_f[5], g_g[5])  # resolved counts
@@ -266,6 +274,7 @@ def test_each_sweep_module_carries_the_hash_of_the_elements_it_compiles_in() -> 
     want = hashlib.sha256(Path(elements.__file__).read_bytes()).hexdigest()
     assert gram.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram.py"
     assert residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/residual.py"
+    assert refine.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/refine.py"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])

@@ -308,9 +308,14 @@ def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with
         else:
             x, target, abs_b = np.stack(ps), m, None
         v = coef[i] @ x
-        half = 0.5 * ulp(np.abs(m), dtype) + arith_allowance(np.abs(coef[i]) @ np.abs(x), abs_b, k, dtype)
-        err = np.clip(v, target - half, target + half) - v
-        idx = np.flatnonzero(err)
+        terms = np.abs(coef[i]) @ np.abs(x)
+        allow = arith_allowance(terms, abs_b, k, dtype)
+        # aimed inside by half the allowance's float32 part (with a base: 4 * 2^-24 * (|B| + terms))
+        inward = 0.5 * (4 * 2.0**-24 * (abs_b + terms) if abs_b is not None else arith_allowance(terms, None, k, dtype))
+        half = 0.5 * ulp(np.abs(m), dtype) + allow
+        lo, hi = target - half, target + half
+        err = np.where(v < lo, lo + inward - v, np.where(v > hi, hi - inward - v, 0.0))
+        idx = np.flatnonzero((v < lo) | (v > hi))
         out.gram[i] = x[:, idx] @ x[:, idx].T
         out.rhs[i] = x[:, idx] @ err[idx]
         out.violations[i] = len(idx)

@@ -3,6 +3,11 @@ iterates it). As numpy calls over float64 copies of every chunk a pass cost ~40 
 at a time, and a pure merge fitted without a base (least squares biased by the grid: some elements unexplained)
 refined up to 30 passes of each large tensor: 80 of the 83 seconds of detect on an 861 MB merge and its two
 candidates. Inputs as attest.forensics.compiled.gram's.
+
+With two candidates and a storage grid narrower than float64 (the common case) each 512-element block is one fused
+loop in registers: the violating elements are a few percent at the first pass and fewer after, and the general path
+decoded every element into rows and summed x x^T over all of them. Both paths give the same violations and, to
+summation order, the same sums.
 """
 
 from __future__ import annotations
@@ -12,10 +17,66 @@ import math
 import numpy as np
 from numba import njit
 
-from attest.forensics.compiled.elements import BLOCK, FAST, block_rows, products, spacing
+from attest.forensics.compiled.elements import BLOCK, FAST, block_rows, products, spacing, stored_value
 
 ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
+
+
+@njit(inline="always")
+def _refine2(
+    m: np.ndarray,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    base: np.ndarray,
+    with_base: bool,
+    cg: np.ndarray,
+    bits: int,
+    min_exp: int,
+    on_terms: float,
+    on_b: float,
+    f32_terms: float,
+) -> tuple[float, float, float, float, float, float, float, float, float, float]:
+    """One block with two candidates in one loop: (violations, the upper triangle of sum x x^T over them as g00 g01
+    g02 g11 g12 g22, and sum x err as r0 r1 r2; the third regressor is B, with a base only), each element's values as
+    the general path computes them (v and sum |l_j x_j| accumulated in regressor order)."""
+    l1, l2 = cg[0], cg[1]
+    l3 = cg[2] if with_base else 0.0
+    cnt = g00 = g01 = g02 = g11 = g12 = g22 = r0 = r1 = r2 = 0.0
+    for e in range(m.size):
+        mv = stored_value(m[e])
+        bv = stored_value(base[e]) if with_base else 0.0
+        x1 = stored_value(p1[e]) - bv
+        x2 = stored_value(p2[e]) - bv
+        v = 0.0
+        v += l1 * x1
+        v += l2 * x2
+        terms = 0.0
+        terms += abs(l1 * x1)
+        terms += abs(l2 * x2)
+        if with_base:
+            v += l3 * bv
+            terms += abs(l3 * bv)
+        allow = on_terms * terms + on_b * abs(bv)
+        inward = 0.5 * (f32_terms * terms + on_b * abs(bv))
+        half = 0.5 * spacing(abs(mv), bits, min_exp) + allow
+        target = mv - bv
+        lo = target - half
+        hi = target + half
+        d = (lo + inward - v) if v < lo else ((hi - inward - v) if v > hi else 0.0)
+        hit = 1.0 if v < lo else (1.0 if v > hi else 0.0)
+        cnt += hit
+        g00 += hit * x1 * x1
+        g01 += hit * x1 * x2
+        g11 += hit * x2 * x2
+        r0 += x1 * d
+        r1 += x2 * d
+        if with_base:
+            g02 += hit * x1 * bv
+            g12 += hit * x2 * bv
+            g22 += hit * bv * bv
+            r2 += bv * d
+    return cnt, g00, g01, g02, g11, g12, g22, r0, r1, r2
 
 
 @njit(nogil=True, fastmath=FAST, cache=True)
@@ -27,12 +88,16 @@ def refine_sweep(
     coef: np.ndarray,
     bits: int,
     min_exp: int,
+    fused: bool,
     out: tuple[np.ndarray, ...],
 ) -> None:
     """Per piece g, with x = [P_1 - B, ..., P_k - B, B] and target M - B (without a base x = [P_1..P_k], target M):
     v = coef[g] . x in float64; h = half M's grid spacing + the arithmetic allowance of §6.3 (without our own work's
     term); an element violates when v lies outside [target - h, target + h], and err = its distance to the nearest
-    end. `out`: (gram (G, nreg, nreg): sum over violating elements of x x^T, rhs (G, nreg): sum of x err, violations
+    end moved inward by half the float32 part of the arithmetic allowance (a step that only reaches the end can stall a
+    hair outside it).
+    `fused`: the two-candidate loop where it applies (False: the general path everywhere, which tests compare it
+    with). `out`: (gram (G, nreg, nreg): sum over violating elements of x x^T, rhs (G, nreg): sum of x err, violations
     (G,)), zeroed by the caller."""
     gram, rhs, violations = out
     g_count, n = m.shape
@@ -53,11 +118,40 @@ def refine_sweep(
     # the allowance as factors (no branch on with_base inside the loop: it would keep it from vectorizing)
     on_terms = (k + 1) * grid + 4.0 * f32_eps if with_base else (k + 2) * f32_eps
     on_b = 4.0 * f32_eps if with_base else 0.0
+    # the float32 part of the allowance (with a base, without its storage-grid term): half of it is how far inside
+    # its interval a violating element is aimed (half the whole allowance stalls merges computed in the storage dtype)
+    f32_terms = 4.0 * f32_eps if with_base else (k + 2) * f32_eps
+    fast = fused and k == 2 and bits < 53
     for g in range(g_count):
         cg = coef[g]
         count = 0.0
         for s0 in range(0, n, BLOCK):
             w = min(BLOCK, n - s0)
+            if fast:
+                mb, p1, p2, bb = (
+                    m[g, s0 : s0 + w],
+                    cands[0][g, s0 : s0 + w],
+                    cands[k - 1][g, s0 : s0 + w],  # cands[1] (k = 2), typed for every k
+                    base[g, s0 : s0 + w],
+                )
+                # with_base as a constant in each call: a branch on it inside the loop keeps it from vectorizing
+                if with_base:
+                    res = _refine2(mb, p1, p2, bb, True, cg, bits, min_exp, on_terms, on_b, f32_terms)
+                else:
+                    res = _refine2(mb, p1, p2, bb, False, cg, bits, min_exp, on_terms, on_b, f32_terms)
+                cnt, g00, g01, g02, g11, g12, g22, r0, r1, r2 = res
+                count += cnt
+                gram[g, 0, 0] += g00
+                gram[g, 0, 1] += g01
+                gram[g, 1, 1] += g11
+                rhs[g, 0] += r0
+                rhs[g, 1] += r1
+                if with_base:
+                    gram[g, 0, 2] += g02
+                    gram[g, 1, 2] += g12
+                    gram[g, 2, 2] += g22
+                    rhs[g, 2] += r2
+                continue
             block_rows(m, cands, base, g, s0, w, with_base, rows, mv, b)
             v[:w] = 0.0
             terms[:w] = 0.0
@@ -69,13 +163,15 @@ def refine_sweep(
                     terms[e] += abs(c * xj[e])
             for e in range(w):
                 target = mv[e] - b[e]
-                half = 0.5 * spacing(abs(mv[e]), bits, min_exp) + on_terms * terms[e] + on_b * abs(b[e])
+                allow = on_terms * terms[e] + on_b * abs(b[e])
+                inward = 0.5 * (f32_terms * terms[e] + on_b * abs(b[e]))
+                half = 0.5 * spacing(abs(mv[e]), bits, min_exp) + allow
                 lo = target - half
                 hi = target + half
-                clipped = lo if v[e] < lo else (hi if v[e] > hi else v[e])
-                d = clipped - v[e]
+                # a violating element is pulled to its interval's end moved inward by `inward`
+                d = (lo + inward - v[e]) if v[e] < lo else ((hi - inward - v[e]) if v[e] > hi else 0.0)
                 err[e] = d
-                hit[e] = 1.0 if d != 0.0 else 0.0
+                hit[e] = 1.0 if v[e] < lo or v[e] > hi else 0.0
                 count += hit[e]
             for r in range(nreg):
                 xr = rows[r]
