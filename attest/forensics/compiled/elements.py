@@ -161,6 +161,15 @@ def products(y: np.ndarray, w: int, weight: np.ndarray | None, out: np.ndarray) 
 
 
 @njit(inline="always")
+def two_candidate_block(
+    m: np.ndarray, cands: tuple[np.ndarray, ...], base: np.ndarray, g: int, s0: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Piece g's block [s0, s0 + w) of M, the two candidates and B (the fused loops' inputs): 1-D views."""
+    sl = slice(s0, s0 + w)
+    return m[g, sl], cands[0][g, sl], cands[len(cands) - 1][g, sl], base[g, sl]  # cands[1], typed for every k
+
+
+@njit(inline="always")
 def block_rows(
     m: np.ndarray,
     cands: tuple[np.ndarray, ...],

@@ -18,7 +18,7 @@ from numba import njit
 
 from attest.forensics.compiled.elements import BLOCK, FAST, add_into, decode, exponent, power, products
 
-ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
+ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168af7"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
 
 

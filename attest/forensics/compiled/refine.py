@@ -17,9 +17,17 @@ import math
 import numpy as np
 from numba import njit
 
-from attest.forensics.compiled.elements import BLOCK, FAST, block_rows, products, spacing, stored_value
+from attest.forensics.compiled.elements import (
+    BLOCK,
+    FAST,
+    block_rows,
+    products,
+    spacing,
+    stored_value,
+    two_candidate_block,
+)
 
-ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
+ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168af7"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
 
 
@@ -128,12 +136,7 @@ def refine_sweep(
         for s0 in range(0, n, BLOCK):
             w = min(BLOCK, n - s0)
             if fast:
-                mb, p1, p2, bb = (
-                    m[g, s0 : s0 + w],
-                    cands[0][g, s0 : s0 + w],
-                    cands[k - 1][g, s0 : s0 + w],  # cands[1] (k = 2), typed for every k
-                    base[g, s0 : s0 + w],
-                )
+                mb, p1, p2, bb = two_candidate_block(m, cands, base, g, s0, w)
                 # with_base as a constant in each call: a branch on it inside the loop keeps it from vectorizing
                 if with_base:
                     res = _refine2(mb, p1, p2, bb, True, cg, bits, min_exp, on_terms, on_b, f32_terms)

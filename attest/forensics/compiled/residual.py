@@ -24,9 +24,10 @@ from attest.forensics.compiled.elements import (
     rounded_normal,
     spacing,
     stored_value,
+    two_candidate_block,
 )
 
-ELEMENTS_SHA256 = "0fc852ce5acccebd55b02d2cd5ed7531b68ea8f3dc61dc4dc92cfbe10e8f4de2"
+ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168af7"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
 
 
@@ -132,12 +133,7 @@ def residual_sweep(
             w = min(BLOCK, n - s0)
             special = 1.0
             if fast:
-                mb, p1, p2, bb = (
-                    m[g, s0 : s0 + w],
-                    cands[0][g, s0 : s0 + w],
-                    cands[k - 1][g, s0 : s0 + w],  # cands[1] (k = 2), typed for every k
-                    base[g, s0 : s0 + w],
-                )
+                mb, p1, p2, bb = two_candidate_block(m, cands, base, g, s0, w)
                 # with_base as a constant in each call: a branch on it inside the loop keeps it from vectorizing
                 if with_base:
                     res = _fused2(mb, p1, p2, bb, True, coef[g], shift, half, keep, tiny, max_finite, v, r, mv)
