@@ -28,9 +28,12 @@ from attest.forensics.kernels import (
     GramBlock,
     Piece,
     ResidualCounts,
+    TensorArrays,
     chunks_of,
     gram_block,
+    gram_of,
     residual_block,
+    residual_of,
 )
 from attest.forensics.pairing import PRECISION_BITS
 from attest.forensics.refine import REFINE_MAX_FRACTION, SAMPLE_CHUNKS, refine, refine_sample, sample_chunks
@@ -85,23 +88,22 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
     n = piece[0].numel()
     chunks = chunks_of(n)
     nreg = k + 1 if with_base else k
-
-    def cut(sl: slice) -> list[Piece]:
-        return [tuple(t[sl] for t in piece)]
+    arrays = TensorArrays(piece, k, with_base)
 
     def gram(sl: slice) -> GramBlock:
-        return gram_block(cut(sl), k, with_base, dtype, chunk=True)
+        return gram_of(arrays.chunk(sl), with_base, dtype, chunk=True)
 
     row = np.zeros(1, dtype=np.intp)
     sampled = not with_base and len(chunks) >= 2 * SAMPLE_CHUNKS
-    start = _sample_recipe(name, dtype, piece, k, with_base, cut) if sampled else None
+    start = _sample_recipe(name, dtype, arrays, gram) if sampled else None
     if start is not None:
         # Zero covariance: the strictest test. Nothing unexplained under it is nothing unexplained under the fit's
         # own covariance, and every other count does not depend on it.
         strict = np.zeros((1, nreg, nreg))
+        recipe = np.ascontiguousarray(start[None, :])
 
         def both(sl: slice) -> tuple[GramBlock, ResidualCounts]:
-            return gram(sl), residual_block(cut(sl), k, dtype, start[None, :], strict, with_base)
+            return gram(sl), residual_of(arrays.chunk(sl), dtype, recipe, strict, with_base)
 
         parts = parallel_map(both, chunks)
         grams = GramBlock.total([g for g, _ in parts])
@@ -120,9 +122,9 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
             return fit
 
     def residual(coef: np.ndarray) -> ResidualCounts:
-        return ResidualCounts.total(
-            parallel_map(lambda sl: residual_block(cut(sl), k, dtype, coef[None, :], cov, with_base), chunks)
-        )
+        c = np.ascontiguousarray(coef[None, :])
+        parts = parallel_map(lambda sl: residual_of(arrays.chunk(sl), dtype, c, cov, with_base), chunks)
+        return ResidualCounts.total(parts)
 
     fit.set_counts(row, residual(fit.coef[0].copy()))
     if not _refinable(fit, row)[0]:
@@ -141,16 +143,16 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
 
 
 def _sample_recipe(
-    name: str, dtype: str, piece: Piece, k: int, with_base: bool, cut: Callable[[slice], list[Piece]]
+    name: str, dtype: str, arrays: TensorArrays, gram: Callable[[slice], GramBlock]
 ) -> np.ndarray | None:
     """The exact recipe of the tensor's sample (attest.forensics.refine.sample_chunks): least squares over the
     sample, refined there; None when the sample has none."""
-    sample = sample_chunks(chunks_of(piece[0].numel()))
-    grams = GramBlock.total(parallel_map(lambda sl: gram_block(cut(sl), k, with_base, dtype, chunk=True), sample))
-    fit, _ = _fits([name], dtype, sum(sl.stop - sl.start for sl in sample), grams, k, with_base)
+    sample = sample_chunks(chunks_of(arrays.piece[0].numel()))
+    grams = GramBlock.total(parallel_map(gram, sample))
+    fit, _ = _fits([name], dtype, sum(sl.stop - sl.start for sl in sample), grams, arrays.k, arrays.with_base)
     if not fit.finite[0]:
         return None
-    return refine_sample(piece, k, dtype, fit.coef[0].copy(), with_base, parallel_map)
+    return refine_sample(arrays.piece, arrays.k, dtype, fit.coef[0].copy(), arrays.with_base, parallel_map)
 
 
 def _fits(

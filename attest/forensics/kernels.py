@@ -129,7 +129,11 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return a
 
 
-def _inputs(pieces: list[Piece], k: int, with_base: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+Inputs = tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]
+"""M (G, n), the candidates and B as the compiled sweeps read them (attest.forensics.kernels._inputs)."""
+
+
+def _inputs(pieces: list[Piece], k: int, with_base: bool) -> Inputs:
     """M (G, n), the candidates as a tuple of k (G, n) arrays and B (G, n), all of one kernel type; without a base M
     stands in for B, unread. Each is a view of the stored tensor for a single piece of that type (a large tensor's
     chunk: nothing is copied), else a copy into this thread's buffer for its slot."""
@@ -145,8 +149,13 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
     a large tensor (chunks are cut the same way on every path; its resolved-element statistics come from every
     RESOLVED_STRIDE-th element); small tensors' results must not depend on which others share their block, so they
     take every element whatever the block's size."""
-    g, n, nvec = len(pieces), pieces[0][0].numel(), k + 2
-    m, cands, base = _inputs(pieces, k, with_base)
+    return gram_of(_inputs(pieces, k, with_base), with_base, dtype, chunk)
+
+
+def gram_of(inputs: Inputs, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
+    """gram_block over inputs already in the kernels' form (TensorArrays.chunk)."""
+    m, cands, base = inputs
+    (g, n), nvec = m.shape, len(cands) + 2
     stride = RESOLVED_STRIDE if chunk and n >= RESOLVED_STRIDE * RVAR_MIN_ELEMENTS else 1
     bits = PRECISION_BITS[dtype]
     out = GramBlock(
@@ -166,19 +175,31 @@ def residual_block(
 ) -> ResidualCounts:
     """Recompute each piece's fitted recipe (coef (G, nreg), cov (G, nreg, nreg)), round it to the stored dtype and
     count what rounding cannot explain (SPEC.md §6.3)."""
-    g = len(pieces)
-    m, cands, base = _inputs(pieces, k, with_base)
+    return residual_of(_inputs(pieces, k, with_base), dtype, coef, cov, with_base)
+
+
+def residual_of(inputs: Inputs, dtype: str, coef: np.ndarray, cov: np.ndarray, with_base: bool) -> ResidualCounts:
+    """residual_block over inputs already in the kernels' form (TensorArrays.chunk)."""
+    m, cands, base = inputs
+    g = m.shape[0]
     out = ResidualCounts(
         np.zeros(g), np.zeros(g, np.int64), np.zeros(g, np.int64), np.zeros((g, len(ULP_BINS)), np.int64),
         np.zeros((g, 5), np.int64), np.zeros(g), np.zeros(g),
     )  # fmt: skip
     compiled.residual_sweep(
-        m, cands, base, with_base, np.ascontiguousarray(np.nan_to_num(coef), dtype=np.float64),
-        np.ascontiguousarray(np.nan_to_num(cov, nan=0.0, posinf=0.0), dtype=np.float64),
+        m, cands, base, with_base, _finite(coef), _finite(cov, posinf=0.0),
         PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS, True,
         (out.rss, out.differing, out.unexplained, out.hist, out.zero, out.excess_delta, out.kept_delta),
     )  # fmt: skip
     return out
+
+
+def _finite(a: np.ndarray, posinf: float | None = None) -> np.ndarray:
+    """a as contiguous float64 with NaN as 0 (and +Inf as `posinf` when given): numpy's nan_to_num, skipped for the
+    finite contiguous float64 arrays every chunk of a tensor passes (it cost ~9 us a call)."""
+    if a.dtype == np.float64 and a.flags.c_contiguous and np.isfinite(a).all():
+        return a
+    return np.ascontiguousarray(np.nan_to_num(a, nan=0.0, posinf=posinf), dtype=np.float64)
 
 
 @dataclass
@@ -193,15 +214,38 @@ class RefineStep(ChunkSums):
 
 def refine_block(pieces: list[Piece], k: int, dtype: str, coef: np.ndarray, with_base: bool) -> RefineStep:
     """One refinement pass with coefficients coef (G, nreg) over each piece."""
-    g = len(pieces)
-    m, cands, base = _inputs(pieces, k, with_base)
-    nreg = coef.shape[1]
+    return refine_of(_inputs(pieces, k, with_base), dtype, coef, with_base)
+
+
+def refine_of(inputs: Inputs, dtype: str, coef: np.ndarray, with_base: bool) -> RefineStep:
+    """refine_block over inputs already in the kernels' form (TensorArrays.chunk)."""
+    m, cands, base = inputs
+    g, nreg = m.shape[0], coef.shape[1]
     out = RefineStep(np.zeros((g, nreg, nreg)), np.zeros((g, nreg)), np.zeros(g))
     compiled.refine_sweep(
         m, cands, base, with_base, np.ascontiguousarray(coef, dtype=np.float64), PRECISION_BITS[dtype],
         MIN_EXPONENT[dtype], True, (out.gram, out.rhs, out.violations),
     )  # fmt: skip
     return out
+
+
+class TensorArrays:
+    """One tensor's inputs (a Piece) cut into chunks for the sweeps. When every input already has the kernel type
+    (the common case: all bf16) they are made into the kernels' read-only arrays once, and a chunk is a column slice
+    of them; per chunk that was ~23 us of torch views and numpy wrapping per sweep call, ~0.1 s over an 861 MB merge
+    and its two candidates. Otherwise each chunk is converted as any block is (attest.forensics.kernels._inputs)."""
+
+    def __init__(self, piece: Piece, k: int, with_base: bool) -> None:
+        self.piece, self.k, self.with_base = piece, k, with_base
+        used = piece[: k + 2] if with_base else piece[: k + 1]
+        kind = _kernel_dtype([used])
+        self.whole = _inputs([piece], k, with_base) if all(t.dtype == kind for t in used) else None
+
+    def chunk(self, sl: slice) -> Inputs:
+        if self.whole is None:
+            return _inputs([tuple(t[sl] for t in self.piece)], self.k, self.with_base)
+        m, cands, base = self.whole
+        return m[:, sl], tuple(c[:, sl] for c in cands), base[:, sl]
 
 
 def chunks_of(n: int) -> list[slice]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from attest.forensics.kernels import Piece, RefineStep, chunks_of, refine_block
+from attest.forensics.kernels import Piece, RefineStep, TensorArrays, chunks_of, refine_of
 
 REFINE_MAX_FRACTION = 0.05
 """Only tensors whose least-squares recipe leaves at most this share of elements unexplained are refined (the bias
@@ -100,11 +100,12 @@ def _iterate(
     """The iteration of SPEC.md §6.3 over these chunks, from c; None when the first pass finds more than
     `first_at_most` violations."""
     first = None
+    arrays = TensorArrays(piece, k, with_base)
     for it in range(REFINE_ITERATIONS):
-        coef_now = c[None]
+        coef_now = np.ascontiguousarray(c[None])
 
         def one_pass(sl: slice, coef_now: np.ndarray = coef_now) -> RefineStep:
-            return refine_block([tuple(t[sl] for t in piece)], k, dtype, coef_now, with_base)
+            return refine_of(arrays.chunk(sl), dtype, coef_now, with_base)
 
         step = RefineStep.total(over_chunks(one_pass, chunks))
         gram, rhs, violations = step.gram[0], step.rhs[0], int(step.violations[0])
