@@ -227,3 +227,34 @@ def test_fit_large_takes_the_samples_answer_when_it_explains_the_whole_tensor(mo
     whole = n // CHUNK_ELEMENTS
     assert iterated == [len(range(whole)[:: whole // SAMPLE_CHUNKS])]  # the sample only
     assert mapped.count(whole) == 1, mapped  # one pass over the whole tensor
+
+
+def test_fit_large_counts_training_outside_the_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a base the sample's recipe is tested over the whole tensor in its one pass: elements moved only in a
+    chunk the sample leaves out must still read as unexplained (the pass falls back to the tensor's own least
+    squares and residual test), never as a pure merge."""
+    import attest.forensics.fit as fit_module
+    from attest.forensics.refine import SAMPLE_CHUNKS, sample_chunks
+
+    n = 2 * SAMPLE_CHUNKS * CHUNK_ELEMENTS
+    p1, p2, _ = _near_models(12, ulps=2.5, with_base=False, n=n)
+    bits = _linear(p1, p2).view(torch.int16).clone()
+    chunks = [slice(s, s + CHUNK_ELEMENTS) for s in range(0, n, CHUNK_ELEMENTS)]
+    outside = next(sl for sl in chunks if sl not in sample_chunks(chunks))
+    g = torch.Generator().manual_seed(13)
+    moved = torch.zeros(n, dtype=torch.bool)
+    moved[outside] = torch.rand(CHUNK_ELEMENTS, generator=g) < 0.01
+    bits[moved] += torch.randint(2, 5, (int(moved.sum()),), generator=g, dtype=torch.int16)
+    m = bits.view(torch.bfloat16)
+    sampled: list[np.ndarray | None] = []
+    real = fit_module._sample_recipe
+
+    def recording(*args):  # type: ignore[no-untyped-def]
+        sampled.append(real(*args))
+        return sampled[-1]
+
+    monkeypatch.setattr(fit_module, "_sample_recipe", recording)
+    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    assert sampled and sampled[0] is not None  # the sample alone was an exact merge
+    assert int(fit.unexplained[0]) >= int(moved.sum()) * 9 // 10, (int(fit.unexplained[0]), int(moved.sum()))
+    assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-3), fit.coef
