@@ -258,3 +258,22 @@ def test_fit_large_counts_training_outside_the_sample(monkeypatch: pytest.Monkey
     assert sampled and sampled[0] is not None  # the sample alone was an exact merge
     assert int(fit.unexplained[0]) >= int(moved.sum()) * 9 // 10, (int(fit.unexplained[0]), int(moved.sum()))
     assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-3), fit.coef
+
+
+def test_fit_large_with_a_base_takes_no_sample_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a base least squares explains a merge by itself: the sample is not fitted first (it only cost time and
+    gave a less accurate coefficient), and the merge is exact from the tensor's own least squares."""
+    import attest.forensics.fit as fit_module
+    from attest.forensics.refine import SAMPLE_CHUNKS
+
+    def never(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("sampled first with a base")
+
+    n = 2 * SAMPLE_CHUNKS * CHUNK_ELEMENTS
+    p1, p2, base = _near_models(14, ulps=2.5, with_base=True, n=n)
+    delta = ((1.0 * (p1.float() - base.float()) + 0.75 * (p2.float() - base.float())) / 1.75).bfloat16()
+    m = (base.float() + delta.float()).bfloat16()
+    monkeypatch.setattr(fit_module, "_sample_recipe", never)
+    fit = fit_large("big", "BF16", (m, p1, p2, base), 2, True)
+    assert int(fit.unexplained[0]) == 0
+    assert np.allclose(fit.coef[0][:2], [4 / 7, 3 / 7], atol=1e-3), fit.coef
