@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -33,10 +34,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_moe_scale import RECIPE as LINEAR_RECIPE  # benchmarks/ is on the path from here
+
 ROOT_MARK = "@ROOT@"
 SCALE_RECIPES = {
-    "linear": "merge_method: linear\ndtype: bfloat16\nmodels:\n  - model: {a}\n    parameters: {{weight: 1.0}}\n"
-    "  - model: {b}\n    parameters: {{weight: 0.75}}\n",
+    "linear": LINEAR_RECIPE,
     "ties": "merge_method: ties\ndtype: bfloat16\nbase_model: {a}\nmodels:\n  - model: {b}\n"
     "    parameters: {{weight: 1.0, density: 0.5}}\n",
 }
@@ -78,7 +80,7 @@ def _summary(report: Any, seconds: float) -> dict[str, Any]:
     tensors = [r for r in report.tensors if r.dtype is not None]
     differing = [r for r in tensors if r.differing_elements]
     worst = sorted(differing, key=lambda r: (-(r.max_ulps or 0), -r.differing_elements))[:5]
-    elements = sum(_numel(r.shape) for r in tensors)
+    elements = sum(math.prod(r.shape or []) for r in tensors)
     return {
         "device": report.device,
         "verdict": report.verdict.value,
@@ -95,13 +97,6 @@ def _summary(report: Any, seconds: float) -> dict[str, Any]:
         "non_tensor_rows": [{"name": r.name, "status": r.status.value} for r in report.tensors if r.dtype is None],
         "notes": report.notes,
     }
-
-
-def _numel(shape: list[int] | None) -> int:
-    n = 1
-    for d in shape or []:
-        n *= d
-    return n
 
 
 def _replays(recipe_text: str, candidate: Path, devices: list[str]) -> list[dict[str, Any]]:
@@ -143,17 +138,12 @@ def run(root: Path, experts: list[int], scale_dir: Path) -> dict[str, Any]:
         rows = _replays(text, root / "merges" / f"{m['arch']}-{m['method']}", devices)
         result["mergekit_merges"].append({"arch": m["arch"], "method": m["method"], "replays": rows})
         for r in rows:
-            print(
-                f"{m['arch']:12} {m['method']:7} {r['device']:5} {r['verdict']:28} {r['seconds']:7.2f} s  "
-                f"tensors {r['tensors']} differing {r['tensors_differing']} elements {r['elements_differing']} "
-                f"max {r['max_ulps']} ulp",
-                flush=True,
-            )
+            _print_row(f"{m['arch']:12} {m['method']:7}", r)
     if "cuda" in devices:
         result["cuda_sort_ties"] = _cuda_sort_ties()
     first = next(m for m in manifest["merges"] if m["method"] == "ties")
     result["cli"] = _cli(root, first, scale_dir, devices[-1])
-    result["moe397b"] = [_scale(e, scale_dir) for e in experts]
+    result["moe397b"] = [_scale(e, scale_dir, devices) for e in experts]
     return result
 
 
@@ -204,7 +194,7 @@ def _cli(root: Path, merge: dict[str, str], scale_dir: Path, device: str) -> dic
     }
 
 
-def _scale(experts: int, scale_dir: Path) -> dict[str, Any]:
+def _scale(experts: int, scale_dir: Path, devices: list[str]) -> dict[str, Any]:
     """The 397B-shaped parents, each recipe of SCALE_RECIPES merged by attest on the CPU and replayed per device."""
     from moe397b import generate
 
@@ -222,22 +212,19 @@ def _scale(experts: int, scale_dir: Path) -> dict[str, Any]:
             recipe = parse_recipe(text)
             run_merge(recipe, {ref: ref for ref in recipe.referenced_models()}, out)
         merged = time.perf_counter() - t
-        rows = _replays(text, out, ["cpu", "cuda"] if _cuda() else ["cpu"])
+        rows = _replays(text, out, devices)
         for r in rows:
-            print(
-                f"moe397b e{experts} {method:7} {r['device']:5} {r['verdict']:28} {r['seconds']:7.2f} s  "
-                f"tensors {r['tensors']} differing {r['tensors_differing']} elements {r['elements_differing']} "
-                f"max {r['max_ulps']} ulp",
-                flush=True,
-            )
+            _print_row(f"moe397b e{experts} {method:7}", r)
         result[method] = {"merge_cpu_s": round(merged, 2), "replays": rows}
     return result
 
 
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
+def _print_row(label: str, r: dict[str, Any]) -> None:
+    print(
+        f"{label} {r['device']:5} {r['verdict']:28} {r['seconds']:7.2f} s  tensors {r['tensors']} "
+        f"differing {r['tensors_differing']} elements {r['elements_differing']} max {r['max_ulps']} ulp",
+        flush=True,
+    )
 
 
 def main() -> None:

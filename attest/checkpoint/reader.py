@@ -153,6 +153,11 @@ class StoredTensors(IndexedTensors):
         return self[name] if name in self._index else default
 
 
+def _stored_sample(fh: SafetensorsFile, info: TensorInfo) -> bytes:
+    """`sampled_digest` of a stored tensor, its pages read with pread."""
+    return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
+
+
 class TensorTable:
     """Tensors by name, each a range of bytes in a mapped file: the stored tensors of a folder, or a view of them."""
 
@@ -224,16 +229,13 @@ class TensorTable:
         """`sampled_digest` of a stored tensor, its pages read with pread: tensors with equal bytes have equal
         samples, so tensors whose samples differ cannot be copies of each other and need no raw digest
         (attest.forensics.digests.confirm_copies)."""
-        fh, info = self.where[name]
-        return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
+        return _stored_sample(*self.where[name])
 
     def copy_digest(self, name: str, sampled_above: int) -> bytes:
         """`raw_digest`, or `sample_digest` for a tensor of more than `sampled_above` bytes, with one lookup of the
         tensor (detect's pass digests every tensor of every model: 10^5 per model for a large MoE)."""
         fh, info = self.where[name]
-        if info.nbytes <= sampled_above:
-            return raw_digest_of(info, fh.view_of(info))
-        return sampled_digest(info, lambda b, e: fh.read_at(info.begin + b, info.begin + e))
+        return raw_digest_of(info, fh.view_of(info)) if info.nbytes <= sampled_above else _stored_sample(fh, info)
 
     def release(self, name: str) -> None:
         """Drop this tensor's pages from our resident memory once it has been used."""

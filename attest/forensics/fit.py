@@ -107,18 +107,16 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
 
         parts = parallel_map(both, chunks)
         grams = GramBlock.total([g for g, _ in parts])
-        fit, cov = _fits([name], dtype, n, grams, k, with_base)
-        if not fit.finite[0]:
-            return fit
+    else:
+        grams = GramBlock.total(parallel_map(gram, chunks))
+    fit, cov = _fits([name], dtype, n, grams, k, with_base)
+    if not fit.finite[0]:
+        return fit
+    if start is not None:
         counts = ResidualCounts.total([r for _, r in parts])
         if int(counts.unexplained[0]) == 0:
             fit.coef[0] = start
             fit.set_counts(row, counts)
-            return fit
-    else:
-        grams = GramBlock.total(parallel_map(gram, chunks))
-        fit, cov = _fits([name], dtype, n, grams, k, with_base)
-        if not fit.finite[0]:
             return fit
 
     def residual(coef: np.ndarray) -> ResidualCounts:

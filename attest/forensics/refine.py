@@ -61,12 +61,13 @@ def refine(
     the sample's solution already explains the whole tensor (the caller's residual test over it, SPEC.md §6.3); then
     it is the answer, without passes over the whole tensor."""
     chunks = chunks_of(piece[0].numel())
-    start: np.ndarray | None = np.nan_to_num(coef).astype(np.float64)
-    if start is not None and len(chunks) >= 2 * SAMPLE_CHUNKS:
-        start = _iterate(piece, k, dtype, start, with_base, sample_chunks(chunks), over_chunks)
-        if start is not None and settles is not None and settles(start):
-            return start
-    return None if start is None else _iterate(piece, k, dtype, start, with_base, chunks, over_chunks)
+    start = np.nan_to_num(coef).astype(np.float64)
+    if len(chunks) >= 2 * SAMPLE_CHUNKS:
+        sampled = _iterate(piece, k, dtype, start, with_base, sample_chunks(chunks), over_chunks)
+        if sampled is None or (settles is not None and settles(sampled)):
+            return sampled
+        start = sampled
+    return _iterate(piece, k, dtype, start, with_base, chunks, over_chunks)
 
 
 def sample_chunks(chunks: list[slice]) -> list[slice]:

@@ -32,6 +32,31 @@ ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168
 
 
 @njit(inline="always")
+def _pull(
+    v: float,
+    mv: float,
+    bv: float,
+    terms: float,
+    bits: int,
+    min_exp: int,
+    on_terms: float,
+    on_b: float,
+    f32_terms: float,
+) -> tuple[float, float]:
+    """One element's rule, for both paths: (its move err, 1.0 when it violates else 0.0). Interval half-width h =
+    half M's grid spacing + the arithmetic allowance (on_terms * terms + on_b * |B|); a violating element is pulled to
+    its interval's end moved inward by half the allowance's float32 part (f32_terms * terms + on_b * |B|)."""
+    allow = on_terms * terms + on_b * abs(bv)
+    inward = 0.5 * (f32_terms * terms + on_b * abs(bv))
+    half = 0.5 * spacing(abs(mv), bits, min_exp) + allow
+    target = mv - bv
+    lo = target - half
+    hi = target + half
+    d = (lo + inward - v) if v < lo else ((hi - inward - v) if v > hi else 0.0)
+    return d, (1.0 if v < lo else (1.0 if v > hi else 0.0))
+
+
+@njit(inline="always")
 def _refine2(
     m: np.ndarray,
     p1: np.ndarray,
@@ -65,14 +90,7 @@ def _refine2(
         if with_base:
             v += l3 * bv
             terms += abs(l3 * bv)
-        allow = on_terms * terms + on_b * abs(bv)
-        inward = 0.5 * (f32_terms * terms + on_b * abs(bv))
-        half = 0.5 * spacing(abs(mv), bits, min_exp) + allow
-        target = mv - bv
-        lo = target - half
-        hi = target + half
-        d = (lo + inward - v) if v < lo else ((hi - inward - v) if v > hi else 0.0)
-        hit = 1.0 if v < lo else (1.0 if v > hi else 0.0)
+        d, hit = _pull(v, mv, bv, terms, bits, min_exp, on_terms, on_b, f32_terms)
         cnt += hit
         g00 += hit * x1 * x1
         g01 += hit * x1 * x2
@@ -165,16 +183,7 @@ def refine_sweep(
                     v[e] += c * xj[e]
                     terms[e] += abs(c * xj[e])
             for e in range(w):
-                target = mv[e] - b[e]
-                allow = on_terms * terms[e] + on_b * abs(b[e])
-                inward = 0.5 * (f32_terms * terms[e] + on_b * abs(b[e]))
-                half = 0.5 * spacing(abs(mv[e]), bits, min_exp) + allow
-                lo = target - half
-                hi = target + half
-                # a violating element is pulled to its interval's end moved inward by `inward`
-                d = (lo + inward - v[e]) if v[e] < lo else ((hi - inward - v[e]) if v[e] > hi else 0.0)
-                err[e] = d
-                hit[e] = 1.0 if v[e] < lo or v[e] > hi else 0.0
+                err[e], hit[e] = _pull(v[e], mv[e], b[e], terms[e], bits, min_exp, on_terms, on_b, f32_terms)
                 count += hit[e]
             for r in range(nreg):
                 xr = rows[r]
