@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VERDICTS = ("pure_merge", "merge_plus_training", "derived_not_merge", "not_derived")
+VERDICTS = ("pure_merge", "merge_plus_training", "derived_not_merge", "undetermined", "not_derived")
 NULL_KINDS = ("finetune", "sibling", "distill")
 
 
@@ -86,6 +86,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {"n": len(xs), "max": float(a.max()), "p99": float(np.quantile(a, 0.99)),
                 "p95": float(np.quantile(a, 0.95)), "median": float(np.median(a))}  # fmt: skip
 
+    def q_low(xs: list[float]) -> dict[str, float | None]:
+        if not xs:
+            return {"n": 0, "min": None, "p1": None, "p5": None, "median": None}
+        a = np.array(xs)
+        return {"n": len(xs), "min": float(a.min()), "p1": float(np.quantile(a, 0.01)),
+                "p5": float(np.quantile(a, 0.05)), "median": float(np.median(a))}  # fmt: skip
+
+    # The midpoint test's null (SPEC.md §6.5): no-base fits of fine-tunes/distillations/siblings nearest the mean.
+    near_mean = [
+        r for r in nulls if not r["with_base"] and (r.get("mean_nearest") or 0) >= 0.5 and r.get("midpoint_ratio")
+    ]
     return {
         "cases": len(rows),
         "confusion": {k: dict(v) for k, v in confusion.items()},
@@ -93,6 +104,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "merges": len(merges),
         "merges_found": len(found),
         "merges_missed": [(r["family"], r["case"], r["verdict"], r["merge_share"]) for r in missed],
+        "merges_cleared": sum(r["verdict"] in ("derived_not_merge", "not_derived") for r in missed),
+        "merges_undetermined": sum(r["verdict"] == "undetermined" for r in missed),
         "detection_by_training": {k: f"{h}/{n}" for k, (h, n) in sorted(by_training.items())},
         "coef_error_no_training": q(errs["no_training"]),
         "coef_error_training": q(errs["training"]),
@@ -105,6 +118,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "false_merge_rate": len(false_merge) / max(len(nulls), 1),
         "false_merge_cases": [(r["family"], r["case"], r["verdict"]) for r in false_merge],
         "null_merge_share": {k: q(v) for k, v in shares.items()},
+        "null_undetermined": dict(Counter(r["kind"] for r in nulls if r["verdict"] == "undetermined")),
+        "null_midpoint_ratio": q_low([r["midpoint_ratio"] for r in near_mean]),
         "outliers": len(outliers),
         "outlier_flips": [
             (r["family"], r["case"], r["expect"], r["verdict"]) for r in outliers if r["verdict"] != r["expect"]

@@ -22,6 +22,7 @@ _STYLE = {
     "pure_merge": "bold green",
     "merge_plus_training": "bold yellow",
     "derived_not_merge": "bold cyan",
+    "undetermined": "bold magenta",
     "not_derived": "bold",
 }
 
@@ -127,6 +128,11 @@ def _summary(r: DetectReport) -> None:
             f"merge share {t.merge_share:.4f} (critical {t.critical:.2f}, {t.tensors_above} of {t.tensors} tensors "
             f"above; training share {t.training_share:.4f})"
         )
+        if t.midpoint_ratio is not None and t.mean_nearest is not None:
+            extra.append(
+                f"midpoint ratio {t.midpoint_ratio:.4f} (critical {t.midpoint_critical:.2f}; the candidates' mean is "
+                f"nearest in {t.mean_nearest:.0%} of the elements)"
+            )
     if r.fit_cos is not None:
         extra.append(f"cos(M - B, fit) {r.fit_cos:.5f}")
     if r.coefficient_sum is not None:

@@ -124,6 +124,11 @@ def merge_start(report: DetectReport, kind: str) -> tuple[bool, str]:
         return True, f"the weights are the merge of the candidates, then changed: consistent with the claimed {kind}"
     if report.verdict == "pure_merge":
         return False, f"the weights are the merge with no trace of the claimed {kind}"
+    if report.verdict == "undetermined":
+        return False, (
+            f"without the candidates' base the weights cannot show the recorded merge as the start of the claimed "
+            f"{kind} ({report.reason})"
+        )
     return False, (
         f"the weights do not show the recorded merge as the start of the claimed {kind} ({report.verdict}: "
         f"{report.reason})"

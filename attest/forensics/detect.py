@@ -332,6 +332,8 @@ def _report(
         max_correlation=corr_vals[best_corr_j] if corr_vals else 0.0,
         most_correlated=given[best_corr_j] if given else "",
         coverage=coverage.fraction,
+        mean_nearest=test.mean_nearest if test is not None else None,
+        midpoint_ratio=test.midpoint_ratio if test is not None else None,
     )
     verdict, reason, derived_from = decide(ev)
     if verdict in ("pure_merge", "merge_plus_training") and not hint_list:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attest.packed_rows import PackedRows, json_chunks
 
-Verdict = Literal["pure_merge", "merge_plus_training", "derived_not_merge", "not_derived"]
+Verdict = Literal["pure_merge", "merge_plus_training", "derived_not_merge", "undetermined", "not_derived"]
 SpreadShape = Literal["flat", "linear_gradient", "piecewise_gradient", "irregular", "single_layer"]
 HintMethod = Literal["linear", "task_arithmetic", "slerp", "ties", "dare", "passthrough"]
 
@@ -101,6 +101,19 @@ class MergeTest(_Model):
         description="1 - merge_share: the share of that squared distance the merge leaves to later training"
     )
     rejects_single_parent: bool = Field(description="merge_share >= critical")
+    mean_nearest: float | None = Field(
+        default=None,
+        description="without a base: the size share of informative tensors in which the candidates' mean is the "
+        "nearest reference (null with a base)",
+    )
+    midpoint_ratio: float | None = Field(
+        default=None,
+        description="without a base: size-weighted median over informative tensors of |M - mean(P)|_t^2 / "
+        "(1/k) sum_i |P_i - mean(P)|_t^2, the midpoint test's statistic (null with a base)",
+    )
+    midpoint_ci_low: float | None = None
+    midpoint_ci_high: float | None = None
+    midpoint_critical: float | None = Field(default=None, description="critical value of the sibling null")
 
 
 class Hint(_Model):

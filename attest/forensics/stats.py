@@ -19,7 +19,7 @@ import numpy as np
 
 from attest.forensics.fit_table import FitTable
 from attest.forensics.report import MergeTest
-from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE
+from attest.forensics.verdict import MERGE_SHARE_CRITICAL, MERGE_SHARE_CRITICAL_BASE, MIDPOINT_CRITICAL
 
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 0
@@ -151,6 +151,16 @@ def merge_shares(rss: np.ndarray, nearest: np.ndarray) -> np.ndarray:
         return np.where(nearest > 0, 1.0 - rss / np.where(nearest > 0, nearest, 1.0), math.nan)
 
 
+def midpoint_ratios(fits: FitTable) -> np.ndarray:
+    """Without a base, per tensor: |M - P̄|^2 over the candidates' mean squared distance to their mean P̄ (nan where
+    the candidates agree). By the parallelogram rule (1/k) sum_i |M - P_i|^2 = |M - P̄|^2 + (1/k) sum_i |P_i - P̄|^2,
+    so the denominator comes from the distances already taken, over all elements."""
+    near = fits.ref_energy
+    spread = fits.dist2.mean(axis=1) - near
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, near / np.where(spread > 0, spread, 1.0), math.nan)
+
+
 def merge_test(fits: FitTable, with_base: bool) -> MergeTest | None:
     """The merge test over informative tensors (SPEC.md §6.5); its critical value depends on whether a base is a
     reference."""
@@ -167,6 +177,18 @@ def merge_test(fits: FitTable, with_base: bool) -> MergeTest | None:
     est = robust_estimate(shares, weights)
     critical = MERGE_SHARE_CRITICAL_BASE if with_base else MERGE_SHARE_CRITICAL
     value = est.value if math.isfinite(est.value) else 0.0
+    mid: dict[str, float | None] = {}
+    if not with_base:
+        ratio = midpoint_ratios(fits)
+        mid_est = robust_estimate(ratio, weights)
+        mean_first = (fits.ref_energy < fits.dist2.min(axis=1)) & (fits.ref_energy < fits.raw_gram[:, 0, 0])
+        mid = {
+            "mean_nearest": float(weights[mean_first].sum() / weights.sum()),
+            "midpoint_ratio": mid_est.value if math.isfinite(mid_est.value) else None,
+            "midpoint_ci_low": mid_est.ci_low if math.isfinite(mid_est.ci_low) else None,
+            "midpoint_ci_high": mid_est.ci_high if math.isfinite(mid_est.ci_high) else None,
+            "midpoint_critical": MIDPOINT_CRITICAL,
+        }
     return MergeTest(
         merge_share=value,
         ci_low=est.ci_low if math.isfinite(est.ci_low) else None,
@@ -176,4 +198,5 @@ def merge_test(fits: FitTable, with_base: bool) -> MergeTest | None:
         tensors=len(fits),
         training_share=1.0 - value,
         rejects_single_parent=value >= critical,
+        **mid,
     )

@@ -1,4 +1,4 @@
-"""Verdict rules (SPEC.md §6.5): two tests with stated null models, then relatedness. Pure functions of the evidence.
+"""Verdict rules (SPEC.md §6.5): three tests with stated null models, then relatedness. Pure functions of the evidence.
 
 * The **residual test** (§6.3) tests H0 "M is the fitted recipe rounded to its dtype": under H0 no element is
   unexplained (the floor absorbs stray elements); every non-merge and every merge followed by training measured in
@@ -11,6 +11,9 @@
   shared, which removes a small share. The critical values are set from the null shares of the battery's
   calibration families (8-15) and the error rates measured on its scored families (0-7), which did not set them
   (BENCHMARKS.md: false-merge rate, power).
+* The **midpoint test** (no base, M nearest the candidates' mean) tests H0 "M is a fine-tune of the candidates'
+  common base" against "a near-even merge of them, perhaps trained": the merge share is blind there, because the mean
+  is both the even merge and the base's stand-in. Where neither test calls a merge the verdict is `undetermined`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ MERGE_SHARE_CRITICAL_BASE = 0.4
 """The same with a base, where the base is a reference and the null shares are lower: calibration families 8-15 (192
 null fits) max 0.285, scored families 0-7 max 0.29; the critical value is 0.1 above them (the two sets' maxima differ
 by 0.01). It was 0.5, which missed two 4/7 merges trained 50 SFT steps at lr 1e-3 (shares 0.49 and 0.50)."""
+
+MIDPOINT_CRITICAL = 0.5
+"""Midpoint test without a base, read where the candidates' mean is M's nearest reference (there the merge share
+cannot see an even merge: the mean is both the merge and the sibling's stand-in). Statistic: the size-weighted median
+over tensors of |M - P̄|^2 / ((1/k) sum_i |P_i - P̄|^2). A merge with weights l_i sits at sum_i (l_i - 1/k)^2-scaled
+distance (4/7 : 3/7 gives 0.020, 1:1 gives 0) plus what later training adds. A sibling C = base + T_c sits at
+|T_c - S/2|^2 from the mean (S = T_a + T_b, the candidates' deltas), at least (1 - cos^2)|S|^2/4 with cos the cosine
+of T_c and S, while the denominator is |T_a - T_b|^2/4 <= |S|^2/4 when the candidates' deltas do not oppose: a
+sibling reads below 0.5 only if its own training points along the candidates' summed deltas with cosine above 0.71.
+Battery: 48 siblings fitted without a base, all nearest the mean: min 1.46 on calibration families 8-15, 1.42 on
+scored families 0-7, where merges the test found read at most 0.30 (BENCHMARKS.md)."""
 
 UNEXPLAINED_FLOOR = 1e-4
 """Unexplained-element fraction at or below which the residual is rounding alone. Rounding of the recipe in any
@@ -58,6 +72,8 @@ class Evidence:
     max_correlation: float
     most_correlated: str
     coverage: float = 1.0  # compared / all floating-point weight elements of the model
+    mean_nearest: float | None = None  # no base: size share of tensors whose nearest reference is the candidates' mean
+    midpoint_ratio: float | None = None  # no base: median |M - mean|^2 / mean_i |P_i - mean|^2
 
 
 def decide(ev: Evidence) -> tuple[str, str, str | None]:
@@ -103,6 +119,8 @@ def _decide(ev: Evidence) -> tuple[str, str, str | None]:
                 f"are beyond any rounding of the recipe, {ev.concentration}",
                 None,
             )
+    if ev.mean_nearest is not None and ev.mean_nearest >= 0.5 and ev.max_correlation >= RELATED_CORRELATION:
+        return _near_the_mean(ev)
     if ev.max_correlation >= RELATED_CORRELATION:
         if not ev.participants:
             why = "no participant's weight is determined"
@@ -123,5 +141,31 @@ def _decide(ev: Evidence) -> tuple[str, str, str | None]:
         "not_derived",
         f"unrelated: the weights correlate at most {ev.max_correlation:.3f} with any given model "
         f"({ev.most_correlated})",
+        None,
+    )
+
+
+def _near_the_mean(ev: Evidence) -> tuple[str, str, str | None]:
+    """Without a base, M nearest the candidates' mean: a fine-tune of their unknown common base sits there, and so
+    does a near-even merge of them after training; the midpoint test separates the two only while M stays nearer
+    the mean than a sibling can (SPEC.md §6.5)."""
+    ratio = ev.midpoint_ratio
+    where = f"in tensors holding {ev.mean_nearest:.0%} of the elements"
+    if len(ev.participants) >= 2 and ratio is not None and ratio <= MIDPOINT_CRITICAL:
+        return (
+            "merge_plus_training",
+            f"a near-even merge of {', '.join(ev.participants)}, then changed: the weights lie nearer the candidates' "
+            f"mean than to any of them ({where}), at {ratio:.3f} of the candidates' own squared distance to it in "
+            f"the median tensor (a fine-tune of their common base: above {MIDPOINT_CRITICAL:.2f}); "
+            f"{ev.unexplained_fraction:.2%} of elements are beyond any rounding of the recipe, {ev.concentration}",
+            None,
+        )
+    shown = "undetermined" if ratio is None else f"{ratio:.3f}"
+    return (
+        "undetermined",
+        f"related to the candidates (correlation {ev.max_correlation:.3f}) and nearest their mean ({where}), where a "
+        f"fine-tune of their common base and a near-even merge of them followed by training both sit: the weights "
+        f"are at {shown} of the candidates' own squared distance to their mean in the median tensor (a merge is "
+        f"read only at or below {MIDPOINT_CRITICAL:.2f}); give their base (--base) to tell the two apart",
         None,
     )

@@ -93,3 +93,28 @@ def test_shares_survive_training_along_the_merged_delta(
     assert r["coefficients"][0] + r["coefficients"][1] > 1.05  # the scale really is confounded with training
     assert r["share_error"] is not None and r["share_error"] <= 0.05, (r["shares"], r["coefficients"])
     assert abs(sum(r["shares"]) - 1) < 0.05
+
+
+def test_even_merge_then_trained_is_found_without_a_base(
+    battery_slice: tuple[Family, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Regression: a real 1:1 mergekit merge followed by one SFT step at lr 1e-5 read derived_not_merge from ft_a
+    without a base (merge share ~0: the candidates' mean is the merge itself). Its weights sit far nearer the mean than
+    a sibling fine-tune can (midpoint test, SPEC.md §6.5), so it is a merge of both, each at 1/2."""
+    fam, _ = battery_slice
+    merged, coefs = mergekit_merge(fam, "linear", tmp_path / "merge", weights=(1.0, 1.0))
+    trained = train_after(merged, fam, tmp_path / "trained", "sft", 1, 1e-5, seed=7701)
+    r = run_case(Case("even+sft1", "merge_train", trained, "merge_plus_training", coefs, False), fam, detect)
+    assert r["verdict"] == "merge_plus_training" and "near-even merge" in r["reason"], r["reason"]
+    assert r["coef_error"] is not None and r["coef_error"] <= 0.005, r["coefficients"]
+    assert r["mean_nearest"] == 1.0 and r["midpoint_ratio"] < 0.01
+
+
+def test_sibling_without_a_base_is_undetermined(battery_slice: tuple[Family, dict[str, dict[str, Any]]]) -> None:
+    """A fine-tune of the candidates' base, fitted without it, sits nearest their mean as a trained even merge would;
+    it is not called a merge, and not "derived from ft_a" either (it is not): undetermined, asking for the base."""
+    _, rows = battery_slice
+    r = rows["sibling20@0.001/nobase"]
+    assert r["verdict"] == "undetermined" and "--base" in r["reason"], r["reason"]
+    assert r["mean_nearest"] > 0.99 and r["midpoint_ratio"] > 1.0
+    assert rows["sibling20@0.001"]["verdict"] == "derived_not_merge"  # with the base: derived from it

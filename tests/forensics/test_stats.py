@@ -114,3 +114,30 @@ def test_merge_test_critical_value_depends_on_the_base() -> None:
     assert abs(with_base.merge_share - 0.45) < 1e-9 and with_base.merge_share == without.merge_share
     assert with_base.critical == MERGE_SHARE_CRITICAL_BASE == 0.4 and with_base.rejects_single_parent
     assert without.critical == MERGE_SHARE_CRITICAL == 0.5 and not without.rejects_single_parent
+
+
+def test_midpoint_ratio_is_the_distance_to_the_candidates_mean_over_their_spread() -> None:
+    """The midpoint test's per-tensor statistic, taken from the distances the fit already has (parallelogram rule),
+    equals |M - mean|^2 / ((1/k) sum_i |P_i - mean|^2) computed directly; only without a base is it reported."""
+    from attest.forensics.fit_table import FitTable
+    from attest.forensics.stats import merge_test, midpoint_ratios
+
+    rng = np.random.default_rng(3)
+    n, k = 12, 3
+    fits = FitTable.empty([f"model.layers.{i}.mlp.up_proj.weight" for i in range(n)], k, False)
+    want = np.empty(n)
+    for t in range(n):
+        p = rng.normal(size=(k, 500))
+        m = p.mean(axis=0) + rng.normal(scale=0.1 * (t + 1), size=500)
+        mean = p.mean(axis=0)
+        fits.ref_energy[t] = np.sum((m - mean) ** 2)
+        fits.dist2[t] = [np.sum((m - p[i]) ** 2) for i in range(k)]
+        fits.raw_gram[t] = np.eye(k + 1) * 1e9
+        want[t] = fits.ref_energy[t] / np.mean([np.sum((p[i] - mean) ** 2) for i in range(k)])
+    fits.numel[:], fits.rss[:], fits.finite[:] = 500, 0.0, True
+    assert np.allclose(midpoint_ratios(fits), want, rtol=1e-9)
+    test = merge_test(fits, False)
+    assert test is not None and test.mean_nearest == 1.0 and test.midpoint_ratio in set(want)
+    assert test.midpoint_ci_low is not None and test.midpoint_ci_low <= test.midpoint_ratio
+    with_base = merge_test(fits, True)
+    assert with_base is not None and with_base.midpoint_ratio is None and with_base.mean_nearest is None

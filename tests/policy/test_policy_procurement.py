@@ -307,3 +307,48 @@ def test_real_fine_tune_of_base_descends(published: dict[str, Path]) -> None:
     """ft_a is a real fine-tune of base: the descent test passes (and names base as the parent it checked)."""
     _, evidence = _rules(_verify(published["ft_a"], published["policy"]))["claims_consistent"]
     assert "descend from base" in evidence and "do not descend" not in evidence, evidence
+
+
+def _signed_finetune_of(published: dict[str, Path], model: Path, parent: Path) -> None:
+    code, _, err = run_attest(
+        ["record", "finetune", "--parent", f"base={parent}", "--output", model, "--key", published["root"] / "lab.key"]
+    )
+    assert code == 0, err
+
+
+def test_even_merge_signed_as_a_fine_tune_of_one_parent_fails_without_a_base(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    """Regression (issue #13): a 1:1 merge of ft_a and ft_b, trained one SFT step and signed as a fine-tune of ft_a,
+    passed full_disclosure with candidates [ft_a, ft_b] and no base: detect read derived_not_merge from ft_a, which
+    the lineage names. The midpoint test finds the merge, and ft_b is an undisclosed contributor."""
+    pytest.importorskip("mergekit", reason="mergekit 0.1.5 is a test dependency")
+    from tests.support.builders import finetune
+    from tests.support.mergekit_peer import run_mergekit
+
+    cfg = (f"merge_method: linear\nmodels:\n  - model: {published['ft_a']}\n    parameters: {{weight: 1.0}}\n"
+           f"  - model: {published['ft_b']}\n    parameters: {{weight: 1.0}}\ndtype: bfloat16\n")  # fmt: skip
+    merged = run_mergekit(cfg, tmp_path / "even")
+    model = finetune(merged, tmp_path / "model", seed=11, steps=1, lr=1e-5)
+    _signed_finetune_of(published, model, published["ft_a"])
+    (tmp_path / "p").mkdir()
+    policy = _policy_variant(published, tmp_path / "p", "candidates: [base, ft_a, ft_b]", "candidates: [ft_a, ft_b]")
+    ok, evidence = _rules(_verify(model, policy))["full_disclosure"]
+    assert not ok and "undisclosed contributor: ft_b" in evidence and "near-even merge" in evidence, evidence
+
+
+def test_undetermined_detect_fails_full_disclosure_closed(published: dict[str, Path], tmp_path: Path) -> None:
+    """A fine-tune of base fitted against [ft_a, ft_b] without their base reads `undetermined` (a trained even merge
+    would sit where it sits); a disclosure policy cannot pass that, and says to give the base."""
+    from tests.support.builders import finetune
+
+    model = finetune(published["base"], tmp_path / "sibling", seed=12, steps=5, lr=1e-3)
+    _signed_finetune_of(published, model, published["base"])
+    (tmp_path / "p").mkdir()
+    policy = _policy_variant(published, tmp_path / "p", "candidates: [base, ft_a, ft_b]", "candidates: [ft_a, ft_b]")
+    ok, evidence = _rules(_verify(model, policy))["full_disclosure"]
+    assert not ok and "verdict undetermined" in evidence and "give full_disclosure the candidates' base" in evidence
+    with_base = policy.read_text().replace("candidates: [ft_a, ft_b]", "base: base\n    candidates: [ft_a, ft_b]")
+    policy.write_text(with_base)
+    ok, evidence = _rules(_verify(model, policy))["full_disclosure"]
+    assert ok, evidence  # with the base: derived from it, which the lineage names

@@ -142,7 +142,11 @@ MERGES: list[tuple[str, dict[str, Any]]] = [
     ("dare_linear", {"weights": (0.6, 0.4)}),
     ("passthrough", {}),
 ]
-TRAINED = [("linear", {"weights": (1.0, 0.75)}), ("task_arithmetic", {"weights": (0.7, 0.5)})]
+TRAINED = [
+    ("linear", {"weights": (1.0, 0.75)}),
+    ("task_arithmetic", {"weights": (0.7, 0.5)}),
+    ("linear", {"weights": (1.0, 1.0)}),  # an even merge sits at the candidates' mean: without a base, a sibling's spot
+]
 TRAINING = [(how, steps, lr) for how in ("sft", "kl") for steps in (1, 5, 15, 50) for lr in (1e-5, 1e-4, 1e-3)]
 NULL_GRID = [(steps, lr) for steps in (5, 20, 50) for lr in (1e-4, 1e-3)]
 
@@ -248,6 +252,8 @@ def run_case(case: Case, fam: Family, detect: Callable[..., Any]) -> dict[str, A
         "share_error": share_err,
         "merge_share": mt.merge_share if mt else None,
         "training_share": mt.training_share if mt else None,
+        "mean_nearest": mt.mean_nearest if mt else None,
+        "midpoint_ratio": mt.midpoint_ratio if mt else None,
         "unexplained_fraction": r.residual.unexplained_fraction if r.residual else None,
         "source": case.source,
         "meta": case.meta,

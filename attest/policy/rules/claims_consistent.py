@@ -55,7 +55,7 @@ class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
             det, _, labels = detect_once(ctx, disclosure)
             if det is not None and ctx.root.step in ("finetune", "distill"):
                 _training_claim(ctx, det, labels, disclosure, result)
-            elif det is not None and ctx.root.step == "merge" and det.verdict in ("not_derived", "derived_not_merge"):
+            elif det is not None and ctx.root.step == "merge" and det.verdict in NOT_SHOWN_MERGE:
                 result.fail(f"{ctx.root.name}: claimed merge, but detect says {det.verdict}: {det.reason}")
         if rule.card:
             try:
@@ -78,6 +78,10 @@ class ClaimsConsistentRule(Rule[ClaimsConsistent], name="claims_consistent"):
                 if not findings:
                     result.evidence.append("model card agrees with the statements")
         return result
+
+
+NOT_SHOWN_MERGE = ("not_derived", "derived_not_merge", "undetermined")
+"""Detect verdicts under which a claimed merge fails: the weights are not shown to be a merge of the candidates."""
 
 
 def _training_claim(

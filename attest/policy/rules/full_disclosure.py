@@ -56,6 +56,10 @@ class FullDisclosureRule(Rule[FullDisclosure], name="full_disclosure"):
                     )
                 else:
                     result.evidence.append(f"{shown}: coefficient {c.value:.4f}{ci}, disclosed in the lineage")
+        elif report.verdict == "undetermined":
+            # Without a base, a near-even merge followed by training and a sibling fine-tune read alike: fail closed.
+            result.fail("detect cannot tell a merge of the candidates from a fine-tune of their base (verdict "
+                        "undetermined, above); give full_disclosure the candidates' base")  # fmt: skip
         elif report.verdict == "derived_not_merge" and report.derived_from:
             digest = labels.get(report.derived_from)
             shown = name_of.get(report.derived_from, report.derived_from)
