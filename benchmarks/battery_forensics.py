@@ -79,23 +79,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     outliers = [r for r in rows if r["kind"] == "outlier"]
     permuted = [r for r in rows if r["kind"] == "permuted"]
 
-    def q(xs: list[float]) -> dict[str, float | None]:
+    def q(xs: list[float], low: bool = False) -> dict[str, float | None]:
+        """The tail a critical value sits in: the upper one (max, p99, p95), or with low=True the lower one."""
+        keys, probs = (("min", "p1", "p5"), (0.0, 0.01, 0.05)) if low else (("max", "p99", "p95"), (1.0, 0.99, 0.95))
         if not xs:
-            return {"n": 0, "max": None, "p99": None, "p95": None, "median": None}
+            return {"n": 0, **dict.fromkeys(keys), "median": None}
         a = np.array(xs)
-        return {"n": len(xs), "max": float(a.max()), "p99": float(np.quantile(a, 0.99)),
-                "p95": float(np.quantile(a, 0.95)), "median": float(np.median(a))}  # fmt: skip
-
-    def q_low(xs: list[float]) -> dict[str, float | None]:
-        if not xs:
-            return {"n": 0, "min": None, "p1": None, "p5": None, "median": None}
-        a = np.array(xs)
-        return {"n": len(xs), "min": float(a.min()), "p1": float(np.quantile(a, 0.01)),
-                "p5": float(np.quantile(a, 0.05)), "median": float(np.median(a))}  # fmt: skip
+        tail = {k: float(np.quantile(a, p)) for k, p in zip(keys, probs, strict=True)}
+        return {"n": len(xs), **tail, "median": float(np.median(a))}
 
     # The midpoint test's null (SPEC.md §6.5): no-base fits of fine-tunes/distillations/siblings nearest the mean.
     near_mean = [
         r for r in nulls if not r["with_base"] and (r.get("mean_nearest") or 0) >= 0.5 and r.get("midpoint_ratio")
+    ]
+
+    # The second-parent test's null: fits of null models nearest a candidate (read "derived from" it), the weight of
+    # the other candidate.
+    def other_weight(r: dict[str, Any]) -> float:
+        named = r["reason"].split(" (nearest", 1)[0]
+        return abs(r["coefficients"][1] if named.endswith("ft_a") else r["coefficients"][0])
+
+    from_candidate = [
+        r
+        for r in nulls
+        if r["reason"].startswith("derived from ") and r["reason"].split(" (", 1)[0][-4:] in ("ft_a", "ft_b")
     ]
     return {
         "cases": len(rows),
@@ -119,7 +126,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "false_merge_cases": [(r["family"], r["case"], r["verdict"]) for r in false_merge],
         "null_merge_share": {k: q(v) for k, v in shares.items()},
         "null_undetermined": dict(Counter(r["kind"] for r in nulls if r["verdict"] == "undetermined")),
-        "null_midpoint_ratio": q_low([r["midpoint_ratio"] for r in near_mean]),
+        "null_midpoint_ratio": q([r["midpoint_ratio"] for r in near_mean], low=True),
+        "null_second_parent_weight": q([other_weight(r) for r in from_candidate]),
         "outliers": len(outliers),
         "outlier_flips": [
             (r["family"], r["case"], r["expect"], r["verdict"]) for r in outliers if r["verdict"] != r["expect"]

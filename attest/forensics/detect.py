@@ -22,6 +22,7 @@ from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
 from attest.forensics.fit import ULP_BINS, single_threaded_ops
 from attest.forensics.fit_table import FitTable, total
+from attest.forensics.layer_match import layer_copy_report
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
 from attest.forensics.report import (
     Coefficient,
@@ -161,7 +162,12 @@ def _run(
         notes.extend(f"{v.label}: {n}" for n in v.notes)
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
+    if report.verdict in _NOT_A_MERGE:
+        report = layer_copy_report(report, msrc, csrc)
     return report, misaligned_matrices(fits, msrc)
+
+
+_NOT_A_MERGE = ("derived_not_merge", "undetermined", "not_derived")
 
 
 def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: FitTable) -> Coverage:
@@ -332,6 +338,7 @@ def _report(
         max_correlation=corr_vals[best_corr_j] if corr_vals else 0.0,
         most_correlated=given[best_corr_j] if given else "",
         coverage=coverage.fraction,
+        weights={c.candidate: (c.value, c.ci_low, c.ci_high) for c in coefs if c.significant},
         mean_nearest=test.mean_nearest if test is not None else None,
         midpoint_ratio=test.midpoint_ratio if test is not None else None,
     )

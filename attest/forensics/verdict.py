@@ -1,4 +1,4 @@
-"""Verdict rules (SPEC.md §6.5): three tests with stated null models, then relatedness. Pure functions of the evidence.
+"""Verdict rules (SPEC.md §6.5): four tests with stated null models, then relatedness. Pure functions of the evidence.
 
 * The **residual test** (§6.3) tests H0 "M is the fitted recipe rounded to its dtype": under H0 no element is
   unexplained (the floor absorbs stray elements); every non-merge and every merge followed by training measured in
@@ -14,6 +14,9 @@
 * The **midpoint test** (no base, M nearest the candidates' mean) tests H0 "M is a fine-tune of the candidates'
   common base" against "a near-even merge of them, perhaps trained": the merge share is blind there, because the mean
   is both the even merge and the base's stand-in. Where neither test calls a merge the verdict is `undetermined`.
+* The **second-parent test** (M nearest a candidate X) tests H0 "a fine-tune or distillation of X" by the weight
+  another candidate takes in the fit: a sparsified merge followed by training hides from the merge share (its
+  per-element recipe is residual to a dense fit) but not from its weights.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ sibling reads below 0.5 only if its own training points along the candidates' su
 Battery: 48 siblings fitted without a base, all nearest the mean: min 1.46 on calibration families 8-15, 1.42 on
 scored families 0-7, where merges the test found read at most 0.30 (BENCHMARKS.md)."""
 
+SECOND_PARENT_CRITICAL = 0.1
+"""Second-parent test: M is nearest candidate X, and another candidate Y enters the fit with |weight| at least this
+(its interval excluding 0). Under its null (a fine-tune or distillation of X) Y's delta enters only through what the
+training shares with Y's: the battery's 144 such fits per 8 families (children and distillations of ft_a, 5 to 50
+AdamW steps at lr 1e-4 and 1e-3, with and without the base) give Y at most 0.042 on both calibration families 8-15
+and scored families 0-7. A sparsified merge (TIES, DARE) followed by training needs it: its recipe differs per
+element, which a dense fit leaves as residual, so its merge share stays near the null's (DARE 0.6 : 0.4 at density
+0.5 reads ~0.3) while each candidate's weight is still estimated."""
+
 UNEXPLAINED_FLOOR = 1e-4
 """Unexplained-element fraction at or below which the residual is rounding alone. Rounding of the recipe in any
 order leaves 0 unexplained elements by construction; the floor absorbs stray elements (e.g. candidates stored in a
@@ -72,6 +84,7 @@ class Evidence:
     max_correlation: float
     most_correlated: str
     coverage: float = 1.0  # compared / all floating-point weight elements of the model
+    weights: dict[str, tuple[float, float | None, float | None]] | None = None  # significant participant: value, CI
     mean_nearest: float | None = None  # no base: size share of tensors whose nearest reference is the candidates' mean
     midpoint_ratio: float | None = None  # no base: median |M - mean|^2 / mean_i |P_i - mean|^2
 
@@ -121,6 +134,9 @@ def _decide(ev: Evidence) -> tuple[str, str, str | None]:
             )
     if ev.mean_nearest is not None and ev.mean_nearest >= 0.5 and ev.max_correlation >= RELATED_CORRELATION:
         return _near_the_mean(ev)
+    second = _second_parent(ev)
+    if second is not None:
+        return second
     if ev.max_correlation >= RELATED_CORRELATION:
         if not ev.participants:
             why = "no participant's weight is determined"
@@ -167,5 +183,31 @@ def _near_the_mean(ev: Evidence) -> tuple[str, str, str | None]:
         f"fine-tune of their common base and a near-even merge of them followed by training both sit: the weights "
         f"are at {shown} of the candidates' own squared distance to their mean in the median tensor (a merge is "
         f"read only at or below {MIDPOINT_CRITICAL:.2f}); give their base (--base) to tell the two apart",
+        None,
+    )
+
+
+def _second_parent(ev: Evidence) -> tuple[str, str, str | None] | None:
+    """M nearest candidate X while another candidate enters with a weight no fine-tune of X shows: a merge of both,
+    then trained (SECOND_PARENT_CRITICAL). None when the rule does not apply."""
+    weights = ev.weights or {}
+    if ev.nearest == "base" or ev.nearest not in weights or ev.max_correlation < RELATED_CORRELATION:
+        return None  # nearest the base: a sibling of the candidates, whose weights on them are the merge test's
+    others = [
+        (c, w) for c, w in weights.items() if c != ev.nearest and c != "base" and abs(w[0]) >= SECOND_PARENT_CRITICAL
+    ]
+    if not others:
+        return None
+    shown = ", ".join(
+        f"{c} {w[0]:.3f}" + (f" [{w[1]:.3f}, {w[2]:.3f}]" if w[1] is not None and w[2] is not None else "")
+        for c, w in others
+    )
+    return (
+        "merge_plus_training",
+        f"a merge of {ev.nearest} and {', '.join(c for c, _ in others)}, then changed: the weights are nearest "
+        f"{ev.nearest}, but {shown} enters the fit, where a fine-tune or distillation of one candidate gives the "
+        f"others below {SECOND_PARENT_CRITICAL:.2f}; the merge share ({ev.merge_share:.2f}) stays under its critical "
+        f"value as it does when the recipe differs per element (a sparsified merge: TIES, DARE); "
+        f"{ev.unexplained_fraction:.2%} of elements are beyond any rounding of the dense fit, {ev.concentration}",
         None,
     )

@@ -118,3 +118,38 @@ def test_sibling_without_a_base_is_undetermined(battery_slice: tuple[Family, dic
     assert r["verdict"] == "undetermined" and "--base" in r["reason"], r["reason"]
     assert r["mean_nearest"] > 0.99 and r["midpoint_ratio"] > 1.0
     assert rows["sibling20@0.001"]["verdict"] == "derived_not_merge"  # with the base: derived from it
+
+
+def test_dare_merge_then_trained_is_found_with_a_base(
+    battery_slice: tuple[Family, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Regression: a real DARE merge (mergekit dare_linear 0.6 : 0.4, density 0.5) trained 5 SFT steps at lr 1e-4
+    read derived_not_merge from ft_a with the base: training removed the exact zeros that name a sparsified merge,
+    and its per-element recipe kept the merge share near the fine-tunes'. ft_b still enters with ~0.4."""
+    fam, _ = battery_slice
+    merged, _ = mergekit_merge(fam, "dare_linear", tmp_path / "merge", weights=(0.6, 0.4))
+    trained = train_after(merged, fam, tmp_path / "trained", "sft", 5, 1e-4, seed=7705)
+    r = run_case(Case("dare+sft5", "merge_train", trained, "merge_plus_training"), fam, detect)
+    assert r["verdict"] == "merge_plus_training", r["reason"]
+    assert abs(r["coefficients"][0] - 0.6) <= 0.05 and abs(r["coefficients"][1] - 0.4) <= 0.05, r["coefficients"]
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+def test_passthrough_merge_then_trained_is_found(
+    battery_slice: tuple[Family, dict[str, dict[str, Any]]], tmp_path: Path, with_base: bool
+) -> None:
+    """Regression: a real passthrough merge (ft_a's layer 1 stacked on ft_b's layer 0, as depth up-scaling does)
+    trained one SFT step at lr 1e-5 read `not_derived` ("unrelated", correlation 0.27): no layer stayed bit-identical
+    and the same-name fit compared layers that were never copied into each other. Each layer is now matched to the
+    candidate layer it is clearly nearest on a sample (SPEC.md §6.6)."""
+    fam, _ = battery_slice
+    merged, _ = mergekit_merge(fam, "passthrough", tmp_path / "merge")
+    trained = train_after(merged, fam, tmp_path / "trained", "sft", 1, 1e-5, seed=7709)
+    report = detect(trained, [fam.ft_a, fam.ft_b], fam.base if with_base else None)
+    assert report.verdict == "merge_plus_training" and "passthrough merge" in report.reason, report.reason
+    assert [(m.model_layer, m.candidate, m.candidate_layer) for m in report.layer_mapping] == [
+        (0, str(fam.ft_a), 1),
+        (1, str(fam.ft_b), 0),
+    ]
+    assert [h.method for h in report.hints] == ["passthrough"]
+    assert [round(c.value, 3) for c in report.coefficients] == [0.5, 0.5]

@@ -131,7 +131,8 @@ def test_passthrough_of_large_tensors_is_mapped(wide: dict[str, Path]) -> None:
 
 def test_a_copy_changed_between_the_sampled_pages_is_no_copy(wide: dict[str, Path], tmp_path: Path) -> None:
     """The sampled pages only decide what is digested whole: one element changed where no page is sampled makes
-    the layer no copy (with sample digests compared, it would still map)."""
+    the layer no bit-identical copy (with sample digests compared, it would still map). The layer-copy check on
+    samples (SPEC.md §6.6) then reads a passthrough merge changed afterwards, which it is."""
     changed = tmp_path / "changed"
     shutil.copytree(wide["passthrough"], changed)
     name = "model.layers.1.mlp.down_proj.weight"
@@ -141,9 +142,11 @@ def test_a_copy_changed_between_the_sampled_pages_is_no_copy(wide: dict[str, Pat
     flat[SAMPLE_BYTES] = flat[SAMPLE_BYTES] * 2 + 1  # element 4096: byte 8192, after the first sampled page
     save_file(tensors, str(file), metadata={"format": "pt"})
     report = detect(changed, [wide["a"], wide["b"]])
+    assert report.verdict == "merge_plus_training" and not report.reason.startswith("passthrough: every layer")
+    assert "not every layer is a bit-identical copy" in report.reason, report.reason
+    assert [h.evidence.startswith("layers copied, then changed") for h in report.hints] == [True]
     mapping = {(x.model_layer, x.candidate, x.candidate_layer) for x in report.layer_mapping}
-    assert mapping == {(0, str(wide["b"]), 1)}
-    assert all(h.method != "passthrough" for h in report.hints)
+    assert mapping == {(0, str(wide["b"]), 1), (1, str(wide["a"]), 0)}
 
 
 def test_a_large_candidate_given_as_the_model_is_identical(wide: dict[str, Path]) -> None:

@@ -146,9 +146,17 @@ TRAINED = [
     ("linear", {"weights": (1.0, 0.75)}),
     ("task_arithmetic", {"weights": (0.7, 0.5)}),
     ("linear", {"weights": (1.0, 1.0)}),  # an even merge sits at the candidates' mean: without a base, a sibling's spot
+    ("ties", {"weights": (0.6, 0.4)}),  # sparsified: the recipe differs per element (fitted with the base only)
+    ("dare_linear", {"weights": (0.6, 0.4)}),
+    ("passthrough", {}),  # layers copied then trained: no bit-identical layer is left (depth up-scaling + training)
 ]
 TRAINING = [(how, steps, lr) for how in ("sft", "kl") for steps in (1, 5, 15, 50) for lr in (1e-5, 1e-4, 1e-3)]
 NULL_GRID = [(steps, lr) for steps in (5, 20, 50) for lr in (1e-4, 1e-3)]
+
+
+def _tag(method: str, p: dict[str, Any]) -> str:
+    """A merge's case name: `linear_(1.0,0.75)`, `passthrough`."""
+    return f"{method}_" + "_".join(str(v).replace(" ", "") for v in p.values()) if p else method
 
 
 def family_cases(fam: Family, fseed: int, quick: bool = False) -> list[Case]:
@@ -159,7 +167,7 @@ def family_cases(fam: Family, fseed: int, quick: bool = False) -> list[Case]:
     merges = MERGES if not quick else [MERGES[0], MERGES[7]]
     made: dict[str, tuple[Path, list[float] | None]] = {}
     for method, p in merges:
-        tag = f"{method}_" + "_".join(str(v).replace(" ", "") for v in p.values()) if p else method
+        tag = _tag(method, p)
         folder, coefs = mergekit_merge(fam, method, _dir(root, f"m_{tag}"), **p)
         made[tag] = (folder, coefs)
         meta = {"method": method, **{k: str(v) for k, v in p.items()}}
@@ -168,7 +176,7 @@ def family_cases(fam: Family, fseed: int, quick: bool = False) -> list[Case]:
             add(Case(tag + "/nobase", "merge", folder, "pure_merge", coefs[:2] if coefs else None, False, meta=meta))
     training = TRAINING if not quick else [("kl", 15, 1e-3), ("sft", 5, 1e-4)]
     for method, p in TRAINED if not quick else TRAINED[:1]:
-        tag = f"{method}_" + "_".join(str(v).replace(" ", "") for v in p.values())
+        tag = _tag(method, p)
         src, coefs = made.get(tag) or mergekit_merge(fam, method, _dir(root, f"m_{tag}"), **p)
         for how, steps, lr in training:
             name = f"{tag}+{how}{steps}@{lr:g}"
@@ -176,7 +184,7 @@ def family_cases(fam: Family, fseed: int, quick: bool = False) -> list[Case]:
             expect = "pure_merge" if same_weights(folder, src) else "merge_plus_training"
             meta = {"method": method, "train": how, "steps": steps, "lr": lr}
             add(Case(name, "merge_train", folder, expect, coefs, True, meta=meta))
-            if method == "linear":
+            if method in ("linear", "passthrough"):
                 add(Case(name + "/nobase", "merge_train", folder, expect, coefs[:2] if coefs else None, False,
                          meta=meta))  # fmt: skip
     grid = NULL_GRID if not quick else [(20, 1e-3)]

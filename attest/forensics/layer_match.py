@@ -1,0 +1,139 @@
+"""Layer copies after training (SPEC.md §6.6): a passthrough merge (layers copied from candidates, renumbered or
+stacked, as in depth up-scaling) followed by training keeps no bit-identical layer, so the byte mapping finds none,
+and the same-name fit compares layers that were never copied into each other: such a model used to read
+`not_derived`. Here each model layer is matched to the candidate layer it is nearest on a fixed sample of every
+tensor's elements; a layer counts as a copy only when that nearest is clearly nearer than every other candidate
+layer. A fine-tune of one candidate maps every layer to the same layer of that candidate (not a passthrough); a
+sibling of the candidates is about as near to each of them, so its layers do not map."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attest.checkpoint.canonical import PER_EXPERT
+from attest.checkpoint.reader import TensorTable
+from attest.forensics.hints import Mapping, is_passthrough
+from attest.forensics.pairing import FLOAT_DTYPES, layer_of
+from attest.forensics.report import DetectReport, Hint, LayerMap
+from attest.forensics.rows import passthrough_coefficients
+
+LAYER_SAMPLE = 1 << 16
+"""Elements sampled per layer, spread evenly over its tensors (each at least RUN_MIN, in SAMPLE_RUNS runs at fixed
+fractions 0, 1/4, 1/2, 3/4 of it): a layer is one vector of at most ~0.5 MiB of float64 whatever its expert count,
+and every tensor is read once, a few pages of it."""
+SAMPLE_RUNS = 4
+RUN_MIN = 16
+MANY_TENSORS = 64
+"""A layer of more tensors than this takes one run from the middle of each: many tensors of a few dozen elements,
+where four runs would quadruple the reads for no better estimate. Routed experts (10^5 tensors in a 397B MoE) are
+left out of a layer that has other tensors: layers are copied whole, and its attention identifies the source."""
+COPY_MARGIN = 0.25
+"""A model layer is a copy of its nearest candidate layer when its squared distance on the sample is at most this
+share of its distance to the second nearest candidate layer. A copy trained afterwards sits at |T|^2 from its source
+and about |T|^2 + |source - other|^2 from any other layer; a sibling of two candidates sits about equally far from
+both (battery: SPEC.md §6.6)."""
+
+
+@dataclass(frozen=True)
+class LayerCopies:
+    mapping: list[Mapping]
+    worst_margin: float  # the largest nearest / second-nearest distance ratio over the layers
+
+
+Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+
+
+def _layer_vectors(table: TensorTable) -> dict[int, tuple[Signature, np.ndarray]]:
+    """Layer index -> (its tensors' (prefix + suffix, shape, dtype), sorted) and the sample of its elements, taken at
+    positions that depend only on the shapes, so two layers of one signature are sampled at the same elements."""
+    names: dict[int, dict[str, str]] = defaultdict(dict)
+    experts: dict[int, dict[str, str]] = defaultdict(dict)
+    for name in table.where:
+        key = layer_of(name)
+        if key is not None and table.info(name).dtype in FLOAT_DTYPES:
+            (experts if PER_EXPERT.match(name) else names)[key.index][key.prefix + key.suffix] = name
+    for index, routed in experts.items():  # a layer is copied whole: its other tensors identify it, when it has any
+        if not names.get(index):
+            names[index] = routed
+    out: dict[int, tuple[Signature, np.ndarray]] = {}
+    for index, tensors in names.items():
+        runs = SAMPLE_RUNS if len(tensors) <= MANY_TENSORS else 1
+        per_run = max(RUN_MIN, LAYER_SAMPLE // (runs * len(tensors)))
+        sig: list[tuple[str, tuple[int, ...], str]] = []
+        parts: list[torch.Tensor] = []
+        for suffix in sorted(tensors):
+            info = table.info(tensors[suffix])
+            n = math.prod(info.shape)
+            sig.append((suffix, tuple(info.shape), info.dtype))
+            if n <= runs * per_run:
+                parts.append(table.flat_range(tensors[suffix], 0, n).double())
+                continue
+            for r in range(runs):
+                start = n * r // runs if runs > 1 else (n - per_run) // 2
+                parts.append(table.flat_range(tensors[suffix], start, start + per_run).double())
+        out[index] = (tuple(sig), torch.cat(parts).numpy() if parts else np.zeros(0))
+    return out
+
+
+def copied_layers(msrc: TensorTable, csrc: Sequence[TensorTable]) -> LayerCopies | None:
+    """Every model layer matched to the one candidate layer of the same signature that it is clearly nearest; None
+    when some layer has no clear nearest (or the model has no layers)."""
+    model = _layer_vectors(msrc)
+    cands = [_layer_vectors(c) for c in csrc]
+    if not model:
+        return None
+    mapping: list[Mapping] = []
+    worst = 0.0
+    for j, (sig, vec) in sorted(model.items()):
+        scored = sorted(
+            (float(np.sum((vec - cvec) ** 2)), c, i)
+            for c, layers in enumerate(cands)
+            for i, (csig, cvec) in layers.items()
+            if csig == sig
+        )
+        if len(scored) < 2 or not all(math.isfinite(d) for d, _, _ in scored[:2]):
+            return None
+        (best, c, i), (second, _, _) = scored[0], scored[1]
+        if not best <= COPY_MARGIN * second:
+            return None
+        worst = max(worst, best / second if second > 0 else 0.0)
+        mapping.append(Mapping(j, c, i))
+    return LayerCopies(mapping, worst)
+
+
+def layer_copy_report(report: DetectReport, msrc: TensorTable, csrc: Sequence[TensorTable]) -> DetectReport:
+    """A passthrough merge followed by training, which the byte mapping and the same-name fit cannot see (SPEC.md
+    §6.6): the report with the layer copies found on samples, or unchanged."""
+    copies = copied_layers(msrc, csrc)
+    if copies is None:
+        return report
+    layer_counts = [len({k.index for n in c.where if (k := layer_of(n)) is not None}) for c in csrc]
+    if not is_passthrough(copies.mapping, len(copies.mapping), layer_counts):
+        return report
+    labels = report.candidates
+    text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in copies.mapping)
+    coefs = passthrough_coefficients(copies.mapping, labels, msrc)
+    who = ", ".join(c.candidate for c in coefs if c.significant)
+    return report.model_copy(
+        update={
+            "verdict": "merge_plus_training",
+            "reason": f"a passthrough merge of {who}, then changed: not every layer is a bit-identical copy, but "
+            f"every layer is nearest one candidate layer on a sample of its elements, at most "
+            f"{copies.worst_margin:.3f} of its squared distance to any other (a copy: at most {COPY_MARGIN}); "
+            f"before: {report.verdict} ({report.reason})",
+            "derived_from": None,
+            "coefficients": coefs,
+            "shares": [],
+            "hints": [Hint(method="passthrough", evidence=f"layers copied, then changed: {text}")],
+            "layer_mapping": [
+                LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
+                for m in copies.mapping
+            ],
+        }
+    )
