@@ -47,7 +47,7 @@ from attest.forensics.rows import (
 )
 from attest.forensics.stats import merge_test, participation, weighted_median
 from attest.forensics.units import detect_units
-from attest.forensics.verdict import SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
+from attest.forensics.verdict import IDENTICAL, SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
 
 Progress = Callable[[int], None]
 
@@ -68,6 +68,8 @@ def detect(
     labels = [str(c) for c in candidates]
     if len(set(labels)) != len(labels):
         raise InputError(labels[0], "the same candidate is given twice")
+    if base is not None and "base" in labels:
+        raise InputError("base", "a candidate given as 'base' reads as the --base in the report: name it ./base")
     opened: list[Checkpoint] = []
     try:
         msrc = Checkpoint(model, with_config=False)
@@ -162,7 +164,7 @@ def _run(
         notes.extend(f"{v.label}: {n}" for n in v.notes)
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
-    if report.verdict in _NOT_A_MERGE:
+    if report.verdict in _NOT_A_MERGE and not report.reason.startswith(IDENTICAL):
         report = layer_copy_report(report, msrc, csrc)
     return report, misaligned_matrices(fits, msrc)
 
@@ -339,6 +341,7 @@ def _report(
         most_correlated=given[best_corr_j] if given else "",
         coverage=coverage.fraction,
         weights={c.candidate: (c.value, c.ci_low, c.ci_high) for c in coefs if c.significant},
+        with_base=with_base,
         mean_nearest=test.mean_nearest if test is not None else None,
         midpoint_ratio=test.midpoint_ratio if test is not None else None,
     )

@@ -18,15 +18,15 @@ import torch
 
 from attest.checkpoint.canonical import PER_EXPERT
 from attest.checkpoint.reader import TensorTable
-from attest.forensics.hints import Mapping, is_passthrough
+from attest.forensics.hints import Mapping
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of
 from attest.forensics.report import DetectReport, Hint, LayerMap
 from attest.forensics.rows import passthrough_coefficients
 
 LAYER_SAMPLE = 1 << 16
 """Elements sampled per layer, spread evenly over its tensors (each at least RUN_MIN, in SAMPLE_RUNS runs at fixed
-fractions 0, 1/4, 1/2, 3/4 of it): a layer is one vector of at most ~0.5 MiB of float64 whatever its expert count,
-and every tensor is read once, a few pages of it."""
+fractions 0, 1/4, 1/2, 3/4 of it): at most ~0.5 MiB of float64 per layer whatever its expert count, and every
+tensor is read once, a few pages of it."""
 SAMPLE_RUNS = 4
 RUN_MIN = 16
 MANY_TENSORS = 64
@@ -46,63 +46,80 @@ class LayerCopies:
     worst_margin: float  # the largest nearest / second-nearest distance ratio over the layers
 
 
-Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+Signature = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def _layer_vectors(table: TensorTable) -> dict[int, tuple[Signature, np.ndarray]]:
-    """Layer index -> (its tensors' (prefix + suffix, shape, dtype), sorted) and the sample of its elements, taken at
-    positions that depend only on the shapes, so two layers of one signature are sampled at the same elements."""
+@dataclass(frozen=True)
+class _Layer:
+    sig: Signature  # its tensors' (prefix + suffix, shape), sorted: the dtype may differ (the samples are float64)
+    samples: list[np.ndarray]  # one per tensor, in signature order, at positions that depend only on the shape
+
+
+def _layer_samples(table: TensorTable) -> dict[int, _Layer]:
+    """Layer index -> its signature and samples. Two layers of one signature are sampled at the same elements."""
     names: dict[int, dict[str, str]] = defaultdict(dict)
     experts: dict[int, dict[str, str]] = defaultdict(dict)
     for name in table.where:
         key = layer_of(name)
-        if key is not None and table.info(name).dtype in FLOAT_DTYPES:
+        if key is not None and table.info(name).dtype in FLOAT_DTYPES and table.info(name).nbytes > 0:
             (experts if PER_EXPERT.match(name) else names)[key.index][key.prefix + key.suffix] = name
     for index, routed in experts.items():  # a layer is copied whole: its other tensors identify it, when it has any
         if not names.get(index):
             names[index] = routed
-    out: dict[int, tuple[Signature, np.ndarray]] = {}
+    out: dict[int, _Layer] = {}
     for index, tensors in names.items():
         runs = SAMPLE_RUNS if len(tensors) <= MANY_TENSORS else 1
         per_run = max(RUN_MIN, LAYER_SAMPLE // (runs * len(tensors)))
-        sig: list[tuple[str, tuple[int, ...], str]] = []
-        parts: list[torch.Tensor] = []
+        sig: list[tuple[str, tuple[int, ...]]] = []
+        samples: list[np.ndarray] = []
         for suffix in sorted(tensors):
-            info = table.info(tensors[suffix])
-            n = math.prod(info.shape)
-            sig.append((suffix, tuple(info.shape), info.dtype))
+            name = tensors[suffix]
+            n = math.prod(table.info(name).shape)
+            sig.append((suffix, tuple(table.info(name).shape)))
             if n <= runs * per_run:
-                parts.append(table.flat_range(tensors[suffix], 0, n).double())
+                samples.append(table.flat_range(name, 0, n).double().numpy())
                 continue
-            for r in range(runs):
-                start = n * r // runs if runs > 1 else (n - per_run) // 2
-                parts.append(table.flat_range(tensors[suffix], start, start + per_run).double())
-        out[index] = (tuple(sig), torch.cat(parts).numpy() if parts else np.zeros(0))
+            starts = [n * r // runs for r in range(runs)] if runs > 1 else [(n - per_run) // 2]
+            samples.append(torch.cat([table.flat_range(name, a, a + per_run).double() for a in starts]).numpy())
+        out[index] = _Layer(tuple(sig), samples)
     return out
+
+
+def _score(model: _Layer, cand: _Layer) -> float:
+    """The median over the layer's tensors of the mean squared difference per compared element (positions where
+    either value is not finite are left out): one outlier element or one retrained tensor moves one vote, not the
+    score (a pooled sum of squares would follow it)."""
+    per_tensor = []
+    for m, c in zip(model.samples, cand.samples, strict=True):
+        ok = np.isfinite(m) & np.isfinite(c)
+        if ok.any():
+            per_tensor.append(float(np.mean((m[ok] - c[ok]) ** 2)))
+    return float(np.median(per_tensor)) if per_tensor else math.nan
 
 
 def copied_layers(msrc: TensorTable, csrc: Sequence[TensorTable]) -> LayerCopies | None:
     """Every model layer matched to the one candidate layer of the same signature that it is clearly nearest; None
-    when some layer has no clear nearest (or the model has no layers)."""
-    model = _layer_vectors(msrc)
-    cands = [_layer_vectors(c) for c in csrc]
+    when some layer has no clear nearest: fewer than two candidate layers to compare, a score that is not finite,
+    or a nearest that is not below COPY_MARGIN of the second nearest (an exact tie at 0 included)."""
+    model = _layer_samples(msrc)
+    cands = [_layer_samples(c) for c in csrc]
     if not model:
         return None
     mapping: list[Mapping] = []
     worst = 0.0
-    for j, (sig, vec) in sorted(model.items()):
+    for j, layer in sorted(model.items()):
         scored = sorted(
-            (float(np.sum((vec - cvec) ** 2)), c, i)
+            (_score(layer, cl), c, i)
             for c, layers in enumerate(cands)
-            for i, (csig, cvec) in layers.items()
-            if csig == sig
+            for i, cl in layers.items()
+            if cl.sig == layer.sig
         )
         if len(scored) < 2 or not all(math.isfinite(d) for d, _, _ in scored[:2]):
             return None
         (best, c, i), (second, _, _) = scored[0], scored[1]
-        if not best <= COPY_MARGIN * second:
+        if not (second > 0 and best < COPY_MARGIN * second):
             return None
-        worst = max(worst, best / second if second > 0 else 0.0)
+        worst = max(worst, best / second)
         mapping.append(Mapping(j, c, i))
     return LayerCopies(mapping, worst)
 
@@ -113,9 +130,9 @@ def layer_copy_report(report: DetectReport, msrc: TensorTable, csrc: Sequence[Te
     copies = copied_layers(msrc, csrc)
     if copies is None:
         return report
-    layer_counts = [len({k.index for n in c.where if (k := layer_of(n)) is not None}) for c in csrc]
-    if not is_passthrough(copies.mapping, len(copies.mapping), layer_counts):
-        return report
+    sources = {m.candidate for m in copies.mapping}
+    if len(sources) < 2 and all(m.model_layer == m.candidate_layer for m in copies.mapping):
+        return report  # every layer from one candidate at its own index: a fine-tune of it, not a passthrough
     labels = report.candidates
     text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in copies.mapping)
     coefs = passthrough_coefficients(copies.mapping, labels, msrc)

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+IDENTICAL = "bit-identical to"
+"""The reason of rule 1 starts so: every tensor is a candidate's (nothing else is looked for then)."""
+
 SIGNIFICANT_WEIGHT = 0.05
 """A participant counts when its weight is at least this and its confidence interval excludes 0."""
 
@@ -49,13 +52,13 @@ Battery: 48 siblings fitted without a base, all nearest the mean: min 1.46 on ca
 scored families 0-7, where merges the test found read at most 0.30 (BENCHMARKS.md)."""
 
 SECOND_PARENT_CRITICAL = 0.1
-"""Second-parent test: M is nearest candidate X, and another candidate Y enters the fit with |weight| at least this
-(its interval excluding 0). Under its null (a fine-tune or distillation of X) Y's delta enters only through what the
-training shares with Y's: the battery's 144 such fits per 8 families (children and distillations of ft_a, 5 to 50
-AdamW steps at lr 1e-4 and 1e-3, with and without the base) give Y at most 0.042 on both calibration families 8-15
-and scored families 0-7. A sparsified merge (TIES, DARE) followed by training needs it: its recipe differs per
-element, which a dense fit leaves as residual, so its merge share stays near the null's (DARE 0.6 : 0.4 at density
-0.5 reads ~0.3) while each candidate's weight is still estimated."""
+"""Second-parent test (with a base): M is nearest candidate X, and another candidate Y enters the fit with a weight
+of at least this, its model-wide interval above 0. Under its null (a fine-tune or distillation of X) Y's delta
+enters only through what the training shares with Y's: the battery's 144 such fits per 8 families (children and
+distillations of ft_a, 5 to 50 AdamW steps at lr 1e-4 and 1e-3, with and without the base) give Y at most 0.042 on
+both calibration families 8-15 and scored families 0-7. A sparsified merge (TIES, DARE) followed by training needs
+it: its recipe differs per element, which a dense fit leaves as residual, so its merge share stays near the null's
+(DARE 0.6 : 0.4 at density 0.5 reads ~0.3) while each candidate's weight is still estimated."""
 
 UNEXPLAINED_FLOOR = 1e-4
 """Unexplained-element fraction at or below which the residual is rounding alone. Rounding of the recipe in any
@@ -85,6 +88,7 @@ class Evidence:
     most_correlated: str
     coverage: float = 1.0  # compared / all floating-point weight elements of the model
     weights: dict[str, tuple[float, float | None, float | None]] | None = None  # significant participant: value, CI
+    with_base: bool = False
     mean_nearest: float | None = None  # no base: size share of tensors whose nearest reference is the candidates' mean
     midpoint_ratio: float | None = None  # no base: median |M - mean|^2 / mean_i |P_i - mean|^2
 
@@ -104,7 +108,7 @@ def decide(ev: Evidence) -> tuple[str, str, str | None]:
 
 def _decide(ev: Evidence) -> tuple[str, str, str | None]:
     if ev.identical_to is not None:
-        return "derived_not_merge", f"bit-identical to {ev.identical_to}", ev.identical_to
+        return "derived_not_merge", f"{IDENTICAL} {ev.identical_to}", ev.identical_to
     if ev.passthrough:
         return "pure_merge", "passthrough: every layer is a bit-identical copy of a candidate layer", None
     if ev.sparse is not None and len(ev.participants) >= 2:
@@ -191,11 +195,20 @@ def _second_parent(ev: Evidence) -> tuple[str, str, str | None] | None:
     """M nearest candidate X while another candidate enters with a weight no fine-tune of X shows: a merge of both,
     then trained (SECOND_PARENT_CRITICAL). None when the rule does not apply."""
     weights = ev.weights or {}
-    if ev.nearest == "base" or ev.nearest not in weights or ev.max_correlation < RELATED_CORRELATION:
-        return None  # nearest the base: a sibling of the candidates, whose weights on them are the merge test's
+    if (
+        not ev.with_base
+        or ev.nearest == "base"
+        or ev.nearest not in weights
+        or ev.max_correlation < RELATED_CORRELATION
+    ):
+        # Only with a base, and M nearest a candidate: without a base, a sibling of unequally trained candidates
+        # sits nearest the less trained one with a weight on the other (its null here is not the children's).
+        return None
     others = [
-        (c, w) for c, w in weights.items() if c != ev.nearest and c != "base" and abs(w[0]) >= SECOND_PARENT_CRITICAL
-    ]
+        (c, w)
+        for c, w in weights.items()
+        if c not in (ev.nearest, "base") and w[0] >= SECOND_PARENT_CRITICAL and w[1] is not None and w[1] > 0
+    ]  # positive weights with a model-wide interval above 0: a negative one is continued training along X - Y too
     if not others:
         return None
     shown = ", ".join(

@@ -338,6 +338,22 @@ def test_missing_folder_is_exit_2(forensic_models: dict[str, Path], capsys: pyte
     assert code == 2 and "no such folder" in err
 
 
+def test_a_candidate_called_base_beside_a_base_is_exit_2(
+    forensic_models: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: the report labels the base `base`, so a candidate given as `base` with --base would be read as
+    the base by the verdict rules (the second-parent test skips the base's weight)."""
+    (tmp_path / "base").symlink_to(forensic_models["ft_a"])
+    monkeypatch.chdir(tmp_path)
+    argv = ["detect", str(forensic_models["linear"]), "--candidate", "base", "--candidate",
+            str(forensic_models["ft_b"]), "--base", str(forensic_models["base"])]  # fmt: skip
+    code, err = _run_main(argv, capsys)
+    assert code == 2 and "./base" in err and len(err.strip().splitlines()) == 1
+
+
 # --claim: a recorded merge, then a recorded distillation, held against the weights.
 
 

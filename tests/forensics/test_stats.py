@@ -123,7 +123,7 @@ def test_midpoint_ratio_is_the_distance_to_the_candidates_mean_over_their_spread
     from attest.forensics.stats import merge_test, midpoint_ratios
 
     rng = np.random.default_rng(3)
-    n, k = 12, 3
+    n, k = 12, 2
     fits = FitTable.empty([f"model.layers.{i}.mlp.up_proj.weight" for i in range(n)], k, False)
     want = np.empty(n)
     for t in range(n):
@@ -141,3 +141,11 @@ def test_midpoint_ratio_is_the_distance_to_the_candidates_mean_over_their_spread
     assert test.midpoint_ci_low is not None and test.midpoint_ci_low <= test.midpoint_ratio
     with_base = merge_test(fits, True)
     assert with_base is not None and with_base.midpoint_ratio is None and with_base.mean_nearest is None
+    # Review finding: with k candidates the untouched base reads 1/(k - 1) (0.5 at k = 3, 0.33 at k = 4), under the
+    # critical value derived for two: with more than two the statistic is not reported (the verdict: undetermined).
+    three = FitTable.empty(fits.names, 3, False)
+    three.numel[:], three.finite[:], three.raw_gram[:] = 500, True, np.eye(4) * 1e9
+    three.ref_energy[:], three.dist2[:] = 1.0, 4.0
+    test3 = merge_test(three, False)
+    assert test3 is not None and test3.midpoint_ratio is None and test3.midpoint_critical is None
+    assert test3.mean_nearest == 1.0

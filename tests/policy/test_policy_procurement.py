@@ -352,3 +352,21 @@ def test_undetermined_detect_fails_full_disclosure_closed(published: dict[str, P
     policy.write_text(with_base)
     ok, evidence = _rules(_verify(model, policy))["full_disclosure"]
     assert ok, evidence  # with the base: derived from it, which the lineage names
+
+
+def test_undetermined_with_every_participant_disclosed_passes(published: dict[str, Path], tmp_path: Path) -> None:
+    """Review finding: `undetermined` failed full_disclosure even when the lineage names every candidate that takes
+    part, where both readings (their merge, or a fine-tune of their base) disclose everything."""
+    from tests.support.builders import finetune
+
+    model = finetune(published["base"], tmp_path / "sibling", seed=12, steps=5, lr=1e-3)
+    code, _, err = run_attest(
+        ["record", "finetune", "--parent", f"parent={published['ft_a']}", "--parent", f"parent={published['ft_b']}",
+         "--output", model, "--key", published["root"] / "lab.key"]
+    )  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "p").mkdir()
+    policy = _policy_variant(published, tmp_path / "p", "candidates: [base, ft_a, ft_b]", "candidates: [ft_a, ft_b]")
+    ok, evidence = _rules(_verify(model, policy))["full_disclosure"]
+    assert "verdict undetermined" in evidence and "every candidate that takes part is in the lineage" in evidence
+    assert ok, evidence

@@ -57,9 +57,19 @@ class FullDisclosureRule(Rule[FullDisclosure], name="full_disclosure"):
                 else:
                     result.evidence.append(f"{shown}: coefficient {c.value:.4f}{ci}, disclosed in the lineage")
         elif report.verdict == "undetermined":
-            # Without a base, a near-even merge followed by training and a sibling fine-tune read alike: fail closed.
-            result.fail("detect cannot tell a merge of the candidates from a fine-tune of their base (verdict "
-                        "undetermined, above); give full_disclosure the candidates' base")  # fmt: skip
+            # Without a base, a near-even merge followed by training and a sibling fine-tune read alike: it passes
+            # only when every candidate that takes part is in the lineage, which makes both readings disclosed.
+            hidden = [
+                name_of.get(c.candidate, c.candidate)
+                for c in report.coefficients
+                if c.significant and labels.get(c.candidate) not in ancestors
+            ]
+            if hidden:
+                result.fail(f"detect cannot tell a merge of the candidates from a fine-tune of their base (verdict "
+                            f"undetermined, above), and {', '.join(hidden)} is not in the lineage; give "
+                            "full_disclosure the candidates' base")  # fmt: skip
+            else:
+                result.evidence.append("undetermined, but every candidate that takes part is in the lineage")
         elif report.verdict == "derived_not_merge" and report.derived_from:
             digest = labels.get(report.derived_from)
             shown = name_of.get(report.derived_from, report.derived_from)
