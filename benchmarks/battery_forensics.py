@@ -93,17 +93,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         r for r in nulls if not r["with_base"] and (r.get("mean_nearest") or 0) >= 0.5 and r.get("midpoint_ratio")
     ]
 
-    # The second-parent test's null: fits of null models nearest a candidate (read "derived from" it), the weight of
-    # the other candidate.
+    # The second-parent test's null: fits of null models derived from (nearest) a candidate, the other's weight.
     def other_weight(r: dict[str, Any]) -> float:
-        named = r["reason"].split(" (nearest", 1)[0]
-        return abs(r["coefficients"][1] if named.endswith("ft_a") else r["coefficients"][0])
+        return abs(r["coefficients"][1] if r["derived_from"].endswith("ft_a") else r["coefficients"][0])
 
-    from_candidate = [
-        r
-        for r in nulls
-        if r["reason"].startswith("derived from ") and r["reason"].split(" (", 1)[0][-4:] in ("ft_a", "ft_b")
-    ]
+    from_candidate = [r for r in nulls if (r.get("derived_from") or "base")[-4:] in ("ft_a", "ft_b")]
     return {
         "cases": len(rows),
         "confusion": {k: dict(v) for k, v in confusion.items()},

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.forensics.report import ClaimCheck, DetectReport
-from attest.forensics.verdict import RELATED_CORRELATION
+from attest.forensics.verdict import MERGE_VERDICTS, RELATED_CORRELATION
 from attest.identity import hash_model
 from attest.lineage.store import load_bundle
 from attest.statements import ProvenanceStatement, StatementError, parse_provenance
@@ -71,7 +71,7 @@ def check_claims(model: str | os.PathLike[str], report: DetectReport) -> tuple[l
     notes.append(_recipe_note(merge, report))
     out: list[ClaimCheck] = []
     res = report.residual
-    merge_fits = report.verdict in ("pure_merge", "merge_plus_training")
+    merge_fits = report.verdict in MERGE_VERDICTS
     for i, (kind, subject, _st) in enumerate(reversed(claimed)):
         later = len(claimed) - 1 - i
         scope = "" if len(claimed) == 1 else f" (with the {later} claimed step(s) after it: only the sum is visible)"

@@ -29,7 +29,6 @@ from attest.forensics.report import (
     Coverage,
     DetectReport,
     Hint,
-    LayerMap,
     LayerPoint,
     Relation,
     Residual,
@@ -41,13 +40,15 @@ from attest.forensics.rows import (
     concentration,
     finite,
     finite_or_none,
+    layer_maps,
     linear_hint,
+    mapping_text,
     passthrough_coefficients,
     tensor_rows,
 )
 from attest.forensics.stats import merge_test, participation, weighted_median
 from attest.forensics.units import detect_units
-from attest.forensics.verdict import IDENTICAL, SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
+from attest.forensics.verdict import MERGE_VERDICTS, SIGNIFICANT_WEIGHT, UNEXPLAINED_FLOOR, Evidence, decide
 
 Progress = Callable[[int], None]
 
@@ -164,12 +165,7 @@ def _run(
         notes.extend(f"{v.label}: {n}" for n in v.notes)
     report = _report(msrc, csrc, bsrc, fits, mdig, cdig, notes)
     report.non_finite = non_finite
-    if report.verdict in _NOT_A_MERGE and not report.reason.startswith(IDENTICAL):
-        report = layer_copy_report(report, msrc, csrc)
     return report, misaligned_matrices(fits, msrc)
-
-
-_NOT_A_MERGE = ("derived_not_merge", "undetermined", "not_derived")
 
 
 def _coverage(msrc: CanonicalView, views: list[CanonicalView], fits: FitTable) -> Coverage:
@@ -297,7 +293,7 @@ def _report(
     participants = [c.candidate for c in coefs if c.significant]
     if passthrough:
         used = sorted({m.candidate for m in mapping})
-        text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
+        text = mapping_text(mapping, labels)
         hint_list.append(Hint(method="passthrough", evidence=f"layers copied bit for bit: {text}"))
         coefs = passthrough_coefficients(mapping, labels, msrc)
         shares = []  # layers copied whole: the coefficients are the layer shares
@@ -310,7 +306,7 @@ def _report(
         if slerp is not None:
             hint_list.append(Hint(method="slerp", evidence=slerp))
         if mapping and len(mapping) < n_layers:
-            text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
+            text = mapping_text(mapping, labels)
             notes.append(f"{len(mapping)} of {n_layers} layers are bit-identical copies of candidate layers: {text}")
 
     coverage = _coverage(msrc, [msrc, *csrc, *([bsrc] if bsrc else [])], fits)
@@ -346,10 +342,10 @@ def _report(
         midpoint_ratio=test.midpoint_ratio if test is not None else None,
     )
     verdict, reason, derived_from = decide(ev)
-    if verdict in ("pure_merge", "merge_plus_training") and not hint_list:
+    if verdict in MERGE_VERDICTS and not hint_list:
         hint_list.append(linear_hint(coefs, with_base))
 
-    return DetectReport(
+    report = DetectReport(
         model=msrc.label,
         candidates=labels,
         base=str(bsrc.folder) if bsrc is not None else None,
@@ -367,13 +363,12 @@ def _report(
         layers=layers,
         relations=relations,
         hints=hint_list,
-        layer_mapping=[
-            LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
-            for m in mapping
-        ],
+        layer_mapping=layer_maps(mapping, labels),
         tensors=tensor_rows(fits, part_of),
         coverage=coverage,
         experts=expert_rows(fits, part_of, flags),
         expert_map=emap,
         notes=notes,
     )
+    # Not a merge, and not a bit-identical copy: a passthrough merge trained afterwards has no byte-equal layer left
+    return report if verdict in MERGE_VERDICTS or identical_to is not None else layer_copy_report(report, msrc, csrc)

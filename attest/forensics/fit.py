@@ -150,7 +150,7 @@ def _sample_recipe(
     fit, _ = _fits([name], dtype, sum(sl.stop - sl.start for sl in sample), grams, arrays.k, arrays.with_base)
     if not fit.finite[0]:
         return None
-    return refine_sample(arrays.piece, arrays.k, dtype, fit.coef[0].copy(), arrays.with_base, parallel_map)
+    return refine_sample(arrays.piece, arrays.k, dtype, fit.coef[0].copy(), arrays.with_base, sample, parallel_map)
 
 
 def _fits(

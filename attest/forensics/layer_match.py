@@ -20,8 +20,8 @@ from attest.checkpoint.canonical import PER_EXPERT
 from attest.checkpoint.reader import TensorTable
 from attest.forensics.hints import Mapping
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of
-from attest.forensics.report import DetectReport, Hint, LayerMap
-from attest.forensics.rows import passthrough_coefficients
+from attest.forensics.report import DetectReport, Hint
+from attest.forensics.rows import layer_maps, mapping_text, passthrough_coefficients
 
 LAYER_SAMPLE = 1 << 16
 """Elements sampled per layer, spread evenly over its tensors (each at least RUN_MIN, in SAMPLE_RUNS runs at fixed
@@ -34,16 +34,15 @@ MANY_TENSORS = 64
 where four runs would quadruple the reads for no better estimate. Routed experts (10^5 tensors in a 397B MoE) are
 left out of a layer that has other tensors: layers are copied whole, and its attention identifies the source."""
 COPY_MARGIN = 0.25
-"""A model layer is a copy of its nearest candidate layer when its squared distance on the sample is at most this
-share of its distance to the second nearest candidate layer. A copy trained afterwards sits at |T|^2 from its source
-and about |T|^2 + |source - other|^2 from any other layer; a sibling of two candidates sits about equally far from
-both (battery: SPEC.md §6.6)."""
+"""A model layer is a copy of its best-scoring candidate layer (`_score`) when that score is below this share of the
+second best. A copy trained afterwards sits at |T|^2 from its source and about |T|^2 + |source - other|^2 from any
+other layer; a sibling of two candidates sits about equally far from both (battery: SPEC.md §6.6)."""
 
 
 @dataclass(frozen=True)
 class LayerCopies:
     mapping: list[Mapping]
-    worst_margin: float  # the largest nearest / second-nearest distance ratio over the layers
+    worst_margin: float  # the largest best / second-best score ratio over the layers
 
 
 Signature = tuple[tuple[str, tuple[int, ...]], ...]
@@ -134,7 +133,7 @@ def layer_copy_report(report: DetectReport, msrc: TensorTable, csrc: Sequence[Te
     if len(sources) < 2 and all(m.model_layer == m.candidate_layer for m in copies.mapping):
         return report  # every layer from one candidate at its own index: a fine-tune of it, not a passthrough
     labels = report.candidates
-    text = ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in copies.mapping)
+    text = mapping_text(copies.mapping, labels)
     coefs = passthrough_coefficients(copies.mapping, labels, msrc)
     who = ", ".join(c.candidate for c in coefs if c.significant)
     return report.model_copy(
@@ -142,15 +141,12 @@ def layer_copy_report(report: DetectReport, msrc: TensorTable, csrc: Sequence[Te
             "verdict": "merge_plus_training",
             "reason": f"a passthrough merge of {who}, then changed: not every layer is a bit-identical copy, but "
             f"every layer is nearest one candidate layer on a sample of its elements, at most "
-            f"{copies.worst_margin:.3f} of its squared distance to any other (a copy: at most {COPY_MARGIN}); "
+            f"{copies.worst_margin:.3f} of its score against any other (a copy: below {COPY_MARGIN}); "
             f"before: {report.verdict} ({report.reason})",
             "derived_from": None,
             "coefficients": coefs,
             "shares": [],
             "hints": [Hint(method="passthrough", evidence=f"layers copied, then changed: {text}")],
-            "layer_mapping": [
-                LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
-                for m in copies.mapping
-            ],
+            "layer_mapping": layer_maps(copies.mapping, labels),
         }
     )

@@ -76,13 +76,12 @@ def sample_chunks(chunks: list[slice]) -> list[slice]:
 
 
 def refine_sample(
-    piece: Piece, k: int, dtype: str, coef: np.ndarray, with_base: bool, over_chunks: ChunkMap
+    piece: Piece, k: int, dtype: str, coef: np.ndarray, with_base: bool, sample: list[slice], over_chunks: ChunkMap
 ) -> np.ndarray | None:
-    """The iteration over the tensor's sample only, from `coef` (the sample's least squares): the recipe to test over
-    the whole tensor before its first pass (attest.forensics.fit.fit_large). None as soon as the first pass leaves
-    more than REFINE_MAX_FRACTION of the sample outside its rounding intervals (training, not a rounding bias), or
-    when the iteration gives up."""
-    sample = sample_chunks(chunks_of(piece[0].numel()))
+    """The iteration over the tensor's sample (`sample_chunks`) only, from `coef` (the sample's least squares): the
+    recipe to test over the whole tensor before its first pass (attest.forensics.fit.fit_large). None as soon as the
+    first pass leaves more than REFINE_MAX_FRACTION of the sample outside its rounding intervals (training, not a
+    rounding bias), or when the iteration gives up."""
     elements = sum(sl.stop - sl.start for sl in sample)
     start = np.nan_to_num(coef).astype(np.float64)
     return _iterate(piece, k, dtype, start, with_base, sample, over_chunks, REFINE_MAX_FRACTION * elements)

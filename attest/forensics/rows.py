@@ -12,7 +12,7 @@ from attest.checkpoint.reader import TensorTable
 from attest.forensics import hints as H
 from attest.forensics.fit_table import FitTable
 from attest.forensics.pairing import layer_of
-from attest.forensics.report import Coefficient, Concentration, Hint, Share, TensorRows
+from attest.forensics.report import Coefficient, Concentration, Hint, LayerMap, Share, TensorRows
 from attest.forensics.stats import robust_estimate
 from attest.forensics.verdict import SIGNIFICANT_WEIGHT
 
@@ -78,6 +78,17 @@ def linear_hint(coefs: list[Coefficient], with_base: bool) -> Hint:
             "linear merge that includes the base): " + ", ".join(parts),
         )
     return Hint(method="linear", evidence="a weighted average, weights summing to 1: " + ", ".join(parts))
+
+
+def mapping_text(mapping: list[H.Mapping], labels: list[str]) -> str:
+    """`0<-a[1], 1<-b[0]`: each model layer and the candidate layer it was copied from (hints, notes, reasons)."""
+    return ", ".join(f"{m.model_layer}<-{labels[m.candidate]}[{m.candidate_layer}]" for m in mapping)
+
+
+def layer_maps(mapping: list[H.Mapping], labels: list[str]) -> list[LayerMap]:
+    """The report's `layer_mapping` rows of a mapping."""
+    return [LayerMap(model_layer=m.model_layer, candidate=labels[m.candidate], candidate_layer=m.candidate_layer)
+            for m in mapping]  # fmt: skip
 
 
 def passthrough_coefficients(mapping: list[H.Mapping], labels: list[str], msrc: TensorTable) -> list[Coefficient]:

@@ -181,17 +181,16 @@ def merge_test(fits: FitTable, with_base: bool) -> MergeTest | None:
     if not with_base:
         # The sibling null of the midpoint test is derived for two candidates (SPEC.md §6.5): with k of them the
         # untouched base itself reads 1/(k - 1), so with more the statistic is not reported and no test reads it.
-        two = fits.dist2.shape[1] == 2
-        ratio = midpoint_ratios(fits) if two else np.full(len(fits), math.nan)
-        mid_est = robust_estimate(ratio, weights)
         mean_first = (fits.ref_energy < fits.dist2.min(axis=1)) & (fits.ref_energy < fits.raw_gram[:, 0, 0])
-        mid = {
-            "mean_nearest": float(weights[mean_first].sum() / weights.sum()),
-            "midpoint_ratio": mid_est.value if math.isfinite(mid_est.value) else None,
-            "midpoint_ci_low": mid_est.ci_low if math.isfinite(mid_est.ci_low) else None,
-            "midpoint_ci_high": mid_est.ci_high if math.isfinite(mid_est.ci_high) else None,
-            "midpoint_critical": MIDPOINT_CRITICAL if two else None,
-        }
+        mid["mean_nearest"] = float(weights[mean_first].sum() / weights.sum())
+        if fits.dist2.shape[1] == 2:
+            ratio = robust_estimate(midpoint_ratios(fits), weights)
+            mid |= {
+                "midpoint_ratio": ratio.value if math.isfinite(ratio.value) else None,
+                "midpoint_ci_low": ratio.ci_low if math.isfinite(ratio.ci_low) else None,
+                "midpoint_ci_high": ratio.ci_high if math.isfinite(ratio.ci_high) else None,
+                "midpoint_critical": MIDPOINT_CRITICAL,
+            }
     return MergeTest(
         merge_share=value,
         ci_low=est.ci_low if math.isfinite(est.ci_low) else None,

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IDENTICAL = "bit-identical to"
-"""The reason of rule 1 starts so: every tensor is a candidate's (nothing else is looked for then)."""
+MERGE_VERDICTS = ("pure_merge", "merge_plus_training")
+"""The verdicts that call M a merge."""
 
 SIGNIFICANT_WEIGHT = 0.05
 """A participant counts when its weight is at least this and its confidence interval excludes 0."""
@@ -43,13 +43,14 @@ by 0.01). It was 0.5, which missed two 4/7 merges trained 50 SFT steps at lr 1e-
 MIDPOINT_CRITICAL = 0.5
 """Midpoint test without a base, read where the candidates' mean is M's nearest reference (there the merge share
 cannot see an even merge: the mean is both the merge and the sibling's stand-in). Statistic: the size-weighted median
-over tensors of |M - P̄|^2 / ((1/k) sum_i |P_i - P̄|^2). A merge with weights l_i sits at sum_i (l_i - 1/k)^2-scaled
-distance (4/7 : 3/7 gives 0.020, 1:1 gives 0) plus what later training adds. A sibling C = base + T_c sits at
-|T_c - S/2|^2 from the mean (S = T_a + T_b, the candidates' deltas), at least (1 - cos^2)|S|^2/4 with cos the cosine
-of T_c and S, while the denominator is |T_a - T_b|^2/4 <= |S|^2/4 when the candidates' deltas do not oppose: a
-sibling reads below 0.5 only if its own training points along the candidates' summed deltas with cosine above 0.71.
-Battery: 48 siblings fitted without a base, all nearest the mean: min 1.46 on calibration families 8-15, 1.42 on
-scored families 0-7, where merges the test found read at most 0.30 (BENCHMARKS.md)."""
+over tensors of |M - P̄|^2 / ((1/k) sum_i |P_i - P̄|^2). A merge with weights l_i has M - P̄ = sum_i (l_i - 1/k)
+(P_i - P̄): with two candidates 4 (l_1 - 1/2)^2 (4/7 : 3/7 gives 0.020, 1:1 gives 0), plus what training adds. A
+sibling C = base + T_c sits at |T_c - S/2|^2 from the mean (S = T_a + T_b, the candidates' deltas), at least
+(1 - cos^2)|S|^2/4 with cos the cosine of T_c and S, while the denominator is |T_a - T_b|^2/4 <= |S|^2/4 when the
+candidates' deltas do not oppose: a sibling reads below 0.5 only if its own training points along the candidates'
+summed deltas with cosine above 0.71. Battery: 48 siblings fitted without a base, all nearest the mean: min 1.46 on
+calibration families 8-15, 1.42 on scored families 0-7, where merges the test found read at most 0.30
+(BENCHMARKS.md)."""
 
 SECOND_PARENT_CRITICAL = 0.1
 """Second-parent test (with a base): M is nearest candidate X, and another candidate Y enters the fit with a weight
@@ -108,7 +109,7 @@ def decide(ev: Evidence) -> tuple[str, str, str | None]:
 
 def _decide(ev: Evidence) -> tuple[str, str, str | None]:
     if ev.identical_to is not None:
-        return "derived_not_merge", f"{IDENTICAL} {ev.identical_to}", ev.identical_to
+        return "derived_not_merge", f"bit-identical to {ev.identical_to}", ev.identical_to
     if ev.passthrough:
         return "pure_merge", "passthrough: every layer is a bit-identical copy of a candidate layer", None
     if ev.sparse is not None and len(ev.participants) >= 2:

@@ -262,6 +262,7 @@ def run_case(case: Case, fam: Family, detect: Callable[..., Any]) -> dict[str, A
         "training_share": mt.training_share if mt else None,
         "mean_nearest": mt.mean_nearest if mt else None,
         "midpoint_ratio": mt.midpoint_ratio if mt else None,
+        "derived_from": r.derived_from,
         "unexplained_fraction": r.residual.unexplained_fraction if r.residual else None,
         "source": case.source,
         "meta": case.meta,
