@@ -15,31 +15,43 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import torch
+import numpy as np
 
 from attest.errors import InputError
+from attest.identity.dtypes import DTYPE_BITS
 from attest.identity.folder import file_key, scan_folder
 from attest.identity.safetensors_reader import SafetensorsFile, TensorInfo
 from attest.strict_json import strict_loads
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "BF16": torch.bfloat16,
-    "F16": torch.float16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "I16": torch.int16,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
+if TYPE_CHECKING:
+    import torch
+
+ARRAY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BF16": np.dtype(np.uint16),
+    "F16": np.dtype(np.float16),
+    "F32": np.dtype(np.float32),
+    "F64": np.dtype(np.float64),
 }
-SAFETENSORS_TAGS = {v: k for k, v in TORCH_DTYPES.items()}
+"""The floating dtypes `TensorTable.array` reads, as numpy dtypes. numpy has no bfloat16: a BF16 tensor is read as
+its bit patterns (uint16), which is how detect's compiled sweeps take it; no other stored dtype maps to uint16."""
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """A stored array's values as float32: bf16 bit patterns shifted into a float32's high half (exact), float16
+    and float32 converted (exact; float64 rounds)."""
+    if a.dtype == np.uint16:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32, copy=False)
+
+
+def as_float64(a: np.ndarray) -> np.ndarray:
+    """A stored array's values as float64 (exact from every type of ARRAY_DTYPES)."""
+    return as_float32(a).astype(np.float64) if a.dtype == np.uint16 else a.astype(np.float64)
+
+
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 _quiet = [False]
@@ -86,10 +98,10 @@ def sampled_digest(info: TensorInfo, read: Callable[[int, int], bytes]) -> bytes
 
 
 def torch_dtype(tag: str, where: Path) -> torch.dtype:
-    try:
-        return TORCH_DTYPES[tag]
-    except KeyError:
-        raise InputError(where, f"tensors of dtype {tag} cannot be merged") from None
+    """attest.checkpoint.torch_dtypes.torch_dtype, imported on first use (torch only where a caller computes in it)."""
+    from attest.checkpoint.torch_dtypes import torch_dtype as of
+
+    return of(tag, where)
 
 
 class IndexedTensors(Mapping[str, tuple[SafetensorsFile, TensorInfo]]):
@@ -187,8 +199,24 @@ class TensorTable:
         entry = self.where.get(name)
         return [str(Path(entry[0].path).resolve())] if entry is not None else []
 
+    def array(self, name: str) -> np.ndarray:
+        """A flat, read-only numpy array over the mapped bytes (no copy) of a floating tensor (ARRAY_DTYPES: BF16 as
+        its uint16 bit patterns). What detect reads: no torch."""
+        fh, info = self.where[name]
+        dtype = ARRAY_DTYPES.get(info.dtype)
+        if dtype is None:
+            raise InputError(self.folder, f"{name}: tensors of dtype {info.dtype} are not floating weights")
+        view = fh.view_of(info)
+        return np.frombuffer(view, dtype=dtype) if len(view) else np.empty(0, dtype=dtype)
+
+    def array_range(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Elements [start, stop) of `array(name)` (no copy)."""
+        return self.array(name)[start:stop]
+
     def flat(self, name: str) -> torch.Tensor:
         """A flat, read-only tensor over the mapped bytes (no copy). Callers must not write into it."""
+        import torch
+
         fh, info = self.where[name]
         dtype = torch_dtype(info.dtype, self.folder)
         view = fh.view_of(info)
@@ -210,11 +238,13 @@ class TensorTable:
     def release_flat(self, name: str, start: int, stop: int) -> None:
         """`release` for elements [start, stop) of a tensor (a slice read with flat_range)."""
         fh, info = self.where[name]
-        size = torch_dtype(info.dtype, self.folder).itemsize
+        size = DTYPE_BITS[info.dtype] // 8
         fh.release_range(info.begin + start * size, info.begin + stop * size)
 
     def load(self, name: str) -> torch.Tensor:
         """The tensor in its shape, read-only over the mapped bytes (no copy)."""
+        import torch
+
         info = self.info(name)
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=torch_dtype(info.dtype, self.folder))

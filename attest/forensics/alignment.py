@@ -18,17 +18,27 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from attest.bounded import read_bounded
 from attest.checkpoint.canonical import CanonicalView
-from attest.checkpoint.reader import MAX_CONFIG_BYTES, TensorTable, raw_digest_of, sampled_digest
+from attest.checkpoint.reader import (
+    ARRAY_DTYPES,
+    MAX_CONFIG_BYTES,
+    TensorTable,
+    as_float32,
+    raw_digest_of,
+    sampled_digest,
+)
 from attest.errors import InputError
 from attest.forensics.fit_table import FitTable
 from attest.forensics.report import AlignmentReport, DetectReport, PermutationFound
 from attest.strict_json import strict_loads
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_COSINE = 0.5
 """Matched units must agree at least this much on average (cosine) in every permutation for the alignment to be
@@ -135,16 +145,22 @@ class _Reader:
         self.model, self.refs = model, refs
 
     def has(self, name: str) -> bool:
-        return name in self.model.where and all(name in r.where for r in self.refs)
+        """Stored as floating weights in the model and every reference."""
+        return all(name in t.where and t.info(name).dtype in ARRAY_DTYPES for t in (self.model, *self.refs))
 
-    def pair(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model.load(name).float()
-        r = torch.stack([x.load(name).float() for x in self.refs]).mean(dim=0)
+    def pair(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        m = _load(self.model, name)
+        refs = [_load(x, name) for x in self.refs]
         for t in (self.model, *self.refs):
             t.release(name)
-        if m.shape != r.shape:
+        if any(r.shape != m.shape for r in refs):
             raise InputError(self.model.folder, f"tensor {name!r} has another shape than in the candidates")
-        return m, r
+        return m, np.stack(refs).mean(axis=0, dtype=np.float32)
+
+
+def _load(table: TensorTable, name: str) -> np.ndarray:
+    """A tensor in its shape as float32 (a copy: the pages are released after)."""
+    return as_float32(table.array(name)).reshape(table.info(name).shape).copy()
 
 
 def find_alignment(model: TensorTable, refs: list[TensorTable], heads: Heads | None) -> Alignment:
@@ -165,9 +181,9 @@ def find_alignment(model: TensorTable, refs: list[TensorTable], heads: Heads | N
         if not rd.has(name) or model.info(name).shape[-1:] == ():
             continue
         mt, rt = rd.pair(name)
-        s = (rt.T @ mt).double().numpy()  # float32 products: cosines for matching, not a fit
+        s = (rt.T @ mt).astype(np.float64)  # float32 products: cosines for matching, not a fit
         sim = s if sim is None else sim + s
-        a, b = (rt**2).sum(0, dtype=torch.float64).numpy(), (mt**2).sum(0, dtype=torch.float64).numpy()
+        a, b = (rt**2).sum(0, dtype=np.float64), (mt**2).sum(0, dtype=np.float64)
         nr, nm = (a, b) if nr is None or nm is None else (nr + a, nm + b)
     if sim is None or nr is None or nm is None:
         al.notes.append("no embedding or lm_head shared with the candidates: the residual stream cannot be matched")
@@ -175,15 +191,14 @@ def find_alignment(model: TensorTable, refs: list[TensorTable], heads: Heads | N
     ph, found = _assign("residual", None, _cosine(sim, nr, nm))
     al.perms["H", None] = ph
     al.found.append(found)
-    pht = torch.from_numpy(ph)
     for layer in sorted(by_layer):
         names = by_layer[layer]
-        _match_mlp(al, rd, layer, names, pht)
-        _match_heads(al, rd, layer, names, pht, heads)
+        _match_mlp(al, rd, layer, names, ph)
+        _match_heads(al, rd, layer, names, ph, heads)
     return al
 
 
-def _match_mlp(al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph: torch.Tensor) -> None:
+def _match_mlp(al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph: np.ndarray) -> None:
     sim = nr = nm = None
     for suffix, rows in (("mlp.gate_proj.weight", True), ("mlp.up_proj.weight", True), ("mlp.down_proj.weight", False)):
         name = names.get(suffix)
@@ -192,8 +207,8 @@ def _match_mlp(al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph
         mt, rt = rd.pair(name)
         # unit features as rows: gate/up rows over the (aligned) residual, down columns over the aligned residual
         mf, rf = (mt[:, ph], rt) if rows else (mt[ph, :].T, rt.T)
-        s = (rf @ mf.T).double().numpy()
-        a, b = (rf**2).sum(1, dtype=torch.float64).numpy(), (mf**2).sum(1, dtype=torch.float64).numpy()
+        s = (rf @ mf.T).astype(np.float64)
+        a, b = (rf**2).sum(1, dtype=np.float64), (mf**2).sum(1, dtype=np.float64)
         sim, nr, nm = (s, a, b) if sim is None or nr is None or nm is None else (sim + s, nr + a, nm + b)
     if sim is not None and nr is not None and nm is not None:
         perm, found = _assign("mlp_units", layer, _cosine(sim, nr, nm))
@@ -202,7 +217,7 @@ def _match_mlp(al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph
 
 
 def _match_heads(
-    al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph: torch.Tensor, heads: Heads | None
+    al: Alignment, rd: _Reader, layer: int, names: dict[str, str], ph: np.ndarray, heads: Heads | None
 ) -> None:
     parts = {s: names.get(f"self_attn.{s}_proj.weight") for s in "qkvo"}
     if any(n is None or not rd.has(n) for n in parts.values()):
@@ -222,25 +237,25 @@ def _match_heads(
         return
     hid = q_r.shape[1]
 
-    def blocks(x: torch.Tensor, n: int) -> torch.Tensor:  # [n, rows_per_block * hidden]
-        return x.reshape(n, -1).double()
+    def blocks(x: np.ndarray, n: int) -> np.ndarray:  # [n, rows_per_block * hidden]
+        return x.reshape(n, -1).astype(np.float64)
 
-    def group_sum(x: torch.Tensor) -> torch.Tensor:  # query-head blocks summed per KV group: order inside ignored
-        return x.reshape(kv, rep, d * hid).sum(1).double()
+    def group_sum(x: np.ndarray) -> np.ndarray:  # query-head blocks summed per KV group: order inside ignored
+        return x.reshape(kv, rep, d * hid).sum(1).astype(np.float64)
 
-    fm = torch.cat([blocks(k_m, kv), blocks(v_m, kv), group_sum(q_m), group_sum(o_m)], dim=1)
-    fr = torch.cat([blocks(k_r, kv), blocks(v_r, kv), group_sum(q_r), group_sum(o_r)], dim=1)
-    gperm, found = _assign("kv_groups", layer, _cosine((fr @ fm.T).numpy(), _sq(fr), _sq(fm)))
+    fm = np.concatenate([blocks(k_m, kv), blocks(v_m, kv), group_sum(q_m), group_sum(o_m)], axis=1)
+    fr = np.concatenate([blocks(k_r, kv), blocks(v_r, kv), group_sum(q_r), group_sum(o_r)], axis=1)
+    gperm, found = _assign("kv_groups", layer, _cosine(fr @ fm.T, _sq(fr), _sq(fm)))
     al.found.append(found)
-    qm = torch.cat([blocks(q_m, h), blocks(o_m, h)], dim=1)
-    qr = torch.cat([blocks(q_r, h), blocks(o_r, h)], dim=1)
+    qm = np.concatenate([blocks(q_m, h), blocks(o_m, h)], axis=1)
+    qr = np.concatenate([blocks(q_r, h), blocks(o_r, h)], axis=1)
     qperm = np.zeros(h, dtype=np.int64)
     cos_all, moved, runner = [], 0, []
     for g in range(kv):
         mine = np.arange(g * rep, (g + 1) * rep)
         theirs = np.arange(int(gperm[g]) * rep, (int(gperm[g]) + 1) * rep)
         fr_g, fm_g = qr[mine], qm[theirs]
-        inner, f = _assign("query_heads", layer, _cosine((fr_g @ fm_g.T).numpy(), _sq(fr_g), _sq(fm_g)))
+        inner, f = _assign("query_heads", layer, _cosine(fr_g @ fm_g.T, _sq(fr_g), _sq(fm_g)))
         qperm[mine] = theirs[inner]
         cos_all.append(f.cosine)
         moved += f.moved
@@ -260,8 +275,8 @@ def _match_heads(
     al.perms["Q", layer] = qperm
 
 
-def _sq(x: torch.Tensor) -> np.ndarray:
-    return np.asarray((x**2).sum(1).numpy())
+def _sq(x: np.ndarray) -> np.ndarray:
+    return np.asarray((x**2).sum(1))
 
 
 def head_layout(folders: list[Path]) -> Heads | None:
@@ -287,15 +302,15 @@ def head_layout(folders: list[Path]) -> Heads | None:
     return None
 
 
-def _row_index(key: Key, size: int, al: Alignment, heads: Heads | None) -> torch.Tensor | None:
+def _row_index(key: Key, size: int, al: Alignment, heads: Heads | None) -> np.ndarray | None:
     perm = al.perms.get(key)
     if perm is None:
         return None
-    p = torch.from_numpy(perm)
+    p = np.asarray(perm, dtype=np.int64)
     if key[0] in ("Q", "KV"):
         assert heads is not None
         block = size // len(perm)
-        p = (p.unsqueeze(1) * block + torch.arange(block)).reshape(-1)
+        p = (p[:, None] * block + np.arange(block)).reshape(-1)
     return p if len(p) == size else None
 
 
@@ -309,39 +324,54 @@ class AlignedView(CanonicalView):
         self.base_view, self.alignment, self.heads = view, al, heads
         self.unknown = [n for n in view.where if role_of(n) is None]
 
-    def _aligned(self, name: str) -> torch.Tensor | None:
+    def _aligned(self, name: str) -> np.ndarray | None:
+        """The stored bits of a tensor with a known role, permuted (flat, a copy); None when nothing moves."""
         roles = role_of(name)
         info = self.info(name)
-        if roles is None or len(roles) != len(info.shape):
+        if roles is None or len(roles) != len(info.shape) or info.dtype not in ARRAY_DTYPES:
             return None
-        t = self.base_view.load(name)
+        t = self.base_view.array(name).reshape(info.shape)
         changed = False
         for axis, key in enumerate(roles):
             idx = _row_index(key, info.shape[axis], self.alignment, self.heads) if key is not None else None
             if idx is not None:
-                t = t.index_select(axis, idx)
+                t = np.take(t, idx, axis=axis)
                 changed = True
-        return t.contiguous() if changed else None
+        if not changed:
+            return None
+        out = np.ascontiguousarray(t).reshape(-1)
+        out.flags.writeable = False
+        return out
+
+    def array(self, name: str) -> np.ndarray:
+        t = self._aligned(name)
+        return self.base_view.array(name) if t is None else t
 
     def flat(self, name: str) -> torch.Tensor:
+        """`array` as a torch tensor (the permuted copy), for callers that compute in torch."""
+        import torch
+
         t = self._aligned(name)
-        return self.base_view.flat(name) if t is None else t.reshape(-1)
+        if t is None:
+            return self.base_view.flat(name)
+        if t.dtype == np.uint16:
+            return torch.from_numpy(t.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(t.copy())
 
     def load(self, name: str) -> torch.Tensor:
-        t = self._aligned(name)
-        return self.base_view.load(name) if t is None else t
+        return self.flat(name).reshape(self.info(name).shape)
 
     def raw_digest(self, name: str) -> bytes:
         t = self._aligned(name)
         if t is None:
             return self.base_view.raw_digest(name)
-        return raw_digest_of(self.info(name), t.reshape(-1).view(torch.uint8).numpy())
+        return raw_digest_of(self.info(name), t.view(np.uint8))
 
     def sample_digest(self, name: str) -> bytes:
         t = self._aligned(name)
         if t is None:
             return self.base_view.sample_digest(name)
-        data = t.reshape(-1).view(torch.uint8).numpy()
+        data = t.view(np.uint8)
         return sampled_digest(self.info(name), lambda b, e: data[b:e].tobytes())
 
     def copy_digest(self, name: str, sampled_above: int) -> bytes:

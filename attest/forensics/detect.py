@@ -20,7 +20,7 @@ from attest.forensics.alignment import align_and_refit, misaligned_matrices
 from attest.forensics.digests import DigestMap, NameIndex, confirm_copies, copy_digest, shared_digests
 from attest.forensics.evidence import fit_evidence
 from attest.forensics.experts import expert_map, expert_rows
-from attest.forensics.fit import ULP_BINS, single_threaded_ops
+from attest.forensics.fit import ULP_BINS
 from attest.forensics.fit_table import FitTable, total
 from attest.forensics.layer_match import layer_copy_report
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of, pair
@@ -85,14 +85,13 @@ def detect(
         views = [CanonicalView(s) for s in opened]
         mview, cviews = views[0], views[1 : 1 + len(csrc)]
         bview = views[-1] if bsrc is not None else None
-        with single_threaded_ops():
-            report, misaligned = _run(mview, cviews, bview, on_total, on_bytes, executor)
-            if misaligned and report.verdict != "pure_merge":  # the only place alignment runs (SPEC.md §6.10)
-                folders = [Path(model), *map(Path, candidates)]
-                report = align_and_refit(
-                    report, misaligned, mview, cviews, folders, lambda v: _run(v, cviews, bview, None, None)[0]
-                )
-            return report
+        report, misaligned = _run(mview, cviews, bview, on_total, on_bytes, executor)
+        if misaligned and report.verdict != "pure_merge":  # the only place alignment runs (SPEC.md §6.10)
+            folders = [Path(model), *map(Path, candidates)]
+            report = align_and_refit(
+                report, misaligned, mview, cviews, folders, lambda v: _run(v, cviews, bview, None, None)[0]
+            )
+        return report
     finally:
         for s in opened:
             s.close()

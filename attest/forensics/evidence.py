@@ -13,7 +13,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from attest.checkpoint.reader import TensorTable
 from attest.forensics.digests import DIGEST_BYTES, copy_digest
@@ -77,9 +76,9 @@ def fit_evidence(
             done([names[i] for i in rows])
 
     def start(rows: list[int]) -> None:
-        # Views are made here, in the calling thread (the reader's first view silences a warning: not thread-safe),
-        # while the pool fits the blocks before; at most two blocks per worker are resident at a time.
-        block = [(names[i], tuple(s.flat(names[i]) for s in sources)) for i in rows]
+        # Views are made here, in the calling thread, while the pool fits the blocks before; at most two blocks per
+        # worker are resident at a time.
+        block = [(names[i], tuple(s.array(names[i]) for s in sources)) for i in rows]
         running.append((rows, submit(lambda: _block_evidence(block, sources, k, with_base))))
         while len(running) > 2 * workers():
             collect(*_result(running.popleft()))
@@ -88,7 +87,7 @@ def fit_evidence(
         info = msrc.info(name)
         n = math.prod(info.shape)
         if n > CHUNK_ELEMENTS:
-            piece = tuple(s.flat(name) for s in sources)
+            piece = tuple(s.array(name) for s in sources)
             collect([i], _evidence(fit_large(name, info.dtype, piece, k, with_base), [piece], sources, k))
             continue
         group = pending.setdefault((n, info.dtype), [])
@@ -130,10 +129,24 @@ def _evidence(fits: FitTable, pieces: list[Piece], sources: list[TensorTable], k
     return PassEvidence(fits, digests, bad, notes)
 
 
-def non_finite(name: str, sources: Sequence[TensorTable], tensors: list[torch.Tensor]) -> list[NonFinite]:
+def non_finite(name: str, sources: Sequence[TensorTable], tensors: list[np.ndarray]) -> list[NonFinite]:
+    """Each input's NaN/Inf elements in this tensor (arrays as `TensorTable.array` reads them)."""
     out = []
     for src, t in zip(sources, tensors, strict=True):
-        count = int(t.numel() - torch.isfinite(t).sum().item())
+        count = non_finite_count(t)
         if count:
             out.append(NonFinite(model=src.label, tensor=name, count=count))
     return out
+
+
+def non_finite_count(a: np.ndarray) -> int:
+    """NaN and Inf elements of a stored array, a chunk at a time (bounded scratch): a bf16 bit pattern is not finite
+    when its exponent bits are all ones."""
+    count = 0
+    for s in range(0, a.size, CHUNK_ELEMENTS):
+        part = a[s : s + CHUNK_ELEMENTS]
+        if part.dtype == np.uint16:
+            count += int(np.count_nonzero((part & 0x7F80) == 0x7F80))
+        else:
+            count += part.size - int(np.count_nonzero(np.isfinite(part)))
+    return count

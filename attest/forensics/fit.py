@@ -10,16 +10,14 @@ depend on which others share its block.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-import torch
 
 from attest.forensics.fit_table import FitTable
 from attest.forensics.kernels import (
@@ -43,6 +41,13 @@ __all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "FitTable", "fit_block", "fit_large", "
 MAX_COND = 1e12
 """Gram matrices worse conditioned than this (a candidate equal to another, or to the base) determine nothing."""
 
+GRAM_STRIDE = 4
+GRAM_MIN_CHUNKS = 16
+"""A tensor of at least GRAM_MIN_CHUNKS chunks (4M elements) sums its Gram matrices over every GRAM_STRIDE-th chunk
+from the first (at least a million elements), while the residual test still reads every element (SPEC.md §6.2): on
+a 2-core host the Gram sweep cost ~60% of detect's compute, where the least-squares estimate of a uniform recipe from
+a quarter of a large tensor differs from the whole tensor's by ~1e-5 and the exactness test is unchanged."""
+
 MIN_RESOLVED = 64
 """A tensor with fewer resolved elements is fitted over all its elements (attest.forensics.kernels.RESOLVED_RATIO;
 its candidates barely differ anywhere, so it is not informative either way)."""
@@ -52,7 +57,7 @@ def fit_block(names: list[str], dtype: str, pieces: list[Piece], k: int, with_ba
     """Fit tensors of one size and stored dtype, each whole as one piece of a block (at most CHUNK_ELEMENTS in all
     per input): M - B on {P_i - B} with a base, M on {P_i} without, then the residual test. A row per tensor."""
     grams = gram_block(pieces, k, with_base, dtype)
-    fits, cov = _fits(names, dtype, pieces[0][0].numel(), grams, k, with_base)
+    fits, cov = _fits(names, dtype, pieces[0][0].size, grams, k, with_base)
     ok = np.flatnonzero(fits.finite)
     if len(ok):
         fits.set_counts(ok, residual_block([pieces[i] for i in ok], k, dtype, fits.coef[ok], cov[ok], with_base))
@@ -85,7 +90,7 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
     tensor is done in one pass (SPEC.md §6.3). Otherwise (and with a base, whose least squares is unbiased and
     explains a merge by itself), the least-squares pass, then the residual test and the refinement as for any
     tensor."""
-    n = piece[0].numel()
+    n = piece[0].size
     chunks = chunks_of(n)
     nreg = k + 1 if with_base else k
     arrays = TensorArrays(piece, k, with_base)
@@ -94,6 +99,7 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         return gram_of(arrays.chunk(sl), with_base, dtype, chunk=True)
 
     row = np.zeros(1, dtype=np.intp)
+    stride = GRAM_STRIDE if len(chunks) >= GRAM_MIN_CHUNKS else 1
     sampled = not with_base and len(chunks) >= 2 * SAMPLE_CHUNKS
     start = _sample_recipe(name, dtype, arrays, gram) if sampled else None
     if start is not None:
@@ -102,18 +108,24 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         strict = np.zeros((1, nreg, nreg))
         recipe = np.ascontiguousarray(start[None, :])
 
-        def both(sl: slice) -> tuple[GramBlock, ResidualCounts]:
-            return gram(sl), residual_of(arrays.chunk(sl), dtype, recipe, strict, with_base)
+        def both(i: int) -> tuple[GramBlock | None, ResidualCounts]:
+            sl = chunks[i]
+            return gram(sl) if i % stride == 0 else None, residual_of(
+                arrays.chunk(sl), dtype, recipe, strict, with_base
+            )
 
-        parts = parallel_map(both, chunks)
-        grams = GramBlock.total([g for g, _ in parts])
+        parts = parallel_map(both, list(range(len(chunks))))
+        grams = GramBlock.total([g for g, _ in parts if g is not None])
+        counts = ResidualCounts.total([r for _, r in parts])
     else:
-        grams = GramBlock.total(parallel_map(gram, chunks))
-    fit, cov = _fits([name], dtype, n, grams, k, with_base)
+        grams = GramBlock.total(parallel_map(gram, chunks[::stride]))
+    fit, cov = _fits([name], dtype, sum(sl.stop - sl.start for sl in chunks[::stride]), grams, k, with_base)
+    _scale_sums(fit, n)
+    if start is not None:
+        fit.finite &= np.isfinite(counts.rss)  # NaN/Inf in a chunk the Gram matrices skipped
     if not fit.finite[0]:
         return fit
     if start is not None:
-        counts = ResidualCounts.total([r for _, r in parts])
         if int(counts.unexplained[0]) == 0:
             fit.coef[0] = start
             fit.set_counts(row, counts)
@@ -124,7 +136,11 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         parts = parallel_map(lambda sl: residual_of(arrays.chunk(sl), dtype, c, cov, with_base), chunks)
         return ResidualCounts.total(parts)
 
-    fit.set_counts(row, residual(fit.coef[0].copy()))
+    first = residual(fit.coef[0].copy())
+    if not np.isfinite(first.rss[0]):  # NaN/Inf in a chunk the Gram matrices skipped
+        fit.finite[0] = False
+        return fit
+    fit.set_counts(row, first)
     if not _refinable(fit, row)[0]:
         return fit
     settled: list[tuple[np.ndarray, ResidualCounts]] = []
@@ -140,12 +156,25 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
     return fit
 
 
+def _scale_sums(fit: FitTable, n: int) -> None:
+    """A fit from the Gram matrices of every GRAM_STRIDE-th chunk, as a fit of the whole tensor: its sums (energies,
+    distances, Gram matrix) scaled by n over the elements summed, the estimates (coefficients, their standard errors,
+    correlations) kept as the sample gives them."""
+    counted = int(fit.numel[0])
+    if counted != n:
+        scale = n / counted
+        fit.ref_energy *= scale
+        fit.dist2 *= scale
+        fit.raw_gram *= scale
+        fit.numel[:] = n
+
+
 def _sample_recipe(
     name: str, dtype: str, arrays: TensorArrays, gram: Callable[[slice], GramBlock]
 ) -> np.ndarray | None:
     """The exact recipe of the tensor's sample (attest.forensics.refine.sample_chunks): least squares over the
     sample, refined there; None when the sample has none."""
-    sample = sample_chunks(chunks_of(arrays.piece[0].numel()))
+    sample = sample_chunks(chunks_of(arrays.piece[0].size))
     grams = GramBlock.total(parallel_map(gram, sample))
     fit, _ = _fits([name], dtype, sum(sl.stop - sl.start for sl in sample), grams, arrays.k, arrays.with_base)
     if not fit.finite[0]:
@@ -191,7 +220,8 @@ def _fits(
     floor_var = (2.0 ** (1 - PRECISION_BITS[dtype])) ** 2 / 12 * raw_gram[:, 0, 0] / n
     nx = k + (1 if with_base else 0)  # given models: candidates, then the base
     j = np.arange(1, k + 1)
-    dist2 = gram[:, 0, 0, None] - 2 * gram[:, 0, j] + gram[:, j, j]
+    with np.errstate(invalid="ignore"):  # Inf - Inf where an input is not finite: `finite` says so
+        dist2 = gram[:, 0, 0, None] - 2 * gram[:, 0, j] + gram[:, j, j]
     if with_base:
         dist2 = np.concatenate([dist2, gram[:, 0, 0, None]], axis=1)
     dist2 = np.clip(dist2, 0, None)
@@ -325,7 +355,7 @@ _POOL_LOCK = threading.Lock()
 
 
 def workers() -> int:
-    """Pool workers: one per core (at most 8); each runs torch single-threaded (see `single_threaded_ops`)."""
+    """Pool workers: one per core (at most 8)."""
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -340,9 +370,8 @@ def _pool() -> ThreadPoolExecutor | None:
 
 
 def parallel_map(fn: Callable[[_I], _T], items: list[_I]) -> list[_T]:
-    """Chunks of one tensor on a small thread pool: torch and numpy release the GIL inside their kernels, and
-    per-chunk work (2^18 elements) is too small for torch's own intra-op threads, which thrash on a busy machine.
-    Results in the order of `items`."""
+    """Chunks of one tensor on a small thread pool: the compiled sweeps release the GIL. Results in the order of
+    `items`."""
     pool = _pool() if len(items) > 1 else None
     return [fn(it) for it in items] if pool is None else list(pool.map(fn, items))
 
@@ -355,14 +384,3 @@ def submit(fn: Callable[[], _T]) -> Future[_T]:
     done: Future[_T] = Future()
     done.set_result(fn())
     return done
-
-
-@contextlib.contextmanager
-def single_threaded_ops() -> Iterator[None]:
-    """torch intra-op threads off while the pool runs (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
+from attest.checkpoint.reader import as_float32
 from attest.forensics import compiled
 from attest.forensics.pairing import MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 
@@ -25,8 +25,9 @@ COEF_SIGMAS = 4.0
 
 ULP_BINS = ("1", "2", "3-4", "5-16", ">16")
 
-Piece = tuple[torch.Tensor, ...]
-"""Flat tensors of one length: the model's, each candidate's, then the base's when given."""
+Piece = tuple[np.ndarray, ...]
+"""Flat arrays of one length (attest.checkpoint.reader.TensorTable.array: BF16 as uint16 bit patterns): the model's,
+each candidate's, then the base's when given."""
 
 
 _S = TypeVar("_S", bound="ChunkSums")
@@ -84,47 +85,44 @@ RVAR_MIN_ELEMENTS = 2048
 
 _LOCAL = threading.local()
 
+_BITS = np.dtype(np.uint16)
+"""A bf16 input's type: its bit patterns (attest.checkpoint.reader.ARRAY_DTYPES)."""
 
-def _buffer(slot: int, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+
+def _buffer(slot: int, rows: int, cols: int, dtype: np.dtype[Any]) -> np.ndarray:
     """This thread's buffer for input `slot` of a block, reused across blocks: allocating and freeing megabytes per
     block costs page faults on every touch (the allocator trims them back to the system)."""
-    bufs: dict[tuple[int, int, torch.dtype], torch.Tensor] = _LOCAL.__dict__.setdefault("bufs", {})
+    bufs: dict[tuple[int, int, np.dtype[Any]], np.ndarray] = _LOCAL.__dict__.setdefault("bufs", {})
     key = (slot, rows, dtype)
     buf = bufs.get(key)
-    if buf is None or buf.numel() < rows * cols:
-        buf = torch.empty(rows * max(cols, CHUNK_ELEMENTS // rows), dtype=dtype)
+    if buf is None or buf.size < rows * cols:
+        buf = np.empty(rows * max(cols, CHUNK_ELEMENTS // rows), dtype=dtype)
         bufs[key] = buf
-    return buf[: rows * cols].view(rows, cols)
+    return buf[: rows * cols].reshape(rows, cols)
 
 
-def _kernel_dtype(pieces: list[Piece]) -> torch.dtype:
+def _kernel_dtype(pieces: list[Piece]) -> np.dtype[Any]:
     """One element type for every input of a block, so the compiled sweep has one specialization per type: bf16 bit
     patterns when everything is bf16, else float32 when every input widens to it exactly, else float64."""
     kinds = {t.dtype for p in pieces for t in p}
-    if kinds == {torch.bfloat16}:
-        return torch.bfloat16
-    return torch.float32 if kinds <= {torch.bfloat16, torch.float16, torch.float32} else torch.float64
+    if kinds == {_BITS}:
+        return _BITS
+    return (
+        np.dtype(np.float32) if kinds <= {_BITS, np.dtype(np.float16), np.dtype(np.float32)} else np.dtype(np.float64)
+    )
 
 
-def _rows(parts: list[torch.Tensor], slot: int, kind: torch.dtype) -> torch.Tensor:
-    """One input of every piece as a (G, n) tensor of the kernel type: a view of the stored tensor for one piece of
-    that type, else a copy into this thread's buffer for the slot."""
+def _rows(parts: list[np.ndarray], slot: int, kind: np.dtype[Any]) -> np.ndarray:
+    """One input of every piece as a (G, n) read-only array of the kernel type: a view of the stored tensor for one
+    piece of that type, else a copy into this thread's buffer for the slot. Read-only either way: numba types the
+    two differently, and one type keeps one compiled sweep."""
     if len(parts) == 1 and parts[0].dtype == kind:
-        return parts[0].unsqueeze(0)
-    return _stack(_buffer(slot, len(parts), parts[0].numel(), kind), parts)
-
-
-def _stack(out: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
-    """out <- the parts as rows, widened to out's type where they differ (exact)."""
-    if any(q.dtype != out.dtype for q in parts):
-        parts = [q.to(out.dtype) for q in parts]
-    return torch.stack(parts, out=out)
-
-
-def _array(t: torch.Tensor) -> np.ndarray:
-    """The compiled sweeps read bf16 as its bit patterns (numpy has no bfloat16). Read-only whether a view of the
-    mapped file or a copy in a buffer: numba types the two differently, and one type keeps one compiled sweep."""
-    a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+        a = parts[0].reshape(1, -1)
+    else:
+        a = _buffer(slot, len(parts), parts[0].size, kind)
+        for row, q in zip(a, parts, strict=True):
+            row[:] = as_float32(q) if q.dtype == _BITS and kind != _BITS else q  # exact
+        a = a.view()
     a.flags.writeable = False
     return a
 
@@ -139,9 +137,9 @@ def _inputs(pieces: list[Piece], k: int, with_base: bool) -> Inputs:
     chunk: nothing is copied), else a copy into this thread's buffer for its slot."""
     kind = _kernel_dtype(pieces)
     m = _rows([p[0] for p in pieces], 0, kind)
-    cands = tuple(_array(_rows([p[1 + i] for p in pieces], 2 + i, kind)) for i in range(k))
+    cands = tuple(_rows([p[1 + i] for p in pieces], 2 + i, kind) for i in range(k))
     base = _rows([p[k + 1] for p in pieces], 1, kind) if with_base else m
-    return _array(m), cands, _array(base)
+    return m, cands, base
 
 
 def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
@@ -232,8 +230,8 @@ def refine_of(inputs: Inputs, dtype: str, coef: np.ndarray, with_base: bool) -> 
 class TensorArrays:
     """One tensor's inputs (a Piece) cut into chunks for the sweeps. When every input already has the kernel type
     (the common case: all bf16) they are made into the kernels' read-only arrays once, and a chunk is a column slice
-    of them; per chunk that was ~23 us of torch views and numpy wrapping per sweep call, ~0.1 s over an 861 MB merge
-    and its two candidates. Otherwise each chunk is converted as any block is (attest.forensics.kernels._inputs)."""
+    of them; per chunk that was ~23 us of array views and wrapping per sweep call, ~0.1 s over an 861 MB merge and
+    its two candidates. Otherwise each chunk is converted as any block is (attest.forensics.kernels._inputs)."""
 
     def __init__(self, piece: Piece, k: int, with_base: bool) -> None:
         self.piece, self.k, self.with_base = piece, k, with_base

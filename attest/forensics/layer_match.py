@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from attest.checkpoint.canonical import PER_EXPERT
-from attest.checkpoint.reader import TensorTable
+from attest.checkpoint.reader import TensorTable, as_float64
 from attest.forensics.hints import Mapping
 from attest.forensics.pairing import FLOAT_DTYPES, layer_of
 from attest.forensics.report import DetectReport, Hint
@@ -76,10 +75,10 @@ def _layer_samples(table: TensorTable) -> dict[int, _Layer]:
             n = math.prod(table.info(name).shape)
             sig.append((suffix, tuple(table.info(name).shape)))
             if n <= runs * per_run:
-                samples.append(table.flat_range(name, 0, n).double().numpy())
+                samples.append(as_float64(table.array_range(name, 0, n)))
                 continue
             starts = [n * r // runs for r in range(runs)] if runs > 1 else [(n - per_run) // 2]
-            samples.append(torch.cat([table.flat_range(name, a, a + per_run).double() for a in starts]).numpy())
+            samples.append(np.concatenate([as_float64(table.array_range(name, a, a + per_run)) for a in starts]))
         out[index] = _Layer(tuple(sig), samples)
     return out
 

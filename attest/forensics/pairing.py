@@ -12,19 +12,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import torch
-
-from attest.checkpoint.reader import TensorTable
+from attest.checkpoint.reader import ARRAY_DTYPES, TensorTable
 from attest.errors import InputError
 from attest.identity.safetensors_reader import TensorInfo
 
-FLOAT_DTYPES: dict[str, torch.dtype] = {
-    "BF16": torch.bfloat16,
-    "F16": torch.float16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-}
-"""Storage dtypes the fit and the residual test understand (others are compared byte for byte only)."""
+FLOAT_DTYPES = ARRAY_DTYPES
+"""Storage dtypes the fit and the residual test understand, as `TensorTable.array` reads them (BF16 as uint16 bit
+patterns); others are compared byte for byte only."""
 
 PRECISION_BITS: dict[str, int] = {"BF16": 8, "F16": 11, "F32": 24, "F64": 53}
 """Significand bits (with the implicit one): a value x is stored with ulp 2^(floor(log2|x|) + 1 - bits)."""
@@ -32,7 +26,9 @@ PRECISION_BITS: dict[str, int] = {"BF16": 8, "F16": 11, "F32": 24, "F64": 53}
 MIN_EXPONENT: dict[str, int] = {"BF16": -126, "F16": -14, "F32": -126, "F64": -1022}
 """Smallest normal exponent: below it the ulp stops shrinking (subnormals)."""
 
-MAX_FINITE: dict[str, float] = {tag: float(torch.finfo(t).max) for tag, t in FLOAT_DTYPES.items()}
+MAX_FINITE: dict[str, float] = {
+    tag: (2.0 - 2.0 ** (1 - bits)) * 2.0 ** (1 - MIN_EXPONENT[tag]) for tag, bits in PRECISION_BITS.items()
+}
 """Largest finite value: a recipe rounding past it is stored as an infinity."""
 
 _LAYER = re.compile(r"^(?P<prefix>(?:.*?\.)?)(?P<index>\d+)\.(?P<suffix>.+)$")

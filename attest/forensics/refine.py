@@ -60,7 +60,7 @@ def refine(
     violations are some of the tensor's: when the iteration gives up on the sample, it gives up. `settles(c)`: whether
     the sample's solution already explains the whole tensor (the caller's residual test over it, SPEC.md §6.3); then
     it is the answer, without passes over the whole tensor."""
-    chunks = chunks_of(piece[0].numel())
+    chunks = chunks_of(piece[0].size)
     start = np.nan_to_num(coef).astype(np.float64)
     if len(chunks) >= 2 * SAMPLE_CHUNKS:
         sampled = _iterate(piece, k, dtype, start, with_base, sample_chunks(chunks), over_chunks)

@@ -16,7 +16,7 @@ from attest.checkpoint.reader import Checkpoint, TensorTable
 from attest.executor import Executor, WorkUnit, group_by_file
 from attest.forensics.digests import DIGEST_BYTES, NameIndex, copy_digest
 from attest.forensics.evidence import PassEvidence, fit_evidence
-from attest.forensics.fit import CHUNK_ELEMENTS, FitTable, single_threaded_ops
+from attest.forensics.fit import CHUNK_ELEMENTS, FitTable
 from attest.forensics.report import NonFinite
 from attest.unit_cache import UnitCodec
 
@@ -41,11 +41,10 @@ def detect_group(args: DetectArgs) -> UnitResult:
             for v in views:
                 v.release_many(names)
 
-        with single_threaded_ops():
-            evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, release)
-            for si, name in digests:
-                digested.append((si, name, copy_digest(views[si], name)))
-                views[si].release(name)
+        evidence = fit_evidence(fitted, views[0], views[1 : 1 + k], bview, release)
+        for si, name in digests:
+            digested.append((si, name, copy_digest(views[si], name)))
+            views[si].release(name)
         return evidence, digested
     finally:
         for s in opened:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import torch
 
-from attest.checkpoint.reader import SAFETENSORS_TAGS
+from attest.checkpoint.torch_dtypes import SAFETENSORS_TAGS
 
 MAX_SHARD_BYTES = 5_000_000_000
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from attest.checkpoint.reader import SAFETENSORS_TAGS, Checkpoint
+from attest.checkpoint.reader import Checkpoint
+from attest.checkpoint.torch_dtypes import SAFETENSORS_TAGS
 from attest.merge.engine import MergedTensor
 from attest.replay.report import TensorComparison, TensorStatus
 

@@ -13,10 +13,11 @@ import torch
 
 from attest.forensics import kernels
 from attest.forensics.compiled import elements, gram, refine, residual
-from attest.forensics.pairing import FLOAT_DTYPES, MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
+from attest.forensics.pairing import MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
+from tests.support.stored import stored_piece
 
-TAGS = {t: tag for tag, t in FLOAT_DTYPES.items()}
+TAGS = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float64: "F64"}
 
 
 def _family(n: int, k: int, dtype: torch.dtype, merged: bool, seed: int) -> tuple[torch.Tensor, ...]:
@@ -52,7 +53,7 @@ def test_gram_of_a_chunk_matches_the_reference(dtype: torch.dtype, with_base: bo
     if not with_base:
         piece = piece[:-1]
     tag = TAGS[dtype]
-    ours = kernels.gram_block([piece], k, with_base, tag, chunk=True)
+    ours = kernels.gram_block([stored_piece(piece)], k, with_base, tag, chunk=True)
     ref = kernel_oracle.gram_block([piece], k, with_base, tag, chunk=True)
     _assert_gram_equal(ours, ref)
     assert ours.resolved[0] > 0 or (k == 1 and not with_base)  # one candidate and no base: it spreads nowhere
@@ -62,10 +63,10 @@ def test_gram_of_a_chunk_matches_the_reference(dtype: torch.dtype, with_base: bo
 def test_gram_of_a_block_of_small_pieces_matches_the_reference_piece_by_piece(n: int) -> None:
     """Lengths that are not a multiple of the compiled block, below and above the rounding-variance stride."""
     pieces = [_family(n, 2, torch.bfloat16, merged=s % 2 == 0, seed=10 + s) for s in range(5)]
-    ours = kernels.gram_block(pieces, 2, True, "BF16")
+    ours = kernels.gram_block([stored_piece(p) for p in pieces], 2, True, "BF16")
     ref = kernel_oracle.gram_block(pieces, 2, True, "BF16")
     _assert_gram_equal(ours, ref)
-    alone = kernels.gram_block(pieces[3:4], 2, True, "BF16")
+    alone = kernels.gram_block([stored_piece(p) for p in pieces[3:4]], 2, True, "BF16")
     for field in kernels.GramBlock.__dataclass_fields__:  # a piece's result does not depend on its block
         np.testing.assert_array_equal(getattr(alone, field)[0], getattr(ours, field)[3])
 
@@ -73,7 +74,7 @@ def test_gram_of_a_block_of_small_pieces_matches_the_reference_piece_by_piece(n:
 def test_mixed_storage_types_widen_exactly() -> None:
     m, a, b, base = _family(5000, 2, torch.bfloat16, merged=True, seed=3)
     piece = (m, a.float(), b, base.half())  # a float32 candidate, a float16 base: widened to float32 exactly
-    ours = kernels.gram_block([piece], 2, True, "BF16")
+    ours = kernels.gram_block([stored_piece(piece)], 2, True, "BF16")
     ref = kernel_oracle.gram_block([piece], 2, True, "BF16")
     _assert_gram_equal(ours, ref)
 
@@ -82,10 +83,10 @@ def test_a_non_finite_input_shows_in_the_gram_matrix() -> None:
     m, a, b, base = _family(4096, 2, torch.bfloat16, merged=True, seed=4)
     a = a.clone()
     a[100] = float("nan")
-    assert not np.isfinite(kernels.gram_block([(m, a, b, base)], 2, True, "BF16").gram).all()
+    assert not np.isfinite(kernels.gram_block([stored_piece((m, a, b, base))], 2, True, "BF16").gram).all()
     b = b.clone()
     b[7] = float("inf")
-    assert not np.isfinite(kernels.gram_block([(m, m, b, base)], 2, True, "BF16").gram).all()
+    assert not np.isfinite(kernels.gram_block([stored_piece((m, m, b, base))], 2, True, "BF16").gram).all()
 
 
 def _coefficients(piece: tuple[torch.Tensor, ...], k: int, with_base: bool) -> np.ndarray:
@@ -109,7 +110,7 @@ def test_residual_counts_match_the_reference(dtype: torch.dtype, with_base: bool
     tag = TAGS[dtype]
     coef = _coefficients(piece, k, with_base)
     cov = np.eye(coef.shape[1])[None] * 1e-10
-    ours = kernels.residual_block([piece], k, tag, coef, cov, with_base)
+    ours = kernels.residual_block([stored_piece(piece)], k, tag, coef, cov, with_base)
     ref = kernel_oracle.residual_block([piece], k, tag, coef, cov, with_base)
     slack = 2e-3 * n
     if merged:
@@ -133,9 +134,9 @@ def test_residual_of_a_block_matches_each_piece_alone() -> None:
     pieces = [_family(777, 2, torch.bfloat16, merged=s != 1, seed=30 + s) for s in range(3)]
     coef = np.repeat(_coefficients(pieces[0], 2, True), 3, axis=0)
     cov = np.repeat(np.eye(3)[None] * 1e-10, 3, axis=0)
-    block = kernels.residual_block(pieces, 2, "BF16", coef, cov, True)
+    block = kernels.residual_block([stored_piece(p) for p in pieces], 2, "BF16", coef, cov, True)
     for j, piece in enumerate(pieces):
-        alone = kernels.residual_block([piece], 2, "BF16", coef[j : j + 1], cov[j : j + 1], True)
+        alone = kernels.residual_block([stored_piece(piece)], 2, "BF16", coef[j : j + 1], cov[j : j + 1], True)
         for field in kernels.ResidualCounts.__dataclass_fields__:
             np.testing.assert_array_equal(getattr(alone, field)[0], getattr(block, field)[j])
     assert block.unexplained[0] == 0 and block.unexplained[1] > 0
@@ -209,7 +210,9 @@ def _sweep_both_ways(
 ) -> None:
     """Both sweeps with fused=True and fused=False on the same inputs give the same results: exactly for every
     count, to summation order for the float64 sums."""
-    m, cands, base = (_frozen(a) for a in kernels._inputs([piece], k, with_base))  # views, or per-thread buffers
+    m, cands, base = (
+        _frozen(a) for a in kernels._inputs([stored_piece(piece)], k, with_base)
+    )  # views, or per-thread buffers
     bits, min_exp = PRECISION_BITS[tag], MIN_EXPONENT[tag]
     if coef is None:
         coef = _coefficients(piece, k, with_base) * 1.0000001  # slightly off: some elements differ
@@ -289,7 +292,7 @@ def test_refinement_pass_matches_the_reference(dtype: torch.dtype, with_base: bo
         piece = piece[:-1]
     tag = TAGS[dtype]
     coef = _coefficients(piece, k, with_base) * 1.05 + 0.01  # off the recipe: many elements violate
-    ours = kernels.refine_block([piece], k, tag, coef, with_base)
+    ours = kernels.refine_block([stored_piece(piece)], k, tag, coef, with_base)
     ref = kernel_oracle.refine_block([piece], k, tag, coef, with_base)
     assert ref.violations[0] > 0
     assert abs(ours.violations[0] - ref.violations[0]) <= 2
@@ -304,6 +307,6 @@ def test_refinement_takes_the_grid_spacing_at_zero() -> None:
     n = 1000
     p = torch.full((n,), 1e-3).bfloat16()
     m = torch.zeros(n, dtype=torch.bfloat16)
-    step = kernels.refine_block([(m, p, p)], 2, "BF16", np.array([[0.5, 0.5]]), False)
+    step = kernels.refine_block([stored_piece((m, p, p))], 2, "BF16", np.array([[0.5, 0.5]]), False)
     assert step.violations[0] == n
     assert kernel_oracle.refine_block([(m, p, p)], 2, "BF16", np.array([[0.5, 0.5]]), False).violations[0] == n

@@ -552,3 +552,19 @@ def test_plot_names_participants_like_the_text_and_splits_modules(
     args = ["detect", str(m["merge_distill"]), "--candidate", str(m["ft_a"]), "--candidate", str(m["ft_b"])]
     text = CliRunner().invoke(cli, [*args, "--base", str(m["base"])]).output
     assert "base (base)" in text and "merge share" in text
+
+
+def test_detect_runs_without_importing_torch(forensic_models: dict[str, Path]) -> None:
+    """The whole plain pass (fit, residual test, hints, layer and copy checks) reads numpy arrays: importing torch
+    cost 1.5-3.5 s of every `attest detect`, more than its pass over a 1 GB model."""
+    import subprocess
+    import sys
+
+    m = forensic_models
+    code = (
+        "import sys\nfrom attest.forensics import detect\n"
+        f"r = detect({str(m['linear'])!r}, [{str(m['ft_a'])!r}, {str(m['ft_b'])!r}])\n"
+        "print(r.verdict, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["pure_merge", "False"]

@@ -17,11 +17,12 @@ from attest.forensics.digests import DIGEST_BYTES, DigestMap, NameIndex, shared_
 from attest.forensics.evidence import PassEvidence
 from attest.forensics.fit import fit_block
 from attest.forensics.fit_table import FitTable
+from tests.support.stored import stored_piece
 
 N = 2048
 
 
-def _pieces(count: int, with_base: bool) -> list[tuple[torch.Tensor, ...]]:
+def _pieces(count: int, with_base: bool) -> list[tuple[np.ndarray, ...]]:
     """Linear 4/7 : 3/7 merges of two bf16 fine-tunes of a base, some trained afterwards (unexplained elements)."""
     g = torch.Generator().manual_seed(0)
     out = []
@@ -32,7 +33,7 @@ def _pieces(count: int, with_base: bool) -> list[tuple[torch.Tensor, ...]]:
         m = ((p1.float() + 0.75 * p2.float()) / 1.75).bfloat16()
         if i % 2:
             m = (m.float() + 0.01 * torch.randn(N, generator=g)).bfloat16()
-        out.append((m, p1, p2, *([base.bfloat16()] if with_base else [])))
+        out.append(stored_piece((m, p1, p2, *([base.bfloat16()] if with_base else []))))
     return out
 
 

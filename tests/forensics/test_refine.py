@@ -17,6 +17,7 @@ from attest.forensics import detect
 from attest.forensics.fit import fit_block, fit_large
 from attest.forensics.kernels import CHUNK_ELEMENTS, refine_block
 from attest.forensics.refine import refine
+from tests.support.stored import stored_piece
 
 N = 4096
 
@@ -47,7 +48,7 @@ def test_a_pure_merge_of_few_ulp_models_is_exact(seed: int) -> None:
     m = _linear(p1, p2)
     biased = _plain_least_squares(m, p1, p2)
     assert abs(biased[0] - 4 / 7) > 0.005  # the bias this fixes is really there
-    fit = fit_block(["t"], "BF16", [(m, p1, p2)], 2, False)
+    fit = fit_block(["t"], "BF16", [stored_piece((m, p1, p2))], 2, False)
     assert fit.unexplained[0] == 0
     # resolved elements, the rounding sandwich and (where elements were still unexplained) the refinement
     assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=0.002), fit.coef
@@ -56,7 +57,7 @@ def test_a_pure_merge_of_few_ulp_models_is_exact(seed: int) -> None:
 def test_task_arithmetic_of_few_ulp_deltas_is_exact() -> None:
     p1, p2, b = _near_models(3, ulps=1.5, with_base=True)
     m = (b.float() + 0.7 * (p1.float() - b.float()) + 0.5 * (p2.float() - b.float())).bfloat16()
-    fit = fit_block(["t"], "BF16", [(m, p1, p2, b)], 2, True)
+    fit = fit_block(["t"], "BF16", [stored_piece((m, p1, p2, b))], 2, True)
     assert fit.unexplained[0] == 0
     assert np.allclose(fit.coef[0], [0.7, 0.5, 0.0], atol=0.005), fit.coef
 
@@ -65,7 +66,7 @@ def test_a_large_tensor_is_refined_chunk_by_chunk() -> None:
     n = 2 * CHUNK_ELEMENTS + 1000
     p1, p2, _ = _near_models(4, ulps=2.5, with_base=False, n=n)
     m = _linear(p1, p2)
-    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    fit = fit_large("big", "BF16", stored_piece((m, p1, p2)), 2, False)
     assert fit.unexplained[0] == 0
     assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-4), fit.coef
 
@@ -80,9 +81,9 @@ def test_training_after_the_merge_is_not_refined_away() -> None:
     bits = m.view(torch.int16).clone()
     bits[moved] += torch.randint(1, 4, (int(moved.sum()),), generator=g, dtype=torch.int16)
     trained = bits.view(torch.bfloat16)
-    fit = fit_block(["t"], "BF16", [(trained, p1, p2)], 2, False)
+    fit = fit_block(["t"], "BF16", [stored_piece((trained, p1, p2))], 2, False)
     assert fit.unexplained[0] > 0.01 * N
-    assert refine((trained, p1, p2), 2, "BF16", np.array([4 / 7, 3 / 7]), False) is None
+    assert refine(stored_piece((trained, p1, p2)), 2, "BF16", np.array([4 / 7, 3 / 7]), False) is None
 
 
 def test_refine_returns_the_recipe_from_a_biased_start() -> None:
@@ -90,12 +91,12 @@ def test_refine_returns_the_recipe_from_a_biased_start() -> None:
     m = _linear(p1, p2)
     start = _plain_least_squares(m, p1, p2)
     assert abs(start[0] - 4 / 7) > 0.005
-    exact = refine((m, p1, p2), 2, "BF16", start, False)
+    exact = refine(stored_piece((m, p1, p2)), 2, "BF16", start, False)
     # Every vector under which each element rounds to its stored value is an exact recipe; with 4,096 elements 1.2
     # ulps apart they span about +-2.5e-4 around 4/7 (3e-4 off either way leaves elements outside), and the
     # iteration may stop anywhere among them.
     assert exact is not None and np.allclose(exact, [4 / 7, 3 / 7], atol=3e-4), exact
-    piece = [tuple(t.reshape(-1) for t in (m, p1, p2))]
+    piece = [stored_piece((m, p1, p2))]
     assert int(refine_block(piece, 2, "BF16", exact[None], False).violations[0]) == 0
     for off in (3e-4, -3e-4):
         outside = np.array([[4 / 7 + off, 3 / 7 - off]])
@@ -136,9 +137,9 @@ def test_refinement_does_not_stall_a_hair_outside_an_interval(seed: int) -> None
     p1 = (base.float() + torch.randn(n, generator=g) * 2e-3).bfloat16()
     p2 = (base.float() + torch.randn(n, generator=g) * 2e-3).bfloat16()
     m = _linear(p1, p2)
-    exact = refine((m, p1, p2), 2, "BF16", _plain_least_squares(m, p1, p2), False)
+    exact = refine(stored_piece((m, p1, p2)), 2, "BF16", _plain_least_squares(m, p1, p2), False)
     assert exact is not None and np.allclose(exact, [4 / 7, 3 / 7], atol=1e-6), exact
-    piece = [(m, p1, p2)]
+    piece = [stored_piece((m, p1, p2))]
     assert int(refine_block(piece, 2, "BF16", exact[None], False).violations[0]) == 0
 
 
@@ -157,13 +158,13 @@ def test_a_tensor_of_many_chunks_is_refined_on_a_sample_first() -> None:
         passes.append(len(chunks))
         return [fn(sl) for sl in chunks]
 
-    exact = refine((m, p1, p2), 2, "BF16", start, False, counting)
+    exact = refine(stored_piece((m, p1, p2)), 2, "BF16", start, False, counting)
     assert exact is not None and np.allclose(exact, [4 / 7, 3 / 7], atol=1e-4), exact
     whole = len(range(0, n, CHUNK_ELEMENTS))
     assert passes[0] < whole and passes[-1] == whole  # sample first, the whole tensor last
     assert 1 <= passes.count(whole) <= 3, passes
     # every element of the tensor rounds to its stored value under the answer
-    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    fit = fit_large("big", "BF16", stored_piece((m, p1, p2)), 2, False)
     assert fit.unexplained[0] == 0
 
 
@@ -182,7 +183,10 @@ def test_training_gives_up_on_the_sample() -> None:
         passes.append(len(chunks))
         return [fn(sl) for sl in chunks]
 
-    assert refine((bits.view(torch.bfloat16), p1, p2), 2, "BF16", np.array([4 / 7, 3 / 7]), False, counting) is None
+    assert (
+        refine(stored_piece((bits.view(torch.bfloat16), p1, p2)), 2, "BF16", np.array([4 / 7, 3 / 7]), False, counting)
+        is None
+    )
     chunks = len(range(0, n, CHUNK_ELEMENTS))
     sample = len(range(chunks)[:: chunks // SAMPLE_CHUNKS])
     assert passes and set(passes) == {sample}  # never a pass over the whole tensor
@@ -220,7 +224,7 @@ def test_fit_large_takes_the_samples_answer_when_it_explains_the_whole_tensor(mo
     monkeypatch.setattr(fit_module, "_fits", biased)
     monkeypatch.setattr(fit_module, "parallel_map", mapping)
     monkeypatch.setattr(refine_module, "_iterate", counting)
-    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    fit = fit_large("big", "BF16", stored_piece((m, p1, p2)), 2, False)
     assert iterated, "the biased recipe was refined"
     assert fit.unexplained[0] == 0
     assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-4), fit.coef
@@ -254,7 +258,7 @@ def test_fit_large_counts_training_outside_the_sample(monkeypatch: pytest.Monkey
         return sampled[-1]
 
     monkeypatch.setattr(fit_module, "_sample_recipe", recording)
-    fit = fit_large("big", "BF16", (m, p1, p2), 2, False)
+    fit = fit_large("big", "BF16", stored_piece((m, p1, p2)), 2, False)
     assert sampled and sampled[0] is not None  # the sample alone was an exact merge
     assert int(fit.unexplained[0]) >= int(moved.sum()) * 9 // 10, (int(fit.unexplained[0]), int(moved.sum()))
     assert np.allclose(fit.coef[0], [4 / 7, 3 / 7], atol=1e-3), fit.coef
@@ -274,6 +278,6 @@ def test_fit_large_with_a_base_takes_no_sample_first(monkeypatch: pytest.MonkeyP
     delta = ((1.0 * (p1.float() - base.float()) + 0.75 * (p2.float() - base.float())) / 1.75).bfloat16()
     m = (base.float() + delta.float()).bfloat16()
     monkeypatch.setattr(fit_module, "_sample_recipe", never)
-    fit = fit_large("big", "BF16", (m, p1, p2, base), 2, True)
+    fit = fit_large("big", "BF16", stored_piece((m, p1, p2, base)), 2, True)
     assert int(fit.unexplained[0]) == 0
     assert np.allclose(fit.coef[0][:2], [4 / 7, 3 / 7], atol=1e-3), fit.coef
