@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import time
@@ -86,7 +87,7 @@ class UnitCache:
             "args": args,
             "files": states,
             "attest": _attest_version(),
-            "torch": _torch_version(),
+            "libraries": _library_versions(),
         }
         text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -136,10 +137,21 @@ def _attest_version() -> str:
     return f"{__version__}+{digest.hexdigest()[:16]}"
 
 
-def _torch_version() -> str:
-    import torch  # heavy: only units that already run torch reach here
+COMPUTE_LIBRARIES = ("torch", "numpy", "numba", "llvmlite")
+"""The installed distributions whose arithmetic a cached result depends on (merge and replay compute in torch,
+detect in numpy and numba)."""
 
-    return str(torch.__version__)
+
+def _library_versions() -> dict[str, str]:
+    """Their versions from the installed metadata: no import (importing torch took 1.5-3.5 s, more than a cached
+    detect unit saves)."""
+    out = {}
+    for name in COMPUTE_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 class CachingExecutor:

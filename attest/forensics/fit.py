@@ -41,13 +41,6 @@ __all__ = ["CHUNK_ELEMENTS", "ULP_BINS", "FitTable", "fit_block", "fit_large", "
 MAX_COND = 1e12
 """Gram matrices worse conditioned than this (a candidate equal to another, or to the base) determine nothing."""
 
-GRAM_STRIDE = 4
-GRAM_MIN_CHUNKS = 16
-"""A tensor of at least GRAM_MIN_CHUNKS chunks (4M elements) sums its Gram matrices over every GRAM_STRIDE-th chunk
-from the first (at least a million elements), while the residual test still reads every element (SPEC.md §6.2): on
-a 2-core host the Gram sweep cost ~60% of detect's compute, where the least-squares estimate of a uniform recipe from
-a quarter of a large tensor differs from the whole tensor's by ~1e-5 and the exactness test is unchanged."""
-
 MIN_RESOLVED = 64
 """A tensor with fewer resolved elements is fitted over all its elements (attest.forensics.kernels.RESOLVED_RATIO;
 its candidates barely differ anywhere, so it is not informative either way)."""
@@ -99,7 +92,6 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         return gram_of(arrays.chunk(sl), with_base, dtype, chunk=True)
 
     row = np.zeros(1, dtype=np.intp)
-    stride = GRAM_STRIDE if len(chunks) >= GRAM_MIN_CHUNKS else 1
     sampled = not with_base and len(chunks) >= 2 * SAMPLE_CHUNKS
     start = _sample_recipe(name, dtype, arrays, gram) if sampled else None
     if start is not None:
@@ -108,24 +100,18 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         strict = np.zeros((1, nreg, nreg))
         recipe = np.ascontiguousarray(start[None, :])
 
-        def both(i: int) -> tuple[GramBlock | None, ResidualCounts]:
-            sl = chunks[i]
-            return gram(sl) if i % stride == 0 else None, residual_of(
-                arrays.chunk(sl), dtype, recipe, strict, with_base
-            )
+        def both(sl: slice) -> tuple[GramBlock, ResidualCounts]:
+            return gram(sl), residual_of(arrays.chunk(sl), dtype, recipe, strict, with_base)
 
-        parts = parallel_map(both, list(range(len(chunks))))
-        grams = GramBlock.total([g for g, _ in parts if g is not None])
-        counts = ResidualCounts.total([r for _, r in parts])
+        parts = parallel_map(both, chunks)
+        grams = GramBlock.total([g for g, _ in parts])
     else:
-        grams = GramBlock.total(parallel_map(gram, chunks[::stride]))
-    fit, cov = _fits([name], dtype, sum(sl.stop - sl.start for sl in chunks[::stride]), grams, k, with_base)
-    _scale_sums(fit, n)
-    if start is not None:
-        fit.finite &= np.isfinite(counts.rss)  # NaN/Inf in a chunk the Gram matrices skipped
+        grams = GramBlock.total(parallel_map(gram, chunks))
+    fit, cov = _fits([name], dtype, n, grams, k, with_base)
     if not fit.finite[0]:
         return fit
     if start is not None:
+        counts = ResidualCounts.total([r for _, r in parts])
         if int(counts.unexplained[0]) == 0:
             fit.coef[0] = start
             fit.set_counts(row, counts)
@@ -136,11 +122,7 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         parts = parallel_map(lambda sl: residual_of(arrays.chunk(sl), dtype, c, cov, with_base), chunks)
         return ResidualCounts.total(parts)
 
-    first = residual(fit.coef[0].copy())
-    if not np.isfinite(first.rss[0]):  # NaN/Inf in a chunk the Gram matrices skipped
-        fit.finite[0] = False
-        return fit
-    fit.set_counts(row, first)
+    fit.set_counts(row, residual(fit.coef[0].copy()))
     if not _refinable(fit, row)[0]:
         return fit
     settled: list[tuple[np.ndarray, ResidualCounts]] = []
@@ -154,19 +136,6 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         fit.coef[0] = exact
         fit.set_counts(row, settled[-1][1] if settled and settled[-1][0] is exact else residual(exact))
     return fit
-
-
-def _scale_sums(fit: FitTable, n: int) -> None:
-    """A fit from the Gram matrices of every GRAM_STRIDE-th chunk, as a fit of the whole tensor: its sums (energies,
-    distances, Gram matrix) scaled by n over the elements summed, the estimates (coefficients, their standard errors,
-    correlations) kept as the sample gives them."""
-    counted = int(fit.numel[0])
-    if counted != n:
-        scale = n / counted
-        fit.ref_energy *= scale
-        fit.dist2 *= scale
-        fit.raw_gram *= scale
-        fit.numel[:] = n
 
 
 def _sample_recipe(

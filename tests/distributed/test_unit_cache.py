@@ -4,6 +4,7 @@ same with and without it; verify never reads it."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -173,3 +174,32 @@ def test_verify_never_reads_the_unit_cache(
     monkeypatch.setattr(UnitCache, "__init__", refuse)
     code, out, err = run_attest(["verify", c["merged"], "--policy", c["policy"], "--replay", "--json", "--ray", "auto"])
     assert code == 0 and json.loads(out)["verified"] is True, err
+
+
+def test_the_key_names_the_compute_libraries_without_importing_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached detect unit depends on numpy and numba (not torch, which detect no longer imports): their installed
+    versions are in the key, read from the package metadata, so keying costs no torch import (1.5-3.5 s)."""
+    import subprocess
+    import sys
+    import time
+
+    import attest.unit_cache as uc
+
+    shard = tmp_path / "x.bin"
+    shard.write_bytes(b"x")
+    monkeypatch.setattr(uc, "RACY_NS", 0)
+    cache = UnitCache(tmp_path / "cache")
+    now = time.time_ns() + 1
+    before = cache.key(_detect_units, [1], [str(shard)], now)
+    real = importlib.metadata.version
+    monkeypatch.setattr(uc.importlib.metadata, "version", lambda n: "0.0" if n == "numba" else real(n))
+    assert before is not None and cache.key(_detect_units, [1], [str(shard)], now) not in (None, before)
+    code = (
+        "import sys\nfrom attest.unit_cache import UnitCache\n"
+        f"from pathlib import Path\nUnitCache(Path({str(tmp_path / 'c2')!r})).key(print, [1], [], 0)\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
