@@ -557,14 +557,11 @@ def test_plot_names_participants_like_the_text_and_splits_modules(
 def test_detect_runs_without_importing_torch(forensic_models: dict[str, Path]) -> None:
     """The whole plain pass (fit, residual test, hints, layer and copy checks) reads numpy arrays: importing torch
     cost 1.5-3.5 s of every `attest detect`, more than its pass over a 1 GB model."""
-    import subprocess
-    import sys
+    from tests.support.fresh_process import loads_torch
 
     m = forensic_models
     code = (
-        "import sys\nfrom attest.forensics import detect\n"
-        f"r = detect({str(m['linear'])!r}, [{str(m['ft_a'])!r}, {str(m['ft_b'])!r}])\n"
-        "print(r.verdict, 'torch' in sys.modules)"
+        "from attest.forensics import detect\n"
+        f"print(detect({str(m['linear'])!r}, [{str(m['ft_a'])!r}, {str(m['ft_b'])!r}]).verdict)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["pure_merge", "False"]
+    assert loads_torch(code) == ("pure_merge", False)
