@@ -209,6 +209,17 @@ class TensorTable:
         view = fh.view_of(info)
         return np.frombuffer(view, dtype=dtype) if len(view) else np.empty(0, dtype=dtype)
 
+    def bits(self, name: str) -> np.ndarray | None:
+        """A flat, read-only view of the stored elements as unsigned integers of their width (any whole-byte dtype:
+        FP8, integers, floats), for moving elements without reading their values; None for sub-byte dtypes."""
+        fh, info = self.where[name]
+        width = DTYPE_BITS.get(info.dtype, 0)
+        if width not in (8, 16, 32, 64):
+            return None
+        view = fh.view_of(info)
+        dtype = np.dtype(f"<u{width // 8}")
+        return np.frombuffer(view, dtype=dtype) if len(view) else np.empty(0, dtype=dtype)
+
     def array_range(self, name: str, start: int, stop: int) -> np.ndarray:
         """Elements [start, stop) of `array(name)` (no copy)."""
         return self.array(name)[start:stop]

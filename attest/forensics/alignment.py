@@ -324,13 +324,18 @@ class AlignedView(CanonicalView):
         self.base_view, self.alignment, self.heads = view, al, heads
         self.unknown = [n for n in view.where if role_of(n) is None]
 
-    def _aligned(self, name: str) -> np.ndarray | None:
-        """The stored bits of a tensor with a known role, permuted (flat, a copy); None when nothing moves."""
+    def _aligned(self, name: str, values: bool = True) -> np.ndarray | None:
+        """A tensor with a known role, permuted (flat, a copy); None when nothing moves. `values`: as `array` reads
+        it (floating dtypes); else its elements' bits, whatever the dtype (an FP8 model's digests are taken
+        permuted too)."""
         roles = role_of(name)
         info = self.info(name)
-        if roles is None or len(roles) != len(info.shape) or info.dtype not in ARRAY_DTYPES:
+        if roles is None or len(roles) != len(info.shape):
             return None
-        t = self.base_view.array(name).reshape(info.shape)
+        flat = self.base_view.array(name) if values else self.base_view.bits(name)
+        if flat is None:  # sub-byte elements: read as stored
+            return None
+        t = flat.reshape(info.shape)
         changed = False
         for axis, key in enumerate(roles):
             idx = _row_index(key, info.shape[axis], self.alignment, self.heads) if key is not None else None
@@ -344,31 +349,32 @@ class AlignedView(CanonicalView):
         return out
 
     def array(self, name: str) -> np.ndarray:
-        t = self._aligned(name)
+        t = self._aligned(name) if self.info(name).dtype in ARRAY_DTYPES else None
         return self.base_view.array(name) if t is None else t
 
     def flat(self, name: str) -> torch.Tensor:
-        """`array` as a torch tensor (the permuted copy), for callers that compute in torch."""
+        """The permuted tensor in torch (a copy; any whole-byte dtype), for callers that compute in torch."""
         import torch
 
-        t = self._aligned(name)
+        from attest.checkpoint.torch_dtypes import torch_dtype
+
+        t = self._aligned(name, values=False)
         if t is None:
             return self.base_view.flat(name)
-        if t.dtype == np.uint16:
-            return torch.from_numpy(t.view(np.int16).copy()).view(torch.bfloat16)
-        return torch.from_numpy(t.copy())
+        signed = t.view(t.dtype.str.replace("u", "i")).copy()  # torch has no uint16/32/64 views to reinterpret
+        return torch.from_numpy(signed).view(torch_dtype(self.info(name).dtype, self.folder))
 
     def load(self, name: str) -> torch.Tensor:
         return self.flat(name).reshape(self.info(name).shape)
 
     def raw_digest(self, name: str) -> bytes:
-        t = self._aligned(name)
+        t = self._aligned(name, values=False)
         if t is None:
             return self.base_view.raw_digest(name)
         return raw_digest_of(self.info(name), t.view(np.uint8))
 
     def sample_digest(self, name: str) -> bytes:
-        t = self._aligned(name)
+        t = self._aligned(name, values=False)
         if t is None:
             return self.base_view.sample_digest(name)
         data = t.view(np.uint8)
