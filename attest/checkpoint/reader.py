@@ -202,23 +202,20 @@ class TensorTable:
     def array(self, name: str) -> np.ndarray:
         """A flat, read-only numpy array over the mapped bytes (no copy) of a floating tensor (ARRAY_DTYPES: BF16 as
         its uint16 bit patterns). What detect reads: no torch."""
-        fh, info = self.where[name]
-        dtype = ARRAY_DTYPES.get(info.dtype)
+        dtype = ARRAY_DTYPES.get(self.info(name).dtype)
         if dtype is None:
-            raise InputError(self.folder, f"{name}: tensors of dtype {info.dtype} are not floating weights")
-        view = fh.view_of(info)
-        return np.frombuffer(view, dtype=dtype) if len(view) else np.empty(0, dtype=dtype)
+            raise InputError(self.folder, f"{name}: tensors of dtype {self.info(name).dtype} are not floating weights")
+        return self._view(name, dtype)
 
     def bits(self, name: str) -> np.ndarray | None:
         """A flat, read-only view of the stored elements as unsigned integers of their width (any whole-byte dtype:
         FP8, integers, floats), for moving elements without reading their values; None for sub-byte dtypes."""
+        width = DTYPE_BITS.get(self.info(name).dtype, 0)
+        return self._view(name, np.dtype(f"<u{width // 8}")) if width in (8, 16, 32, 64) else None
+
+    def _view(self, name: str, dtype: np.dtype[Any]) -> np.ndarray:
         fh, info = self.where[name]
-        width = DTYPE_BITS.get(info.dtype, 0)
-        if width not in (8, 16, 32, 64):
-            return None
-        view = fh.view_of(info)
-        dtype = np.dtype(f"<u{width // 8}")
-        return np.frombuffer(view, dtype=dtype) if len(view) else np.empty(0, dtype=dtype)
+        return np.frombuffer(fh.view_of(info), dtype=dtype)
 
     def array_range(self, name: str, start: int, stop: int) -> np.ndarray:
         """Elements [start, stop) of `array(name)` (no copy)."""

@@ -324,20 +324,17 @@ class AlignedView(CanonicalView):
         self.base_view, self.alignment, self.heads = view, al, heads
         self.unknown = [n for n in view.where if role_of(n) is None]
 
-    def _aligned(self, name: str, values: bool = True) -> np.ndarray | None:
-        """A tensor with a known role, permuted (flat, a copy); None when nothing moves. `values`: as `array` reads
-        it (floating dtypes); else its elements' bits, whatever the dtype (an FP8 model's digests are taken
-        permuted too)."""
+    def _aligned(self, name: str) -> np.ndarray | None:
+        """The stored elements' bits of a tensor with a known role, permuted (flat, a copy), whatever its dtype (an
+        FP8 model's digests are taken permuted too); None when nothing moves or its elements are sub-byte."""
         roles = role_of(name)
         info = self.info(name)
-        if roles is None or len(roles) != len(info.shape):
-            return None
-        flat = self.base_view.array(name) if values else self.base_view.bits(name)
-        if flat is None:  # sub-byte elements: read as stored
+        flat = self.base_view.bits(name) if roles is not None and len(roles) == len(info.shape) else None
+        if flat is None:
             return None
         t = flat.reshape(info.shape)
         changed = False
-        for axis, key in enumerate(roles):
+        for axis, key in enumerate(roles or ()):
             idx = _row_index(key, info.shape[axis], self.alignment, self.heads) if key is not None else None
             if idx is not None:
                 t = np.take(t, idx, axis=axis)
@@ -349,8 +346,9 @@ class AlignedView(CanonicalView):
         return out
 
     def array(self, name: str) -> np.ndarray:
-        t = self._aligned(name) if self.info(name).dtype in ARRAY_DTYPES else None
-        return self.base_view.array(name) if t is None else t
+        dtype = ARRAY_DTYPES.get(self.info(name).dtype)
+        t = self._aligned(name) if dtype is not None else None
+        return self.base_view.array(name) if t is None or dtype is None else t.view(dtype)
 
     def flat(self, name: str) -> torch.Tensor:
         """The permuted tensor in torch (a copy; any whole-byte dtype), for callers that compute in torch."""
@@ -358,7 +356,7 @@ class AlignedView(CanonicalView):
 
         from attest.checkpoint.torch_dtypes import torch_dtype
 
-        t = self._aligned(name, values=False)
+        t = self._aligned(name)
         if t is None:
             return self.base_view.flat(name)
         signed = t.view(t.dtype.str.replace("u", "i")).copy()  # torch has no uint16/32/64 views to reinterpret
@@ -368,13 +366,13 @@ class AlignedView(CanonicalView):
         return self.flat(name).reshape(self.info(name).shape)
 
     def raw_digest(self, name: str) -> bytes:
-        t = self._aligned(name, values=False)
+        t = self._aligned(name)
         if t is None:
             return self.base_view.raw_digest(name)
         return raw_digest_of(self.info(name), t.view(np.uint8))
 
     def sample_digest(self, name: str) -> bytes:
-        t = self._aligned(name, values=False)
+        t = self._aligned(name)
         if t is None:
             return self.base_view.sample_digest(name)
         data = t.view(np.uint8)

@@ -177,7 +177,7 @@ def test_verify_never_reads_the_unit_cache(
 
 
 def test_the_key_names_the_compute_libraries_without_importing_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """A cached detect unit depends on numpy and numba (not torch, which detect no longer imports): their installed
     versions are in the key, read from the package metadata, so keying costs no torch import (1.5-3.5 s)."""
@@ -194,6 +194,8 @@ def test_the_key_names_the_compute_libraries_without_importing_them(
     before = cache.key(_detect_units, [1], [str(shard)], now)
     real = importlib.metadata.version
     monkeypatch.setattr(uc.importlib.metadata, "version", lambda n: "0.0" if n == "numba" else real(n))
+    uc._library_versions.cache_clear()  # read once per process: this one now has another numba
+    request.addfinalizer(uc._library_versions.cache_clear)
     assert before is not None and cache.key(_detect_units, [1], [str(shard)], now) not in (None, before)
     code = (
         "from pathlib import Path\nfrom attest.unit_cache import UnitCache\n"

@@ -131,6 +131,7 @@ def test_an_aligned_view_permutes_every_whole_byte_dtype(tmp_path: Path) -> None
     from attest.checkpoint.canonical import CanonicalView
     from attest.checkpoint.reader import Checkpoint, raw_digest_of
     from attest.forensics.alignment import AlignedView, Alignment
+    from tests.support.stored import stored
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 4, generator=g)
@@ -155,4 +156,4 @@ def test_an_aligned_view_permutes_every_whole_byte_dtype(tmp_path: Path) -> None
             assert view.raw_digest(name) != ck.raw_digest(name), name
         up = "model.layers.0.mlp.up_proj.weight"
         bits = tensors[up].index_select(0, torch.from_numpy(units)).index_select(1, torch.from_numpy(hidden))
-        assert np.array_equal(view.array(up), bits.contiguous().reshape(-1).view(torch.int16).numpy().view(np.uint16))
+        assert np.array_equal(view.array(up), stored(bits))
