@@ -1,3 +1,3 @@
-from attest.cli import main
+from attest.cli import entry
 
-main()
+entry()

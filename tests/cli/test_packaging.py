@@ -18,7 +18,7 @@ def _project() -> dict[str, object]:
 def test_distribution_name_is_not_the_unrelated_pypi_attest() -> None:
     project = _project()
     assert project["name"] == DISTRIBUTION == "attest-weights"
-    assert project["scripts"] == {"attest": "attest.cli:main"}  # the command keeps its name
+    assert project["scripts"] == {"attest": "attest.cli:entry"}  # the command keeps its name
 
 
 def test_every_extra_the_readme_installs_is_declared() -> None:
