@@ -30,6 +30,7 @@ from attest.forensics.kernels import (
     chunks_of,
     gram_block,
     gram_of,
+    gram_residual_of,
     residual_block,
     residual_of,
 )
@@ -101,7 +102,7 @@ def fit_large(name: str, dtype: str, piece: Piece, k: int, with_base: bool) -> F
         recipe = np.ascontiguousarray(start[None, :])
 
         def both(sl: slice) -> tuple[GramBlock, ResidualCounts]:
-            return gram(sl), residual_of(arrays.chunk(sl), dtype, recipe, strict, with_base)
+            return gram_residual_of(arrays.chunk(sl), with_base, dtype, recipe, strict, chunk=True)
 
         parts = parallel_map(both, chunks)
         grams = GramBlock.total([g for g, _ in parts])

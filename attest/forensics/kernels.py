@@ -153,19 +153,58 @@ def gram_block(pieces: list[Piece], k: int, with_base: bool, dtype: str, chunk: 
 def gram_of(inputs: Inputs, with_base: bool, dtype: str, chunk: bool = False) -> GramBlock:
     """gram_block over inputs already in the kernels' form (TensorArrays.chunk)."""
     m, cands, base = inputs
-    (g, n), nvec = m.shape, len(cands) + 2
-    stride = RESOLVED_STRIDE if chunk and n >= RESOLVED_STRIDE * RVAR_MIN_ELEMENTS else 1
+    out = _gram_out(m.shape[0], len(cands))
     bits = PRECISION_BITS[dtype]
-    out = GramBlock(
+    compiled.gram_sweep(
+        m, cands, base, with_base, bits, MIN_EXPONENT[dtype], _stride(m, chunk), RVAR_MIN_ELEMENTS, RVAR_STRIDE,
+        RESOLVED_RATIO * 2.0**-bits, True, _fields(out),
+    )  # fmt: skip
+    return out
+
+
+def gram_residual_of(
+    inputs: Inputs, with_base: bool, dtype: str, coef: np.ndarray, cov: np.ndarray, chunk: bool = False
+) -> tuple[GramBlock, ResidualCounts]:
+    """gram_of and residual_of over the same inputs, in one pass where the compiled sweep for it applies (two
+    candidates, no base, a storage grid narrower than float64: attest.forensics.compiled.gram_residual), else one
+    after the other; the same results either way."""
+    m, cands, _ = inputs
+    bits = PRECISION_BITS[dtype]
+    if with_base or len(cands) != 2 or bits >= 53:
+        return gram_of(inputs, with_base, dtype, chunk), residual_of(inputs, dtype, coef, cov, with_base)
+    g = m.shape[0]
+    grams, counts = _gram_out(g, 2), _residual_out(g)
+    compiled.gram_residual_sweep(
+        m, cands, bits, MIN_EXPONENT[dtype], _stride(m, chunk), RVAR_MIN_ELEMENTS, RVAR_STRIDE,
+        RESOLVED_RATIO * 2.0**-bits, _finite(coef), _finite(cov, posinf=0.0), MAX_FINITE[dtype], COEF_SIGMAS,
+        _fields(grams), _fields(counts),
+    )  # fmt: skip
+    return grams, counts
+
+
+def _stride(m: np.ndarray, chunk: bool) -> int:
+    """The resolved statistics' stride for a block (gram_block's `chunk`)."""
+    return RESOLVED_STRIDE if chunk and m.shape[1] >= RESOLVED_STRIDE * RVAR_MIN_ELEMENTS else 1
+
+
+def _gram_out(g: int, k: int) -> GramBlock:
+    nvec = k + 2
+    return GramBlock(
         np.zeros((g, nvec, nvec)), np.zeros((g, nvec)), np.zeros((g, nvec, nvec)), np.zeros((g, nvec, nvec)),
         np.zeros(g), np.zeros(g),
     )  # fmt: skip
-    compiled.gram_sweep(
-        m, cands, base, with_base, bits, MIN_EXPONENT[dtype], stride, RVAR_MIN_ELEMENTS, RVAR_STRIDE,
-        RESOLVED_RATIO * 2.0**-bits, True,
-        (out.gram, out.sums, out.gram_resolved, out.rounding_gram, out.rounding, out.resolved),
+
+
+def _residual_out(g: int) -> ResidualCounts:
+    return ResidualCounts(
+        np.zeros(g), np.zeros(g, np.int64), np.zeros(g, np.int64), np.zeros((g, len(ULP_BINS)), np.int64),
+        np.zeros((g, 5), np.int64), np.zeros(g), np.zeros(g),
     )  # fmt: skip
-    return out
+
+
+def _fields(out: ChunkSums) -> tuple[np.ndarray, ...]:
+    """A result's arrays in field order: the compiled sweeps' `out`."""
+    return tuple(getattr(out, f.name) for f in fields(out))  # type: ignore[arg-type]
 
 
 def residual_block(
@@ -179,15 +218,10 @@ def residual_block(
 def residual_of(inputs: Inputs, dtype: str, coef: np.ndarray, cov: np.ndarray, with_base: bool) -> ResidualCounts:
     """residual_block over inputs already in the kernels' form (TensorArrays.chunk)."""
     m, cands, base = inputs
-    g = m.shape[0]
-    out = ResidualCounts(
-        np.zeros(g), np.zeros(g, np.int64), np.zeros(g, np.int64), np.zeros((g, len(ULP_BINS)), np.int64),
-        np.zeros((g, 5), np.int64), np.zeros(g), np.zeros(g),
-    )  # fmt: skip
+    out = _residual_out(m.shape[0])
     compiled.residual_sweep(
         m, cands, base, with_base, _finite(coef), _finite(cov, posinf=0.0),
-        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS, True,
-        (out.rss, out.differing, out.unexplained, out.hist, out.zero, out.excess_delta, out.kept_delta),
+        PRECISION_BITS[dtype], MIN_EXPONENT[dtype], MAX_FINITE[dtype], COEF_SIGMAS, True, _fields(out),
     )  # fmt: skip
     return out
 

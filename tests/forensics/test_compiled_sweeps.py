@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attest.forensics import kernels
-from attest.forensics.compiled import elements, gram, refine, residual
+from attest.forensics.compiled import elements, gram, gram_residual, refine, residual
 from attest.forensics.pairing import MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
 from tests.support.stored import stored_piece
@@ -278,6 +278,56 @@ def test_each_sweep_module_carries_the_hash_of_the_elements_it_compiles_in() -> 
     assert gram.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram.py"
     assert residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/residual.py"
     assert refine.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/refine.py"
+    assert gram_residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram_residual.py"
+
+
+def test_the_one_pass_sweep_carries_the_hashes_of_the_sweeps_it_compiles_in() -> None:
+    """gram_residual inlines gram.py's and residual.py's helpers: after an edit of either it must change too."""
+    import hashlib
+    from pathlib import Path
+
+    for name, module in (("GRAM_SHA256", gram), ("RESIDUAL_SHA256", residual)):
+        want = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+        assert getattr(gram_residual, name) == want, f"set {name} = {want!r} in compiled/gram_residual.py"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize(("n", "chunk"), [(kernels.CHUNK_ELEMENTS, True), (3 * 512 + 77, False)])
+@pytest.mark.parametrize("merged", [True, False])
+def test_the_one_pass_sweep_equals_the_two_sweeps(dtype: torch.dtype, n: int, chunk: bool, merged: bool) -> None:
+    """Gram sums and residual counts in one pass (no base, two candidates) are the Gram sweep's and the residual
+    sweep's: every count exactly, the float64 sums to summation order; with differing and unexplained elements."""
+    piece = stored_piece(_family(n, 2, dtype, merged=merged, seed=60)[:-1])
+    tag = TAGS[dtype]
+    coef = _coefficients(_family(8, 2, dtype, merged=True, seed=60), 2, False) * 1.0000001
+    cov = np.zeros((1, 2, 2))
+    inputs = kernels._inputs([piece], 2, False)
+    one_g, one_r = kernels.gram_residual_of(inputs, False, tag, coef, cov, chunk=chunk)
+    two_g = kernels.gram_of(inputs, False, tag, chunk=chunk)
+    two_r = kernels.residual_of(inputs, tag, coef, cov, False)
+    _assert_gram_equal(one_g, two_g)
+    np.testing.assert_array_equal(one_g.resolved, two_g.resolved)
+    for field in ("differing", "unexplained", "hist", "zero"):
+        np.testing.assert_array_equal(getattr(one_r, field), getattr(two_r, field))
+    np.testing.assert_allclose(one_r.rss, two_r.rss, rtol=1e-12, atol=0)
+    assert two_r.differing[0] > 0 and (merged or two_r.unexplained[0] > 0)
+
+
+def test_the_one_pass_sweep_hands_values_off_the_normal_range_to_the_general_path() -> None:
+    """A block with recipe values below bf16's normal range or rounding past its largest value is redone by the
+    residual's general path inside the one-pass sweep too, with the same counts as the residual sweep."""
+    m, a, b, _ = (t.clone() for t in _family(2048, 2, torch.bfloat16, merged=True, seed=41))
+    big = torch.finfo(torch.bfloat16).max
+    for t in (m, a, b):
+        t[5] = 127 * 2.0**-133  # in the first block
+        t[600], t[601] = big, -big  # in the second
+    inputs = kernels._inputs([stored_piece((m, a, b))], 2, False)
+    coef, cov = np.array([[0.50125, 0.50125]]), np.zeros((1, 2, 2))
+    _, one_r = kernels.gram_residual_of(inputs, False, "BF16", coef, cov)
+    two_r = kernels.residual_of(inputs, "BF16", coef, cov, False)
+    for field in ("differing", "unexplained", "hist"):
+        np.testing.assert_array_equal(getattr(one_r, field), getattr(two_r, field))
+    assert two_r.differing[0] > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])

@@ -175,24 +175,43 @@ def _mean_rows2(
     are within ~45 (bf16) or ~29 (float32) of each other; else they differ by a rounding of A, 2^-53 of it, as any
     order of summation does), so six products and three sums make the ten and four. The general path decodes each
     candidate twice (for the mean and against it) and passes over the rows ~12 times; here every element is read
-    once and its values stay in registers (the sweep 1.76 -> ~1.3 ms per 2^18-element chunk on Zen 1)."""
-    y0, y1, y2, y3 = y[0, :w], y[1, :w], y[2, :w], y[3, :w]
-    s0 = s1 = s3 = g00 = g01 = g03 = g11 = g13 = g33 = 0.0
+    once and its values stay in registers (the sweep 1.83 -> 1.21 ms per 2^18-element chunk on Zen 1)."""
+    y0, y1, y2, y3 = y[0, :w], y[1, :w], y[2, :w], y[3, :w]  # 1-D: indexing y itself in the loop defeats vectors
+    acc = MEAN2_ZERO
     for e in range(w):
-        p1 = stored_value(c1[e])
-        a = (p1 + stored_value(c2[e])) / 2.0
-        d0 = stored_value(m[e]) - a
-        d1 = p1 - a
-        y0[e], y1[e], y2[e], y3[e] = d0, d1, -d1, a
-        s0 += d0
-        s1 += d1
-        s3 += a
-        g00 += d0 * d0
-        g01 += d0 * d1
-        g03 += d0 * a
-        g11 += d1 * d1
-        g13 += d1 * a
-        g33 += a * a
+        acc = mean2_add(acc, y0, y1, y2, y3, e, stored_value(m[e]), stored_value(c1[e]), stored_value(c2[e]))
+    mean2_store(acc, sums, out)
+
+
+@njit(inline="always")
+def mean2_add(
+    acc: tuple[float, ...],
+    y0: np.ndarray,
+    y1: np.ndarray,
+    y2: np.ndarray,
+    y3: np.ndarray,
+    e: int,
+    mv: float,
+    p1: float,
+    p2: float,
+) -> tuple[float, ...]:
+    """One element of `_mean_rows2`: its rows into column e of y0..y3, and acc + (its three sums, its six
+    products)."""
+    a = (p1 + p2) / 2.0
+    d0 = mv - a
+    d1 = p1 - a
+    y0[e], y1[e], y2[e], y3[e] = d0, d1, -d1, a
+    return (
+        acc[0] + d0, acc[1] + d1, acc[2] + a, acc[3] + d0 * d0, acc[4] + d0 * d1, acc[5] + d0 * a,
+        acc[6] + d1 * d1, acc[7] + d1 * a, acc[8] + a * a,
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def mean2_store(acc: tuple[float, ...], sums: np.ndarray, out: np.ndarray) -> None:
+    """The sums and products of `mean2_add` into the four sums and the ten products of the rows (P_2 - A's from
+    P_1 - A's)."""
+    s0, s1, s3, g00, g01, g03, g11, g13, g33 = acc
     sums[0] += s0
     sums[1] += s1
     sums[2] -= s1
@@ -200,6 +219,37 @@ def _mean_rows2(
     _add_upper4(out, (g00, g01, -g01, g03, g11, -g11, g13, g11, -g13, g33))
 
 
+@njit(inline="always")
+def mean2_sample(
+    y: np.ndarray,
+    zbuf: np.ndarray,
+    w: int,
+    resolved_stride: int,
+    vstride: int,
+    threshold: float,
+    top: float,
+    floor_u: float,
+    ext: np.ndarray,
+    weight: np.ndarray,
+    gram_res: np.ndarray,
+    rgram: np.ndarray,
+) -> tuple[float, float]:
+    """The resolved and rounding-variance statistics of a block's rows from `_mean_rows2` (every
+    `resolved_stride`-th element, copied together so that the loops vectorize; P_2 - A is written as -(P_1 - A) by
+    _resolved_mean2): (resolved count, summed rounding variance), the Gram products into gram_res and rgram."""
+    ws = (w + resolved_stride - 1) // resolved_stride
+    if resolved_stride == 1:
+        z = y
+    else:
+        z = zbuf
+        _every_of(z, y, (0, 1, 3), ws, resolved_stride)
+    wres = weight[:ws]
+    spread = ext[0, :ws]
+    n_res = _resolved_mean2(z, ws, threshold, spread, wres, gram_res)
+    return n_res, _rounding4(z, spread, wres, (ws + vstride - 1) // vstride, vstride, top, floor_u, rgram)
+
+
+MEAN2_ZERO: tuple[float, ...] = (0.0,) * 9
 _ZERO10: tuple[float, ...] = (0.0,) * 10
 
 
@@ -314,24 +364,20 @@ def gram_sweep(
             # Resolved elements: the given models (the base's own deviation 0 included) spread over at least
             # `ratio` of |A| + spread. The sample (every resolved_stride-th element; s0 is a multiple of BLOCK,
             # itself a multiple of every stride) is first copied together so that the loops below vectorize.
+            if nv == 4 and fused and not with_base:
+                n_res, rv = mean2_sample(
+                    y, zbuf, w, resolved_stride, vstride, threshold, top, floor_u, ext, weight, gram_res[g], rgram[g]
+                )
+                resolved[g] += n_res
+                rounding[g] += rv
+                continue
             ws = (w + resolved_stride - 1) // resolved_stride
-            mean2 = nv == 4 and fused and not with_base
             if resolved_stride == 1:
                 z = y
-            elif mean2:  # P_2 - A is -(P_1 - A): _resolved_mean2 writes it
-                z = zbuf
-                _every_of(z, y, (0, 1, 3), ws, resolved_stride)
             else:
                 z = zbuf
                 _every(z, y, ws, resolved_stride)
             wres = weight[:ws]
-            if mean2:
-                spread = ext[0, :ws]
-                resolved[g] += _resolved_mean2(z, ws, threshold, spread, wres, gram_res[g])
-                rounding[g] += _rounding4(
-                    z, spread, wres, (ws + vstride - 1) // vstride, vstride, top, floor_u, rgram[g]
-                )
-                continue
             if nv == 4 and fused:
                 spread = ext[0, :ws]
                 if with_base:  # a constant in each call: a branch on it inside the loop keeps it from vectorizing

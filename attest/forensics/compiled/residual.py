@@ -32,6 +32,42 @@ ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168
 
 
 @njit(inline="always")
+def recipe_element(
+    mv: float,
+    x1: float,
+    x2: float,
+    bv: float,
+    scale: float,
+    l1: float,
+    l2: float,
+    shift: int,
+    half: int,
+    keep: int,
+    tiny: float,
+    max_finite: float,
+    e: int,
+    v: np.ndarray,
+    r_out: np.ndarray,
+    m_out: np.ndarray,
+) -> tuple[float, float, float, float]:
+    """One element of the two-candidate loop: v = scale B + l_1 x_1 + l_2 x_2 in that order, its rounding by integer
+    arithmetic (rounded_normal), both and M's value stored at e; returns (rounded v, 1 when the element is one the
+    loop does not round (else 0), (M - v)^2, 1 when M differs from the rounded v)."""
+    val = scale * bv
+    val += l1 * x1
+    val += l2 * x2
+    r = rounded_normal(val, shift, half, keep)
+    v[e] = val
+    r_out[e] = r
+    m_out[e] = mv
+    mag = abs(val)
+    # no `and`/`or` here: short-circuit branches keep the loop from vectorizing
+    special = (1.0 if mag < tiny else 0.0) - (1.0 if mag == 0.0 else 0.0) + (1.0 if abs(r) > max_finite else 0.0)
+    d = mv - val
+    return r, special, d * d, 1.0 if r != mv else 0.0
+
+
+@njit(inline="always")
 def _fused2(
     m: np.ndarray,
     p1: np.ndarray,
@@ -60,19 +96,12 @@ def _fused2(
         bv = stored_value(base[e]) if with_base else 0.0
         x1 = stored_value(p1[e]) - bv
         x2 = stored_value(p2[e]) - bv
-        val = scale * bv
-        val += l1 * x1
-        val += l2 * x2
-        r = rounded_normal(val, shift, half, keep)
-        v[e] = val
-        r_out[e] = r
-        m_out[e] = mv
-        mag = abs(val)
-        # no `and`/`or` here: short-circuit branches keep the loop from vectorizing
-        special += (1.0 if mag < tiny else 0.0) - (1.0 if mag == 0.0 else 0.0) + (1.0 if abs(r) > max_finite else 0.0)
-        d = mv - val
-        rss += d * d
-        nd += 1.0 if r != mv else 0.0
+        r, e_special, e_rss, e_nd = recipe_element(
+            mv, x1, x2, bv, scale, l1, l2, shift, half, keep, tiny, max_finite, e, v, r_out, m_out
+        )
+        special += e_special
+        rss += e_rss
+        nd += e_nd
         if with_base:
             dmag = abs(x1) + abs(x2)
             eligible = 1.0 if dmag > 0.0 else 0.0
@@ -86,6 +115,121 @@ def _fused2(
             d_excess += dmag * excess
             d_kept += dmag * (eligible - m_is_b)
     return special, rss, nd, c0, c1, c2, c3, d_excess, d_kept
+
+
+_REDO = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+"""`finish_block`'s `fused` for a block no fused loop ran over: the general path computes it."""
+
+
+@njit(inline="always")
+def finish_block(
+    m: np.ndarray,
+    cands: tuple[np.ndarray, ...],
+    base: np.ndarray,
+    g: int,
+    s0: int,
+    w: int,
+    with_base: bool,
+    coef: np.ndarray,
+    cov: np.ndarray,
+    bits: int,
+    min_exp: int,
+    max_finite: float,
+    sigmas: float,
+    fused: tuple[float, float, float, float, float, float, float, float, float],
+    rows: np.ndarray,
+    differ: np.ndarray,
+    counts: np.ndarray,
+    hist: np.ndarray,
+    unexplained: np.ndarray,
+) -> tuple[float, int, float, float]:
+    """The residual test of block [s0, s0 + w) of piece g after a fused loop (`_fused2` or the Gram-and-residual
+    sweep's) left its results in `fused` and v, its rounding and M in `rows`; `fused[0]` != 0 (the loop met an
+    element it does not round, or none ran: _REDO) redoes the block by the general path. Adds the zero pattern to
+    `counts`, the differing elements' ulp steps to `hist` and those no order of computing explains to
+    `unexplained`; returns (|M - v|^2, differing, excess and kept delta mass)."""
+    k = len(cands)
+    nreg = coef.shape[1]
+    grid = math.ldexp(1.0, -bits)  # 2^-p: one rounding in the storage dtype, relative
+    f32_eps = math.ldexp(1.0, -24)
+    own = 2.0 * (k + 2) * math.ldexp(1.0, -53)
+    mv, b, v, r, dmag = rows[nreg], rows[nreg + 1], rows[nreg + 2], rows[nreg + 3], rows[nreg + 4]
+    special, b_rss, nd_f, c0, c1, c2, c3, b_excess, b_kept = fused
+    if special != 0.0:
+        block_rows(m, cands, base, g, s0, w, with_base, rows, mv, b)
+        if with_base:
+            scale = 1.0 + coef[g, k]  # B + s B
+            for e in range(w):
+                v[e] = scale * b[e]
+        else:
+            v[:w] = 0.0
+        dmag[:w] = 0.0
+        for i in range(k):
+            for e in range(w):
+                d = rows[i, e]
+                v[e] += coef[g, i] * d
+                dmag[e] += abs(d)
+        if bits < 53:
+            for e in range(w):
+                r[e] = rounded(v[e], bits, min_exp, max_finite)
+        else:
+            r[:w] = v[:w]
+        # One vectorized pass: squared residual, differing count and the zero pattern as 0/1 sums (in float64:
+        # exact below 2^53, and the loop vectorizes).
+        b_rss = nd_f = c0 = c1 = c2 = c3 = b_excess = b_kept = 0.0
+        for e in range(w):
+            d = mv[e] - v[e]
+            b_rss += d * d
+            nd_f += 1.0 if r[e] != mv[e] else 0.0
+            eligible = 1.0 if dmag[e] > 0.0 else 0.0
+            m_is_b = eligible if mv[e] == b[e] else 0.0
+            r_is_b = eligible if r[e] == b[e] else 0.0
+            excess = m_is_b - m_is_b * r_is_b
+            c0 += eligible
+            c1 += m_is_b
+            c2 += r_is_b
+            c3 += excess
+            b_excess += dmag[e] * excess
+            b_kept += dmag[e] * (eligible - m_is_b)
+    if with_base:
+        counts[0] += int(c0)
+        counts[1] += int(c1)
+        counts[2] += int(c2)
+        counts[3] += int(c3)
+        counts[4] += int(c0 - c1)
+    nd, want = 0, int(nd_f)
+    for e in range(w if want else 0):  # a few per block: a branch that is rarely taken, stopping early
+        if r[e] != mv[e]:
+            differ[nd] = e
+            nd += 1
+            if nd == want:
+                break
+    for t in range(nd):
+        e = differ[t]
+        if special == 0.0:  # the fused loop kept v, its rounding and M: the rest of this element's row
+            b[e] = stored_value(base[g, s0 + e]) if with_base else 0.0
+            if with_base:
+                rows[k, e] = b[e]
+            for i in range(k):
+                rows[i, e] = stored_value(cands[i][g, s0 + e]) - b[e]
+        step = abs(grid_index(mv[e], bits, min_exp) - grid_index(r[e], bits, min_exp))
+        hist[g, 0 if step <= 1 else 1 if step <= 2 else 2 if step <= 4 else 3 if step <= 16 else 4] += 1
+        terms = 0.0
+        for j in range(nreg):
+            terms += abs(rows[j, e] * coef[g, j])
+        if with_base:  # SPEC.md §6.3 `arith`, per element (the refine sweep has the same)
+            arith = (k + 1) * grid * terms + 4.0 * f32_eps * (abs(b[e]) + terms)
+        else:
+            arith = (k + 2) * f32_eps * terms
+        arith += own * (abs(v[e]) + terms)
+        fitted_var = 0.0  # x^T Cov x: the fitted value's variance from the coefficients' uncertainty
+        for i in range(nreg):
+            for j in range(nreg):
+                fitted_var += rows[i, e] * cov[g, i, j] * rows[j, e]
+        grid_step = spacing(max(abs(mv[e]), abs(v[e])), bits, min_exp)
+        if abs(mv[e] - v[e]) > 0.5 * grid_step + arith + math.sqrt(max(fitted_var, 0.0)) * sigmas:
+            unexplained[g] += 1
+    return b_rss, nd, b_excess, b_kept
 
 
 @njit(nogil=True, fastmath=FAST, cache=True)
@@ -113,9 +257,6 @@ def residual_sweep(
     g_count, n = m.shape
     k = len(cands)
     nreg = coef.shape[1]
-    grid = math.ldexp(1.0, -bits)  # 2^-p: one rounding in the storage dtype, relative
-    f32_eps = math.ldexp(1.0, -24)
-    own = 2.0 * (k + 2) * math.ldexp(1.0, -53)
     shift = 53 - bits
     half = (1 << (shift - 1)) - 1 if shift > 0 else 0
     keep = -(1 << shift)
@@ -123,7 +264,7 @@ def residual_sweep(
     fast = fused and k == 2 and bits < 53
     # rows: x_1..x_nreg, M, B, v, rounded v, sum_i |D_i|
     rows = np.empty((nreg + 5, BLOCK))
-    mv, b, v, r, dmag = rows[nreg], rows[nreg + 1], rows[nreg + 2], rows[nreg + 3], rows[nreg + 4]
+    mv, v, r = rows[nreg], rows[nreg + 2], rows[nreg + 3]
     differ = np.empty(BLOCK, np.int64)
     for g in range(g_count):
         acc_rss = d_excess = d_kept = 0.0
@@ -131,7 +272,6 @@ def residual_sweep(
         counts = np.zeros(5, np.int64)
         for s0 in range(0, n, BLOCK):
             w = min(BLOCK, n - s0)
-            special = 1.0
             if fast:
                 mb, p1, p2, bb = two_candidate_block(m, cands, base, g, s0, w)
                 # with_base as a constant in each call: a branch on it inside the loop keeps it from vectorizing
@@ -139,85 +279,16 @@ def residual_sweep(
                     res = _fused2(mb, p1, p2, bb, True, coef[g], shift, half, keep, tiny, max_finite, v, r, mv)
                 else:
                     res = _fused2(mb, p1, p2, bb, False, coef[g], shift, half, keep, tiny, max_finite, v, r, mv)
-                special, b_rss, nd_f, c0, c1, c2, c3, b_excess, b_kept = res
-            if special != 0.0:
-                block_rows(m, cands, base, g, s0, w, with_base, rows, mv, b)
-                if with_base:
-                    scale = 1.0 + coef[g, k]  # B + s B
-                    for e in range(w):
-                        v[e] = scale * b[e]
-                else:
-                    v[:w] = 0.0
-                dmag[:w] = 0.0
-                for i in range(k):
-                    for e in range(w):
-                        d = rows[i, e]
-                        v[e] += coef[g, i] * d
-                        dmag[e] += abs(d)
-                if bits < 53:
-                    for e in range(w):
-                        r[e] = rounded(v[e], bits, min_exp, max_finite)
-                else:
-                    r[:w] = v[:w]
-                # One vectorized pass: squared residual, differing count and the zero pattern as 0/1 sums (in
-                # float64: exact below 2^53, and the loop vectorizes).
-                b_rss = nd_f = c0 = c1 = c2 = c3 = b_excess = b_kept = 0.0
-                for e in range(w):
-                    d = mv[e] - v[e]
-                    b_rss += d * d
-                    nd_f += 1.0 if r[e] != mv[e] else 0.0
-                    eligible = 1.0 if dmag[e] > 0.0 else 0.0
-                    m_is_b = eligible if mv[e] == b[e] else 0.0
-                    r_is_b = eligible if r[e] == b[e] else 0.0
-                    excess = m_is_b - m_is_b * r_is_b
-                    c0 += eligible
-                    c1 += m_is_b
-                    c2 += r_is_b
-                    c3 += excess
-                    b_excess += dmag[e] * excess
-                    b_kept += dmag[e] * (eligible - m_is_b)
+            else:
+                res = _REDO
+            b_rss, nd, b_excess, b_kept = finish_block(
+                m, cands, base, g, s0, w, with_base, coef, cov, bits, min_exp, max_finite, sigmas, res, rows, differ,
+                counts, hist, unexplained,
+            )  # fmt: skip
             acc_rss += b_rss
             d_excess += b_excess
             d_kept += b_kept
-            if with_base:
-                counts[0] += int(c0)
-                counts[1] += int(c1)
-                counts[2] += int(c2)
-                counts[3] += int(c3)
-                counts[4] += int(c0 - c1)
-            nd, want = 0, int(nd_f)
-            for e in range(w if want else 0):  # a few per block: a branch that is rarely taken, stopping early
-                if r[e] != mv[e]:
-                    differ[nd] = e
-                    nd += 1
-                    if nd == want:
-                        break
             n_diff += nd
-            for t in range(nd):
-                e = differ[t]
-                if special == 0.0:  # the fused loop kept v, its rounding and M: the rest of this element's row
-                    b[e] = stored_value(base[g, s0 + e]) if with_base else 0.0
-                    if with_base:
-                        rows[k, e] = b[e]
-                    for i in range(k):
-                        rows[i, e] = stored_value(cands[i][g, s0 + e]) - b[e]
-                step = abs(grid_index(mv[e], bits, min_exp) - grid_index(r[e], bits, min_exp))
-                hist[g, 0 if step <= 1 else 1 if step <= 2 else 2 if step <= 4 else 3 if step <= 16 else 4] += 1
-                terms = 0.0
-                for j in range(nreg):
-                    terms += abs(rows[j, e] * coef[g, j])
-                if with_base:  # SPEC.md §6.3 `arith`, per element (the refine sweep has the same)
-                    arith = (k + 1) * grid * terms + 4.0 * f32_eps * (abs(b[e]) + terms)
-                else:
-                    arith = (k + 2) * f32_eps * terms
-                arith += own * (abs(v[e]) + terms)
-                fitted_var = 0.0  # x^T Cov x: the fitted value's variance from the coefficients' uncertainty
-                for i in range(nreg):
-                    for j in range(nreg):
-                        fitted_var += rows[i, e] * cov[g, i, j] * rows[j, e]
-                grid_step = spacing(max(abs(mv[e]), abs(v[e])), bits, min_exp)
-                if abs(mv[e] - v[e]) > 0.5 * grid_step + arith + math.sqrt(max(fitted_var, 0.0)) * sigmas:
-                    unexplained[g] += 1
         rss[g] = acc_rss
         differing[g] = n_diff
         zero[g] = counts
