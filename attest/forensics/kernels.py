@@ -165,8 +165,8 @@ def gram_of(inputs: Inputs, with_base: bool, dtype: str, chunk: bool = False) ->
 def gram_residual_of(
     inputs: Inputs, with_base: bool, dtype: str, coef: np.ndarray, cov: np.ndarray, chunk: bool = False
 ) -> tuple[GramBlock, ResidualCounts]:
-    """gram_of and residual_of over the same inputs, in one pass where the compiled sweep for it applies (two
-    candidates, no base, a storage grid narrower than float64: attest.forensics.compiled.gram_residual), else one
+    """gram_of and residual_of over the same inputs, in one pass where the compiled sweep has it (two candidates, no
+    base, a storage grid narrower than float64: attest.forensics.compiled.residual.residual_sweep's `gram`), else one
     after the other; the same results either way."""
     m, cands, _ = inputs
     bits = PRECISION_BITS[dtype]
@@ -174,10 +174,10 @@ def gram_residual_of(
         return gram_of(inputs, with_base, dtype, chunk), residual_of(inputs, dtype, coef, cov, with_base)
     g = m.shape[0]
     grams, counts = _gram_out(g, 2), _residual_out(g)
-    compiled.gram_residual_sweep(
-        m, cands, bits, MIN_EXPONENT[dtype], _stride(m, chunk), RVAR_MIN_ELEMENTS, RVAR_STRIDE,
-        RESOLVED_RATIO * 2.0**-bits, _finite(coef), _finite(cov, posinf=0.0), MAX_FINITE[dtype], COEF_SIGMAS,
-        _fields(grams), _fields(counts),
+    compiled.residual_sweep(
+        m, cands, m, False, _finite(coef), _finite(cov, posinf=0.0), bits, MIN_EXPONENT[dtype], MAX_FINITE[dtype],
+        COEF_SIGMAS, True, _fields(counts),
+        (_stride(m, chunk), RVAR_MIN_ELEMENTS, RVAR_STRIDE, RESOLVED_RATIO * 2.0**-bits, _fields(grams)),
     )  # fmt: skip
     return grams, counts
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attest.forensics import kernels
-from attest.forensics.compiled import elements, gram, gram_residual, refine, residual
+from attest.forensics.compiled import elements, gram, refine, residual
 from attest.forensics.pairing import MAX_FINITE, MIN_EXPONENT, PRECISION_BITS
 from tests.support import kernel_oracle
 from tests.support.stored import stored_piece
@@ -278,17 +278,15 @@ def test_each_sweep_module_carries_the_hash_of_the_elements_it_compiles_in() -> 
     assert gram.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram.py"
     assert residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/residual.py"
     assert refine.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/refine.py"
-    assert gram_residual.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/gram_residual.py"
 
 
-def test_the_one_pass_sweep_carries_the_hashes_of_the_sweeps_it_compiles_in() -> None:
-    """gram_residual inlines gram.py's and residual.py's helpers: after an edit of either it must change too."""
+def test_the_residual_sweep_carries_the_hash_of_the_gram_helpers_it_compiles_in() -> None:
+    """residual_sweep's one-pass form inlines gram.py's helpers: after an edit of gram.py it must change too."""
     import hashlib
     from pathlib import Path
 
-    for name, module in (("GRAM_SHA256", gram), ("RESIDUAL_SHA256", residual)):
-        want = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
-        assert getattr(gram_residual, name) == want, f"set {name} = {want!r} in compiled/gram_residual.py"
+    want = hashlib.sha256(Path(gram.__file__).read_bytes()).hexdigest()
+    assert residual.GRAM_SHA256 == want, f"set GRAM_SHA256 = {want!r} in compiled/residual.py"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
