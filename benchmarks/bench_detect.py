@@ -14,10 +14,12 @@ DONTNEED: clean pages, no privileges needed) before every timed call, so both re
 be I/O-bound, as hashing is.
 
 `--cli` times whole commands instead (what a user waits for): one `attest detect` process against one `attest hash
---no-cache` process per folder over the same bytes, interleaved round by round.
+--no-cache` process per folder over the same bytes, interleaved round by round. `--baseline TREE` adds another
+checkout (e.g. `git worktree add /tmp/base main`) to the same rounds, run with PYTHONPATH=TREE: on a machine whose
+speed drifts, only a change measured against its baseline in the same rounds means anything.
 
 Usage: python benchmarks/bench_detect.py [--size-mb 256] [--repeat 2] [--dir /tmp/attest-bench-detect] [--cold]
-       [--no-base] [--cli]
+       [--no-base] [--cli [--baseline TREE]]
 Memory bound to compare with: largest tensor x the inputs (mapped pages) plus float64 chunk buffers.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -120,6 +123,11 @@ def main() -> None:
     ap.add_argument(
         "--cli", action="store_true", help="whole commands: `attest detect` against `attest hash --no-cache` per folder"
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --cli: another checkout (a git worktree of main) timed the same way in the same rounds",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--folders", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -138,7 +146,7 @@ def main() -> None:
         f"page cache {'cold' if args.cold else 'warm'}"
     )
     if args.cli:
-        _whole_commands(folders, args.repeat, args.cold)
+        _whole_commands(folders, args.repeat, args.cold, args.baseline)
         return
     best: dict[str, dict[str, object]] = {}
     for kind in ("hash", "detect"):
@@ -174,31 +182,52 @@ def main() -> None:
     print(f"detect / hash wall time: {first / hash_s:.2f}x (first detect in its process), {warm / hash_s:.2f}x (warm)")
 
 
-def _whole_commands(folders: dict[str, str], repeat: int, cold: bool) -> None:
+def _whole_commands(folders: dict[str, str], repeat: int, cold: bool, baseline: Path | None) -> None:
     """What a user runs: one `attest detect` process against one `attest hash --no-cache` process per folder (the
-    same bytes), interleaved, each timed from start to exit (interpreter, imports and numba's start-up included)."""
-    attest = Path(sys.executable).with_name("attest")
+    same bytes), interleaved, each timed from start to exit (interpreter, imports and numba's start-up included).
+    `baseline`: another checkout (say a `git worktree` of main) run the same way in the same rounds, with this
+    interpreter from that tree's root, so that a change is measured against the code before it on the same machine
+    at the same time (`python -m attest`: each tree's own entry point)."""
     given = [f for k, f in folders.items() if k not in ("merge", "base")]
-    detect_cmd = [str(attest), "detect", folders["merge"], *(a for f in given for a in ("--candidate", f))]
+    detect_args = ["detect", folders["merge"], *(a for f in given for a in ("--candidate", f))]
     if "base" in folders:
-        detect_cmd += ["--base", folders["base"]]
-    hash_cmds = [[str(attest), "hash", "--no-cache", f] for f in folders.values()]
-    times: dict[str, list[float]] = {"hash": [], "detect": []}
+        detect_args += ["--base", folders["base"]]
+    # `python -m attest` run from the tree's root imports that tree's package (the current directory comes first)
+    trees = {"this tree": Path(__file__).resolve().parents[1]}
+    if baseline is not None:
+        trees = {"baseline": baseline.resolve(), **trees}
+    envs = {name: {**os.environ, "PYTHONPATH": str(root)} for name, root in trees.items()}
+
+    def run(tree: str, args: list[str]) -> None:
+        cmd = [sys.executable, "-m", "attest", *args]
+        subprocess.run(cmd, check=True, capture_output=True, env=envs[tree], cwd=trees[tree])
+
+    if baseline is not None:
+        for tree in trees:  # compile (or load) each tree's cached sweeps outside the timing
+            run(tree, detect_args)
+    times: dict[tuple[str, str], list[float]] = {(t, k): [] for t in trees for k in ("hash", "detect")}
     for _ in range(repeat):
-        for kind, cmds in (("hash", hash_cmds), ("detect", [detect_cmd])):
-            if cold:
-                _evict(folders)
-            t0 = time.perf_counter()
-            for cmd in cmds:
-                subprocess.run(cmd, check=True, capture_output=True)
-            times[kind].append(time.perf_counter() - t0)
-    for kind, ts in times.items():
-        print(f"{kind:7s} whole commands: best {min(ts):.2f} s, all {', '.join(f'{t:.2f}' for t in ts)}")
-    ratios = [d / h for d, h in zip(times["detect"], times["hash"], strict=True)]
-    print(
-        f"detect / hash, whole commands: best {min(times['detect']) / min(times['hash']):.2f}x, per round "
-        f"{', '.join(f'{r:.2f}x' for r in ratios)}"
-    )
+        for tree in trees:
+            cmds = {"hash": [["hash", "--no-cache", f] for f in folders.values()], "detect": [detect_args]}
+            for kind, runs in cmds.items():
+                if cold:
+                    _evict(folders)
+                t0 = time.perf_counter()
+                for cmd in runs:
+                    run(tree, cmd)
+                times[(tree, kind)].append(time.perf_counter() - t0)
+    for tree in trees:
+        hashes, detects = times[(tree, "hash")], times[(tree, "detect")]
+        for kind, ts in (("hash", hashes), ("detect", detects)):
+            print(
+                f"{tree:9s} {kind:7s} whole commands: best {min(ts):.2f} s, median {statistics.median(ts):.2f} s, "
+                f"all {', '.join(f'{t:.2f}' for t in ts)}"
+            )
+        ratios = [d / h for d, h in zip(detects, hashes, strict=True)]
+        print(
+            f"{tree:9s} detect / hash, whole commands: best {min(detects) / min(hashes):.2f}x, median of rounds "
+            f"{statistics.median(ratios):.2f}x, per round {', '.join(f'{r:.2f}x' for r in ratios)}"
+        )
 
 
 if __name__ == "__main__":
