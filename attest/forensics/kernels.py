@@ -166,11 +166,11 @@ def gram_residual_of(
     inputs: Inputs, with_base: bool, dtype: str, coef: np.ndarray, cov: np.ndarray, chunk: bool = False
 ) -> tuple[GramBlock, ResidualCounts]:
     """gram_of and residual_of over the same inputs, in one pass where the compiled sweep has it (two candidates, no
-    base, a storage grid narrower than float64: attest.forensics.compiled.residual.residual_sweep's `gram`), else one
-    after the other; the same results either way."""
+    base, a storage grid and kernel inputs narrower than float64: attest.forensics.compiled.residual.residual_sweep's
+    `gram`), else one after the other; the same results either way."""
     m, cands, _ = inputs
     bits = PRECISION_BITS[dtype]
-    if with_base or len(cands) != 2 or bits >= 53:
+    if with_base or len(cands) != 2 or bits >= 53 or m.itemsize >= 8:  # float64 inputs: gram_sweep's general path
         return gram_of(inputs, with_base, dtype, chunk), residual_of(inputs, dtype, coef, cov, with_base)
     g = m.shape[0]
     grams, counts = _gram_out(g, 2), _residual_out(g)

@@ -280,6 +280,20 @@ def test_each_sweep_module_carries_the_hash_of_the_elements_it_compiles_in() -> 
     assert refine.ELEMENTS_SHA256 == want, f"set ELEMENTS_SHA256 = {want!r} in compiled/refine.py"
 
 
+@pytest.mark.parametrize("chunk", [True, False])
+def test_a_float64_copy_of_a_candidate_is_at_distance_zero_from_it(chunk: bool) -> None:
+    """Regression: the no-base two-candidate Gram loop takes P_2 - A as -(P_1 - A), exact only for inputs narrower
+    than float64 (P_1 + P_2 exact). Float64 inputs keep the general path, whose rows make M - P_2 exactly
+    (M - A) - (P_2 - A): a model that is a float64 copy of a candidate is at distance 0 from it, not ~1e-16."""
+    g = torch.Generator().manual_seed(70)
+    p1 = torch.randn(kernels.CHUNK_ELEMENTS, generator=g, dtype=torch.float64) * 0.02
+    p2 = p1 + torch.randn(kernels.CHUNK_ELEMENTS, generator=g, dtype=torch.float64) * 1e-11
+    out = kernels.gram_block([stored_piece((p2.clone(), p1, p2))], 2, False, "F64", chunk=chunk)
+    gm = out.gram[0]
+    assert gm[0, 0] - 2 * gm[0, 2] + gm[2, 2] == 0.0
+    assert gm[0, 0] - 2 * gm[0, 1] + gm[1, 1] > 0.0
+
+
 def test_the_residual_sweep_carries_the_hash_of_the_gram_helpers_it_compiles_in() -> None:
     """residual_sweep's one-pass form inlines gram.py's helpers: after an edit of gram.py it must change too."""
     import hashlib

@@ -333,12 +333,15 @@ def gram_sweep(
     qvar = np.empty(BLOCK)
     weight = np.empty(BLOCK)  # 1 for a resolved element of the sample, else 0
     zbuf = np.empty((nv, (BLOCK + resolved_stride - 1) // resolved_stride))  # the sample of one block
+    # narrow inputs (bf16 bits, float32): P_1 + P_2 is exact in float64 (see _mean_rows2); float64 inputs take the
+    # general path, whose rows keep M - P_2 = (M - A) - (P_2 - A) exact
+    mean2 = nv == 4 and fused and not with_base and m.itemsize < 8
     for g in range(g_count):
         sub = (n + resolved_stride - 1) // resolved_stride
         vstride = rvar_stride if sub >= rvar_min else 1
         for s0 in range(0, n, BLOCK):
             w = min(BLOCK, n - s0)
-            if nv == 4 and fused and not with_base:
+            if mean2:
                 mb, c1, c2, _ = two_candidate_block(m, cands, base, g, s0, w)
                 _mean_rows2(mb, c1, c2, w, y, sums[g], gram[g])
             else:
@@ -364,7 +367,7 @@ def gram_sweep(
             # Resolved elements: the given models (the base's own deviation 0 included) spread over at least
             # `ratio` of |A| + spread. The sample (every resolved_stride-th element; s0 is a multiple of BLOCK,
             # itself a multiple of every stride) is first copied together so that the loops below vectorize.
-            if nv == 4 and fused and not with_base:
+            if mean2:
                 n_res, rv = mean2_sample(
                     y, zbuf, w, resolved_stride, vstride, threshold, top, floor_u, ext, weight, gram_res[g], rgram[g]
                 )

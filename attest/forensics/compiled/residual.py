@@ -30,7 +30,7 @@ from attest.forensics.compiled.gram import MEAN2_ZERO, mean2_add, mean2_sample, 
 
 ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168af7"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
-GRAM_SHA256 = "e88d65fb48848d21cf1415d5ce8c38ca95bcebf34f83f04eb673c13bcfc44eac"
+GRAM_SHA256 = "a9c3a72ebd0dc6a8e74878c4f0905faef5f5c1bea92ffdddf12a826647a25257"
 """SHA-256 of gram.py: its per-element and per-block helpers are compiled into this file's cached code too (the
 Gram sums of `residual_sweep(..., gram=...)`)."""
 
@@ -183,9 +183,10 @@ def residual_sweep(
     excess_delta, kept_delta), zeroed by the caller; the zero pattern needs a base.
 
     `gram`: also the Gram sweep's sums in the same pass (gram_sweep(m, cands, m, False, bits, min_exp, *gram[:4],
-    True, gram[4]), the same results), for two candidates without a base (the caller checks `fast`): (resolved
-    stride, rounding-variance minimum, its stride, resolved ratio, gram_sweep's `out`). Each element is then read and
-    decoded once for both sweeps (the sampled recipe's pass of a large tensor, attest.forensics.fit.fit_large)."""
+    True, gram[4]), the same results), for two candidates without a base and inputs narrower than float64 (the caller
+    checks): (resolved stride, rounding-variance minimum, its stride, resolved ratio, gram_sweep's `out`). Each
+    element is then read and decoded once for both sweeps (the sampled recipe's pass of a large tensor,
+    attest.forensics.fit.fit_large)."""
     rss, differing, unexplained, hist, zero, excess_delta, kept_delta = out
     g_count, n = m.shape
     k = len(cands)
