@@ -32,8 +32,13 @@ def die_on(needle: str, log: str, fn: Callable[[Any], Any], args: Any) -> Any:
         os.kill(os.getpid(), signal.SIGKILL)
     result = fn(args)
     with open(log, "a") as fh:
-        fh.write(repr(args)[:200].replace("\n", " ") + "\n")
+        fh.write(unit_line(args) + "\n")
     return result
+
+
+def unit_line(args: Any) -> str:
+    """How the logs name a unit (by its arguments)."""
+    return repr(args)[:200].replace("\n", " ")
 
 
 def refuse(args: str) -> None:
@@ -41,14 +46,22 @@ def refuse(args: str) -> None:
 
 
 class FaultyExecutor(RayExecutor):
-    """RayExecutor whose every unit runs through `wrap(fn, args)`."""
+    """RayExecutor whose every unit runs through `wrap(fn, args)`. `combined`: the units whose results reached this
+    process (unit_line of each), which is what a failed run keeps; a unit can finish on its worker and still be
+    cancelled before its result arrives."""
 
     def __init__(self, wrap: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__("auto", **kwargs)
         self.wrap = wrap
+        self.combined: list[str] = []
 
     def map(self, label: str, fn: Callable[[Any], Any], units: Sequence[WorkUnit[Any]], on_done: Any = None) -> Any:
-        return super().map(label, functools.partial(self.wrap, fn), units, on_done)
+        def done(i: int, result: Any) -> None:
+            self.combined.append(unit_line(units[i].args))
+            if on_done is not None:
+                on_done(i, result)
+
+        return super().map(label, functools.partial(self.wrap, fn), units, done)
 
 
 def executor_killing_once(marker: Path) -> FaultyExecutor:
