@@ -170,7 +170,8 @@ def gram_residual_of(
     `gram`), else one after the other; the same results either way."""
     m, cands, _ = inputs
     bits = PRECISION_BITS[dtype]
-    if with_base or len(cands) != 2 or bits >= 53 or m.itemsize >= 8:  # float64 inputs: gram_sweep's general path
+    # float64 kernel inputs (any F64 input, M's included): gram_sweep's general path
+    if with_base or len(cands) != 2 or m.itemsize >= 8:
         return gram_of(inputs, with_base, dtype, chunk), residual_of(inputs, dtype, coef, cov, with_base)
     g = m.shape[0]
     grams, counts = _gram_out(g, 2), _residual_out(g)
