@@ -249,6 +249,27 @@ def mean2_sample(
     return n_res, _rounding4(z, spread, wres, (ws + vstride - 1) // vstride, vstride, top, floor_u, rgram)
 
 
+@njit(inline="always")
+def sample_constants(
+    n: int, bits: int, min_exp: int, ratio: float, resolved_stride: int, rvar_min: int, rvar_stride: int
+) -> tuple[float, float, float, int]:
+    """For pieces of n elements: the resolved test's threshold on |A|, the rounding variance's floor and top spacing
+    factors, and the stride of the rounding-variance sample (gram_sweep's parameters)."""
+    vstride = rvar_stride if (n + resolved_stride - 1) // resolved_stride >= rvar_min else 1
+    return ratio / (1.0 - ratio), math.ldexp(1.0, min_exp + 1 - bits), math.ldexp(1.0, 1 - bits), vstride
+
+
+@njit(inline="always")
+def mirror_lower(gram: np.ndarray, gram_res: np.ndarray, rgram: np.ndarray) -> None:
+    """A piece's three Gram matrices, summed in their upper triangles, made symmetric."""
+    nv = gram.shape[0]
+    for r in range(nv):
+        for c in range(r):
+            gram[r, c] = gram[c, r]
+            gram_res[r, c] = gram_res[c, r]
+            rgram[r, c] = rgram[c, r]
+
+
 MEAN2_ZERO: tuple[float, ...] = (0.0,) * 9
 _ZERO10: tuple[float, ...] = (0.0,) * 10
 
@@ -322,9 +343,7 @@ def gram_sweep(
     g_count, n = m.shape
     k = len(cands)
     nv = k + 2
-    threshold = ratio / (1.0 - ratio)
-    floor_u = math.ldexp(1.0, min_exp + 1 - bits)
-    top = math.ldexp(1.0, 1 - bits)
+    threshold, floor_u, top, vstride = sample_constants(n, bits, min_exp, ratio, resolved_stride, rvar_min, rvar_stride)
     y = np.empty((nv, BLOCK))
     a = y[nv - 1]
     scratch = np.empty(BLOCK)
@@ -337,8 +356,6 @@ def gram_sweep(
     # general path, whose rows keep M - P_2 = (M - A) - (P_2 - A) exact
     mean2 = nv == 4 and fused and not with_base and m.itemsize < 8
     for g in range(g_count):
-        sub = (n + resolved_stride - 1) // resolved_stride
-        vstride = rvar_stride if sub >= rvar_min else 1
         for s0 in range(0, n, BLOCK):
             w = min(BLOCK, n - s0)
             if mean2:
@@ -411,8 +428,4 @@ def gram_sweep(
                 qv[t] = u * u * (vstride / 12.0) * wres[t * vstride]
                 rounding[g] += qv[t]
             _products(q, nq, qv, rgram[g])
-        for r in range(nv):
-            for c in range(r):
-                gram[g, r, c] = gram[g, c, r]
-                gram_res[g, r, c] = gram_res[g, c, r]
-                rgram[g, r, c] = rgram[g, c, r]
+        mirror_lower(gram[g], gram_res[g], rgram[g])

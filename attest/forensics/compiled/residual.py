@@ -26,11 +26,18 @@ from attest.forensics.compiled.elements import (
     stored_value,
     two_candidate_block,
 )
-from attest.forensics.compiled.gram import MEAN2_ZERO, mean2_add, mean2_sample, mean2_store
+from attest.forensics.compiled.gram import (
+    MEAN2_ZERO,
+    mean2_add,
+    mean2_sample,
+    mean2_store,
+    mirror_lower,
+    sample_constants,
+)
 
 ELEMENTS_SHA256 = "956948cf03a0f3011fa3c1569bb0e552a25e941d33683f5ca346cb3b57168af7"
 """SHA-256 of elements.py, whose helpers are compiled into this file's cached code (see its docstring)."""
-GRAM_SHA256 = "a9c3a72ebd0dc6a8e74878c4f0905faef5f5c1bea92ffdddf12a826647a25257"
+GRAM_SHA256 = "73c2b1d7e955193062725748d81fa2d972b9f4c1c27dd4b4f3f23ef7915917cf"
 """SHA-256 of gram.py: its per-element and per-block helpers are compiled into this file's cached code too (the
 Gram sums of `residual_sweep(..., gram=...)`)."""
 
@@ -206,10 +213,9 @@ def residual_sweep(
     if gram is not None:
         resolved_stride, rvar_min, rvar_stride, ratio, gram_out = gram
         g_gram, g_sums, g_res, g_rgram, g_rounding, g_resolved = gram_out
-        threshold = ratio / (1.0 - ratio)
-        floor_u = math.ldexp(1.0, min_exp + 1 - bits)
-        top = math.ldexp(1.0, 1 - bits)
-        vstride = rvar_stride if (n + resolved_stride - 1) // resolved_stride >= rvar_min else 1
+        threshold, floor_u, top, vstride = sample_constants(
+            n, bits, min_exp, ratio, resolved_stride, rvar_min, rvar_stride
+        )
         y = np.empty((4, BLOCK))
         ext = np.empty((4, BLOCK))
         weight = np.empty(BLOCK)
@@ -319,11 +325,7 @@ def residual_sweep(
                 if abs(mv[e] - v[e]) > 0.5 * grid_step + arith + math.sqrt(max(fitted_var, 0.0)) * sigmas:
                     unexplained[g] += 1
         if gram is not None:
-            for i in range(4):
-                for j in range(i):
-                    g_gram[g, i, j] = g_gram[g, j, i]
-                    g_res[g, i, j] = g_res[g, j, i]
-                    g_rgram[g, i, j] = g_rgram[g, j, i]
+            mirror_lower(g_gram[g], g_res[g], g_rgram[g])
         rss[g] = acc_rss
         differing[g] = n_diff
         zero[g] = counts
